@@ -1,0 +1,2 @@
+//! Benchmarks of durable (under construction).
+fn main() {}

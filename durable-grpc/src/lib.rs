@@ -1,0 +1,1 @@
+//! The grpc backend of durable (under construction).

@@ -1,0 +1,389 @@
+//! The [`Backend`] trait: where instances, histories and work items live.
+//!
+//! The trait mirrors the Durable Task sidecar protocol (`TaskHubSidecarService`):
+//! a client side (create, query, raise, terminate, ...) and a worker side
+//! (leased work items that are completed or abandoned). The worker and the
+//! client only ever talk to this trait, so the same orchestrations run on the
+//! in-memory backend, the SQLite backend and a remote gRPC sidecar.
+//!
+//! Delivery guarantees: activities run at least once (a lease that is lost or
+//! abandoned delivers the item again); orchestration episodes are applied
+//! exactly once (completing with a stale token is rejected with
+//! [`BackendError::LeaseLost`]).
+
+pub mod memory;
+pub mod transition;
+
+use crate::actions::OrchestratorResult;
+use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use memory::MemoryBackend;
+
+/// Errors a backend reports. Each says what went wrong and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No instance has this id.
+    #[error("no orchestration instance with id \"{0}\"; check the id, or schedule it first")]
+    NotFound(String),
+    /// The id is in use and the reuse policy does not allow replacing it.
+    #[error(
+        "an orchestration instance with id \"{id}\" already exists with status {status}; \
+         pick another id, or pass an id reuse policy that allows replacing {status} instances"
+    )]
+    AlreadyExists {
+        /// The instance id.
+        id: String,
+        /// Its current status.
+        status: OrchestrationStatus,
+    },
+    /// The operation does not apply to the instance in its current state.
+    #[error("cannot {operation} instance \"{id}\": it is {status}")]
+    InvalidState {
+        /// The instance id.
+        id: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// Its current status.
+        status: OrchestrationStatus,
+    },
+    /// A payload is larger than the configured limit.
+    #[error(
+        "{what} is {size} bytes, over the limit of {limit} bytes; send a smaller payload \
+         (store large data elsewhere and pass a reference) or raise the backend's payload limit"
+    )]
+    PayloadTooLarge {
+        /// What carried the payload (e.g. "input of orchestration \"x\"").
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The work item's lease expired or was already completed.
+    #[error("the lease on this work item was lost (it expired, or the item was already completed or abandoned): {0}")]
+    LeaseLost(String),
+    /// Waiting for an instance took longer than allowed.
+    #[error("timed out after {0:?} waiting for instance \"{1}\"")]
+    Timeout(Duration, String),
+    /// The backend was shut down.
+    #[error("the backend is shut down")]
+    Shutdown,
+    /// The caller passed something malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The backend could not be reached.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the storage or transport reported.
+    #[error("backend error: {0}")]
+    Other(String),
+}
+
+/// Which existing instances a new instance with the same id may replace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdReusePolicy {
+    /// Statuses of an existing instance that may be replaced. A running,
+    /// pending or suspended instance listed here is terminated first.
+    pub replaceable: Vec<OrchestrationStatus>,
+}
+
+impl Default for IdReusePolicy {
+    /// Replace finished instances (completed, failed, terminated, canceled);
+    /// refuse while one is pending, running or suspended.
+    fn default() -> Self {
+        IdReusePolicy {
+            replaceable: vec![
+                OrchestrationStatus::Completed,
+                OrchestrationStatus::Failed,
+                OrchestrationStatus::Terminated,
+                OrchestrationStatus::Canceled,
+            ],
+        }
+    }
+}
+
+impl IdReusePolicy {
+    /// Never reuse an id, whatever state the existing instance is in.
+    pub fn never() -> Self {
+        IdReusePolicy {
+            replaceable: Vec::new(),
+        }
+    }
+
+    /// Always reuse: terminate a live instance and replace it.
+    pub fn always() -> Self {
+        IdReusePolicy {
+            replaceable: OrchestrationStatus::ALL.to_vec(),
+        }
+    }
+}
+
+/// A request to create an orchestration instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreateInstanceRequest {
+    /// The instance id.
+    pub instance_id: String,
+    /// Orchestrator name.
+    pub name: String,
+    /// Orchestrator version.
+    pub version: Option<String>,
+    /// Input as JSON text.
+    pub input: Option<String>,
+    /// Start no earlier than this.
+    pub scheduled_start: Option<Timestamp>,
+    /// What to do if the id is taken.
+    pub reuse_policy: IdReusePolicy,
+}
+
+/// An instance's metadata and status, as a backend stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMetadata {
+    /// Instance id.
+    pub instance_id: String,
+    /// Execution id of the current execution (changes on continue-as-new).
+    pub execution_id: String,
+    /// Orchestrator name.
+    pub name: String,
+    /// Orchestrator version.
+    pub version: Option<String>,
+    /// Runtime status.
+    pub status: OrchestrationStatus,
+    /// Input (JSON); `None` when fetched without payloads.
+    pub input: Option<String>,
+    /// Output (JSON); `None` when fetched without payloads or not finished.
+    pub output: Option<String>,
+    /// Custom status (JSON).
+    pub custom_status: Option<String>,
+    /// Failure, when the status is `Failed`.
+    pub failure: Option<FailureDetails>,
+    /// When the instance was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub last_updated_at: Timestamp,
+    /// When it reached a terminal state.
+    pub completed_at: Option<Timestamp>,
+    /// When it was scheduled to start, if later than creation.
+    pub scheduled_start: Option<Timestamp>,
+    /// The parent instance id of a sub-orchestration.
+    pub parent_instance_id: Option<String>,
+}
+
+impl InstanceMetadata {
+    /// The same metadata without input, output and custom status.
+    pub fn without_payloads(mut self) -> Self {
+        self.input = None;
+        self.output = None;
+        self.custom_status = None;
+        self
+    }
+}
+
+/// Filter and paging for [`Backend::query_instances`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceQuery {
+    /// Only these statuses (empty: any).
+    pub statuses: Vec<OrchestrationStatus>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_to: Option<Timestamp>,
+    /// Instance id starts with.
+    pub instance_id_prefix: Option<String>,
+    /// Page size (0: backend default of 100).
+    pub page_size: usize,
+    /// Token from the previous page.
+    pub continuation_token: Option<String>,
+    /// Include input, output and custom status.
+    pub fetch_payloads: bool,
+}
+
+impl InstanceQuery {
+    /// Whether an instance matches the filter (ignores paging).
+    pub fn matches(&self, m: &InstanceMetadata) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&m.status))
+            && self.created_from.is_none_or(|t| m.created_at >= t)
+            && self.created_to.is_none_or(|t| m.created_at < t)
+            && self
+                .instance_id_prefix
+                .as_deref()
+                .is_none_or(|p| m.instance_id.starts_with(p))
+    }
+
+    /// The page size to use.
+    pub fn effective_page_size(&self) -> usize {
+        if self.page_size == 0 {
+            100
+        } else {
+            self.page_size
+        }
+    }
+}
+
+/// One page of query results.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryPage {
+    /// Matching instances, ordered by instance id.
+    pub instances: Vec<InstanceMetadata>,
+    /// Pass to the next query to get the next page; `None` when done.
+    pub continuation_token: Option<String>,
+}
+
+/// What to purge.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PurgeTarget {
+    /// One instance.
+    Instance(String),
+    /// Every finished instance matching a filter.
+    Filter {
+        /// Created at or after.
+        created_from: Option<Timestamp>,
+        /// Created before.
+        created_to: Option<Timestamp>,
+        /// Only these statuses (empty: every terminal status).
+        statuses: Vec<OrchestrationStatus>,
+    },
+}
+
+/// What to wait for in [`Backend::wait_for_instance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The instance left `Pending`.
+    Start,
+    /// The instance reached a terminal state.
+    Completion,
+}
+
+/// An orchestration episode to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrchestrationWorkItem {
+    /// The instance.
+    pub instance_id: String,
+    /// Its current execution id.
+    pub execution_id: String,
+    /// History already applied.
+    pub past_events: Vec<HistoryEvent>,
+    /// Events to apply in this episode (starting with `OrchestratorStarted`).
+    pub new_events: Vec<HistoryEvent>,
+    /// Lease token to pass back on completion.
+    pub completion_token: String,
+}
+
+/// An activity to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivityWorkItem {
+    /// The orchestration instance that scheduled it.
+    pub instance_id: String,
+    /// The execution of that instance.
+    pub execution_id: String,
+    /// Activity name.
+    pub name: String,
+    /// Activity version.
+    pub version: Option<String>,
+    /// Input as JSON text.
+    pub input: Option<String>,
+    /// Sequence number of the `ScheduleTask` action.
+    pub task_id: i32,
+    /// Lease token to pass back on completion.
+    pub completion_token: String,
+}
+
+/// How an activity ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActivityOutcome {
+    /// Returned this JSON result.
+    Completed(Option<String>),
+    /// Failed.
+    Failed(FailureDetails),
+}
+
+/// Storage and transport of orchestrations. See the module docs.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    // ---- client side ----
+
+    /// Creates an instance and queues its `ExecutionStarted`.
+    async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError>;
+
+    /// Metadata of an instance, or `None` if there is none with this id.
+    async fn get_instance(
+        &self,
+        instance_id: &str,
+        with_payloads: bool,
+    ) -> Result<Option<InstanceMetadata>, BackendError>;
+
+    /// Waits until the instance started or completed, or until `timeout`
+    /// (then [`BackendError::Timeout`]).
+    async fn wait_for_instance(
+        &self,
+        instance_id: &str,
+        wait_for: WaitFor,
+        timeout: Duration,
+    ) -> Result<InstanceMetadata, BackendError>;
+
+    /// Queues an external event for the instance.
+    async fn raise_event(
+        &self,
+        instance_id: &str,
+        name: &str,
+        input: Option<String>,
+    ) -> Result<(), BackendError>;
+
+    /// Terminates the instance (and its sub-orchestrations if `recursive`).
+    async fn terminate(
+        &self,
+        instance_id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<(), BackendError>;
+
+    /// Suspends the instance: events are held until it is resumed.
+    async fn suspend(&self, instance_id: &str, reason: Option<String>)
+        -> Result<(), BackendError>;
+
+    /// Resumes a suspended instance.
+    async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError>;
+
+    /// Deletes finished instances and their history; returns how many.
+    async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError>;
+
+    /// Lists instances matching a filter, one page at a time.
+    async fn query_instances(&self, query: InstanceQuery) -> Result<QueryPage, BackendError>;
+
+    /// The full history of the instance's current execution.
+    async fn get_history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, BackendError>;
+
+    // ---- worker side ----
+
+    /// Waits for the next orchestration episode and leases it.
+    async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError>;
+
+    /// Applies an episode's result. Rejected with [`BackendError::LeaseLost`]
+    /// if the lease expired or was already used.
+    async fn complete_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<(), BackendError>;
+
+    /// Gives the episode back, to be delivered again.
+    async fn abandon_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+    ) -> Result<(), BackendError>;
+
+    /// Waits for the next activity and leases it.
+    async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError>;
+
+    /// Records an activity's outcome and delivers it to its orchestration.
+    async fn complete_activity_item(
+        &self,
+        item: &ActivityWorkItem,
+        outcome: ActivityOutcome,
+    ) -> Result<(), BackendError>;
+
+    /// Gives the activity back, to be delivered again.
+    async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError>;
+}

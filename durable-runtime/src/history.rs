@@ -1,0 +1,312 @@
+//! The history model: one variant per Durable Task history event.
+//!
+//! An orchestration's history is the append-only log its replay is driven
+//! from. Payloads are JSON text exactly as they travel on the wire, so the
+//! gRPC mapping is one-to-one and histories written by other SDKs read the
+//! same. The serde form of [`HistoryEvent`] is the documented export format
+//! (see `docs/history-format.md`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Point in time, always UTC.
+pub type Timestamp = DateTime<Utc>;
+
+/// One entry of an orchestration's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// For scheduling events (task, timer, sub-orchestration, event sent) the
+    /// sequence number of the action that produced them; `-1` otherwise.
+    pub event_id: i32,
+    /// When the backend recorded the event.
+    pub timestamp: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl HistoryEvent {
+    /// An event that carries no sequence number (`event_id == -1`).
+    pub fn new(timestamp: Timestamp, kind: EventKind) -> Self {
+        HistoryEvent {
+            event_id: -1,
+            timestamp,
+            kind,
+        }
+    }
+
+    /// An event carrying the sequence number of the action it records.
+    pub fn with_id(event_id: i32, timestamp: Timestamp, kind: EventKind) -> Self {
+        HistoryEvent {
+            event_id,
+            timestamp,
+            kind,
+        }
+    }
+}
+
+/// The parent of a sub-orchestration, as recorded in its `ExecutionStarted`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentInstance {
+    /// The parent's instance id.
+    pub instance_id: String,
+    /// The parent's execution id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    /// The parent's orchestrator name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The sequence number of the `CreateSubOrchestration` action in the parent.
+    pub task_scheduled_id: i32,
+}
+
+/// The kinds of history event. Field names follow the Durable Task protobuf
+/// definitions (in snake case).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+#[allow(missing_docs)] // fields mirror the protocol one to one; documented per variant
+pub enum EventKind {
+    /// The orchestration (this execution of it) started.
+    ExecutionStarted {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        instance_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        execution_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentInstance>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduled_start: Option<Timestamp>,
+    },
+    /// The orchestration reached a terminal state (or continued as new).
+    ExecutionCompleted {
+        status: OrchestrationStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<FailureDetails>,
+    },
+    /// A terminate request reached the orchestration.
+    ExecutionTerminated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        #[serde(default)]
+        recurse: bool,
+    },
+    /// An activity was scheduled (`event_id` is its sequence number).
+    TaskScheduled {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// An activity returned.
+    TaskCompleted {
+        task_scheduled_id: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    /// An activity failed.
+    TaskFailed {
+        task_scheduled_id: i32,
+        failure: FailureDetails,
+    },
+    /// A sub-orchestration was started (`event_id` is its sequence number).
+    SubOrchestrationInstanceCreated {
+        instance_id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// A sub-orchestration completed.
+    SubOrchestrationInstanceCompleted {
+        task_scheduled_id: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    /// A sub-orchestration failed.
+    SubOrchestrationInstanceFailed {
+        task_scheduled_id: i32,
+        failure: FailureDetails,
+    },
+    /// A durable timer was created (`event_id` is its sequence number).
+    TimerCreated { fire_at: Timestamp },
+    /// A durable timer fired.
+    TimerFired { fire_at: Timestamp, timer_id: i32 },
+    /// An episode began; its timestamp is the orchestration's "now".
+    OrchestratorStarted,
+    /// An episode ended.
+    OrchestratorCompleted,
+    /// The orchestration sent an event to another instance.
+    EventSent {
+        instance_id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// An external event arrived.
+    EventRaised {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// The orchestration continued as new with this input.
+    ContinueAsNew {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// The orchestration was suspended.
+    ExecutionSuspended {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+    /// The orchestration was resumed.
+    ExecutionResumed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// The protocol's name for this kind of event, e.g. `"TaskScheduled"`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::ExecutionStarted { .. } => "ExecutionStarted",
+            EventKind::ExecutionCompleted { .. } => "ExecutionCompleted",
+            EventKind::ExecutionTerminated { .. } => "ExecutionTerminated",
+            EventKind::TaskScheduled { .. } => "TaskScheduled",
+            EventKind::TaskCompleted { .. } => "TaskCompleted",
+            EventKind::TaskFailed { .. } => "TaskFailed",
+            EventKind::SubOrchestrationInstanceCreated { .. } => "SubOrchestrationInstanceCreated",
+            EventKind::SubOrchestrationInstanceCompleted { .. } => {
+                "SubOrchestrationInstanceCompleted"
+            }
+            EventKind::SubOrchestrationInstanceFailed { .. } => "SubOrchestrationInstanceFailed",
+            EventKind::TimerCreated { .. } => "TimerCreated",
+            EventKind::TimerFired { .. } => "TimerFired",
+            EventKind::OrchestratorStarted => "OrchestratorStarted",
+            EventKind::OrchestratorCompleted => "OrchestratorCompleted",
+            EventKind::EventSent { .. } => "EventSent",
+            EventKind::EventRaised { .. } => "EventRaised",
+            EventKind::ContinueAsNew { .. } => "ContinueAsNew",
+            EventKind::ExecutionSuspended { .. } => "ExecutionSuspended",
+            EventKind::ExecutionResumed { .. } => "ExecutionResumed",
+        }
+    }
+}
+
+/// Runtime status of an orchestration instance. Numbering follows the
+/// protocol's `OrchestrationStatus` enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum OrchestrationStatus {
+    /// Started and not finished.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Restarted with new input (transient; the new execution is `Running`).
+    ContinuedAsNew,
+    /// Finished with an error.
+    Failed,
+    /// Canceled (reserved by the protocol; durable does not produce it).
+    Canceled,
+    /// Stopped by a terminate request.
+    Terminated,
+    /// Created and not yet started (e.g. scheduled for later).
+    Pending,
+    /// Suspended; events are held until it is resumed.
+    Suspended,
+}
+
+impl OrchestrationStatus {
+    /// Completed, failed, terminated or canceled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrchestrationStatus::Completed
+                | OrchestrationStatus::Failed
+                | OrchestrationStatus::Terminated
+                | OrchestrationStatus::Canceled
+        )
+    }
+
+    /// Every status, in protocol order.
+    pub const ALL: [OrchestrationStatus; 8] = [
+        OrchestrationStatus::Running,
+        OrchestrationStatus::Completed,
+        OrchestrationStatus::ContinuedAsNew,
+        OrchestrationStatus::Failed,
+        OrchestrationStatus::Canceled,
+        OrchestrationStatus::Terminated,
+        OrchestrationStatus::Pending,
+        OrchestrationStatus::Suspended,
+    ];
+
+    /// The protocol's numeric value.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            OrchestrationStatus::Running => 0,
+            OrchestrationStatus::Completed => 1,
+            OrchestrationStatus::ContinuedAsNew => 2,
+            OrchestrationStatus::Failed => 3,
+            OrchestrationStatus::Canceled => 4,
+            OrchestrationStatus::Terminated => 5,
+            OrchestrationStatus::Pending => 6,
+            OrchestrationStatus::Suspended => 7,
+        }
+    }
+
+    /// From the protocol's numeric value.
+    pub fn from_i32(v: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_i32() == v)
+    }
+}
+
+impl fmt::Display for OrchestrationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why a task or orchestration failed, as the protocol carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureDetails {
+    /// Type of the error, e.g. `"ValueError"` or a Rust type path.
+    pub error_type: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Extra details (a stack trace or anything the failing code attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_trace: Option<String>,
+    /// The failure that caused this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Box<FailureDetails>>,
+    /// When true, retry policies do not retry this failure.
+    #[serde(default)]
+    pub non_retriable: bool,
+}
+
+impl FailureDetails {
+    /// A failure with a type and a message.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        FailureDetails {
+            error_type: error_type.into(),
+            message: message.into(),
+            stack_trace: None,
+            inner: None,
+            non_retriable: false,
+        }
+    }
+}
+
+impl fmt::Display for FailureDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}

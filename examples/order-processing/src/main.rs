@@ -1,0 +1,2 @@
+//! Order processing example (under construction).
+fn main() {}
