@@ -1,1 +1,6 @@
-//! The grpc backend of durable (under construction).
+//! The gRPC remote backend of durable (under construction).
+
+#[allow(missing_docs, unreachable_pub, dead_code, clippy::all)]
+mod proto {
+    tonic::include_proto!("_");
+}
