@@ -71,7 +71,9 @@ impl ActionKind {
                 format!("sub-orchestration \"{name}\"")
             }
             ActionKind::CreateTimer { .. } => "timer".to_string(),
-            ActionKind::SendEvent { name, instance_id, .. } => {
+            ActionKind::SendEvent {
+                name, instance_id, ..
+            } => {
                 format!("send event \"{name}\" to \"{instance_id}\"")
             }
             ActionKind::CompleteOrchestration { status, .. } => {

@@ -305,6 +305,14 @@ impl FailureDetails {
     }
 }
 
+impl FailureDetails {
+    /// The same failure with `inner` as its cause.
+    pub fn with_inner(mut self, inner: FailureDetails) -> Self {
+        self.inner = Some(Box::new(inner));
+        self
+    }
+}
+
 impl fmt::Display for FailureDetails {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.error_type, self.message)

@@ -263,8 +263,9 @@ pub struct OrchestrationWorkItem {
     pub instance_id: String,
     /// Its current execution id.
     pub execution_id: String,
-    /// History already applied.
-    pub past_events: Vec<HistoryEvent>,
+    /// History already applied (shared, so backends need not copy a long
+    /// history for every episode).
+    pub past_events: std::sync::Arc<Vec<HistoryEvent>>,
     /// Events to apply in this episode (starting with `OrchestratorStarted`).
     pub new_events: Vec<HistoryEvent>,
     /// Lease token to pass back on completion.
@@ -340,8 +341,7 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError>;
 
     /// Suspends the instance: events are held until it is resumed.
-    async fn suspend(&self, instance_id: &str, reason: Option<String>)
-        -> Result<(), BackendError>;
+    async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError>;
 
     /// Resumes a suspended instance.
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError>;
@@ -360,18 +360,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Waits for the next orchestration episode and leases it.
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError>;
 
-    /// Applies an episode's result. Rejected with [`BackendError::LeaseLost`]
+    /// Applies an episode's result. Takes the item by value so a backend can
+    /// reclaim the shared history without copying it. Rejected with [`BackendError::LeaseLost`]
     /// if the lease expired or was already used.
     async fn complete_orchestration_item(
         &self,
-        item: &OrchestrationWorkItem,
+        item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError>;
 
     /// Gives the episode back, to be delivered again.
     async fn abandon_orchestration_item(
         &self,
-        item: &OrchestrationWorkItem,
+        item: OrchestrationWorkItem,
     ) -> Result<(), BackendError>;
 
     /// Waits for the next activity and leases it.

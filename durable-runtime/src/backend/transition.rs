@@ -1,0 +1,754 @@
+//! The pure core shared by the in-process backends.
+//!
+//! Given an instance's metadata, its history, the events delivered in an
+//! episode and the episode's result, [`apply_episode`] computes the new
+//! metadata, the events to append and everything to send elsewhere:
+//! activity work, timers, messages to other instances, sub-orchestrations to
+//! create. Backends only persist and queue what it returns, so the memory
+//! and SQLite backends cannot disagree about what an episode means.
+
+use super::{
+    ActivityOutcome, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata,
+};
+use crate::actions::{ActionKind, OrchestratorResult};
+use crate::history::{
+    EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+/// Size limits enforced by the backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum events in one execution's history; an episode that would grow
+    /// past it fails the orchestration instead.
+    pub max_history_events: usize,
+    /// Maximum size in bytes of one payload (input, output, event data).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 100,000 history events; 4 MiB payloads (the usual gRPC message limit).
+    fn default() -> Self {
+        Limits {
+            max_history_events: 100_000,
+            max_payload_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a payload against the limit.
+    pub fn check_payload(
+        &self,
+        what: impl FnOnce() -> String,
+        payload: Option<&str>,
+    ) -> Result<(), BackendError> {
+        match payload {
+            Some(p) if p.len() > self.max_payload_bytes => Err(BackendError::PayloadTooLarge {
+                what: what(),
+                size: p.len(),
+                limit: self.max_payload_bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An activity to enqueue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivityTask {
+    /// The scheduling instance.
+    pub instance_id: String,
+    /// Its execution.
+    pub execution_id: String,
+    /// Sequence number of the task.
+    pub task_id: i32,
+    /// Activity name.
+    pub name: String,
+    /// Activity version.
+    pub version: Option<String>,
+    /// JSON input.
+    pub input: Option<String>,
+}
+
+/// An event to deliver to an instance's inbox, possibly later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMessage {
+    /// Target instance.
+    pub instance_id: String,
+    /// Only deliver to this execution (`None`: whichever is current).
+    pub execution_id: Option<String>,
+    /// The event.
+    pub event: HistoryEvent,
+    /// Deliver no earlier than this (timers, delayed starts).
+    pub visible_at: Option<Timestamp>,
+}
+
+/// A sub-orchestration to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewInstance {
+    /// The creation request (default reuse policy).
+    pub request: CreateInstanceRequest,
+    /// The parent, to notify if creation fails.
+    pub parent: ParentInstance,
+}
+
+/// Everything an episode sends elsewhere.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outbox {
+    /// Activities to enqueue.
+    pub activities: Vec<ActivityTask>,
+    /// Events for instances (this one included: timers), possibly delayed.
+    pub messages: Vec<InstanceMessage>,
+    /// Sub-orchestrations to create.
+    pub new_instances: Vec<NewInstance>,
+}
+
+/// How the history changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryUpdate {
+    /// Append these events.
+    Append(Vec<HistoryEvent>),
+    /// The execution continued as new: drop the old history; `inbox_front`
+    /// events start the new execution.
+    Restart {
+        /// Events to put first in the instance's inbox.
+        inbox_front: Vec<HistoryEvent>,
+    },
+}
+
+/// The result of applying an episode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpisodeOutcome {
+    /// The instance's new metadata.
+    pub metadata: InstanceMetadata,
+    /// The history change.
+    pub history: HistoryUpdate,
+    /// What to send elsewhere.
+    pub outbox: Outbox,
+}
+
+/// Finds the `ExecutionStarted` event of an execution.
+pub fn execution_started(history: &[HistoryEvent]) -> Option<&HistoryEvent> {
+    history
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))
+}
+
+fn parent_of(history: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<ParentInstance> {
+    execution_started(history)
+        .or_else(|| execution_started(new_events))
+        .and_then(|e| match &e.kind {
+            EventKind::ExecutionStarted { parent, .. } => parent.clone(),
+            _ => None,
+        })
+}
+
+/// Instance ids of sub-orchestrations started and not finished.
+pub fn running_children(events: &[HistoryEvent]) -> Vec<String> {
+    let mut created: Vec<(i32, String)> = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    for e in events {
+        match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                created.push((e.event_id, instance_id.clone()))
+            }
+            EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => {
+                done.insert(*task_scheduled_id);
+            }
+            _ => {}
+        }
+    }
+    created
+        .into_iter()
+        .filter(|(id, _)| !done.contains(id))
+        .map(|(_, i)| i)
+        .collect()
+}
+
+/// Every sub-orchestration instance id an execution ever started.
+pub fn all_children(events: &[HistoryEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                Some(instance_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new execution id.
+pub fn new_execution_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Metadata and the `ExecutionStarted` message for a new instance.
+pub fn create_instance(
+    request: &CreateInstanceRequest,
+    parent: Option<ParentInstance>,
+    now: Timestamp,
+    limits: &Limits,
+) -> Result<(InstanceMetadata, InstanceMessage), BackendError> {
+    if request.instance_id.is_empty() {
+        return Err(BackendError::InvalidRequest(
+            "instance id must not be empty".into(),
+        ));
+    }
+    if request.name.is_empty() {
+        return Err(BackendError::InvalidRequest(
+            "orchestrator name must not be empty".into(),
+        ));
+    }
+    limits.check_payload(
+        || format!("the input of orchestration \"{}\"", request.instance_id),
+        request.input.as_deref(),
+    )?;
+    let execution_id = new_execution_id();
+    let scheduled_start = request.scheduled_start.filter(|t| *t > now);
+    let meta = InstanceMetadata {
+        instance_id: request.instance_id.clone(),
+        execution_id: execution_id.clone(),
+        name: request.name.clone(),
+        version: request.version.clone(),
+        status: OrchestrationStatus::Pending,
+        input: request.input.clone(),
+        output: None,
+        custom_status: None,
+        failure: None,
+        created_at: now,
+        last_updated_at: now,
+        completed_at: None,
+        scheduled_start,
+        parent_instance_id: parent.as_ref().map(|p| p.instance_id.clone()),
+    };
+    let started = HistoryEvent::new(
+        now,
+        EventKind::ExecutionStarted {
+            name: request.name.clone(),
+            version: request.version.clone(),
+            input: request.input.clone(),
+            instance_id: request.instance_id.clone(),
+            execution_id: Some(execution_id.clone()),
+            parent,
+            scheduled_start,
+        },
+    );
+    Ok((
+        meta,
+        InstanceMessage {
+            instance_id: request.instance_id.clone(),
+            execution_id: Some(execution_id),
+            event: started,
+            visible_at: scheduled_start,
+        },
+    ))
+}
+
+/// What to do with an existing instance when one with the same id is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// No instance has the id: create.
+    Create,
+    /// Replace the existing (finished) instance: purge it, then create.
+    Replace,
+    /// Terminate the live instance, then replace it.
+    TerminateAndReplace,
+}
+
+/// Applies an id reuse policy.
+pub fn check_reuse(
+    existing: Option<&InstanceMetadata>,
+    policy: &IdReusePolicy,
+) -> Result<Reuse, BackendError> {
+    match existing {
+        None => Ok(Reuse::Create),
+        Some(m) if policy.replaceable.contains(&m.status) => Ok(if m.status.is_terminal() {
+            Reuse::Replace
+        } else {
+            Reuse::TerminateAndReplace
+        }),
+        Some(m) => Err(BackendError::AlreadyExists {
+            id: m.instance_id.clone(),
+            status: m.status,
+        }),
+    }
+}
+
+/// The event a finished activity delivers to its orchestration. A result over
+/// the payload limit becomes a failure saying so.
+pub fn activity_completion(
+    task_id: i32,
+    outcome: ActivityOutcome,
+    name: &str,
+    now: Timestamp,
+    limits: &Limits,
+) -> HistoryEvent {
+    let kind = match outcome {
+        ActivityOutcome::Completed(result) => {
+            match limits.check_payload(
+                || format!("the result of activity \"{name}\""),
+                result.as_deref(),
+            ) {
+                Ok(()) => EventKind::TaskCompleted {
+                    task_scheduled_id: task_id,
+                    result,
+                },
+                Err(e) => EventKind::TaskFailed {
+                    task_scheduled_id: task_id,
+                    failure: FailureDetails {
+                        non_retriable: true,
+                        ..FailureDetails::new("PayloadTooLarge", e.to_string())
+                    },
+                },
+            }
+        }
+        ActivityOutcome::Failed(failure) => EventKind::TaskFailed {
+            task_scheduled_id: task_id,
+            failure,
+        },
+    };
+    HistoryEvent::new(now, kind)
+}
+
+/// Status implied by suspend/resume events delivered in an episode.
+fn status_after(current: OrchestrationStatus, new_events: &[HistoryEvent]) -> OrchestrationStatus {
+    let mut status = if current == OrchestrationStatus::Pending {
+        OrchestrationStatus::Running
+    } else {
+        current
+    };
+    for e in new_events {
+        match e.kind {
+            EventKind::ExecutionSuspended { .. } => status = OrchestrationStatus::Suspended,
+            EventKind::ExecutionResumed { .. } => status = OrchestrationStatus::Running,
+            _ => {}
+        }
+    }
+    status
+}
+
+fn fail_outcome(
+    meta: &InstanceMetadata,
+    history: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+    details: FailureDetails,
+    now: Timestamp,
+) -> EpisodeOutcome {
+    let mut appended = new_events.to_vec();
+    appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+    appended.push(HistoryEvent::new(
+        now,
+        EventKind::ExecutionCompleted {
+            status: OrchestrationStatus::Failed,
+            result: None,
+            failure: Some(details.clone()),
+        },
+    ));
+    let mut metadata = meta.clone();
+    metadata.status = OrchestrationStatus::Failed;
+    metadata.failure = Some(details.clone());
+    metadata.output = None;
+    metadata.last_updated_at = now;
+    metadata.completed_at = Some(now);
+    let mut outbox = Outbox::default();
+    if let Some(p) = parent_of(history, new_events) {
+        outbox.messages.push(notify_parent(
+            &p,
+            Err(FailureDetails::new(
+                "SubOrchestrationFailed",
+                format!(
+                    "sub-orchestration \"{}\" failed: {}",
+                    meta.instance_id, details.message
+                ),
+            )
+            .with_inner(details)),
+            now,
+        ));
+    }
+    EpisodeOutcome {
+        metadata,
+        history: HistoryUpdate::Append(appended),
+        outbox,
+    }
+}
+
+fn notify_parent(
+    p: &ParentInstance,
+    result: Result<Option<String>, FailureDetails>,
+    now: Timestamp,
+) -> InstanceMessage {
+    let kind = match result {
+        Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id: p.task_scheduled_id,
+            result,
+        },
+        Err(failure) => EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: p.task_scheduled_id,
+            failure,
+        },
+    };
+    InstanceMessage {
+        instance_id: p.instance_id.clone(),
+        execution_id: p.execution_id.clone(),
+        event: HistoryEvent::new(now, kind),
+        visible_at: None,
+    }
+}
+
+/// Applies one episode. `history` is the execution's history before the
+/// episode, `new_events` what was delivered (starting with
+/// `OrchestratorStarted`).
+pub fn apply_episode(
+    meta: &InstanceMetadata,
+    history: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+    result: &OrchestratorResult,
+    now: Timestamp,
+    limits: &Limits,
+) -> EpisodeOutcome {
+    let mut appended: Vec<HistoryEvent> = new_events.to_vec();
+    let mut outbox = Outbox::default();
+    let instance_id = &meta.instance_id;
+
+    if let Err(e) = limits.check_payload(
+        || format!("the custom status of \"{instance_id}\""),
+        result.custom_status.as_deref(),
+    ) {
+        return fail_outcome(
+            meta,
+            history,
+            new_events,
+            FailureDetails::new("PayloadTooLarge", e.to_string()),
+            now,
+        );
+    }
+
+    let mut completion = None;
+    for action in &result.actions {
+        let id = action.id;
+        let too_large =
+            |what: String, p: Option<&String>| limits.check_payload(|| what, p.map(String::as_str));
+        let checked = match &action.kind {
+            ActionKind::ScheduleTask {
+                name,
+                version,
+                input,
+            } => too_large(format!("the input of activity \"{name}\""), input.as_ref()).map(|()| {
+                appended.push(HistoryEvent::with_id(
+                    id,
+                    now,
+                    EventKind::TaskScheduled {
+                        name: name.clone(),
+                        version: version.clone(),
+                        input: input.clone(),
+                    },
+                ));
+                outbox.activities.push(ActivityTask {
+                    instance_id: instance_id.clone(),
+                    execution_id: meta.execution_id.clone(),
+                    task_id: id,
+                    name: name.clone(),
+                    version: version.clone(),
+                    input: input.clone(),
+                });
+            }),
+            ActionKind::CreateTimer { fire_at } => {
+                appended.push(HistoryEvent::with_id(
+                    id,
+                    now,
+                    EventKind::TimerCreated { fire_at: *fire_at },
+                ));
+                outbox.messages.push(InstanceMessage {
+                    instance_id: instance_id.clone(),
+                    execution_id: Some(meta.execution_id.clone()),
+                    event: HistoryEvent::new(
+                        *fire_at,
+                        EventKind::TimerFired {
+                            fire_at: *fire_at,
+                            timer_id: id,
+                        },
+                    ),
+                    visible_at: Some(*fire_at),
+                });
+                Ok(())
+            }
+            ActionKind::CreateSubOrchestration {
+                instance_id: child,
+                name,
+                version,
+                input,
+            } => too_large(
+                format!("the input of sub-orchestration \"{name}\""),
+                input.as_ref(),
+            )
+            .map(|()| {
+                appended.push(HistoryEvent::with_id(
+                    id,
+                    now,
+                    EventKind::SubOrchestrationInstanceCreated {
+                        instance_id: child.clone(),
+                        name: name.clone(),
+                        version: version.clone(),
+                        input: input.clone(),
+                    },
+                ));
+                outbox.new_instances.push(NewInstance {
+                    request: CreateInstanceRequest {
+                        instance_id: child.clone(),
+                        name: name.clone(),
+                        version: version.clone(),
+                        input: input.clone(),
+                        scheduled_start: None,
+                        reuse_policy: IdReusePolicy::default(),
+                    },
+                    parent: ParentInstance {
+                        instance_id: instance_id.clone(),
+                        execution_id: Some(meta.execution_id.clone()),
+                        name: Some(meta.name.clone()),
+                        task_scheduled_id: id,
+                    },
+                });
+            }),
+            ActionKind::SendEvent {
+                instance_id: target,
+                name,
+                data,
+            } => too_large(format!("the data of event \"{name}\""), data.as_ref()).map(|()| {
+                appended.push(HistoryEvent::with_id(
+                    id,
+                    now,
+                    EventKind::EventSent {
+                        instance_id: target.clone(),
+                        name: name.clone(),
+                        input: data.clone(),
+                    },
+                ));
+                outbox.messages.push(InstanceMessage {
+                    instance_id: target.clone(),
+                    execution_id: None,
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::EventRaised {
+                            name: name.clone(),
+                            input: data.clone(),
+                        },
+                    ),
+                    visible_at: None,
+                });
+            }),
+            ActionKind::TerminateOrchestration {
+                instance_id: target,
+                reason,
+                recurse,
+            } => {
+                outbox.messages.push(InstanceMessage {
+                    instance_id: target.clone(),
+                    execution_id: None,
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::ExecutionTerminated {
+                            input: reason.clone(),
+                            recurse: *recurse,
+                        },
+                    ),
+                    visible_at: None,
+                });
+                Ok(())
+            }
+            ActionKind::CompleteOrchestration { .. } => {
+                completion = Some(&action.kind);
+                Ok(())
+            }
+        };
+        if let Err(e) = checked {
+            return fail_outcome(
+                meta,
+                history,
+                new_events,
+                FailureDetails::new("PayloadTooLarge", e.to_string()),
+                now,
+            );
+        }
+    }
+    appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+
+    if history.len() + appended.len() > limits.max_history_events {
+        return fail_outcome(
+            meta,
+            history,
+            new_events,
+            FailureDetails::new(
+                "HistoryTooLarge",
+                format!(
+                    "the history of \"{instance_id}\" would grow to {} events, over the limit of {}; \
+                     use continue_as_new to start a fresh history, or raise the backend's history limit",
+                    history.len() + appended.len(),
+                    limits.max_history_events
+                ),
+            ),
+            now,
+        );
+    }
+
+    let mut metadata = meta.clone();
+    metadata.last_updated_at = now;
+    metadata.custom_status = result.custom_status.clone();
+    metadata.status = status_after(meta.status, new_events);
+
+    let Some(ActionKind::CompleteOrchestration {
+        status,
+        result: output,
+        failure,
+        carryover_events,
+        ..
+    }) = completion
+    else {
+        return EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Append(appended),
+            outbox,
+        };
+    };
+
+    if *status == OrchestrationStatus::ContinuedAsNew {
+        if let Err(e) = limits.check_payload(
+            || format!("the new input of \"{instance_id}\""),
+            output.as_deref(),
+        ) {
+            return fail_outcome(
+                meta,
+                history,
+                new_events,
+                FailureDetails::new("PayloadTooLarge", e.to_string()),
+                now,
+            );
+        }
+        let execution_id = new_execution_id();
+        metadata.execution_id = execution_id.clone();
+        metadata.status = OrchestrationStatus::Running;
+        metadata.input = output.clone();
+        metadata.output = None;
+        metadata.failure = None;
+        let parent = parent_of(history, new_events);
+        let mut inbox_front = vec![HistoryEvent::new(
+            now,
+            EventKind::ExecutionStarted {
+                name: meta.name.clone(),
+                version: meta.version.clone(),
+                input: output.clone(),
+                instance_id: instance_id.clone(),
+                execution_id: Some(execution_id),
+                parent,
+                scheduled_start: None,
+            },
+        )];
+        inbox_front.extend(carryover_events.iter().cloned());
+        return EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Restart { inbox_front },
+            outbox,
+        };
+    }
+
+    let output_check = limits.check_payload(
+        || format!("the output of \"{instance_id}\""),
+        output.as_deref(),
+    );
+    if let Err(e) = output_check {
+        return fail_outcome(
+            meta,
+            history,
+            new_events,
+            FailureDetails::new("PayloadTooLarge", e.to_string()),
+            now,
+        );
+    }
+    if *status == OrchestrationStatus::Failed {
+        let details = failure.clone().unwrap_or_else(|| {
+            FailureDetails::new("OrchestrationError", "the orchestration failed")
+        });
+        return fail_outcome(meta, history, new_events, details, now);
+    }
+    appended.push(HistoryEvent::new(
+        now,
+        EventKind::ExecutionCompleted {
+            status: *status,
+            result: output.clone(),
+            failure: failure.clone(),
+        },
+    ));
+    metadata.status = *status;
+    metadata.output = output.clone();
+    metadata.failure = failure.clone();
+    metadata.completed_at = Some(now);
+    if let Some(p) = parent_of(history, new_events) {
+        let msg = if *status == OrchestrationStatus::Completed {
+            notify_parent(&p, Ok(output.clone()), now)
+        } else {
+            notify_parent(
+                &p,
+                Err(FailureDetails::new(
+                    "SubOrchestrationTerminated",
+                    format!("sub-orchestration \"{instance_id}\" was terminated"),
+                )),
+                now,
+            )
+        };
+        outbox.messages.push(msg);
+    }
+    if *status == OrchestrationStatus::Terminated {
+        let recurse = new_events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ExecutionTerminated { recurse: true, .. }));
+        if recurse {
+            let mut all = history.to_vec();
+            all.extend(appended.iter().cloned());
+            for child in running_children(&all) {
+                outbox.messages.push(InstanceMessage {
+                    instance_id: child,
+                    execution_id: None,
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::ExecutionTerminated {
+                            input: output.clone(),
+                            recurse: true,
+                        },
+                    ),
+                    visible_at: None,
+                });
+            }
+        }
+    }
+    EpisodeOutcome {
+        metadata,
+        history: HistoryUpdate::Append(appended),
+        outbox,
+    }
+}
+
+/// The events delivered with a new episode: `OrchestratorStarted` then the inbox.
+pub fn episode_events(
+    inbox: impl IntoIterator<Item = HistoryEvent>,
+    now: Timestamp,
+) -> Vec<HistoryEvent> {
+    let mut v = vec![HistoryEvent::new(now, EventKind::OrchestratorStarted)];
+    v.extend(inbox);
+    v
+}
+
+/// Whether an event in an inbox may be delivered to an instance in this state.
+/// Events for finished instances are dropped by the caller.
+pub fn accepts_message(meta: &InstanceMetadata, msg: &InstanceMessage) -> bool {
+    !meta.status.is_terminal()
+        && msg
+            .execution_id
+            .as_deref()
+            .is_none_or(|e| e == meta.execution_id)
+}

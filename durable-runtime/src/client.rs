@@ -1,0 +1,368 @@
+//! The client: schedule, query and control orchestration instances.
+
+use crate::backend::{
+    Backend, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery, PurgeTarget,
+    WaitFor,
+};
+use crate::error::Error;
+use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::registry::Orchestrator;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options for scheduling an orchestration.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleOptions {
+    /// Instance id; default: a random UUID.
+    pub instance_id: Option<String>,
+    /// Start no earlier than this.
+    pub start_at: Option<Timestamp>,
+    /// What to do if the id is taken; default: replace finished instances only.
+    pub reuse_policy: Option<IdReusePolicy>,
+    /// Orchestrator version to record.
+    pub version: Option<String>,
+}
+
+impl ScheduleOptions {
+    /// Options with this instance id.
+    pub fn with_id(id: impl Into<String>) -> Self {
+        ScheduleOptions {
+            instance_id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// What a client sees of an instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrchestrationState {
+    meta: InstanceMetadata,
+}
+
+impl OrchestrationState {
+    /// Wraps backend metadata.
+    pub fn from_metadata(meta: InstanceMetadata) -> Self {
+        OrchestrationState { meta }
+    }
+    /// The raw metadata.
+    pub fn metadata(&self) -> &InstanceMetadata {
+        &self.meta
+    }
+    /// Instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.meta.instance_id
+    }
+    /// Orchestrator name.
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+    /// Runtime status.
+    pub fn status(&self) -> OrchestrationStatus {
+        self.meta.status
+    }
+    /// The output decoded into `T`. Fails if there is none (not finished, or
+    /// fetched without payloads) or it does not decode.
+    pub fn output<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode(
+            self.meta.output.as_deref(),
+            "the output of",
+            &self.meta.instance_id,
+        )
+    }
+    /// The output as JSON text.
+    pub fn output_json(&self) -> Option<&str> {
+        self.meta.output.as_deref()
+    }
+    /// The input decoded into `T`.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode(
+            self.meta.input.as_deref(),
+            "the input of",
+            &self.meta.instance_id,
+        )
+    }
+    /// The input as JSON text.
+    pub fn input_json(&self) -> Option<&str> {
+        self.meta.input.as_deref()
+    }
+    /// The custom status decoded into `T`.
+    pub fn custom_status<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode(
+            self.meta.custom_status.as_deref(),
+            "the custom status of",
+            &self.meta.instance_id,
+        )
+    }
+    /// The failure, if the instance failed.
+    pub fn failure(&self) -> Option<&FailureDetails> {
+        self.meta.failure.as_ref()
+    }
+    /// When it was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.meta.created_at
+    }
+    /// When it last changed.
+    pub fn last_updated_at(&self) -> Timestamp {
+        self.meta.last_updated_at
+    }
+    /// When it finished.
+    pub fn completed_at(&self) -> Option<Timestamp> {
+        self.meta.completed_at
+    }
+}
+
+fn decode<T: DeserializeOwned>(json: Option<&str>, what: &str, id: &str) -> Result<T, Error> {
+    let text = json.ok_or_else(|| Error::Serde {
+        what: format!(
+            "{what} \"{id}\" is not available (not finished, or fetched without payloads)"
+        ),
+        source: serde::de::Error::custom("no value"),
+    })?;
+    serde_json::from_str(text).map_err(|source| Error::Serde {
+        what: format!(
+            "{what} \"{id}\" does not deserialise into `{}`",
+            std::any::type_name::<T>()
+        ),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Option<String>, Error> {
+    serde_json::to_string(value)
+        .map(Some)
+        .map_err(|source| Error::Serde {
+            what: format!(
+                "{what} (`{}`) could not be serialised",
+                std::any::type_name::<T>()
+            ),
+            source,
+        })
+}
+
+/// Schedules and controls orchestrations on a backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for a backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Client { backend }
+    }
+
+    /// The backend this client talks to.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Schedules a typed orchestration with a fresh instance id; returns the id.
+    pub async fn schedule<O: Orchestrator>(
+        &self,
+        _orchestrator: O,
+        input: O::Input,
+    ) -> Result<String, Error> {
+        self.schedule_with(_orchestrator, input, ScheduleOptions::default())
+            .await
+    }
+
+    /// Schedules a typed orchestration with options (id, start time, reuse policy).
+    pub async fn schedule_with<O: Orchestrator>(
+        &self,
+        _orchestrator: O,
+        input: O::Input,
+        mut options: ScheduleOptions,
+    ) -> Result<String, Error> {
+        if options.version.is_none() {
+            options.version = O::VERSION.map(str::to_string);
+        }
+        self.schedule_by_name(O::NAME, &input, options).await
+    }
+
+    /// Schedules an orchestration by name (e.g. one served by a worker in
+    /// another language).
+    pub async fn schedule_by_name(
+        &self,
+        name: &str,
+        input: &impl Serialize,
+        options: ScheduleOptions,
+    ) -> Result<String, Error> {
+        let input = encode(input, &format!("the input of orchestration \"{name}\""))?;
+        self.schedule_raw(name, input, options).await
+    }
+
+    /// Schedules with input already as JSON text.
+    pub async fn schedule_raw(
+        &self,
+        name: &str,
+        input: Option<String>,
+        options: ScheduleOptions,
+    ) -> Result<String, Error> {
+        let instance_id = options
+            .instance_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        self.backend
+            .create_instance(CreateInstanceRequest {
+                instance_id: instance_id.clone(),
+                name: name.to_string(),
+                version: options.version,
+                input,
+                scheduled_start: options.start_at,
+                reuse_policy: options.reuse_policy.unwrap_or_default(),
+            })
+            .await?;
+        Ok(instance_id)
+    }
+
+    /// The instance's state with input, output and custom status, or `None`.
+    pub async fn get_state(&self, instance_id: &str) -> Result<Option<OrchestrationState>, Error> {
+        Ok(self
+            .backend
+            .get_instance(instance_id, true)
+            .await?
+            .map(OrchestrationState::from_metadata))
+    }
+
+    /// The instance's state without payloads (cheaper), or `None`.
+    pub async fn get_status(&self, instance_id: &str) -> Result<Option<OrchestrationState>, Error> {
+        Ok(self
+            .backend
+            .get_instance(instance_id, false)
+            .await?
+            .map(OrchestrationState::from_metadata))
+    }
+
+    /// Waits until the instance has started (left `Pending`).
+    pub async fn wait_for_start(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<OrchestrationState, Error> {
+        Ok(OrchestrationState::from_metadata(
+            self.backend
+                .wait_for_instance(instance_id, WaitFor::Start, timeout)
+                .await?,
+        ))
+    }
+
+    /// Waits until the instance finished (completed, failed or terminated).
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<OrchestrationState, Error> {
+        Ok(OrchestrationState::from_metadata(
+            self.backend
+                .wait_for_instance(instance_id, WaitFor::Completion, timeout)
+                .await?,
+        ))
+    }
+
+    /// Raises an external event on an instance.
+    pub async fn raise_event(
+        &self,
+        instance_id: &str,
+        name: &str,
+        payload: &impl Serialize,
+    ) -> Result<(), Error> {
+        let data = encode(payload, &format!("the data of event \"{name}\""))?;
+        Ok(self.backend.raise_event(instance_id, name, data).await?)
+    }
+
+    /// Terminates an instance, recording `output` as its output.
+    pub async fn terminate(&self, instance_id: &str, output: &impl Serialize) -> Result<(), Error> {
+        let output = encode(output, "the termination output")?;
+        Ok(self.backend.terminate(instance_id, output, false).await?)
+    }
+
+    /// Terminates an instance and all its running sub-orchestrations.
+    pub async fn terminate_recursive(
+        &self,
+        instance_id: &str,
+        output: &impl Serialize,
+    ) -> Result<(), Error> {
+        let output = encode(output, "the termination output")?;
+        Ok(self.backend.terminate(instance_id, output, true).await?)
+    }
+
+    /// Suspends an instance; events are held until it is resumed.
+    pub async fn suspend(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        Ok(self
+            .backend
+            .suspend(
+                instance_id,
+                reason.map(|r| serde_json::Value::from(r).to_string()),
+            )
+            .await?)
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        Ok(self
+            .backend
+            .resume(
+                instance_id,
+                reason.map(|r| serde_json::Value::from(r).to_string()),
+            )
+            .await?)
+    }
+
+    /// Deletes a finished instance and its history (and its
+    /// sub-orchestrations if `recursive`); returns how many were deleted.
+    pub async fn purge(&self, instance_id: &str, recursive: bool) -> Result<usize, Error> {
+        Ok(self
+            .backend
+            .purge(PurgeTarget::Instance(instance_id.to_string()), recursive)
+            .await?)
+    }
+
+    /// Deletes every finished instance matching a filter.
+    pub async fn purge_where(&self, target: PurgeTarget, recursive: bool) -> Result<usize, Error> {
+        Ok(self.backend.purge(target, recursive).await?)
+    }
+
+    /// One page of instances matching a query.
+    pub async fn query(
+        &self,
+        query: InstanceQuery,
+    ) -> Result<(Vec<OrchestrationState>, Option<String>), Error> {
+        let page = self.backend.query_instances(query).await?;
+        Ok((
+            page.instances
+                .into_iter()
+                .map(OrchestrationState::from_metadata)
+                .collect(),
+            page.continuation_token,
+        ))
+    }
+
+    /// Every instance matching a query (follows continuation tokens).
+    pub async fn query_all(
+        &self,
+        mut query: InstanceQuery,
+    ) -> Result<Vec<OrchestrationState>, Error> {
+        let mut all = Vec::new();
+        loop {
+            let (page, token) = self.query(query.clone()).await?;
+            all.extend(page);
+            match token {
+                Some(t) => query.continuation_token = Some(t),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The history of the instance's current execution. Serialise it with
+    /// serde (see `docs/history-format.md`) to replay it in a test.
+    pub async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, Error> {
+        Ok(self.backend.get_history(instance_id).await?)
+    }
+}

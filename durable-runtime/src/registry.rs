@@ -1,0 +1,471 @@
+//! Orchestrators and activities, typed and type-erased.
+//!
+//! `#[orchestrator]` and `#[activity]` turn a function into a unit struct that
+//! implements [`Orchestrator`] or [`Activity`]; the struct is the typed handle
+//! used at call sites. A [`Registry`] maps wire names to type-erased handlers
+//! that the worker runs. [`Registry::discover`] collects everything annotated
+//! in the binary.
+
+use crate::error::{ActivityError, OrchestrationError};
+use crate::history::FailureDetails;
+use crate::replay::context::{ActivityContext, OrchestrationContext};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use crate::error::into_activity_error;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An orchestrator: deterministic code that schedules durable tasks.
+/// Implemented by `#[orchestrator]`.
+pub trait Orchestrator: Default + Copy + Send + Sync + 'static {
+    /// Wire name.
+    const NAME: &'static str;
+    /// Version, if any.
+    const VERSION: Option<&'static str> = None;
+    /// Input type.
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// Output type.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Runs the orchestrator body.
+    fn run(
+        self,
+        ctx: OrchestrationContext,
+        input: Self::Input,
+    ) -> BoxFuture<'static, Result<Self::Output, OrchestrationError>>;
+}
+
+/// An activity: ordinary async code that does the work. Implemented by
+/// `#[activity]`.
+pub trait Activity: Default + Copy + Send + Sync + 'static {
+    /// Wire name.
+    const NAME: &'static str;
+    /// Input type.
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// Output type.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Runs the activity.
+    fn run(
+        self,
+        ctx: ActivityContext,
+        input: Self::Input,
+    ) -> BoxFuture<'static, Result<Self::Output, ActivityError>>;
+}
+
+/// A type-erased orchestrator: JSON input in, JSON output out.
+pub type OrchestratorFn = Arc<
+    dyn Fn(
+            OrchestrationContext,
+            Option<String>,
+        ) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
+        + Send
+        + Sync,
+>;
+
+/// A type-erased activity: JSON input in, JSON output out.
+pub type ActivityFn = Arc<
+    dyn Fn(
+            ActivityContext,
+            Option<String>,
+        ) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
+        + Send
+        + Sync,
+>;
+
+/// Where something was defined or registered, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefinedAt {
+    /// Source file.
+    pub file: &'static str,
+    /// Line.
+    pub line: u32,
+}
+
+impl std::fmt::Display for DefinedAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Registration problems, reported when a worker starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two definitions share a name.
+    #[error(
+        "{kind} \"{name}\" is registered twice: at {first} and at {second}; \
+         rename one (e.g. `#[{attr}(name = \"...\")]`) or register it once"
+    )]
+    Duplicate {
+        /// "orchestrator" or "activity".
+        kind: &'static str,
+        /// The attribute to use in the hint.
+        attr: &'static str,
+        /// The shared name.
+        name: String,
+        /// The first definition.
+        first: DefinedAt,
+        /// The second definition.
+        second: DefinedAt,
+    },
+}
+
+/// What a [`Registration`] registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationKind {
+    /// An orchestrator.
+    Orchestrator,
+    /// An activity.
+    Activity,
+}
+
+/// A definition submitted for discovery by the macros.
+pub struct Registration {
+    /// Orchestrator or activity.
+    pub kind: RegistrationKind,
+    /// Wire name.
+    pub name: &'static str,
+    /// Where it was defined.
+    pub defined_at: DefinedAt,
+    /// Rust module path of the definition.
+    pub module_path: &'static str,
+    register: fn(&mut Registry, DefinedAt),
+}
+
+impl Registration {
+    /// Registration of an orchestrator (used by `#[orchestrator]`).
+    pub const fn orchestrator<O: Orchestrator>(
+        file: &'static str,
+        line: u32,
+        module_path: &'static str,
+    ) -> Registration {
+        Registration {
+            kind: RegistrationKind::Orchestrator,
+            name: O::NAME,
+            defined_at: DefinedAt { file, line },
+            module_path,
+            register: |r, at| r.add_orchestrator::<O>(at),
+        }
+    }
+
+    /// Registration of an activity (used by `#[activity]`).
+    pub const fn activity<A: Activity>(
+        file: &'static str,
+        line: u32,
+        module_path: &'static str,
+    ) -> Registration {
+        Registration {
+            kind: RegistrationKind::Activity,
+            name: A::NAME,
+            defined_at: DefinedAt { file, line },
+            module_path,
+            register: |r, at| r.add_activity::<A>(at),
+        }
+    }
+}
+
+inventory::collect!(Registration);
+
+pub(crate) struct Entry<F> {
+    pub(crate) handler: F,
+    defined_at: DefinedAt,
+}
+
+/// Wire names mapped to orchestrators and activities.
+///
+/// ```
+/// use durable_runtime::Registry;
+/// let registry = Registry::new()
+///     .orchestrator_fn("hello", |_ctx, name: String| async move { Ok(format!("Hello, {name}!")) });
+/// assert!(registry.has_orchestrator("hello"));
+/// ```
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub(crate) orchestrators: HashMap<String, Arc<Entry<OrchestratorFn>>>,
+    pub(crate) activities: HashMap<String, Arc<Entry<ActivityFn>>>,
+    errors: Vec<RegistryError>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut o: Vec<_> = self.orchestrators.keys().collect();
+        let mut a: Vec<_> = self.activities.keys().collect();
+        o.sort();
+        a.sort();
+        f.debug_struct("Registry")
+            .field("orchestrators", &o)
+            .field("activities", &a)
+            .finish()
+    }
+}
+
+fn decode<T: DeserializeOwned>(input: Option<&str>, what: &str) -> Result<T, FailureDetails> {
+    let text = input.unwrap_or("null");
+    serde_json::from_str(text).map_err(|e| {
+        FailureDetails::new(
+            "InputDeserializationError",
+            format!(
+                "the input of {what} does not deserialise into `{}`: {e}",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(
+    value: &T,
+    what: &str,
+) -> Result<Option<String>, FailureDetails> {
+    serde_json::to_string(value).map(Some).map_err(|e| {
+        FailureDetails::new(
+            "OutputSerializationError",
+            format!(
+                "the output of {what} (`{}`) could not be serialised: {e}",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
+/// Wraps a typed call into a JSON-in, JSON-out future.
+fn erase<I, O, Fut>(
+    what: String,
+    input: Option<String>,
+    call: impl FnOnce(I) -> Fut,
+) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    Fut: Future<Output = Result<O, FailureDetails>> + Send + 'static,
+{
+    match decode::<I>(input.as_deref(), &what) {
+        Ok(i) => {
+            let fut = call(i);
+            Box::pin(async move { encode(&fut.await?, &what) })
+        }
+        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything annotated with `#[orchestrator]` or `#[activity]` in this
+    /// binary. Fails if two definitions share a name.
+    pub fn discover() -> Result<Registry, RegistryError> {
+        let mut r = Registry::new();
+        for reg in inventory::iter::<Registration> {
+            (reg.register)(&mut r, reg.defined_at);
+        }
+        r.check()?;
+        Ok(r)
+    }
+
+    /// The first registration error, if any (duplicates are recorded while
+    /// building and reported here, and when a worker starts).
+    pub fn check(&self) -> Result<(), RegistryError> {
+        match self.errors.first() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a typed orchestrator.
+    #[track_caller]
+    pub fn orchestrator<O: Orchestrator>(mut self, _handle: O) -> Self {
+        let loc = std::panic::Location::caller();
+        self.add_orchestrator::<O>(DefinedAt {
+            file: loc.file(),
+            line: loc.line(),
+        });
+        self
+    }
+
+    /// Adds a typed activity.
+    #[track_caller]
+    pub fn activity<A: Activity>(mut self, _handle: A) -> Self {
+        let loc = std::panic::Location::caller();
+        self.add_activity::<A>(DefinedAt {
+            file: loc.file(),
+            line: loc.line(),
+        });
+        self
+    }
+
+    /// Adds everything from another registry (duplicates are errors).
+    pub fn merge(mut self, other: Registry) -> Self {
+        for (name, e) in other.orchestrators {
+            self.insert_orchestrator(name, e);
+        }
+        for (name, e) in other.activities {
+            self.insert_activity(name, e);
+        }
+        self.errors.extend(other.errors);
+        self
+    }
+
+    /// Adds an orchestrator from a closure, by name (no macro needed).
+    #[track_caller]
+    pub fn orchestrator_fn<I, O, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(OrchestrationContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, OrchestrationError>> + Send + 'static,
+    {
+        let loc = std::panic::Location::caller();
+        let what = format!("orchestrator \"{name}\"");
+        let handler: OrchestratorFn = Arc::new(move |ctx, input| {
+            erase(what.clone(), input, |i| {
+                let fut = f(ctx, i);
+                async move { fut.await.map_err(|e| e.into_details()) }
+            })
+        });
+        self.insert_orchestrator(
+            name.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: DefinedAt {
+                    file: loc.file(),
+                    line: loc.line(),
+                },
+            }),
+        );
+        self
+    }
+
+    /// Adds an activity from a closure, by name (no macro needed).
+    #[track_caller]
+    pub fn activity_fn<I, O, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
+    {
+        let loc = std::panic::Location::caller();
+        let what = format!("activity \"{name}\"");
+        let handler: ActivityFn = Arc::new(move |ctx, input| {
+            erase(what.clone(), input, |i| {
+                let fut = f(ctx, i);
+                async move { fut.await.map_err(|e| e.into_details()) }
+            })
+        });
+        self.insert_activity(
+            name.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: DefinedAt {
+                    file: loc.file(),
+                    line: loc.line(),
+                },
+            }),
+        );
+        self
+    }
+
+    fn add_orchestrator<O: Orchestrator>(&mut self, at: DefinedAt) {
+        let what = format!("orchestrator \"{}\"", O::NAME);
+        let handler: OrchestratorFn = Arc::new(move |ctx, input| {
+            erase(what.clone(), input, |i| {
+                let fut = O::default().run(ctx, i);
+                async move { fut.await.map_err(|e| e.into_details()) }
+            })
+        });
+        self.insert_orchestrator(
+            O::NAME.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: at,
+            }),
+        );
+    }
+
+    fn add_activity<A: Activity>(&mut self, at: DefinedAt) {
+        let what = format!("activity \"{}\"", A::NAME);
+        let handler: ActivityFn = Arc::new(move |ctx, input| {
+            erase(what.clone(), input, |i| {
+                let fut = A::default().run(ctx, i);
+                async move { fut.await.map_err(|e| e.into_details()) }
+            })
+        });
+        self.insert_activity(
+            A::NAME.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: at,
+            }),
+        );
+    }
+
+    fn insert_orchestrator(&mut self, name: String, e: Arc<Entry<OrchestratorFn>>) {
+        if let Some(prev) = self.orchestrators.get(&name) {
+            if prev.defined_at != e.defined_at {
+                self.errors.push(RegistryError::Duplicate {
+                    kind: "orchestrator",
+                    attr: "orchestrator",
+                    name,
+                    first: prev.defined_at,
+                    second: e.defined_at,
+                });
+            }
+            return;
+        }
+        self.orchestrators.insert(name, e);
+    }
+
+    fn insert_activity(&mut self, name: String, e: Arc<Entry<ActivityFn>>) {
+        if let Some(prev) = self.activities.get(&name) {
+            if prev.defined_at != e.defined_at {
+                self.errors.push(RegistryError::Duplicate {
+                    kind: "activity",
+                    attr: "activity",
+                    name,
+                    first: prev.defined_at,
+                    second: e.defined_at,
+                });
+            }
+            return;
+        }
+        self.activities.insert(name, e);
+    }
+
+    /// Whether an orchestrator with this name is registered.
+    pub fn has_orchestrator(&self, name: &str) -> bool {
+        self.orchestrators.contains_key(name)
+    }
+
+    /// Whether an activity with this name is registered.
+    pub fn has_activity(&self, name: &str) -> bool {
+        self.activities.contains_key(name)
+    }
+
+    /// Names of registered orchestrators, sorted.
+    pub fn orchestrator_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.orchestrators.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Names of registered activities, sorted.
+    pub fn activity_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.activities.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub(crate) fn get_orchestrator(&self, name: &str) -> Option<OrchestratorFn> {
+        self.orchestrators.get(name).map(|e| e.handler.clone())
+    }
+
+    pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {
+        self.activities.get(name).map(|e| e.handler.clone())
+    }
+}

@@ -1,0 +1,513 @@
+//! The replay engine: runs an orchestrator function against its history.
+//!
+//! An [`Execution`] owns the orchestrator's future and its context state. It
+//! is fed history events one at a time; after each event that wakes the
+//! orchestrator it polls it once, so the code observes completions in
+//! history order on every replay. Scheduling calls record actions, which
+//! are matched against the `TaskScheduled`/`TimerCreated`/... events of the
+//! history by sequence number; a mismatch is a [`NonDeterminism`] error.
+//!
+//! The same `Execution` can be kept alive between episodes (sticky
+//! execution): it is then fed only the new events. Both paths produce the
+//! same actions; the tests check it on the same histories.
+
+pub mod context;
+pub mod retry;
+
+use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
+use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
+use crate::registry::{BoxFuture, OrchestratorFn, Registry};
+use context::{CtxState, OrchestrationContext, Outcome};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+/// The code and the history disagree: replaying would not reproduce what
+/// happened before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonDeterminism {
+    /// Sequence number where they disagree.
+    pub sequence_id: i32,
+    /// What the history holds there (e.g. `activity "ship_item"`), if anything.
+    pub history: Option<String>,
+    /// What the code does there now, if anything.
+    pub code: Option<String>,
+}
+
+impl std::fmt::Display for NonDeterminism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let history = self.history.as_deref().unwrap_or("nothing");
+        let code = self.code.as_deref().unwrap_or("nothing");
+        write!(
+            f,
+            "non-deterministic orchestration: at sequence #{} the history has {history} but the code now schedules {code}; \
+             the orchestrator's code changed in a way that breaks replay of running instances \
+             (deploy it under a new orchestrator name or version, or let old instances finish first)",
+            self.sequence_id
+        )
+    }
+}
+
+impl std::error::Error for NonDeterminism {}
+
+fn describe_event(kind: &EventKind) -> Option<String> {
+    match kind {
+        EventKind::TaskScheduled { name, .. } => Some(format!("activity \"{name}\"")),
+        EventKind::TimerCreated { .. } => Some("timer".into()),
+        EventKind::SubOrchestrationInstanceCreated { name, .. } => {
+            Some(format!("sub-orchestration \"{name}\""))
+        }
+        EventKind::EventSent {
+            name, instance_id, ..
+        } => Some(format!("send event \"{name}\" to \"{instance_id}\"")),
+        _ => None,
+    }
+}
+
+fn same_action(kind: &EventKind, action: &ActionKind) -> bool {
+    match (kind, action) {
+        (EventKind::TaskScheduled { name: a, .. }, ActionKind::ScheduleTask { name: b, .. }) => {
+            a == b
+        }
+        (EventKind::TimerCreated { .. }, ActionKind::CreateTimer { .. }) => true,
+        (
+            EventKind::SubOrchestrationInstanceCreated { name: a, .. },
+            ActionKind::CreateSubOrchestration { name: b, .. },
+        ) => a == b,
+        (EventKind::EventSent { name: a, .. }, ActionKind::SendEvent { name: b, .. }) => a == b,
+        _ => false,
+    }
+}
+
+struct RootWaker(AtomicBool);
+
+impl Wake for RootWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+type RootFuture = BoxFuture<'static, Result<Option<String>, FailureDetails>>;
+
+/// One live execution of an orchestration.
+pub struct Execution {
+    registry: Arc<Registry>,
+    ctx: OrchestrationContext,
+    root: Option<RootFuture>,
+    woken: Arc<RootWaker>,
+    waker: Waker,
+    completion: Option<ActionKind>,
+    non_determinism: Option<NonDeterminism>,
+    suspended: bool,
+    held: Vec<HistoryEvent>,
+    /// Events applied so far (past and new), for the sticky-cache check.
+    events_seen: usize,
+    /// Actions handed out in the last episode, in order, to check the
+    /// events a backend appends for them.
+    last_actions: Vec<OrchestratorAction>,
+}
+
+impl std::fmt::Debug for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution")
+            .field("ctx", &self.ctx)
+            .field("events_seen", &self.events_seen)
+            .field("completed", &self.completion.is_some())
+            .finish()
+    }
+}
+
+impl Execution {
+    /// A fresh execution for an instance, resolving orchestrators in `registry`.
+    pub fn new(registry: Arc<Registry>, instance_id: &str) -> Self {
+        let woken = Arc::new(RootWaker(AtomicBool::new(false)));
+        Execution {
+            registry,
+            ctx: OrchestrationContext::new(CtxState::new(
+                instance_id.to_string(),
+                String::new(),
+                chrono::DateTime::UNIX_EPOCH,
+            )),
+            root: None,
+            waker: Waker::from(woken.clone()),
+            woken,
+            completion: None,
+            non_determinism: None,
+            suspended: false,
+            held: Vec::new(),
+            events_seen: 0,
+            last_actions: Vec::new(),
+        }
+    }
+
+    /// The non-determinism found, if any (the result then fails the
+    /// orchestration).
+    pub fn non_determinism(&self) -> Option<&NonDeterminism> {
+        self.non_determinism.as_ref()
+    }
+
+    /// Whether the orchestration finished.
+    pub fn is_complete(&self) -> bool {
+        self.completion.is_some()
+    }
+
+    /// Runs one episode from scratch or continues a cached execution.
+    /// `past` must be the full prior history; if this execution has already
+    /// seen a prefix of it, only the remainder is applied.
+    pub fn run_episode(
+        &mut self,
+        past: &[HistoryEvent],
+        new: &[HistoryEvent],
+    ) -> OrchestratorResult {
+        {
+            let mut s = self.ctx.lock();
+            s.is_replaying = true;
+        }
+        if self.events_seen == 0 {
+            for e in past {
+                self.apply(e);
+            }
+        }
+        self.ctx.lock().is_replaying = false;
+        for e in new {
+            self.apply(e);
+        }
+        self.events_seen = past.len() + new.len();
+        self.finish_episode()
+    }
+
+    /// Whether this cached execution can continue with `past` as the prior
+    /// history: the history must be what it saw plus exactly the events a
+    /// backend records for the actions it returned last time.
+    pub fn can_continue(&self, past: &[HistoryEvent]) -> bool {
+        if self.completion.is_some() || self.events_seen == 0 || past.len() < self.events_seen {
+            return false;
+        }
+        let mut expected = self
+            .last_actions
+            .iter()
+            .filter(|a| !matches!(a.kind, ActionKind::CompleteOrchestration { .. }));
+        for e in &past[self.events_seen..] {
+            match &e.kind {
+                EventKind::OrchestratorCompleted => {}
+                EventKind::OrchestratorStarted => {}
+                k if describe_event(k).is_some() => match expected.next() {
+                    Some(a) if a.id == e.event_id && same_action(k, &a.kind) => {}
+                    _ => return false,
+                },
+                _ => return false,
+            }
+        }
+        expected.next().is_none()
+    }
+
+    /// Runs an episode on a cached execution: applies the events of `past`
+    /// it has not seen (only those recording its own actions, checked by
+    /// [`can_continue`](Self::can_continue)), then `new`.
+    pub fn continue_episode(
+        &mut self,
+        past: &[HistoryEvent],
+        new: &[HistoryEvent],
+    ) -> OrchestratorResult {
+        // The unseen part of `past` only records this execution's own
+        // actions (checked by `can_continue`); nothing to apply.
+        self.ctx.lock().is_replaying = false;
+        for e in new {
+            self.apply(e);
+        }
+        self.events_seen = past.len() + new.len();
+        self.finish_episode()
+    }
+
+    fn finish_episode(&mut self) -> OrchestratorResult {
+        let mut s = self.ctx.lock();
+        if self.completion.is_none()
+            && self.non_determinism.is_none()
+            && self.root.is_some()
+            && !self.suspended
+            && !s.has_outstanding()
+        {
+            let name = s.name.clone();
+            drop(s);
+            self.fail(FailureDetails::new(
+                "NonDurableAwaitError",
+                format!(
+                    "orchestrator \"{name}\" is waiting on something that is not a durable task \
+                     (a tokio timer, a channel, a lock, an HTTP call, ...); orchestrators may only await \
+                     futures from OrchestrationContext (activities, timers, sub-orchestrations, external events)"
+                ),
+            ));
+            s = self.ctx.lock();
+        }
+        let mut actions: Vec<OrchestratorAction> = std::mem::take(&mut s.pending_actions)
+            .into_iter()
+            .map(|(id, kind)| OrchestratorAction { id, kind })
+            .collect();
+        // Actions handed out stay matched: the next history will record them.
+        self.last_actions = actions.clone();
+        if let Some(c) = &self.completion {
+            actions.push(OrchestratorAction {
+                id: s.next_seq,
+                kind: c.clone(),
+            });
+        }
+        OrchestratorResult {
+            actions,
+            custom_status: s.custom_status.clone(),
+        }
+    }
+
+    fn fail(&mut self, details: FailureDetails) {
+        self.completion = Some(ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::Failed,
+            result: None,
+            failure: Some(details),
+            new_version: None,
+            carryover_events: Vec::new(),
+        });
+        self.root = None;
+    }
+
+    fn report_non_determinism(&mut self, nd: NonDeterminism) {
+        let mut d = FailureDetails::new("NonDeterminismError", nd.to_string());
+        d.non_retriable = true;
+        self.non_determinism = Some(nd);
+        self.fail(d);
+    }
+
+    fn apply(&mut self, e: &HistoryEvent) {
+        if self.completion.is_some() {
+            return;
+        }
+        // While suspended, inputs (completions, timers, events) are held
+        // until resume; records of our own actions and control events are not.
+        if self.suspended
+            && matches!(
+                e.kind,
+                EventKind::TaskCompleted { .. }
+                    | EventKind::TaskFailed { .. }
+                    | EventKind::SubOrchestrationInstanceCompleted { .. }
+                    | EventKind::SubOrchestrationInstanceFailed { .. }
+                    | EventKind::TimerFired { .. }
+                    | EventKind::EventRaised { .. }
+            )
+        {
+            self.held.push(e.clone());
+            return;
+        }
+        let mut wake: Option<Waker> = None;
+        match &e.kind {
+            EventKind::OrchestratorStarted => {
+                self.ctx.lock().now = e.timestamp;
+            }
+            EventKind::ExecutionStarted { name, input, .. } => {
+                {
+                    let mut s = self.ctx.lock();
+                    s.name = name.clone();
+                    if s.now == chrono::DateTime::UNIX_EPOCH {
+                        s.now = e.timestamp;
+                    }
+                }
+                match self.registry.get_orchestrator(name) {
+                    Some(f) => self.start(f, input.clone()),
+                    None => {
+                        let known = self.registry.orchestrator_names().join(", ");
+                        self.fail(FailureDetails::new(
+                            "OrchestratorNotRegistered",
+                            format!(
+                                "orchestrator \"{name}\" is not registered on this worker (registered: [{known}]); \
+                                 add it to the worker's Registry or fix the name used to schedule it"
+                            ),
+                        ));
+                        return;
+                    }
+                }
+            }
+            EventKind::TaskScheduled { .. }
+            | EventKind::TimerCreated { .. }
+            | EventKind::SubOrchestrationInstanceCreated { .. }
+            | EventKind::EventSent { .. } => {
+                let mut s = self.ctx.lock();
+                match s.pending_actions.remove(&e.event_id) {
+                    Some(a) if same_action(&e.kind, &a) => {}
+                    other => {
+                        let nd = NonDeterminism {
+                            sequence_id: e.event_id,
+                            history: describe_event(&e.kind),
+                            code: other.map(|a| a.describe()),
+                        };
+                        drop(s);
+                        self.report_non_determinism(nd);
+                        return;
+                    }
+                }
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id,
+                result,
+            }
+            | EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id,
+                result,
+            } => {
+                wake = self
+                    .ctx
+                    .lock()
+                    .resolve(*task_scheduled_id as i64, Outcome::Ok(result.clone()));
+            }
+            EventKind::TaskFailed {
+                task_scheduled_id,
+                failure,
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id,
+                failure,
+            } => {
+                wake = self
+                    .ctx
+                    .lock()
+                    .resolve(*task_scheduled_id as i64, Outcome::Err(failure.clone()));
+            }
+            EventKind::TimerFired { timer_id, .. } => {
+                wake = self.ctx.lock().resolve(*timer_id as i64, Outcome::Ok(None));
+            }
+            EventKind::EventRaised { name, input } => {
+                wake = self.ctx.lock().deliver_event(name, input.clone());
+            }
+            EventKind::ExecutionTerminated { input, .. } => {
+                self.completion = Some(ActionKind::CompleteOrchestration {
+                    status: OrchestrationStatus::Terminated,
+                    result: input.clone(),
+                    failure: None,
+                    new_version: None,
+                    carryover_events: Vec::new(),
+                });
+                self.root = None;
+                return;
+            }
+            EventKind::ExecutionSuspended { .. } => {
+                self.suspended = true;
+                return;
+            }
+            EventKind::ExecutionResumed { .. } => {
+                self.suspended = false;
+                for held in std::mem::take(&mut self.held) {
+                    self.apply(&held);
+                }
+                return;
+            }
+            EventKind::OrchestratorCompleted
+            | EventKind::ExecutionCompleted { .. }
+            | EventKind::ContinueAsNew { .. } => {}
+        }
+        if let Some(w) = wake {
+            w.wake();
+        }
+        self.poll_root();
+    }
+
+    fn start(&mut self, f: OrchestratorFn, input: Option<String>) {
+        let ctx = self.ctx.clone();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(ctx, input))) {
+            Ok(fut) => {
+                self.root = Some(fut);
+                self.woken.0.store(true, Ordering::Release);
+            }
+            Err(p) => self.fail(panic_details(p)),
+        }
+    }
+
+    fn poll_root(&mut self) {
+        while self.woken.0.swap(false, Ordering::AcqRel) {
+            let Some(root) = self.root.as_mut() else {
+                return;
+            };
+            let mut cx = Context::from_waker(&self.waker);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| root.as_mut().poll(&mut cx))) {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(result)) => {
+                    self.root = None;
+                    let mut s = self.ctx.lock();
+                    let completion = match (s.continue_as_new.take(), result) {
+                        (Some((input, keep)), Ok(_)) => {
+                            let carryover = if keep {
+                                let mut out = Vec::new();
+                                let order = std::mem::take(&mut s.event_buffer_order);
+                                for name in order {
+                                    if let Some(payload) =
+                                        s.event_buffer.get_mut(&name).and_then(|q| q.pop_front())
+                                    {
+                                        out.push(HistoryEvent::new(
+                                            s.now,
+                                            EventKind::EventRaised {
+                                                name,
+                                                input: payload,
+                                            },
+                                        ));
+                                    }
+                                }
+                                out
+                            } else {
+                                Vec::new()
+                            };
+                            ActionKind::CompleteOrchestration {
+                                status: OrchestrationStatus::ContinuedAsNew,
+                                result: input,
+                                failure: None,
+                                new_version: None,
+                                carryover_events: carryover,
+                            }
+                        }
+                        (_, Ok(output)) => ActionKind::CompleteOrchestration {
+                            status: OrchestrationStatus::Completed,
+                            result: output,
+                            failure: None,
+                            new_version: None,
+                            carryover_events: Vec::new(),
+                        },
+                        (_, Err(details)) => ActionKind::CompleteOrchestration {
+                            status: OrchestrationStatus::Failed,
+                            result: None,
+                            failure: Some(details),
+                            new_version: None,
+                            carryover_events: Vec::new(),
+                        },
+                    };
+                    drop(s);
+                    self.completion = Some(completion);
+                    return;
+                }
+                Err(p) => {
+                    self.fail(panic_details(p));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn panic_details(p: Box<dyn std::any::Any + Send>) -> FailureDetails {
+    let msg = if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    };
+    FailureDetails::new("Panic", format!("panicked: {msg}"))
+}
+
+/// Runs one episode from scratch (no cache): the reference behaviour that
+/// the sticky path must match.
+pub fn replay_episode(
+    registry: Arc<Registry>,
+    instance_id: &str,
+    past: &[HistoryEvent],
+    new: &[HistoryEvent],
+) -> OrchestratorResult {
+    Execution::new(registry, instance_id).run_episode(past, new)
+}

@@ -1,0 +1,374 @@
+//! The worker: fetches work items from any [`Backend`] and runs them.
+//!
+//! Orchestration episodes run on the replay engine, with a bounded sticky
+//! cache of live executions so a long orchestration is not replayed from the
+//! start at every step. Activities run as ordinary tokio tasks. Panics in
+//! user code fail that one instance or task, never the worker.
+
+use crate::backend::{
+    ActivityOutcome, ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem,
+};
+use crate::history::FailureDetails;
+use crate::registry::{Registry, RegistryError};
+use crate::replay::{panic_details, Execution};
+use crate::ActivityContext;
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Orchestration episodes running at once (default 100).
+    pub max_concurrent_orchestrations: usize,
+    /// Activities running at once (default 100).
+    pub max_concurrent_activities: usize,
+    /// Live executions kept between episodes (default 1,024; 0 disables the
+    /// sticky cache, so every episode replays from the start).
+    pub cache_capacity: usize,
+    /// On shutdown, how long in-flight items may take to finish before they
+    /// are abandoned (default 5 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            max_concurrent_orchestrations: 100,
+            max_concurrent_activities: 100,
+            cache_capacity: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs orchestrations and activities from a backend.
+pub struct Worker {
+    backend: Arc<dyn Backend>,
+    registry: Registry,
+    options: WorkerOptions,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("registry", &self.registry)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+struct Cache {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<String, (Execution, u64)>,
+}
+
+impl Cache {
+    fn take(&mut self, id: &str) -> Option<Execution> {
+        self.entries.remove(id).map(|(e, _)| e)
+    }
+
+    fn put(&mut self, id: String, e: Execution) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.entries.insert(id, (e, self.tick));
+    }
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    registry: Arc<Registry>,
+    cache: Mutex<Cache>,
+}
+
+/// A running worker; stop it with [`shutdown`](WorkerHandle::shutdown).
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    abort: watch::Sender<bool>,
+    loops: JoinSet<()>,
+    grace: Duration,
+}
+
+impl Worker {
+    /// A worker for `registry` on `backend`, with default options.
+    pub fn new(backend: Arc<dyn Backend>, registry: Registry) -> Self {
+        Worker {
+            backend,
+            registry,
+            options: WorkerOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: WorkerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts fetching and running work on the current tokio runtime. Fails
+    /// if the registry has duplicate names.
+    pub fn start(self) -> Result<WorkerHandle, RegistryError> {
+        self.registry.check()?;
+        let inner = Arc::new(Inner {
+            backend: self.backend,
+            registry: Arc::new(self.registry),
+            cache: Mutex::new(Cache {
+                capacity: self.options.cache_capacity,
+                tick: 0,
+                entries: HashMap::new(),
+            }),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let (abort, abort_rx) = watch::channel(false);
+        let mut loops = JoinSet::new();
+        loops.spawn(orchestration_loop(
+            inner.clone(),
+            self.options.max_concurrent_orchestrations.max(1),
+            stop_rx.clone(),
+            abort_rx.clone(),
+        ));
+        loops.spawn(activity_loop(
+            inner,
+            self.options.max_concurrent_activities.max(1),
+            stop_rx,
+            abort_rx,
+        ));
+        Ok(WorkerHandle {
+            stop,
+            abort,
+            loops,
+            grace: self.options.shutdown_grace,
+        })
+    }
+}
+
+impl WorkerHandle {
+    /// Stops fetching work, lets in-flight items finish within the grace
+    /// period, then abandons the rest so another worker gets them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.loops.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let _ = self.abort.send(true);
+            while self.loops.join_next().await.is_some() {}
+        }
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Capped exponential backoff for a backend that keeps failing.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis((50u64 << failures.min(6)).min(2_000))
+}
+
+async fn orchestration_loop(
+    inner: Arc<Inner>,
+    limit: usize,
+    mut stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+) {
+    let sem = Arc::new(Semaphore::new(limit));
+    let mut tasks = JoinSet::new();
+    let mut failures = 0;
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let item = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            r = inner.backend.next_orchestration_item() => r,
+        };
+        while tasks.try_join_next().is_some() {}
+        match item {
+            Ok(item) => {
+                failures = 0;
+                let inner = inner.clone();
+                let mut abort = abort.clone();
+                // What abandoning needs, without a second reference to the
+                // history (which would force the backend to copy it).
+                let lease = OrchestrationWorkItem {
+                    instance_id: item.instance_id.clone(),
+                    execution_id: item.execution_id.clone(),
+                    past_events: Arc::default(),
+                    new_events: Vec::new(),
+                    completion_token: item.completion_token.clone(),
+                };
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    // Episodes are short CPU work; an abort only matters for
+                    // an episode that has not finished by the deadline.
+                    tokio::select! {
+                        biased;
+                        _ = run_orchestration(&inner, item) => {}
+                        _ = stopped(&mut abort) => {
+                            let _ = inner.backend.abandon_orchestration_item(lease).await;
+                        }
+                    }
+                });
+            }
+            Err(BackendError::Shutdown) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching orchestration work failed; retrying");
+                failures += 1;
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
+    let cached = inner
+        .cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(&item.instance_id);
+    let (exec, result) = match cached {
+        Some(mut exec) if exec.can_continue(&item.past_events) => {
+            let r = exec.continue_episode(&item.past_events, &item.new_events);
+            (exec, r)
+        }
+        _ => {
+            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id);
+            let r = exec.run_episode(&item.past_events, &item.new_events);
+            (exec, r)
+        }
+    };
+    let instance_id = item.instance_id.clone();
+    match inner
+        .backend
+        .complete_orchestration_item(item, result)
+        .await
+    {
+        Ok(()) => {
+            if !exec.is_complete() {
+                inner
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(instance_id, exec);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed; it will be delivered again");
+        }
+    }
+}
+
+async fn activity_loop(
+    inner: Arc<Inner>,
+    limit: usize,
+    mut stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+) {
+    let sem = Arc::new(Semaphore::new(limit));
+    let mut tasks = JoinSet::new();
+    let mut failures = 0;
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let item = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            r = inner.backend.next_activity_item() => r,
+        };
+        while tasks.try_join_next().is_some() {}
+        match item {
+            Ok(item) => {
+                failures = 0;
+                let inner = inner.clone();
+                let mut abort = abort.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        biased;
+                        outcome = run_activity(&inner.registry, &item) => {
+                            if let Err(e) = inner.backend.complete_activity_item(&item, outcome).await {
+                                tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
+                            }
+                        }
+                        _ = stopped(&mut abort) => {
+                            let _ = inner.backend.abandon_activity_item(&item).await;
+                        }
+                    }
+                });
+            }
+            Err(BackendError::Shutdown) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching activity work failed; retrying");
+                failures += 1;
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Runs one activity work item against a registry (panics become failures).
+pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> ActivityOutcome {
+    let Some(handler) = registry.get_activity(&item.name) else {
+        let known = registry.activity_names().join(", ");
+        return ActivityOutcome::Failed(FailureDetails {
+            non_retriable: true,
+            ..FailureDetails::new(
+                "ActivityNotRegistered",
+                format!(
+                    "activity \"{}\" is not registered on this worker (registered: [{known}]); \
+                     add it to the worker's Registry or fix the name it is called by",
+                    item.name
+                ),
+            )
+        });
+    };
+    let ctx = ActivityContext {
+        instance_id: item.instance_id.clone(),
+        task_id: item.task_id,
+        name: item.name.clone(),
+    };
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
+    {
+        Ok(f) => f,
+        Err(p) => return ActivityOutcome::Failed(panic_details(p)),
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(result)) => ActivityOutcome::Completed(result),
+        Ok(Err(details)) => ActivityOutcome::Failed(details),
+        Err(p) => ActivityOutcome::Failed(panic_details(p)),
+    }
+}
