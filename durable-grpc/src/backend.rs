@@ -1,0 +1,1043 @@
+//! [`GrpcBackend`]: the [`Backend`] trait spoken over `TaskHubSidecarService`.
+//!
+//! Client calls map one to one onto unary RPCs. The worker side is one
+//! long-lived `GetWorkItems` stream owned by a background task, which sorts
+//! the items into an orchestration queue and an activity queue (what
+//! [`Backend::next_orchestration_item`] and [`Backend::next_activity_item`]
+//! wait on) and reopens the stream with capped, jittered exponential backoff
+//! whenever it breaks, e.g. when the sidecar restarts.
+
+use crate::convert::{self, ConvertError};
+use crate::options::{GrpcOptions, TokenProvider};
+use crate::proto;
+use crate::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+use async_trait::async_trait;
+use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
+use durable_runtime::backend::{
+    ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
+    InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+};
+use durable_runtime::history::{FailureDetails, HistoryEvent, OrchestrationStatus};
+use prost::Message;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// A [`Backend`] whose instances live in a Durable Task sidecar: the Azure
+/// Durable Task Scheduler or its emulator, Dapr Workflow, durabletask-go, or
+/// any other server of `TaskHubSidecarService`.
+///
+/// Cloning is cheap and clones share one connection and one work-item stream.
+///
+/// ```no_run
+/// use durable_grpc::{GrpcBackend, GrpcOptions};
+///
+/// # async fn run() -> Result<(), durable_runtime::backend::BackendError> {
+/// // The Durable Task Scheduler emulator's defaults.
+/// let backend = GrpcBackend::connect(GrpcOptions::new("http://localhost:8080").task_hub("default")).await?;
+/// # let _ = backend;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GrpcBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rpc: Rpc,
+    options: GrpcOptions,
+    orchestrations: Mutex<mpsc::UnboundedReceiver<OrchestrationWorkItem>>,
+    activities: Mutex<mpsc::UnboundedReceiver<ActivityWorkItem>>,
+    pump: StdMutex<Pump>,
+}
+
+enum Pump {
+    NotStarted(
+        mpsc::UnboundedSender<OrchestrationWorkItem>,
+        mpsc::UnboundedSender<ActivityWorkItem>,
+    ),
+    Running(JoinHandle<()>),
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(Pump::Running(handle)) = self.pump.get_mut() {
+            handle.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for GrpcBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBackend")
+            .field("endpoint", &self.inner.options.endpoint)
+            .field("task_hub", &self.inner.options.task_hub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcBackend {
+    /// A backend for `options`, connecting lazily: nothing is sent until the
+    /// first call, and an unreachable sidecar shows up as
+    /// [`BackendError::Unavailable`] from that call. Must be called inside a
+    /// Tokio runtime.
+    ///
+    /// Fails with [`BackendError::InvalidRequest`] if the endpoint is not an
+    /// `http://` or `https://` URL or the task hub is not valid header text.
+    pub fn new(options: GrpcOptions) -> Result<Self, BackendError> {
+        let rpc = Rpc::new(&options)?;
+        let (orch_tx, orch_rx) = mpsc::unbounded_channel();
+        let (act_tx, act_rx) = mpsc::unbounded_channel();
+        Ok(GrpcBackend {
+            inner: Arc::new(Inner {
+                rpc,
+                options,
+                orchestrations: Mutex::new(orch_rx),
+                activities: Mutex::new(act_rx),
+                pump: StdMutex::new(Pump::NotStarted(orch_tx, act_tx)),
+            }),
+        })
+    }
+
+    /// Like [`GrpcBackend::new`], then says hello to the sidecar, so that a
+    /// wrong endpoint is reported here, with what to do about it.
+    pub async fn connect(options: GrpcOptions) -> Result<Self, BackendError> {
+        let backend = GrpcBackend::new(options)?;
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// Calls the sidecar's `Hello`.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc.request((), "a hello").await?;
+        rpc.client()
+            .hello(req)
+            .await
+            .map_err(|s| rpc.error(s, None))?;
+        Ok(())
+    }
+
+    /// The options this backend was built with.
+    pub fn options(&self) -> &GrpcOptions {
+        &self.inner.options
+    }
+
+    fn ensure_pump(&self) {
+        let Ok(mut pump) = self.inner.pump.lock() else {
+            return;
+        };
+        if let Pump::NotStarted(orch_tx, act_tx) = &*pump {
+            let handle = tokio::spawn(run_pump(
+                self.inner.rpc.clone(),
+                self.inner.options.clone(),
+                orch_tx.clone(),
+                act_tx.clone(),
+            ));
+            *pump = Pump::Running(handle);
+        }
+    }
+}
+
+/// What every call needs: the channel, the headers and the limits.
+#[derive(Clone)]
+struct Rpc {
+    client: TaskHubSidecarServiceClient<Channel>,
+    endpoint: Arc<str>,
+    task_hub: MetadataValue<Ascii>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    request_timeout: Duration,
+    max_message_size: usize,
+}
+
+impl Rpc {
+    fn new(options: &GrpcOptions) -> Result<Self, BackendError> {
+        let url = options.endpoint.trim();
+        let is_https = url.starts_with("https://");
+        if !is_https && !url.starts_with("http://") {
+            return Err(BackendError::InvalidRequest(format!(
+                "the sidecar endpoint \"{url}\" is not an http:// or https:// URL; \
+                 write it like http://localhost:8080"
+            )));
+        }
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| {
+                BackendError::InvalidRequest(format!(
+                    "the sidecar endpoint \"{url}\" is not a valid URL: {e}"
+                ))
+            })?
+            .connect_timeout(options.connect_timeout)
+            .keep_alive_timeout(options.keep_alive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if let Some(interval) = options.keep_alive_interval {
+            endpoint = endpoint.http2_keep_alive_interval(interval);
+        }
+        if is_https {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| {
+                    BackendError::InvalidRequest(format!("cannot set up TLS for \"{url}\": {e}"))
+                })?;
+        }
+        let task_hub = options
+            .task_hub
+            .parse::<MetadataValue<Ascii>>()
+            .map_err(|_| {
+                BackendError::InvalidRequest(format!(
+                    "the task hub name \"{}\" cannot be sent as a header; use ASCII letters, \
+                 digits and dashes",
+                    options.task_hub
+                ))
+            })?;
+        let client = TaskHubSidecarServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(options.max_message_size)
+            .max_encoding_message_size(options.max_message_size);
+        Ok(Rpc {
+            client,
+            endpoint: url.into(),
+            task_hub,
+            token_provider: options.token_provider.clone(),
+            request_timeout: options.request_timeout,
+            max_message_size: options.max_message_size,
+        })
+    }
+
+    fn client(&self) -> TaskHubSidecarServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Wraps a message with the task hub, the bearer token and the default
+    /// deadline, refusing it before it is sent if it is over the size limit.
+    async fn request<T: Message>(
+        &self,
+        message: T,
+        what: &str,
+    ) -> Result<Request<T>, BackendError> {
+        // 5 bytes of gRPC framing precede every message.
+        let size = message.encoded_len() + 5;
+        if size > self.max_message_size {
+            return Err(BackendError::PayloadTooLarge {
+                what: what.to_string(),
+                size,
+                limit: self.max_message_size,
+            });
+        }
+        let mut request = Request::new(message);
+        request.set_timeout(self.request_timeout);
+        let metadata = request.metadata_mut();
+        metadata.insert("taskhub", self.task_hub.clone());
+        if let Some(provider) = &self.token_provider {
+            let token = provider.token().await.map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "could not get a bearer token for the sidecar at {}: {e}",
+                    self.endpoint
+                ))
+            })?;
+            let value = format!("Bearer {token}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| {
+                    BackendError::InvalidRequest(
+                        "the bearer token provider returned text that cannot be sent as a \
+                         header (non-ASCII or control characters)"
+                            .to_string(),
+                    )
+                })?;
+            metadata.insert("authorization", value);
+        }
+        Ok(request)
+    }
+
+    /// Maps a gRPC status to a backend error. `instance` names the instance
+    /// the call was about, for `NotFound`.
+    fn error(&self, status: Status, instance: Option<&str>) -> BackendError {
+        map_status(&self.endpoint, status, instance)
+    }
+
+    async fn get_instance(
+        &self,
+        instance_id: &str,
+        with_payloads: bool,
+    ) -> Result<Option<InstanceMetadata>, BackendError> {
+        let req = self
+            .request(
+                proto::GetInstanceRequest {
+                    instance_id: instance_id.to_string(),
+                    get_inputs_and_outputs: with_payloads,
+                },
+                "a status query",
+            )
+            .await?;
+        let resp = self
+            .client()
+            .get_instance(req)
+            .await
+            .map_err(|s| self.error(s, Some(instance_id)))?
+            .into_inner();
+        instance_from_response(resp, with_payloads)
+    }
+
+    async fn history(
+        &self,
+        instance_id: &str,
+        execution_id: Option<String>,
+        for_work_item: bool,
+    ) -> Result<Vec<HistoryEvent>, BackendError> {
+        let mut req = self
+            .request(
+                proto::StreamInstanceHistoryRequest {
+                    instance_id: instance_id.to_string(),
+                    execution_id,
+                    for_work_item_processing: for_work_item,
+                },
+                "a history query",
+            )
+            .await?;
+        // A history can be long; the stream gets no overall deadline.
+        req.set_timeout(Duration::from_secs(24 * 3600));
+        let mut stream = self
+            .client()
+            .stream_instance_history(req)
+            .await
+            .map_err(|s| self.error(s, Some(instance_id)))?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| self.error(s, Some(instance_id)))?
+        {
+            events.extend(
+                convert::events_from_proto(chunk.events)
+                    .map_err(|e| unreadable("the history of", instance_id, e))?,
+            );
+        }
+        Ok(events)
+    }
+}
+
+fn instance_from_response(
+    resp: proto::GetInstanceResponse,
+    with_payloads: bool,
+) -> Result<Option<InstanceMetadata>, BackendError> {
+    if !resp.exists {
+        return Ok(None);
+    }
+    let Some(state) = resp.orchestration_state else {
+        return Ok(None);
+    };
+    let id = state.instance_id.clone();
+    let metadata =
+        convert::metadata_from_proto(state).map_err(|e| unreadable("the status of", &id, e))?;
+    Ok(Some(if with_payloads {
+        metadata
+    } else {
+        metadata.without_payloads()
+    }))
+}
+
+fn unreadable(what: &str, instance_id: &str, e: ConvertError) -> BackendError {
+    BackendError::Other(format!(
+        "the sidecar sent {what} instance \"{instance_id}\" in a form durable cannot read: {e}"
+    ))
+}
+
+/// Maps a gRPC status to a [`BackendError`] that says what to do next.
+fn map_status(endpoint: &str, status: Status, instance: Option<&str>) -> BackendError {
+    let message = status.message().to_string();
+    match status.code() {
+        Code::NotFound => match instance {
+            Some(id) => BackendError::NotFound(id.to_string()),
+            None => BackendError::Other(format!("the sidecar reported not found: {message}")),
+        },
+        Code::Unavailable => BackendError::Unavailable(format!(
+            "cannot reach the sidecar at {endpoint} ({}); check that it is running and \
+             listening there, or point the endpoint option (ENDPOINT) at it",
+            describe_transport_error(&status)
+        )),
+        Code::Unauthenticated | Code::PermissionDenied => BackendError::Unavailable(format!(
+            "the sidecar at {endpoint} refused the credentials ({message}); check the bearer \
+             token provider and the task hub name"
+        )),
+        Code::ResourceExhausted => match parse_size_limit(&message) {
+            Some((size, limit)) => BackendError::PayloadTooLarge {
+                what: "a message to the sidecar".to_string(),
+                size,
+                limit,
+            },
+            None => BackendError::Other(format!(
+                "the sidecar at {endpoint} refused the call for lack of resources: {message}"
+            )),
+        },
+        Code::InvalidArgument | Code::OutOfRange => BackendError::InvalidRequest(message),
+        Code::Unimplemented => BackendError::Other(format!(
+            "the sidecar at {endpoint} does not implement this call ({message}); it may speak \
+             an older version of the protocol"
+        )),
+        Code::Cancelled if message.contains("Timeout expired") => {
+            BackendError::Other(format!("the call to the sidecar at {endpoint} timed out"))
+        }
+        code => BackendError::Other(format!(
+            "the sidecar at {endpoint} answered {code:?}: {message}"
+        )),
+    }
+}
+
+/// The useful part of a transport failure: tonic nests the cause (refused
+/// connection, DNS failure, TLS error) in the status's source chain.
+fn describe_transport_error(status: &Status) -> String {
+    let mut parts = vec![status.message().to_string()];
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join(": ")
+}
+
+/// Reads sizes out of gRPC's "larger than max (X vs. Y)" messages.
+fn parse_size_limit(message: &str) -> Option<(usize, usize)> {
+    let start = message.find('(')?;
+    let end = message[start..].find(')')? + start;
+    let mut parts = message[start + 1..end].split(" vs. ");
+    let size = parts.next()?.trim().parse().ok()?;
+    let limit = parts.next()?.trim().parse().ok()?;
+    Some((size, limit))
+}
+
+// ---- the work-item stream ----
+
+async fn run_pump(
+    rpc: Rpc,
+    options: GrpcOptions,
+    orchestrations: mpsc::UnboundedSender<OrchestrationWorkItem>,
+    activities: mpsc::UnboundedSender<ActivityWorkItem>,
+) {
+    let filters = options
+        .work_item_filters
+        .as_ref()
+        .map(|f| proto::WorkItemFilters {
+            orchestrations: f
+                .orchestrations
+                .iter()
+                .map(|name| proto::OrchestrationFilter {
+                    name: name.clone(),
+                    versions: vec![],
+                })
+                .collect(),
+            activities: f
+                .activities
+                .iter()
+                .map(|name| proto::ActivityFilter {
+                    name: name.clone(),
+                    versions: vec![],
+                })
+                .collect(),
+        });
+    let request = proto::GetWorkItemsRequest {
+        max_concurrent_orchestration_work_items: options.max_concurrent_orchestrations as i32,
+        max_concurrent_activity_work_items: options.max_concurrent_activities as i32,
+        max_concurrent_entity_work_items: 0,
+        work_item_filters: filters,
+    };
+    let mut attempt: u32 = 0;
+    loop {
+        if orchestrations.is_closed() && activities.is_closed() {
+            return;
+        }
+        match open_stream(&rpc, request.clone()).await {
+            Ok(mut stream) => {
+                tracing::info!(endpoint = %rpc.endpoint, "receiving work items from the sidecar");
+                attempt = 0;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(item)) => {
+                            dispatch(&rpc, item, &orchestrations, &activities).await;
+                        }
+                        Ok(None) => {
+                            tracing::warn!(endpoint = %rpc.endpoint, "the sidecar closed the work-item stream; reconnecting");
+                            break;
+                        }
+                        Err(status) => {
+                            tracing::warn!(endpoint = %rpc.endpoint, error = %rpc.error(status, None), "the work-item stream broke; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %rpc.endpoint, error = %e, attempt, "cannot open the work-item stream; will retry");
+            }
+        }
+        let delay = options.reconnect.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn open_stream(
+    rpc: &Rpc,
+    request: proto::GetWorkItemsRequest,
+) -> Result<tonic::Streaming<proto::WorkItem>, BackendError> {
+    let mut req = rpc.request(request, "a work-item stream request").await?;
+    // The stream lives as long as the worker; keep-alive pings detect a dead peer.
+    req.set_timeout(Duration::from_secs(365 * 24 * 3600));
+    Ok(rpc
+        .client()
+        .get_work_items(req)
+        .await
+        .map_err(|s| rpc.error(s, None))?
+        .into_inner())
+}
+
+async fn dispatch(
+    rpc: &Rpc,
+    item: proto::WorkItem,
+    orchestrations: &mpsc::UnboundedSender<OrchestrationWorkItem>,
+    activities: &mpsc::UnboundedSender<ActivityWorkItem>,
+) {
+    use proto::work_item::Request as R;
+    let token = item.completion_token;
+    match item.request {
+        Some(R::OrchestratorRequest(request)) => {
+            let instance_id = request.instance_id.clone();
+            match orchestration_item(rpc, request, token.clone()).await {
+                Ok(work_item) => {
+                    // A closed queue means the backend is gone; the lease lapses.
+                    let _ = orchestrations.send(work_item);
+                }
+                Err(e) => fail_unreadable_orchestration(rpc, &instance_id, token, e).await,
+            }
+        }
+        Some(R::ActivityRequest(request)) => {
+            let _ = activities.send(convert::activity_item_from_proto(request, token));
+        }
+        Some(R::HealthPing(_)) => {}
+        None => {
+            tracing::warn!("the sidecar sent a work item of a kind durable does not support (entities?); ignoring it");
+        }
+    }
+}
+
+async fn orchestration_item(
+    rpc: &Rpc,
+    mut request: proto::OrchestratorRequest,
+    token: String,
+) -> Result<OrchestrationWorkItem, BackendError> {
+    let instance_id = request.instance_id.clone();
+    let past = if request.requires_history_streaming {
+        rpc.history(&instance_id, request.execution_id.clone(), true)
+            .await?
+    } else {
+        convert::events_from_proto(std::mem::take(&mut request.past_events))
+            .map_err(|e| unreadable("the history of", &instance_id, e))?
+    };
+    convert::orchestration_item_from_proto(request, past, token)
+        .map_err(|e| unreadable("the new events of", &instance_id, e))
+}
+
+/// An episode durable cannot read would be redelivered forever if abandoned;
+/// failing the instance instead tells its owner what happened.
+async fn fail_unreadable_orchestration(
+    rpc: &Rpc,
+    instance_id: &str,
+    token: String,
+    error: BackendError,
+) {
+    tracing::error!(instance_id, %error, "failing an orchestration whose work item cannot be read");
+    let action = OrchestratorAction {
+        id: -1,
+        kind: ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::Failed,
+            result: None,
+            failure: Some(FailureDetails {
+                non_retriable: true,
+                ..FailureDetails::new("durable::UnsupportedHistory", error.to_string())
+            }),
+            new_version: None,
+            carryover_events: vec![],
+        },
+    };
+    let response = proto::OrchestratorResponse {
+        instance_id: instance_id.to_string(),
+        actions: vec![convert::action_to_proto(&action)],
+        custom_status: None,
+        completion_token: token,
+    };
+    let result = match rpc.request(response, "an orchestration result").await {
+        Ok(req) => rpc
+            .client()
+            .complete_orchestrator_task(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| rpc.error(s, Some(instance_id))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::error!(instance_id, error = %e, "could not fail the orchestration either");
+    }
+}
+
+fn lease_error(rpc: &Rpc, status: Status, instance_id: &str) -> BackendError {
+    match status.code() {
+        Code::NotFound | Code::FailedPrecondition | Code::Aborted => {
+            BackendError::LeaseLost(format!("instance \"{instance_id}\": {}", status.message()))
+        }
+        _ => rpc.error(status, Some(instance_id)),
+    }
+}
+
+#[async_trait]
+impl Backend for GrpcBackend {
+    async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let id = request.instance_id.clone();
+        let what = format!("the input of orchestration \"{}\"", request.name);
+        let message = proto::CreateInstanceRequest {
+            instance_id: request.instance_id,
+            name: request.name,
+            version: request.version,
+            input: request.input,
+            scheduled_start_timestamp: request
+                .scheduled_start
+                .as_ref()
+                .map(convert::timestamp_to_proto),
+            orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
+                replaceable_status: request
+                    .reuse_policy
+                    .replaceable
+                    .iter()
+                    .map(|s| convert::status_to_proto(*s))
+                    .collect(),
+            }),
+        };
+        let req = rpc.request(message, &what).await?;
+        match rpc.client().start_instance(req).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let current = rpc.get_instance(&id, false).await.ok().flatten();
+                Err(BackendError::AlreadyExists {
+                    id,
+                    status: current.map_or(OrchestrationStatus::Running, |m| m.status),
+                })
+            }
+            Err(status) => Err(rpc.error(status, Some(&id))),
+        }
+    }
+
+    async fn get_instance(
+        &self,
+        instance_id: &str,
+        with_payloads: bool,
+    ) -> Result<Option<InstanceMetadata>, BackendError> {
+        self.inner
+            .rpc
+            .get_instance(instance_id, with_payloads)
+            .await
+    }
+
+    async fn wait_for_instance(
+        &self,
+        instance_id: &str,
+        wait_for: WaitFor,
+        timeout: Duration,
+    ) -> Result<InstanceMetadata, BackendError> {
+        let rpc = &self.inner.rpc;
+        let done = |m: &InstanceMetadata| match wait_for {
+            WaitFor::Start => m.status != OrchestrationStatus::Pending,
+            WaitFor::Completion => m.status.is_terminal(),
+        };
+        // Ask first: an unknown id is reported at once (some sidecars would
+        // hold the call for the whole timeout), a finished one needs no wait.
+        match rpc.get_instance(instance_id, true).await? {
+            None => return Err(BackendError::NotFound(instance_id.to_string())),
+            Some(m) if done(&m) => return Ok(m),
+            Some(_) => {}
+        }
+        let mut req = rpc
+            .request(
+                proto::GetInstanceRequest {
+                    instance_id: instance_id.to_string(),
+                    get_inputs_and_outputs: true,
+                },
+                "a wait request",
+            )
+            .await?;
+        req.set_timeout(timeout);
+        let mut client = rpc.client();
+        let result = match wait_for {
+            WaitFor::Start => client.wait_for_instance_start(req).await,
+            WaitFor::Completion => client.wait_for_instance_completion(req).await,
+        };
+        match result {
+            Ok(resp) => instance_from_response(resp.into_inner(), true)?
+                .ok_or_else(|| BackendError::NotFound(instance_id.to_string())),
+            Err(status)
+                if status.code() == Code::DeadlineExceeded
+                    || (status.code() == Code::Cancelled
+                        && status.message().contains("Timeout expired")) =>
+            {
+                Err(BackendError::Timeout(timeout, instance_id.to_string()))
+            }
+            Err(status) => Err(rpc.error(status, Some(instance_id))),
+        }
+    }
+
+    async fn raise_event(
+        &self,
+        instance_id: &str,
+        name: &str,
+        input: Option<String>,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let what = format!("the data of event \"{name}\"");
+        let req = rpc
+            .request(
+                proto::RaiseEventRequest {
+                    instance_id: instance_id.to_string(),
+                    name: name.to_string(),
+                    input,
+                },
+                &what,
+            )
+            .await?;
+        rpc.client()
+            .raise_event(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        Ok(())
+    }
+
+    async fn terminate(
+        &self,
+        instance_id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::TerminateRequest {
+                    instance_id: instance_id.to_string(),
+                    output,
+                    recursive,
+                },
+                "the output of a terminate request",
+            )
+            .await?;
+        rpc.client()
+            .terminate_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        Ok(())
+    }
+
+    async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::SuspendRequest {
+                    instance_id: instance_id.to_string(),
+                    reason,
+                },
+                "the reason of a suspend request",
+            )
+            .await?;
+        rpc.client()
+            .suspend_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        Ok(())
+    }
+
+    async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::ResumeRequest {
+                    instance_id: instance_id.to_string(),
+                    reason,
+                },
+                "the reason of a resume request",
+            )
+            .await?;
+        rpc.client()
+            .resume_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        Ok(())
+    }
+
+    async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
+        let rpc = &self.inner.rpc;
+        let instance = match &target {
+            PurgeTarget::Instance(id) => Some(id.clone()),
+            PurgeTarget::Filter { .. } => None,
+        };
+        let req = rpc
+            .request(
+                convert::purge_to_proto(&target, recursive),
+                "a purge request",
+            )
+            .await?;
+        let resp = rpc
+            .client()
+            .purge_instances(req)
+            .await
+            .map_err(|s| rpc.error(s, instance.as_deref()))?
+            .into_inner();
+        Ok(usize::try_from(resp.deleted_instance_count).unwrap_or(0))
+    }
+
+    async fn query_instances(&self, query: InstanceQuery) -> Result<QueryPage, BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::QueryInstancesRequest {
+                    query: Some(convert::query_to_proto(&query)),
+                },
+                "a query",
+            )
+            .await?;
+        let resp = rpc
+            .client()
+            .query_instances(req)
+            .await
+            .map_err(|s| rpc.error(s, None))?
+            .into_inner();
+        let mut instances = Vec::with_capacity(resp.orchestration_state.len());
+        for state in resp.orchestration_state {
+            let id = state.instance_id.clone();
+            let m = convert::metadata_from_proto(state)
+                .map_err(|e| unreadable("the status of", &id, e))?;
+            instances.push(if query.fetch_payloads {
+                m
+            } else {
+                m.without_payloads()
+            });
+        }
+        Ok(QueryPage {
+            instances,
+            continuation_token: convert::payload(resp.continuation_token),
+        })
+    }
+
+    async fn get_history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+        self.inner.rpc.history(instance_id, None, false).await
+    }
+
+    async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
+        self.ensure_pump();
+        self.inner
+            .orchestrations
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(BackendError::Shutdown)
+    }
+
+    async fn complete_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let what = format!(
+            "the result of an episode of instance \"{}\"",
+            item.instance_id
+        );
+        let req = rpc
+            .request(
+                proto::OrchestratorResponse {
+                    instance_id: item.instance_id.clone(),
+                    actions: result
+                        .actions
+                        .iter()
+                        .map(convert::action_to_proto)
+                        .collect(),
+                    custom_status: result.custom_status,
+                    completion_token: item.completion_token.clone(),
+                },
+                &what,
+            )
+            .await?;
+        rpc.client()
+            .complete_orchestrator_task(req)
+            .await
+            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+        Ok(())
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::AbandonOrchestrationTaskRequest {
+                    completion_token: item.completion_token.clone(),
+                },
+                "an abandon request",
+            )
+            .await?;
+        rpc.client()
+            .abandon_task_orchestrator_work_item(req)
+            .await
+            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+        Ok(())
+    }
+
+    async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
+        self.ensure_pump();
+        self.inner
+            .activities
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(BackendError::Shutdown)
+    }
+
+    async fn complete_activity_item(
+        &self,
+        item: &ActivityWorkItem,
+        outcome: ActivityOutcome,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let (result, failure_details) = match outcome {
+            ActivityOutcome::Completed(result) => (result, None),
+            ActivityOutcome::Failed(mut failure) => {
+                // Sidecars tell failure from success by a non-empty message.
+                if failure.message.is_empty() {
+                    failure.message = if failure.error_type.is_empty() {
+                        "the activity failed".to_string()
+                    } else {
+                        failure.error_type.clone()
+                    };
+                }
+                (None, Some(convert::failure_to_proto(&failure)))
+            }
+        };
+        let what = format!("the result of activity \"{}\"", item.name);
+        let req = rpc
+            .request(
+                proto::ActivityResponse {
+                    instance_id: item.instance_id.clone(),
+                    task_id: item.task_id,
+                    result,
+                    failure_details,
+                    completion_token: item.completion_token.clone(),
+                },
+                &what,
+            )
+            .await?;
+        rpc.client()
+            .complete_activity_task(req)
+            .await
+            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+        Ok(())
+    }
+
+    async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::AbandonActivityTaskRequest {
+                    completion_token: item.completion_token.clone(),
+                },
+                "an abandon request",
+            )
+            .await?;
+        rpc.client()
+            .abandon_task_activity_work_item(req)
+            .await
+            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_size_messages_are_parsed() {
+        assert_eq!(
+            parse_size_limit("Received message larger than max (5242885 vs. 4194304)"),
+            Some((5_242_885, 4_194_304))
+        );
+        assert_eq!(parse_size_limit("no numbers here"), None);
+        assert_eq!(parse_size_limit("weird (a vs. b)"), None);
+    }
+
+    #[test]
+    fn statuses_map_to_errors_that_say_what_to_do() {
+        let e = map_status("http://h:1", Status::not_found("x"), Some("abc"));
+        assert!(matches!(e, BackendError::NotFound(id) if id == "abc"));
+        let e = map_status(
+            "http://h:1",
+            Status::unavailable("connection refused"),
+            None,
+        );
+        let text = e.to_string();
+        assert!(matches!(e, BackendError::Unavailable(_)));
+        assert!(
+            text.contains("http://h:1") && text.contains("connection refused"),
+            "{text}"
+        );
+        let e = map_status(
+            "http://h:1",
+            Status::resource_exhausted("Received message larger than max (10 vs. 5)"),
+            None,
+        );
+        assert!(matches!(
+            e,
+            BackendError::PayloadTooLarge {
+                size: 10,
+                limit: 5,
+                ..
+            }
+        ));
+        let e = map_status("http://h:1", Status::unauthenticated("no token"), None);
+        assert!(e.to_string().contains("bearer token"));
+    }
+
+    #[tokio::test]
+    async fn bad_endpoints_and_task_hubs_are_reported_up_front() {
+        let e = GrpcBackend::new(GrpcOptions::new("localhost:8080")).unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+        let e = GrpcBackend::new(GrpcOptions::new("http://localhost:1").task_hub("bad\nhub"))
+            .unwrap_err();
+        assert!(e.to_string().contains("task hub"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn oversized_requests_are_refused_before_they_are_sent() {
+        let backend =
+            GrpcBackend::new(GrpcOptions::new("http://127.0.0.1:9").max_message_size(1024))
+                .unwrap();
+        let e = backend
+            .raise_event("i", "big", Some("x".repeat(2000)))
+            .await
+            .unwrap_err();
+        match e {
+            BackendError::PayloadTooLarge { what, size, limit } => {
+                assert_eq!(limit, 1024);
+                assert!(size > 2000);
+                assert!(what.contains("big"), "{what}");
+            }
+            other => panic!("expected PayloadTooLarge, got {other}"),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! How to reach a sidecar: endpoint, task hub, credentials, transport limits
+//! and reconnect policy.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The endpoint of the Durable Task Scheduler emulator, the default.
+pub const DEFAULT_ENDPOINT: &str = "http://localhost:8080";
+
+/// The task hub the Durable Task Scheduler emulator serves by default.
+pub const DEFAULT_TASK_HUB: &str = "default";
+
+/// A boxed future returning a bearer token.
+pub type TokenFuture =
+    Pin<Box<dyn Future<Output = Result<String, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+
+/// Supplies bearer tokens, e.g. from an Azure credential.
+///
+/// Called before every call to the sidecar (and before every reconnect of
+/// the work-item stream), so an implementation should cache its token until
+/// shortly before it expires. Any `Fn() -> impl Future<Output =
+/// Result<String, E>>` closure is a provider.
+pub trait TokenProvider: Send + Sync + 'static {
+    /// Returns the token to send as `authorization: Bearer <token>`.
+    fn token(&self) -> TokenFuture;
+}
+
+impl<F, Fut, E> TokenProvider for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    fn token(&self) -> TokenFuture {
+        let fut = self();
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// Capped exponential backoff with full jitter, used when the work-item
+/// stream breaks or the sidecar cannot be reached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconnectPolicy {
+    /// Delay before the first retry.
+    pub initial_delay: Duration,
+    /// Upper bound of any delay.
+    pub max_delay: Duration,
+    /// Growth factor per failed attempt.
+    pub multiplier: f64,
+}
+
+impl Default for ReconnectPolicy {
+    /// 100 ms, doubling, at most 15 s.
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(15),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before retry number `attempt` (0-based): a uniformly random
+    /// duration between half the capped exponential delay and all of it, so
+    /// that many workers restarted together do not reconnect in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
+        let capped = (self.initial_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
+        let jittered = capped * (0.5 + 0.5 * fastrand::f64());
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+}
+
+/// Names this worker serves, sent to the sidecar so that it only hands out
+/// matching work items. Without filters a sidecar sends every orchestration
+/// and activity of the task hub to every connected worker; with them, workers
+/// in different languages can share one task hub, each serving its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkItemFilters {
+    /// Orchestrator names.
+    pub orchestrations: Vec<String>,
+    /// Activity names.
+    pub activities: Vec<String>,
+}
+
+/// Options of a [`crate::GrpcBackend`].
+///
+/// ```
+/// use durable_grpc::GrpcOptions;
+/// use std::time::Duration;
+///
+/// let options = GrpcOptions::new("https://my-scheduler.example:443")
+///     .task_hub("orders")
+///     .bearer_token(|| async { Ok::<_, std::io::Error>("token".to_string()) })
+///     .max_message_size(16 * 1024 * 1024)
+///     .keep_alive(Duration::from_secs(20), Duration::from_secs(10));
+/// assert_eq!(options.endpoint, "https://my-scheduler.example:443");
+/// assert_eq!(options.task_hub, "orders");
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GrpcOptions {
+    /// `http://host:port` or `https://host:port` (TLS, checked against the
+    /// web PKI roots). Default: [`DEFAULT_ENDPOINT`].
+    pub endpoint: String,
+    /// Sent as the `taskhub` metadata header on every call. Default:
+    /// [`DEFAULT_TASK_HUB`].
+    pub task_hub: String,
+    /// Source of `authorization: Bearer` tokens, if the sidecar needs them.
+    pub token_provider: Option<Arc<dyn TokenProvider>>,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Deadline of ordinary calls (not of waits, which take their own, nor of
+    /// the work-item stream).
+    pub request_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (`None`: no pings).
+    pub keep_alive_interval: Option<Duration>,
+    /// How long to wait for a keep-alive ping's answer.
+    pub keep_alive_timeout: Duration,
+    /// Largest message sent or accepted, in bytes. Larger payloads are
+    /// refused before they are sent with
+    /// [`durable_runtime::backend::BackendError::PayloadTooLarge`].
+    pub max_message_size: usize,
+    /// Backoff of the work-item stream's reconnects.
+    pub reconnect: ReconnectPolicy,
+    /// Names this worker serves (`None`: everything).
+    pub work_item_filters: Option<WorkItemFilters>,
+    /// Concurrency limits announced to the sidecar (0: let it decide).
+    pub max_concurrent_orchestrations: u32,
+    /// See `max_concurrent_orchestrations`.
+    pub max_concurrent_activities: u32,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        GrpcOptions {
+            endpoint: DEFAULT_ENDPOINT.to_string(),
+            task_hub: DEFAULT_TASK_HUB.to_string(),
+            token_provider: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(10),
+            max_message_size: 4 * 1024 * 1024,
+            reconnect: ReconnectPolicy::default(),
+            work_item_filters: None,
+            max_concurrent_orchestrations: 0,
+            max_concurrent_activities: 0,
+        }
+    }
+}
+
+impl fmt::Debug for GrpcOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcOptions")
+            .field("endpoint", &self.endpoint)
+            .field("task_hub", &self.task_hub)
+            .field(
+                "token_provider",
+                &self.token_provider.as_ref().map(|_| ".."),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("reconnect", &self.reconnect)
+            .field("work_item_filters", &self.work_item_filters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcOptions {
+    /// Default options for this endpoint.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        GrpcOptions {
+            endpoint: endpoint.into(),
+            ..GrpcOptions::default()
+        }
+    }
+
+    /// Sets the task hub name.
+    pub fn task_hub(mut self, name: impl Into<String>) -> Self {
+        self.task_hub = name.into();
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call, the token
+    /// coming from `provider` (see [`TokenProvider`]).
+    pub fn bearer_token(mut self, provider: impl TokenProvider) -> Self {
+        self.token_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the deadline of ordinary calls.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the HTTP/2 keep-alive interval and timeout.
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive_interval = Some(interval);
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest message sent or accepted, in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Only receive work items for these orchestrators and activities.
+    pub fn work_item_filters(mut self, filters: WorkItemFilters) -> Self {
+        self.work_item_filters = Some(filters);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_scheduler_emulator() {
+        let o = GrpcOptions::default();
+        assert_eq!(o.endpoint, "http://localhost:8080");
+        assert_eq!(o.task_hub, "default");
+        assert!(o.token_provider.is_none());
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            multiplier: 2.0,
+        };
+        for _ in 0..100 {
+            let d0 = p.delay(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = p.delay(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            let d30 = p.delay(30);
+            assert!(d30 >= Duration::from_secs(1) && d30 <= Duration::from_secs(2));
+            assert!(p.delay(u32::MAX) <= Duration::from_secs(2));
+        }
+    }
+}
