@@ -1,1 +1,239 @@
-//! Procedural macros of durable (under construction).
+//! Procedural macros of durable: `#[orchestrator]`, `#[activity]`,
+//! `#[durable::test]` and the `#[durable::nondeterministic]` marker.
+//!
+//! Use them through the `durable` crate, which re-exports them; the code they
+//! generate names everything through `::durable::__private`.
+//!
+//! Each macro lives in its own module and runs in three steps: parse (into a
+//! small model that keeps spans), validate (collects every error), expand
+//! (cannot fail). On error the macros still emit a stub of the item beside
+//! the errors, so the rest of the crate keeps type-checking.
+
+mod errors;
+mod handler;
+mod lints;
+mod options;
+mod test_fn;
+
+use proc_macro::TokenStream;
+
+/// Turns an `async fn` into an orchestrator.
+///
+/// ```
+/// use durable::prelude::*;
+///
+/// #[activity]
+/// async fn greet(_ctx: ActivityContext, name: String) -> String {
+///     format!("hello, {name}")
+/// }
+///
+/// /// Greets everyone on the list, one after the other.
+/// #[orchestrator]
+/// async fn greet_all(ctx: OrchestrationContext, names: Vec<String>) -> Result<Vec<String>, OrchestrationError> {
+///     let mut greetings = Vec::new();
+///     for name in names {
+///         greetings.push(ctx.call_activity(greet, name).await?);
+///     }
+///     Ok(greetings)
+/// }
+///
+/// // The function's name is now a value naming the orchestrator.
+/// let registry = Registry::new().orchestrator(greet_all).activity(greet);
+/// # let _ = registry;
+/// ```
+///
+/// # Signature
+///
+/// `async fn name(ctx: OrchestrationContext, input: In) -> Result<Out, OrchestrationError>`
+///
+/// - The first parameter is the context, taken by value. Its type is
+///   recognised by its last path segment, so `OrchestrationContext`,
+///   `durable::OrchestrationContext` and the like all work.
+/// - At most one input follows; leave it out for an orchestrator without
+///   input (its input type is then `()`). Bundle several values in a struct or
+///   a tuple. Parameters may use any irrefutable pattern
+///   (`Order { id, .. }: Order`, `(a, b): (u32, u32)`, `_ctx`).
+/// - The input and output must be owned serde types (`Serialize +
+///   DeserializeOwned + Send + 'static`): they are stored in the history as
+///   JSON.
+/// - The return type may be `Result<Out, E>` where `OrchestrationError:
+///   From<E>` (so `?` works on task results and on any `std::error::Error`),
+///   or a plain `Out`, which always succeeds. A return type whose last
+///   segment is `Result` is always read as fallible. Leave it out for `()`.
+/// - No generics, lifetimes, `self` receivers, `const`, `unsafe` or `extern`.
+///
+/// # What it generates
+///
+/// The function's name becomes a unit struct (same visibility, doc comments
+/// kept; it derives `Clone`, `Copy`, `Debug`, `Default`) implementing
+/// `durable::Orchestrator`, so it is a typed handle:
+/// `ctx.call_sub_orchestrator(greet_all, names)`,
+/// `client.schedule(greet_all, names)`,
+/// `Registry::new().orchestrator(greet_all)`. A wrong input type is a compile
+/// error at the call. The orchestrator is also registered for discovery, so
+/// `Registry::discover()` and `#[durable::test]` find it.
+///
+/// # Options
+///
+/// - `name = "..."`: the name on the wire and in the history (default: the
+///   function's name). Use it to interoperate with workers written in other
+///   languages, or to rename the function without breaking running instances.
+/// - `version = "..."`: the orchestrator's version, recorded in new instances.
+///
+/// # Replay safety
+///
+/// An orchestrator is re-executed from its history many times, so its body
+/// must make the same decisions every time. The macro rejects, with a compile
+/// error at the call and the replay-safe replacement, calls that break this:
+///
+/// | rejected | use instead |
+/// |---|---|
+/// | `SystemTime::now`, `Instant::now`, `Utc::now`, `Local::now`, `OffsetDateTime::now_utc` | `ctx.current_utc_datetime()` |
+/// | `rand::*`, `fastrand::*`, `getrandom::*`, `thread_rng()` | `ctx.new_uuid()`, or an activity |
+/// | `Uuid::new_v4`, `Uuid::now_v7` (and v1, v6) | `ctx.new_uuid()` |
+/// | `tokio::spawn`, `spawn_blocking`, `std::thread::spawn` | activities or sub-orchestrations, joined with `ctx.when_all(..)` |
+/// | `tokio::time::sleep`, `sleep_until`, `std::thread::sleep` | `ctx.create_timer(duration).await` |
+/// | `tokio::time::timeout`, `interval` | `ctx.create_timer(..)` raced with `ctx.when_any(..)` |
+/// | `tokio::select!` without `biased;`, `futures::select!` | `biased;` as the first line, or `ctx.when_any(..)` |
+/// | `std::env::var`, `var_os`, `vars`, `args`, `current_dir` | an activity, or the orchestration input |
+/// | `std::fs::*`, `tokio::fs::*`, `File::open`, `File::create`, `OpenOptions`, `TcpStream::connect`, `TcpListener::bind`, `UdpSocket::bind`, `Command::new`, `reqwest::*`, `ureq::*` | an activity |
+///
+/// The check is syntactic: it sees the paths written in the body (also inside
+/// closures, async blocks and the arguments of expression macros such as
+/// `format!`), not what a helper function called from the body does, and it
+/// recognises a call by the path as written (`sleep(..)` after
+/// `use tokio::time::sleep` is caught; an alias is not).
+///
+/// To keep a deliberate call, put `#[durable::nondeterministic]` on the
+/// statement that contains it. The marker exempts that whole statement and
+/// is removed before the compiler sees it. It works on `let` statements and
+/// on expression statements that are calls, method calls, `.await`, `?`,
+/// blocks, `if`, `match` and loops (stable Rust does not allow attributes on
+/// an assignment or an operator expression; wrap those in a block):
+///
+/// ```
+/// use durable::prelude::*;
+///
+/// #[orchestrator]
+/// async fn timed(ctx: OrchestrationContext) {
+///     // Only used for a log line; the orchestration never branches on it.
+///     #[durable::nondeterministic]
+///     let started = std::time::Instant::now();
+///     let _ = started;
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn orchestrator(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::run(handler::Kind::Orchestrator, args.into(), item.into()).into()
+}
+
+/// Turns an `async fn` into an activity: the unit of work an orchestrator
+/// schedules, where I/O, clocks and randomness belong.
+///
+/// ```
+/// use durable::prelude::*;
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Payment {
+///     order_id: String,
+///     amount: f64,
+/// }
+///
+/// /// Charges the customer; returns the payment id.
+/// #[activity]
+/// async fn process_payment(_ctx: ActivityContext, payment: Payment) -> Result<String, String> {
+///     if payment.amount <= 0.0 {
+///         return Err(format!("invalid amount {}", payment.amount));
+///     }
+///     Ok(format!("PAY-{}", payment.order_id))
+/// }
+///
+/// #[activity(name = "ShipItem")]
+/// async fn ship_item(_ctx: ActivityContext, name: String) -> String {
+///     format!("TRACK-{}", name.to_uppercase())
+/// }
+/// # let _ = (process_payment, ship_item);
+/// ```
+///
+/// # Signature
+///
+/// `async fn name(ctx: ActivityContext, input: In) -> Out` or
+/// `-> Result<Out, E>`, with the same rules as `#[orchestrator]` for the
+/// context (`ActivityContext`), the single optional input, patterns, serde
+/// types and what is not supported. The error type `E` must implement
+/// `Display + 'static`; it becomes the task's failure message, and an
+/// `ActivityError` is kept as it is (with its details and retry hints).
+///
+/// Activities are not checked for replay safety: they run once per attempt
+/// (at least once overall), and their result is recorded in the history.
+///
+/// # What it generates
+///
+/// A unit struct named after the function implementing `durable::Activity`,
+/// usable as `ctx.call_activity(process_payment, payment)` and
+/// `Registry::new().activity(process_payment)`, and a registration for
+/// `Registry::discover()`.
+///
+/// # Options
+///
+/// - `name = "..."`: the name on the wire and in the history (default: the
+///   function's name).
+#[proc_macro_attribute]
+pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::run(handler::Kind::Activity, args.into(), item.into()).into()
+}
+
+/// Turns an `async fn` into a test that runs against an in-memory backend
+/// with a virtual clock.
+///
+/// ```
+/// use durable::prelude::*;
+///
+/// #[orchestrator]
+/// async fn wait_a_month(ctx: OrchestrationContext) -> Result<(), OrchestrationError> {
+///     ctx.create_timer(std::time::Duration::from_secs(30 * 24 * 3600)).await?;
+///     Ok(())
+/// }
+///
+/// #[durable::test]
+/// async fn a_month_passes_in_milliseconds(env: TestEnv) {
+///     let id = env.client().schedule(wait_a_month, ()).await.unwrap();
+///     let state = env.wait_for_completion(&id).await.unwrap();
+///     assert_eq!(state.status, OrchestrationStatus::Completed);
+/// }
+/// ```
+///
+/// The function takes the `TestEnv` (or nothing) and returns `()` or a
+/// `Result<(), E>` with `E: Debug` (an `Err` fails the test). It becomes a
+/// `#[test] fn` that builds a runtime and a `TestEnv`: an in-memory backend,
+/// a worker, a client, and a clock that jumps to the next timer whenever the
+/// system is idle. Other attributes (`#[ignore]`, `#[should_panic]`, ...)
+/// are kept.
+///
+/// By default the worker runs every orchestrator and activity in the binary
+/// (`Registry::discover()`). To register only some, name them:
+///
+/// ```
+/// # use durable::prelude::*;
+/// # #[orchestrator] async fn process_order(_ctx: OrchestrationContext) {}
+/// # #[activity] async fn validate_order(_ctx: ActivityContext) {}
+/// #[durable::test(orchestrators(process_order), activities(validate_order))]
+/// async fn runs_with_only_these(env: TestEnv) {
+///     let _ = env;
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    test_fn::run(args.into(), item.into()).into()
+}
+
+/// Marks a statement inside an `#[orchestrator]` body as deliberately not
+/// replay-safe, silencing the replay-safety check for that statement.
+///
+/// `#[orchestrator]` removes the marker; it has no meaning anywhere else,
+/// and using it elsewhere is an error. See `#[orchestrator]` for where the
+/// marker can go.
+#[proc_macro_attribute]
+pub fn nondeterministic(args: TokenStream, item: TokenStream) -> TokenStream {
+    lints::misplaced_marker(args.into(), item.into()).into()
+}

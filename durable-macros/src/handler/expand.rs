@@ -1,0 +1,297 @@
+//! Code generation for `#[orchestrator]` and `#[activity]`. Cannot fail:
+//! every decision was made by parse and validate.
+
+use super::parse::{Handler, Options, Output, Param};
+use super::Kind;
+use crate::errors::Errors;
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, LitStr, Type};
+
+/// The handle struct, the trait impl and the registration, followed by the
+/// errors. With `signature_ok` false the impl is a stub (types guessed where
+/// possible, no body) so that uses of the handle still type-check.
+pub(crate) fn expand(
+    kind: Kind,
+    handler: &Handler,
+    options: &Options,
+    signature_ok: bool,
+    errors: &Errors,
+) -> TokenStream {
+    let attrs = Attrs::split(&handler.attrs);
+    let ident = handler.ident();
+    let vis = &handler.vis;
+    let cfg = &attrs.cfg;
+    let on_struct = &attrs.on_struct;
+
+    let handle = quote! {
+        #(#cfg)*
+        #(#on_struct)*
+        #[allow(non_camel_case_types)]
+        #[derive(
+            ::core::clone::Clone,
+            ::core::marker::Copy,
+            ::core::fmt::Debug,
+            ::core::default::Default,
+        )]
+        #vis struct #ident;
+    };
+    let body = if signature_ok {
+        implementation(kind, handler, options, &attrs)
+    } else {
+        stub(kind, handler, options)
+    };
+    let errors = errors.to_compile_errors();
+    quote! {
+        #handle
+        #(#cfg)*
+        const _: () = {
+            #body
+        };
+        #errors
+    }
+}
+
+/// The user's attributes, sorted by where they belong.
+struct Attrs<'a> {
+    /// `#[cfg]`: on everything generated.
+    cfg: Vec<&'a Attribute>,
+    /// Docs, `#[deprecated]` and lint levels: on the handle struct.
+    on_struct: Vec<&'a Attribute>,
+    /// Everything else (lint levels too): on the function holding the body.
+    on_fn: Vec<&'a Attribute>,
+}
+
+impl<'a> Attrs<'a> {
+    fn split(attrs: &'a [Attribute]) -> Attrs<'a> {
+        let mut split = Attrs {
+            cfg: Vec::new(),
+            on_struct: Vec::new(),
+            on_fn: Vec::new(),
+        };
+        for attr in attrs {
+            let path = attr.path();
+            let is = |name: &str| path.is_ident(name);
+            if is("cfg") {
+                split.cfg.push(attr);
+            } else if is("doc") || is("deprecated") {
+                split.on_struct.push(attr);
+            } else if is("allow") || is("warn") || is("deny") || is("forbid") {
+                split.on_struct.push(attr);
+                split.on_fn.push(attr);
+            } else {
+                split.on_fn.push(attr);
+            }
+        }
+        split
+    }
+}
+
+struct Paths {
+    trait_: TokenStream,
+    context: TokenStream,
+    error: TokenStream,
+    register: TokenStream,
+}
+
+fn paths(kind: Kind) -> Paths {
+    match kind {
+        Kind::Orchestrator => Paths {
+            trait_: quote!(::durable::__private::Orchestrator),
+            context: quote!(::durable::__private::OrchestrationContext),
+            error: quote!(::durable::__private::OrchestrationError),
+            register: quote!(::durable::__private::Registration::orchestrator),
+        },
+        Kind::Activity => Paths {
+            trait_: quote!(::durable::__private::Activity),
+            context: quote!(::durable::__private::ActivityContext),
+            error: quote!(::durable::__private::ActivityError),
+            register: quote!(::durable::__private::Registration::activity),
+        },
+    }
+}
+
+fn name_and_version(kind: Kind, handler: &Handler, options: &Options) -> TokenStream {
+    let ident = handler.ident();
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&ident.unraw().to_string(), ident.span()));
+    let version = match (&options.version, kind) {
+        (_, Kind::Activity) => quote!(),
+        (Some(version), Kind::Orchestrator) => quote! {
+            const VERSION: ::core::option::Option<&'static str> =
+                ::core::option::Option::Some(#version);
+        },
+        (None, Kind::Orchestrator) => quote!(),
+    };
+    quote! {
+        const NAME: &'static str = #name;
+        #version
+    }
+}
+
+fn unit() -> Type {
+    syn::parse_quote!(())
+}
+
+fn implementation(
+    kind: Kind,
+    handler: &Handler,
+    options: &Options,
+    attrs: &Attrs<'_>,
+) -> TokenStream {
+    let Paths {
+        trait_,
+        context,
+        error,
+        register,
+    } = paths(kind);
+    let ident = handler.ident();
+    let on_fn = &attrs.on_fn;
+    let block = &handler.block;
+    let constants = name_and_version(kind, handler, options);
+
+    let context_param = &handler.params[0];
+    let input_param = handler.params.get(1);
+    let params = handler
+        .params
+        .iter()
+        .map(|Param { attrs, pat, ty }| quote!(#(#attrs)* #pat: #ty));
+    let output = &handler.sig.output;
+
+    let input_ty = input_param.map_or_else(unit, |p| p.ty.clone());
+    let input_assoc = quote_spanned!(input_ty.span()=> type Input = #input_ty;);
+    let output_ty = handler.output.success_type().cloned().unwrap_or_else(unit);
+    let output_assoc = quote_spanned!(output_ty.span()=> type Output = #output_ty;);
+
+    let body_fn = syn::Ident::new("__durable_body", Span::mixed_site());
+    let ctx = syn::Ident::new("ctx", Span::mixed_site());
+    let input = syn::Ident::new("input", Span::mixed_site());
+    let call = match input_param {
+        Some(_) => quote_spanned!(context_param.ty.span()=> #body_fn(#ctx, #input)),
+        None => quote_spanned!(context_param.ty.span()=> {
+            let () = #input;
+            #body_fn(#ctx)
+        }),
+    };
+    let convert = match (&handler.output, kind) {
+        (Output::Unit | Output::Plain(_), _) => quote! {
+            ::core::result::Result::Ok(#call.await)
+        },
+        (Output::Result { ty, err, .. }, Kind::Orchestrator) => {
+            let span = err.as_ref().map_or_else(|| ty.span(), |err| err.span());
+            quote_spanned! {span=>
+                ::core::result::Result::map_err(
+                    #call.await,
+                    ::core::convert::Into::<#error>::into,
+                )
+            }
+        }
+        (Output::Result { ty, err, .. }, Kind::Activity) => {
+            let span = err.as_ref().map_or_else(|| ty.span(), |err| err.span());
+            quote_spanned! {span=>
+                ::core::result::Result::map_err(
+                    #call.await,
+                    ::durable::__private::into_activity_error,
+                )
+            }
+        }
+    };
+    let registration = registration(ident, &register);
+
+    quote! {
+        #(#on_fn)*
+        async fn #body_fn(#(#params),*) #output #block
+
+        #[automatically_derived]
+        impl #trait_ for #ident {
+            #constants
+            #input_assoc
+            #output_assoc
+
+            fn run(
+                self,
+                #ctx: #context,
+                #input: <Self as #trait_>::Input,
+            ) -> ::durable::__private::BoxFuture<
+                'static,
+                ::core::result::Result<<Self as #trait_>::Output, #error>,
+            > {
+                ::std::boxed::Box::pin(async move { #convert })
+            }
+        }
+
+        #registration
+    }
+}
+
+fn registration(ident: &syn::Ident, register: &TokenStream) -> TokenStream {
+    // Spanned at the function's name so `line!()` reports its line.
+    let location = quote_spanned! {ident.span()=>
+        ::core::file!(), ::core::line!(), ::core::module_path!()
+    };
+    quote! {
+        ::durable::__private::inventory::submit! {
+            #register::<#ident>(#location)
+        }
+    }
+}
+
+/// The trait impl for a function whose signature is wrong: the types are the
+/// user's where they are usable, `()` elsewhere, and `run` is never called
+/// because the crate does not compile.
+fn stub(kind: Kind, handler: &Handler, options: &Options) -> TokenStream {
+    let Paths {
+        trait_,
+        context,
+        error,
+        ..
+    } = paths(kind);
+    let ident = handler.ident();
+    let constants = name_and_version(kind, handler, options);
+    let inputs: Vec<&Param> = handler
+        .params
+        .iter()
+        .filter(|p| !looks_like_context(&p.ty))
+        .collect();
+    let input_ty = match inputs.as_slice() {
+        [only] if is_owned(&only.ty) => only.ty.clone(),
+        _ => unit(),
+    };
+    let output_ty = match handler.output.success_type() {
+        Some(ty) if is_owned(ty) => ty.clone(),
+        _ => unit(),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #trait_ for #ident {
+            #constants
+            type Input = #input_ty;
+            type Output = #output_ty;
+
+            fn run(
+                self,
+                _: #context,
+                _: <Self as #trait_>::Input,
+            ) -> ::durable::__private::BoxFuture<
+                'static,
+                ::core::result::Result<<Self as #trait_>::Output, #error>,
+            > {
+                ::core::unreachable!()
+            }
+        }
+    }
+}
+
+fn looks_like_context(ty: &Type) -> bool {
+    let text = ty.to_token_stream().to_string();
+    text.ends_with("OrchestrationContext") || text.ends_with("ActivityContext")
+}
+
+fn is_owned(ty: &Type) -> bool {
+    let text = ty.to_token_stream().to_string();
+    !text.contains('&') && !text.contains('\'') && !text.contains("impl ")
+}

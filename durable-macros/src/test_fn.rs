@@ -1,0 +1,208 @@
+//! `#[durable::test]`: an `async fn(env: TestEnv)` becomes a `#[test] fn`
+//! that runs it against an in-memory backend with a virtual clock.
+
+use crate::errors::Errors;
+use crate::options;
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, ItemFn, Meta, Path, Token, Type};
+
+const OPTIONS: &[&str] = &["orchestrators", "activities"];
+
+/// Expands `#[durable::test(args)]` on `item`.
+pub(crate) fn run(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "`#[durable::test]` applies to an `async fn`; write `async fn name(env: TestEnv) { .. }`",
+            )
+            .to_compile_error();
+            return quote! { #error #item };
+        }
+    };
+    let mut errors = Errors::default();
+    let registry = Registry::parse(args, &mut errors);
+    let signature = validate(&function);
+    let signature_ok = signature.is_empty();
+    errors.extend(signature);
+    expand(&function, &registry, signature_ok, &errors)
+}
+
+/// The handlers named in the attribute; `None` means "everything
+/// discovered".
+struct Registry {
+    explicit: Option<Vec<(Handler, Path)>>,
+}
+
+#[derive(Clone, Copy)]
+enum Handler {
+    Orchestrator,
+    Activity,
+}
+
+impl Registry {
+    fn parse(args: TokenStream, errors: &mut Errors) -> Registry {
+        let mut seen = Vec::new();
+        let mut explicit: Option<Vec<(Handler, Path)>> = None;
+        for option in options::parse(args, errors) {
+            let key = &option.key;
+            let handler = if key == "orchestrators" {
+                Handler::Orchestrator
+            } else if key == "activities" {
+                Handler::Activity
+            } else {
+                errors.push(key, options::unknown_key(key, OPTIONS));
+                continue;
+            };
+            if !options::first_use(&mut seen, key, errors) {
+                continue;
+            }
+            let Meta::List(list) = &option.meta else {
+                errors.push(
+                    &option.meta,
+                    format!("`{key}` takes a list of names: `{key}(first, second)`"),
+                );
+                continue;
+            };
+            match list.parse_args_with(Punctuated::<Path, Token![,]>::parse_terminated) {
+                Ok(paths) => explicit
+                    .get_or_insert_with(Vec::new)
+                    .extend(paths.into_iter().map(|path| (handler, path))),
+                Err(error) => errors.push_error(error),
+            }
+        }
+        Registry { explicit }
+    }
+}
+
+fn validate(function: &ItemFn) -> Errors {
+    let mut errors = Errors::default();
+    let sig = &function.sig;
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token,
+            "`#[durable::test]` functions must be `async fn`; add `async`",
+        );
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(
+            constness,
+            "`#[durable::test]` functions cannot be `const`; remove `const`",
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(
+            &sig.generics,
+            "`#[durable::test]` functions cannot be generic; remove the parameters",
+        );
+    }
+    for attr in &function.attrs {
+        if attr.path().is_ident("test") {
+            errors.push(
+                attr,
+                "`#[durable::test]` already makes this a test; remove `#[test]`",
+            );
+        }
+    }
+    let mut typed = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => errors.push(
+                receiver,
+                "`#[durable::test]` functions cannot take `self`; make it a free function",
+            ),
+            FnArg::Typed(param) => typed.push(param),
+        }
+    }
+    if let Some(first) = typed.first() {
+        if !is_test_env(&first.ty) {
+            errors.push(
+                &first.ty,
+                "`#[durable::test]` functions take `env: TestEnv` or nothing; change this type to `TestEnv`",
+            );
+        }
+    }
+    for extra in typed.iter().skip(1) {
+        errors.push(
+            extra,
+            "`#[durable::test]` functions take one parameter, `env: TestEnv`; remove this one",
+        );
+    }
+    errors
+}
+
+fn is_test_env(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "TestEnv"),
+        Type::Paren(paren) => is_test_env(&paren.elem),
+        Type::Group(group) => is_test_env(&group.elem),
+        _ => false,
+    }
+}
+
+fn expand(
+    function: &ItemFn,
+    registry: &Registry,
+    signature_ok: bool,
+    errors: &Errors,
+) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let ident = &sig.ident;
+    let errors = errors.to_compile_errors();
+    if !signature_ok {
+        return quote! {
+            #errors
+            #(#attrs)*
+            #[allow(dead_code)]
+            #vis fn #ident() {}
+        };
+    }
+
+    let registry = match &registry.explicit {
+        None => quote!(::core::option::Option::None),
+        Some(handlers) => {
+            let calls = handlers.iter().map(|(handler, path)| match handler {
+                Handler::Orchestrator => quote_spanned!(path.span()=> .orchestrator(#path)),
+                Handler::Activity => quote_spanned!(path.span()=> .activity(#path)),
+            });
+            quote! {
+                ::core::option::Option::Some(
+                    ::durable::__private::Registry::new() #(#calls)*
+                )
+            }
+        }
+    };
+    let body = Ident::new("__durable_test", Span::mixed_site());
+    let inputs = &sig.inputs;
+    let output = &sig.output;
+    let test = if inputs.is_empty() {
+        quote!(|_| #body())
+    } else {
+        quote!(#body)
+    };
+    let run = quote_spanned! {output.span()=>
+        ::durable::__private::run_test(#registry, #test)
+    };
+    quote! {
+        #errors
+        #(#attrs)*
+        #[::core::prelude::v1::test]
+        #vis fn #ident() {
+            async fn #body(#inputs) #output #block
+            #run
+        }
+    }
+}

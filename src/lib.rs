@@ -1,0 +1,117 @@
+//! Durable Task orchestrations in Rust: typed, replay-safe, testable in
+//! milliseconds.
+//!
+//! An *orchestrator* is an `async fn` that coordinates work; an *activity* is
+//! an `async fn` that does it. The runtime records every step in a history,
+//! so an orchestration survives crashes and restarts: after one, the
+//! orchestrator is replayed from its history and carries on where it was.
+//!
+//! ```
+//! use durable::prelude::*;
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! struct Order {
+//!     id: String,
+//!     items: Vec<String>,
+//! }
+//!
+//! #[activity]
+//! async fn ship_item(_ctx: ActivityContext, name: String) -> String {
+//!     format!("TRACK-{}", name.to_uppercase())
+//! }
+//!
+//! #[orchestrator]
+//! async fn ship_order(ctx: OrchestrationContext, order: Order) -> Result<Vec<String>, OrchestrationError> {
+//!     // Fan out: one activity per item, run in parallel, results in order.
+//!     let shipments = order.items.iter().map(|item| ctx.call_activity(ship_item, item.clone()));
+//!     Ok(ctx.when_all(shipments).await?)
+//! }
+//!
+//! #[durable::test]
+//! async fn ships_every_item(env: TestEnv) {
+//!     let order = Order { id: "o-1".into(), items: vec!["book".into(), "pen".into()] };
+//!     let id = env.client().schedule(ship_order, order).await.unwrap();
+//!     let state = env.wait_for_completion(&id).await.unwrap();
+//!     assert_eq!(state.output::<Vec<String>>().unwrap(), ["TRACK-BOOK", "TRACK-PEN"]);
+//! }
+//! ```
+//!
+//! - [`macro@orchestrator`] and [`macro@activity`] turn functions into typed
+//!   handles (`ship_order`, `ship_item` above are values) and register them
+//!   for [`Registry::discover`]. `#[orchestrator]` also rejects, at compile
+//!   time, calls that would break replay (clocks, randomness, I/O, ...).
+//! - [`macro@test`] runs a test against an in-memory backend whose clock
+//!   jumps to the next timer whenever the system is idle.
+//! - The [`prelude`] has what most code needs.
+//!
+//! Activities run at least once; orchestration episodes are applied exactly
+//! once.
+
+pub use durable_runtime::*;
+
+pub use durable_macros::{activity, nondeterministic, orchestrator, test};
+
+/// What most code that defines or runs orchestrations needs:
+/// `use durable::prelude::*;`.
+///
+/// The test macro is not in the prelude, because a glob import of a macro
+/// named `test` would shadow the built-in `#[test]`; write `#[durable::test]`.
+pub mod prelude {
+    pub use durable_macros::{activity, orchestrator};
+    pub use durable_runtime::{
+        Activity, ActivityContext, ActivityError, Client, OrchestrationContext, OrchestrationError,
+        OrchestrationStatus, Orchestrator, Registry, RetryPolicy, TaskError, TestEnv, Worker,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// What the macros' generated code names. Not a public API: it changes
+/// without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use durable_runtime::registry::{
+        into_activity_error, Activity, BoxFuture, Orchestrator, Registration, Registry,
+    };
+    pub use durable_runtime::testing::TestEnv;
+    pub use durable_runtime::{
+        ActivityContext, ActivityError, OrchestrationContext, OrchestrationError,
+    };
+    pub use inventory;
+    pub use serde;
+
+    /// Runs a `#[durable::test]` body: builds the runtime and the `TestEnv`
+    /// (with `registry`, or everything discovered), then checks the outcome.
+    pub fn run_test<F, Fut>(registry: Option<Registry>, test: F)
+    where
+        F: FnOnce(TestEnv) -> Fut,
+        Fut: core::future::Future,
+        Fut::Output: TestOutcome,
+    {
+        durable_runtime::testing::run_test(registry, |env| async move {
+            test(env).await.check();
+        });
+    }
+
+    /// What a `#[durable::test]` function may return: `()` or
+    /// `Result<(), E>` with `E: Debug`.
+    #[diagnostic::on_unimplemented(
+        message = "`#[durable::test]` functions return `()` or `Result<(), E>`, not `{Self}`",
+        label = "change the return type to `()` or `Result<(), E>`"
+    )]
+    pub trait TestOutcome {
+        /// Panics (failing the test) on an error.
+        fn check(self);
+    }
+
+    impl TestOutcome for () {
+        fn check(self) {}
+    }
+
+    impl<E: core::fmt::Debug> TestOutcome for Result<(), E> {
+        fn check(self) {
+            if let Err(error) = self {
+                panic!("the test returned an error: {error:?}");
+            }
+        }
+    }
+}
