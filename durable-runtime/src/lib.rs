@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod backend;
 pub mod client;
+pub mod conformance;
 pub mod error;
 pub mod history;
 pub mod registry;

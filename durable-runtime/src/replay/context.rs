@@ -312,9 +312,20 @@ impl OrchestrationContext {
         input: A::Input,
         policy: RetryPolicy,
     ) -> BoxFuture<'static, Result<A::Output, TaskError>> {
+        self.call_activity_by_name_with_retry(A::NAME, &input, policy)
+    }
+
+    /// Schedules an activity by name with a retry policy.
+    pub fn call_activity_by_name_with_retry<O: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        input: &impl Serialize,
+        policy: RetryPolicy,
+    ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
-        let describe = format!("activity \"{}\"", A::NAME);
-        let input = to_json(&input, &describe);
+        let describe = format!("activity \"{name}\"");
+        let input = to_json(input, &describe);
+        let name = name.to_string();
         Box::pin(async move {
             let input = input.map_err(|details| TaskError {
                 task: describe.clone(),
@@ -322,9 +333,9 @@ impl OrchestrationContext {
                 details,
             })?;
             super::retry::with_retry(&ctx, &policy, || {
-                ctx.schedule::<A::Output>(
+                ctx.schedule::<O>(
                     ActionKind::ScheduleTask {
-                        name: A::NAME.to_string(),
+                        name: name.clone(),
                         version: None,
                         input: input.clone(),
                     },
