@@ -282,6 +282,29 @@ impl Rpc {
         instance_from_response(resp, with_payloads)
     }
 
+    /// The instance, or `NotFound`; `InvalidState` if it has finished and
+    /// `op` needs it live. Sidecars differ in how they answer operations on
+    /// missing or finished instances (some accept and ignore them), so the
+    /// backend asks first and answers as durable's other backends do.
+    async fn require_instance(
+        &self,
+        instance_id: &str,
+        op: Option<&'static str>,
+    ) -> Result<InstanceMetadata, BackendError> {
+        let m = self
+            .get_instance(instance_id, false)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(instance_id.to_string()))?;
+        match op {
+            Some(operation) if m.status.is_terminal() => Err(BackendError::InvalidState {
+                id: instance_id.to_string(),
+                operation,
+                status: m.status,
+            }),
+            _ => Ok(m),
+        }
+    }
+
     async fn history(
         &self,
         instance_id: &str,
@@ -700,6 +723,8 @@ impl Backend for GrpcBackend {
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
         let what = format!("the data of event \"{name}\"");
+        rpc.require_instance(instance_id, Some("raise an event on"))
+            .await?;
         let req = rpc
             .request(
                 proto::RaiseEventRequest {
@@ -724,6 +749,14 @@ impl Backend for GrpcBackend {
         recursive: bool,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        if rpc
+            .require_instance(instance_id, None)
+            .await?
+            .status
+            .is_terminal()
+        {
+            return Ok(());
+        }
         let req = rpc
             .request(
                 proto::TerminateRequest {
@@ -743,6 +776,10 @@ impl Backend for GrpcBackend {
 
     async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        let current = rpc.require_instance(instance_id, Some("suspend")).await?;
+        if current.status == OrchestrationStatus::Suspended {
+            return Ok(());
+        }
         let req = rpc
             .request(
                 proto::SuspendRequest {
@@ -761,6 +798,10 @@ impl Backend for GrpcBackend {
 
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        let current = rpc.require_instance(instance_id, Some("resume")).await?;
+        if current.status != OrchestrationStatus::Suspended {
+            return Ok(());
+        }
         let req = rpc
             .request(
                 proto::ResumeRequest {
@@ -780,7 +821,17 @@ impl Backend for GrpcBackend {
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         let rpc = &self.inner.rpc;
         let instance = match &target {
-            PurgeTarget::Instance(id) => Some(id.clone()),
+            PurgeTarget::Instance(id) => {
+                let m = rpc.require_instance(id, None).await?;
+                if !m.status.is_terminal() {
+                    return Err(BackendError::InvalidState {
+                        id: id.clone(),
+                        operation: "purge",
+                        status: m.status,
+                    });
+                }
+                Some(id.clone())
+            }
             PurgeTarget::Filter { .. } => None,
         };
         let req = rpc
@@ -848,7 +899,7 @@ impl Backend for GrpcBackend {
 
     async fn complete_orchestration_item(
         &self,
-        item: &OrchestrationWorkItem,
+        item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
@@ -880,7 +931,7 @@ impl Backend for GrpcBackend {
 
     async fn abandon_orchestration_item(
         &self,
-        item: &OrchestrationWorkItem,
+        item: OrchestrationWorkItem,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
         let req = rpc

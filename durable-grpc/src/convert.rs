@@ -640,7 +640,7 @@ pub(crate) fn orchestration_item_from_proto(
     Ok(OrchestrationWorkItem {
         instance_id: r.instance_id,
         execution_id,
-        past_events,
+        past_events: past_events.into(),
         new_events,
         completion_token,
     })

@@ -1,0 +1,393 @@
+//! The Python peer: the `durabletask` package's in-memory sidecar, and its
+//! client and worker, run as child processes from a virtual environment the
+//! tests create under the build directory.
+//!
+//! The environment is made once (`python3 -m venv`, then `pip install` of
+//! the pinned requirements) and reused; a lock directory keeps test binaries
+//! that start at the same time from installing twice. If python3 or the
+//! package cannot be had the tests fail, saying how to set them up: they are
+//! never skipped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The pinned Python requirements (durabletask and its gRPC runtime).
+const REQUIREMENTS: &str = include_str!("../peer/requirements.txt");
+
+fn peer_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("peer")
+}
+
+fn work_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-peer")
+}
+
+const SETUP_HINT: &str =
+    "the gRPC peer tests need python3 (3.10 or later) with the venv module, and \
+access to PyPI to install the pinned `durabletask` package (tests/peer/requirements.txt) into a \
+virtual environment under target/. Install python3 and python3-venv (e.g. `apt-get install \
+python3 python3-venv`), or set DURABLE_TEST_PYTHON to a python3 that has them; offline, set \
+DURABLE_TEST_PYTHON to a python3 where `pip install -r durable-grpc/tests/peer/requirements.txt` \
+was already done";
+
+/// The venv's python, set up once per process (and once per build dir).
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| match setup() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot set up the Python peer: {e}\n\nhow to fix: {SETUP_HINT}"),
+    })
+}
+
+fn setup() -> Result<PathBuf, String> {
+    let dir = work_dir();
+    let venv = dir.join("venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(format!(".installed-{:016x}", fingerprint(REQUIREMENTS)));
+    if marker.exists() {
+        return Ok(python);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _lock = DirLock::acquire(&dir.join("install.lock"), Duration::from_secs(600))?;
+    if marker.exists() {
+        return Ok(python);
+    }
+    let base = std::env::var("DURABLE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !python.exists() {
+        run(
+            Command::new(&base)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+            &format!("`{base} -m venv` (is python3 with the venv module installed?)"),
+        )?;
+    }
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(peer_dir().join("requirements.txt")),
+        "`pip install -r tests/peer/requirements.txt` (is PyPI reachable?)",
+    )?;
+    run(
+        Command::new(&python).args(["-c", "import durabletask.testing, durabletask.worker"]),
+        "importing durabletask after installing it",
+    )?;
+    fs::write(&marker, REQUIREMENTS)
+        .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    Ok(python)
+}
+
+fn fingerprint(s: &str) -> u64 {
+    // FNV-1a: stable across runs and toolchains, unlike DefaultHasher.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: cannot run it: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A lock between processes: a directory created atomically. A lock older
+/// than `stale` was left by a process that died and is taken over.
+struct DirLock(PathBuf);
+
+impl DirLock {
+    fn acquire(path: &Path, stale: Duration) -> Result<DirLock, String> {
+        let deadline = Instant::now() + stale + Duration::from_secs(60);
+        loop {
+            match fs::create_dir(path) {
+                Ok(()) => return Ok(DirLock(path.to_path_buf())),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > stale) {
+                        let _ = fs::remove_dir(path);
+                        continue;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "waited too long for another test process to install the Python \
+                             peer (lock {}); remove it if no test is running",
+                            path.display()
+                        ));
+                    }
+                    // Another process is installing; poll until it is done.
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(format!("cannot create lock {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// A free loopback port (another process could take it before we use it;
+/// starting a server retries with a new one if so).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls until `addr` accepts TCP connections, or panics after `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not accept connections on {addr} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child python process that is killed when dropped. Its stdin is kept
+/// open: the peer scripts exit when it closes, so a test process that dies
+/// does not leave servers behind.
+pub struct PyProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+    name: String,
+}
+
+impl PyProcess {
+    /// Starts `script` (a file in tests/peer) with `args`.
+    pub fn spawn(script: &str, args: &[&str]) -> PyProcess {
+        let python = python();
+        let logs = work_dir().join("logs");
+        fs::create_dir_all(&logs).expect("create the peer log directory");
+        let log = logs.join(format!(
+            "{}-{}-{}.log",
+            script.trim_end_matches(".py"),
+            std::process::id(),
+            free_port()
+        ));
+        let stderr = fs::File::create(&log).expect("create a peer log file");
+        let mut child = Command::new(python)
+            .arg(peer_dir().join(script))
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {script}: {e}\n\nhow to fix: {SETUP_HINT}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        PyProcess {
+            child,
+            stdin,
+            lines,
+            log,
+            name: script.to_string(),
+        }
+    }
+
+    /// The next line the script printed, waiting at most `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<String, String> {
+        self.lines.recv_timeout(timeout).map_err(|e| {
+            let status = self.child.try_wait().ok().flatten();
+            format!(
+                "{} printed nothing more within {timeout:?} ({e}; exit status {status:?}); its log:\n{}",
+                self.name,
+                self.log_text()
+            )
+        })
+    }
+
+    /// Waits for a line starting with `prefix` and returns the rest of it.
+    pub fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .next_line(left)
+                .unwrap_or_else(|e| panic!("waiting for \"{prefix}\" from {}: {e}", self.name));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    /// Writes a line to the script's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        if let Some(stdin) = &mut self.stdin {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// What the script wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it succeeded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}; its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Python package's in-memory sidecar on a loopback port.
+pub struct PeerServer {
+    process: PyProcess,
+    port: u16,
+}
+
+impl PeerServer {
+    /// Starts a server on a free port.
+    pub fn start() -> PeerServer {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match PeerServer::start_on(free_port()) {
+                Ok(s) => return s,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start the Python peer server: {last_error}")
+    }
+
+    /// Starts a server on `port` (e.g. again on the port of one that was
+    /// stopped, to simulate a sidecar restart).
+    pub fn start_on(port: u16) -> Result<PeerServer, String> {
+        let mut process = PyProcess::spawn("server.py", &[&port.to_string()]);
+        let line = process.next_line(Duration::from_secs(60))?;
+        if line.trim() != format!("READY {port}") {
+            return Err(format!(
+                "server.py said \"{line}\" instead of READY; its log:\n{}",
+                process.log_text()
+            ));
+        }
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30),
+            "the Python peer server",
+        );
+        Ok(PeerServer { process, port })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port`, as the Python SDK takes it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (all its state is lost, as in a sidecar crash).
+    pub fn stop(mut self) -> u16 {
+        self.process.kill();
+        self.port
+    }
+
+    /// What the server logged.
+    pub fn log_text(&self) -> String {
+        self.process.log_text()
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
