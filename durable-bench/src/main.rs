@@ -1,2 +1,101 @@
-//! Benchmarks of durable (under construction).
-fn main() {}
+//! `durable-bench`: measures durable on a backend against the project's
+//! performance targets and prints a table (or, with `--json`, a
+//! machine-readable report).
+//!
+//! ```text
+//! cargo run --release -p durable-bench -- --backend memory
+//! cargo run --release -p durable-bench -- --backend memory --scenario s1,s6 --repeat 3 --json
+//! ```
+//!
+//! Scenarios (see `docs/benchmarks.md`): S1 seq3 throughput, S2 fan-out,
+//! S3 long chain (with and without the sticky cache), S4 waiting instances
+//! (memory and event rate), S5 sub-orchestrations, S6 seq3 latency.
+
+mod backend;
+mod report;
+mod scenarios;
+
+use backend::{BackendArgs, BackendFactory};
+use clap::Parser;
+use report::{Failure, Machine, Report};
+use scenarios::{Bench, Scenario, SizeArgs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Benchmarks of durable's backends.
+#[derive(Debug, Parser)]
+#[command(name = "durable-bench", version, about)]
+struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
+
+    /// Scenarios to run, comma-separated (default: all). S4 always runs
+    /// first, so its memory reading starts from an unused heap.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+
+    /// Print a JSON report instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// Runs of each scenario; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+
+    /// Longest wait for any one instance, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+
+    #[command(flatten)]
+    sizes: SizeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let factory = BackendFactory::new(cli.backend.clone());
+    let sizes = cli.sizes.apply(factory.default_sizes());
+    let bench = Bench::new(factory.clone(), sizes, Duration::from_secs(cli.timeout));
+    let repeat = cli.repeat.max(1);
+    let selected: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| cli.scenario.is_empty() || cli.scenario.contains(s))
+        .collect();
+    let mut report = Report {
+        backend: factory.name(),
+        repeat,
+        machine: Machine::detect(),
+        measurements: Vec::new(),
+        failures: Vec::new(),
+    };
+    eprintln!("backend {}, sizes {:?}", factory.name(), bench.sizes());
+    for s in selected {
+        for run in 1..=repeat {
+            eprintln!("{} {}: run {run}/{repeat}", s.id(), s.title());
+            match bench.run(s).await {
+                Ok(ms) => report.add(ms),
+                Err(e) => {
+                    eprintln!("{} failed: {e}", s.id());
+                    report.failures.push(Failure {
+                        scenario: s.id(),
+                        error: e.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).expect("a JSON value serialises")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
