@@ -13,6 +13,8 @@
 
 pub mod context;
 pub mod retry;
+#[cfg(test)]
+mod tests;
 
 use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
