@@ -34,6 +34,7 @@
 //!     let state = env.wait_for_completion(&id).await.unwrap();
 //!     assert_eq!(state.output::<Vec<String>>().unwrap(), ["TRACK-BOOK", "TRACK-PEN"]);
 //! }
+//! # ships_every_item();
 //! ```
 //!
 //! - [`macro@orchestrator`] and [`macro@activity`] turn functions into typed

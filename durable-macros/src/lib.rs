@@ -191,7 +191,7 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// #[orchestrator]
 /// async fn wait_a_month(ctx: OrchestrationContext) -> Result<(), OrchestrationError> {
-///     ctx.create_timer(std::time::Duration::from_secs(30 * 24 * 3600)).await?;
+///     ctx.create_timer(std::time::Duration::from_secs(30 * 24 * 3600)).await;
 ///     Ok(())
 /// }
 ///
@@ -199,13 +199,15 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 /// async fn a_month_passes_in_milliseconds(env: TestEnv) {
 ///     let id = env.client().schedule(wait_a_month, ()).await.unwrap();
 ///     let state = env.wait_for_completion(&id).await.unwrap();
-///     assert_eq!(state.status, OrchestrationStatus::Completed);
+///     assert_eq!(state.status(), OrchestrationStatus::Completed);
 /// }
+/// # a_month_passes_in_milliseconds();
 /// ```
 ///
 /// The function takes the `TestEnv` (or nothing) and returns `()` or a
 /// `Result<(), E>` with `E: Debug` (an `Err` fails the test). It becomes a
-/// `#[test] fn` that builds a runtime and a `TestEnv`: an in-memory backend,
+/// `#[test] fn` (an ordinary function outside `cfg(test)`, so a doctest can
+/// call it) that builds a runtime and a `TestEnv`: an in-memory backend,
 /// a worker, a client, and a clock that jumps to the next timer whenever the
 /// system is idle. Other attributes (`#[ignore]`, `#[should_panic]`, ...)
 /// are kept.
@@ -219,8 +221,10 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # #[activity] async fn validate_order(_ctx: ActivityContext) {}
 /// #[durable::test(orchestrators(process_order), activities(validate_order))]
 /// async fn runs_with_only_these(env: TestEnv) {
-///     let _ = env;
+///     let id = env.client().schedule(process_order, ()).await.unwrap();
+///     env.wait_for_completion(&id).await.unwrap();
 /// }
+/// # runs_with_only_these();
 /// ```
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -196,10 +196,22 @@ fn expand(
     let run = quote_spanned! {output.span()=>
         ::durable::__private::run_test(#registry, #test)
     };
+    // Outside `cfg(test)` the function stays an ordinary (unused) function
+    // rather than disappearing, so its body is still type-checked, and a
+    // doctest can call it.
+    let attrs = attrs.iter().map(|attr| {
+        if attr.path().is_ident("should_panic") || attr.path().is_ident("ignore") {
+            let meta = &attr.meta;
+            quote!(#[cfg_attr(test, #meta)])
+        } else {
+            quote!(#attr)
+        }
+    });
     quote! {
         #errors
         #(#attrs)*
-        #[::core::prelude::v1::test]
+        #[cfg_attr(test, ::core::prelude::v1::test)]
+        #[cfg_attr(not(test), allow(dead_code))]
         #vis fn #ident() {
             async fn #body(#inputs) #output #block
             #run
