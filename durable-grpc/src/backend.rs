@@ -17,7 +17,8 @@ use durable_runtime::backend::{
     ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
     InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
-use durable_runtime::history::{FailureDetails, HistoryEvent, OrchestrationStatus};
+use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
+use futures::future::BoxFuture;
 use prost::Message;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -26,6 +27,10 @@ use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
+
+/// How long [`Backend::suspend`] waits for the sidecar to report the
+/// suspension before returning anyway.
+const SUSPEND_SETTLE: Duration = Duration::from_secs(5);
 
 /// A [`Backend`] whose instances live in a Durable Task sidecar: the Azure
 /// Durable Task Scheduler or its emulator, Dapr Workflow, durabletask-go, or
@@ -303,6 +308,134 @@ impl Rpc {
             }),
             _ => Ok(m),
         }
+    }
+
+    /// The sub-orchestrations an instance started, read from its history,
+    /// with whether each has finished.
+    async fn children(&self, instance_id: &str) -> Result<Vec<(String, bool)>, BackendError> {
+        let history = self.history(instance_id, None, false).await?;
+        let mut created = Vec::new();
+        let mut finished = std::collections::HashSet::new();
+        for e in &history {
+            match &e.kind {
+                EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                    created.push((e.event_id, instance_id.clone()));
+                }
+                EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id, ..
+                }
+                | EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id, ..
+                } => {
+                    finished.insert(*task_scheduled_id);
+                }
+                _ => {}
+            }
+        }
+        Ok(created
+            .into_iter()
+            .map(|(seq, id)| (id, finished.contains(&seq)))
+            .collect())
+    }
+
+    /// Terminates an instance and, if `recursive`, its running
+    /// sub-orchestrations. The recursion is done here, from the history,
+    /// because not every sidecar implements it (for one that does, the
+    /// children are already terminated and this finds nothing left to do).
+    fn terminate_tree<'a>(
+        &'a self,
+        instance_id: &'a str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let current = self.require_instance(instance_id, None).await?;
+            let children: Vec<String> = if recursive {
+                self.children(instance_id)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, done)| !done)
+                    .map(|(id, _)| id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !current.status.is_terminal() {
+                let req = self
+                    .request(
+                        proto::TerminateRequest {
+                            instance_id: instance_id.to_string(),
+                            output: output.clone(),
+                            recursive,
+                        },
+                        "the output of a terminate request",
+                    )
+                    .await?;
+                self.client()
+                    .terminate_instance(req)
+                    .await
+                    .map_err(|s| self.error(s, Some(instance_id)))?;
+            }
+            for child in children {
+                match self.terminate_tree(&child, output.clone(), true).await {
+                    Ok(()) | Err(BackendError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Purges a finished instance and, if `recursive`, its finished
+    /// sub-orchestrations (done here for the same reason as termination).
+    fn purge_tree<'a>(
+        &'a self,
+        instance_id: &'a str,
+        recursive: bool,
+    ) -> BoxFuture<'a, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let current = self.require_instance(instance_id, None).await?;
+            if !current.status.is_terminal() {
+                return Err(BackendError::InvalidState {
+                    id: instance_id.to_string(),
+                    operation: "purge",
+                    status: current.status,
+                });
+            }
+            let children: Vec<String> = if recursive {
+                self.children(instance_id)
+                    .await?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let req = self
+                .request(
+                    convert::purge_to_proto(
+                        &PurgeTarget::Instance(instance_id.to_string()),
+                        recursive,
+                    ),
+                    "a purge request",
+                )
+                .await?;
+            let resp = self
+                .client()
+                .purge_instances(req)
+                .await
+                .map_err(|s| self.error(s, Some(instance_id)))?
+                .into_inner();
+            let mut count = usize::try_from(resp.deleted_instance_count).unwrap_or(0);
+            for child in children {
+                match self.purge_tree(&child, true).await {
+                    Ok(n) => count += n,
+                    Err(BackendError::NotFound(_) | BackendError::InvalidState { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(count)
+        })
     }
 
     async fn history(
@@ -748,30 +881,10 @@ impl Backend for GrpcBackend {
         output: Option<String>,
         recursive: bool,
     ) -> Result<(), BackendError> {
-        let rpc = &self.inner.rpc;
-        if rpc
-            .require_instance(instance_id, None)
-            .await?
-            .status
-            .is_terminal()
-        {
-            return Ok(());
-        }
-        let req = rpc
-            .request(
-                proto::TerminateRequest {
-                    instance_id: instance_id.to_string(),
-                    output,
-                    recursive,
-                },
-                "the output of a terminate request",
-            )
-            .await?;
-        rpc.client()
-            .terminate_instance(req)
+        self.inner
+            .rpc
+            .terminate_tree(instance_id, output, recursive)
             .await
-            .map_err(|s| rpc.error(s, Some(instance_id)))?;
-        Ok(())
     }
 
     async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
@@ -793,6 +906,19 @@ impl Backend for GrpcBackend {
             .suspend_instance(req)
             .await
             .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        // Some sidecars record the status only once a worker has handled
+        // the request; wait a little for it, so a status read right after
+        // this call sees the suspension, as with durable's other backends.
+        let deadline = tokio::time::Instant::now() + SUSPEND_SETTLE;
+        let mut pause = Duration::from_millis(5);
+        while tokio::time::Instant::now() < deadline {
+            match rpc.get_instance(instance_id, false).await? {
+                Some(m) if m.status == OrchestrationStatus::Running => {}
+                _ => break,
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
         Ok(())
     }
 
@@ -820,20 +946,9 @@ impl Backend for GrpcBackend {
 
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         let rpc = &self.inner.rpc;
-        let instance = match &target {
-            PurgeTarget::Instance(id) => {
-                let m = rpc.require_instance(id, None).await?;
-                if !m.status.is_terminal() {
-                    return Err(BackendError::InvalidState {
-                        id: id.clone(),
-                        operation: "purge",
-                        status: m.status,
-                    });
-                }
-                Some(id.clone())
-            }
-            PurgeTarget::Filter { .. } => None,
-        };
+        if let PurgeTarget::Instance(id) = &target {
+            return rpc.purge_tree(id, recursive).await;
+        }
         let req = rpc
             .request(
                 convert::purge_to_proto(&target, recursive),
@@ -844,7 +959,7 @@ impl Backend for GrpcBackend {
             .client()
             .purge_instances(req)
             .await
-            .map_err(|s| rpc.error(s, instance.as_deref()))?
+            .map_err(|s| rpc.error(s, None))?
             .into_inner();
         Ok(usize::try_from(resp.deleted_instance_count).unwrap_or(0))
     }
@@ -1079,7 +1194,14 @@ mod tests {
             GrpcBackend::new(GrpcOptions::new("http://127.0.0.1:9").max_message_size(1024))
                 .unwrap();
         let e = backend
-            .raise_event("i", "big", Some("x".repeat(2000)))
+            .create_instance(CreateInstanceRequest {
+                instance_id: "i".into(),
+                name: "big".into(),
+                version: None,
+                input: Some(format!("\"{}\"", "x".repeat(2000))),
+                scheduled_start: None,
+                reuse_policy: Default::default(),
+            })
             .await
             .unwrap_err();
         match e {

@@ -391,3 +391,115 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A [`GrpcBackend`](durable_grpc::GrpcBackend) that owns the Python server
+/// it talks to, so the server stops when the last user of the backend lets
+/// go of it (the conformance suite only keeps the backend).
+pub struct PeerBackend {
+    backend: durable_grpc::GrpcBackend,
+    _server: std::sync::Mutex<PeerServer>,
+}
+
+impl PeerBackend {
+    /// A fresh server and a backend on it.
+    pub fn start() -> PeerBackend {
+        let server = PeerServer::start();
+        let backend =
+            durable_grpc::GrpcBackend::new(durable_grpc::GrpcOptions::new(server.endpoint()))
+                .expect("valid options");
+        PeerBackend {
+            backend,
+            _server: std::sync::Mutex::new(server),
+        }
+    }
+}
+
+mod delegate {
+    use super::PeerBackend;
+    use durable_runtime::actions::OrchestratorResult;
+    use durable_runtime::backend::*;
+    use durable_runtime::history::HistoryEvent;
+    use std::time::Duration;
+
+    #[async_trait::async_trait]
+    impl Backend for PeerBackend {
+        async fn create_instance(&self, r: CreateInstanceRequest) -> Result<(), BackendError> {
+            self.backend.create_instance(r).await
+        }
+        async fn get_instance(
+            &self,
+            id: &str,
+            p: bool,
+        ) -> Result<Option<InstanceMetadata>, BackendError> {
+            self.backend.get_instance(id, p).await
+        }
+        async fn wait_for_instance(
+            &self,
+            id: &str,
+            w: WaitFor,
+            t: Duration,
+        ) -> Result<InstanceMetadata, BackendError> {
+            self.backend.wait_for_instance(id, w, t).await
+        }
+        async fn raise_event(
+            &self,
+            id: &str,
+            name: &str,
+            input: Option<String>,
+        ) -> Result<(), BackendError> {
+            self.backend.raise_event(id, name, input).await
+        }
+        async fn terminate(
+            &self,
+            id: &str,
+            output: Option<String>,
+            recursive: bool,
+        ) -> Result<(), BackendError> {
+            self.backend.terminate(id, output, recursive).await
+        }
+        async fn suspend(&self, id: &str, reason: Option<String>) -> Result<(), BackendError> {
+            self.backend.suspend(id, reason).await
+        }
+        async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), BackendError> {
+            self.backend.resume(id, reason).await
+        }
+        async fn purge(&self, t: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
+            self.backend.purge(t, recursive).await
+        }
+        async fn query_instances(&self, q: InstanceQuery) -> Result<QueryPage, BackendError> {
+            self.backend.query_instances(q).await
+        }
+        async fn get_history(&self, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+            self.backend.get_history(id).await
+        }
+        async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
+            self.backend.next_orchestration_item().await
+        }
+        async fn complete_orchestration_item(
+            &self,
+            item: OrchestrationWorkItem,
+            result: OrchestratorResult,
+        ) -> Result<(), BackendError> {
+            self.backend.complete_orchestration_item(item, result).await
+        }
+        async fn abandon_orchestration_item(
+            &self,
+            item: OrchestrationWorkItem,
+        ) -> Result<(), BackendError> {
+            self.backend.abandon_orchestration_item(item).await
+        }
+        async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
+            self.backend.next_activity_item().await
+        }
+        async fn complete_activity_item(
+            &self,
+            item: &ActivityWorkItem,
+            outcome: ActivityOutcome,
+        ) -> Result<(), BackendError> {
+            self.backend.complete_activity_item(item, outcome).await
+        }
+        async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
+            self.backend.abandon_activity_item(item).await
+        }
+    }
+}
