@@ -538,6 +538,12 @@ fn map_status(endpoint: &str, status: Status, instance: Option<&str>) -> Backend
         Code::Cancelled if message.contains("Timeout expired") => {
             BackendError::Other(format!("the call to the sidecar at {endpoint} timed out"))
         }
+        // What a call in flight gets when the connection drops under it.
+        Code::Cancelled => BackendError::Unavailable(format!(
+            "the connection to the sidecar at {endpoint} was lost ({}); it may have \
+             restarted, so retry the call",
+            describe_transport_error(&status)
+        )),
         code => BackendError::Other(format!(
             "the sidecar at {endpoint} answered {code:?}: {message}"
         )),

@@ -1,0 +1,183 @@
+//! Faults between the backend and the sidecar: nothing listening at the
+//! endpoint, a sidecar that restarts under a running worker, payloads that
+//! are too large or do not fit the orchestration.
+
+mod support;
+
+use durable_grpc::{GrpcBackend, GrpcOptions, ReconnectPolicy};
+use durable_runtime::backend::{Backend, BackendError};
+use durable_runtime::{
+    ActivityError, Client, Error, OrchestrationStatus, Registry, ScheduleOptions, Worker,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{free_port, PeerServer, PyProcess};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn registry() -> Registry {
+    Registry::new()
+        .activity_fn("double", |_c, x: i64| async move {
+            Ok::<_, ActivityError>(x * 2)
+        })
+        .orchestrator_fn("twice", |ctx, x: i64| async move {
+            let a: i64 = ctx.call_activity_by_name("double", &x).await?;
+            let b: i64 = ctx.call_activity_by_name("double", &a).await?;
+            Ok(b)
+        })
+}
+
+/// Quick reconnects, so the tests do not wait out the default backoff.
+fn options(endpoint: String) -> GrpcOptions {
+    GrpcOptions::new(endpoint)
+        .connect_timeout(Duration::from_secs(2))
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(400),
+            multiplier: 2.0,
+        })
+}
+
+async fn run_twice(client: &Client, x: i64) -> i64 {
+    let id = client
+        .schedule_by_name("twice", &x, ScheduleOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("scheduling failed: {e}"));
+    let s = client
+        .wait_for_completion(&id, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("instance {id} did not complete: {e}"));
+    assert_eq!(
+        s.status(),
+        OrchestrationStatus::Completed,
+        "{:?}",
+        s.failure()
+    );
+    s.output::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sidecar_is_a_clear_error_and_the_worker_waits_for_it() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+
+    let e = GrpcBackend::connect(options(endpoint.clone()))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{text}");
+    assert!(
+        text.contains(&endpoint),
+        "the error names the endpoint: {text}"
+    );
+    assert!(
+        text.contains("check that it is running"),
+        "and what to do: {text}"
+    );
+
+    // A worker started before its sidecar keeps trying and picks up work
+    // once the sidecar is there.
+    let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(endpoint)).unwrap());
+    let client = Client::new(backend.clone());
+    let worker = Worker::new(backend, registry()).start().unwrap();
+    match client.get_status("x").await {
+        Err(Error::Backend(BackendError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable from the client, got {other:?}"),
+    }
+    let server = tokio::task::spawn_blocking(move || PeerServer::start_on(port))
+        .await
+        .unwrap()
+        .expect("the sidecar starts on the chosen port");
+    assert_eq!(run_twice(&client, 5).await, 20);
+    worker.shutdown().await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reconnects_when_the_sidecar_restarts() {
+    let server = PeerServer::start();
+    let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(server.endpoint())).unwrap());
+    let client = Client::new(backend.clone());
+    let worker = Worker::new(backend, registry()).start().unwrap();
+    assert_eq!(run_twice(&client, 1).await, 4);
+
+    // The sidecar goes away (its state with it) and comes back on the same port.
+    let port = server.stop();
+    match client.get_status("anything").await {
+        Err(Error::Backend(BackendError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable while the sidecar is down, got {other:?}"),
+    }
+    let server = tokio::task::spawn_blocking(move || PeerServer::start_on(port))
+        .await
+        .unwrap()
+        .expect("the sidecar restarts on its port");
+
+    for x in 2..5 {
+        assert_eq!(run_twice(&client, x).await, 4 * x);
+    }
+    worker.shutdown().await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_are_refused_with_sizes_and_limits() {
+    let server = PeerServer::start();
+    let big = format!("\"{}\"", "x".repeat(5 * 1024 * 1024));
+
+    // Over our own limit: refused before anything is sent.
+    let backend = GrpcBackend::new(options(server.endpoint())).unwrap();
+    let client = Client::new(Arc::new(backend));
+    match client
+        .schedule_raw("twice", Some(big.clone()), ScheduleOptions::default())
+        .await
+    {
+        Err(Error::Backend(BackendError::PayloadTooLarge { size, limit, what })) => {
+            assert!(size > 5 * 1024 * 1024);
+            assert_eq!(limit, 4 * 1024 * 1024);
+            assert!(what.contains("twice"), "{what}");
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+
+    // Over the sidecar's limit (ours raised): the sidecar's refusal is
+    // reported the same way.
+    let backend =
+        GrpcBackend::new(options(server.endpoint()).max_message_size(64 * 1024 * 1024)).unwrap();
+    let client = Client::new(Arc::new(backend));
+    match client
+        .schedule_raw("twice", Some(big), ScheduleOptions::default())
+        .await
+    {
+        Err(Error::Backend(e @ BackendError::PayloadTooLarge { .. })) => {
+            assert!(e.to_string().contains("smaller payload"), "{e}");
+        }
+        other => panic!("expected PayloadTooLarge from the sidecar, got {other:?}"),
+    }
+
+    // The connection is still good afterwards.
+    assert!(client.get_status("none").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_that_does_not_fit_the_orchestrator_fails_it_with_a_clear_message() {
+    let server = PeerServer::start();
+    let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(server.endpoint())).unwrap());
+    let worker = Worker::new(backend, registry()).start().unwrap();
+
+    let address = server.address();
+    let line = tokio::task::spawn_blocking(move || {
+        // A Python client sends text where the Rust orchestrator takes a number.
+        let mut client = PyProcess::spawn("client.py", &[&address, "twice", r#""seven""#]);
+        client.expect_line("RESULT ", Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], "FAILED", "{v}");
+    let message = v["failure_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("twice") && message.contains("input"),
+        "{v}"
+    );
+    worker.shutdown().await;
+}
