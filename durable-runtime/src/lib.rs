@@ -13,6 +13,8 @@ pub mod replay;
 pub mod testing;
 pub mod worker;
 
+/// Re-export: timestamps are `chrono::DateTime<Utc>`.
+pub use chrono;
 pub use backend::{Backend, BackendError, MemoryBackend};
 pub use client::{Client, OrchestrationState, ScheduleOptions};
 pub use error::{into_activity_error, ActivityError, Error, OrchestrationError, TaskError};
