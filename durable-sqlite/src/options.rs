@@ -1,0 +1,89 @@
+//! Settings of the SQLite backend.
+
+use durable_runtime::backend::transition::Limits;
+use std::time::Duration;
+
+/// How hard SQLite works to make a commit survive a crash (`PRAGMA
+/// synchronous`). The database runs in WAL mode; in both levels a process
+/// crash (panic, `kill -9`, out-of-memory kill) loses nothing that was
+/// committed, and no level ever corrupts the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `NORMAL`: the write-ahead log is synced to disk at checkpoints, not
+    /// at every commit. Survives process crashes; on power loss or an
+    /// operating-system crash the last transactions before the failure may
+    /// be lost (the file stays consistent: those episodes simply run again
+    /// and their activities are delivered again). The default: commits cost
+    /// microseconds instead of a disk flush.
+    #[default]
+    Normal,
+    /// `FULL`: the log is synced at every commit. A commit that returned
+    /// survives power loss too. Costs one disk flush per transaction (the
+    /// backend batches concurrent operations into one transaction, which
+    /// softens this under load).
+    Full,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// Settings for [`SqliteBackend::open_with`](crate::SqliteBackend::open_with).
+///
+/// ```
+/// use durable_sqlite::{SqliteOptions, Synchronous};
+/// use std::time::Duration;
+/// let options = SqliteOptions {
+///     synchronous: Synchronous::Full,
+///     lease_duration: Duration::from_secs(300),
+///     ..SqliteOptions::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// How long an operation waits for another process's write lock before
+    /// failing (default 5 s).
+    pub busy_timeout: Duration,
+    /// How long a worker holds a work item before it is delivered again
+    /// (default 60 s). This is how work held by a crashed worker comes back:
+    /// after this long. Leases are not renewed, so it must exceed the
+    /// longest activity, or that activity runs again while still running.
+    pub lease_duration: Duration,
+    /// Durability of commits (default [`Synchronous::Normal`]).
+    pub synchronous: Synchronous,
+    /// How often an idle worker looks for work written by *other*
+    /// processes (default 100 ms). Work written through the same
+    /// [`SqliteBackend`](crate::SqliteBackend) value (or its clones) wakes
+    /// workers at once, and timers wake them when due, so this only bounds
+    /// the delay of cross-process hand-offs.
+    pub poll_interval: Duration,
+    /// Payload and history size limits.
+    pub limits: Limits,
+    /// Refuse to grow the file past this size (default: no limit). A write
+    /// that would exceed it fails as if the disk were full and is rolled
+    /// back; nothing else is affected.
+    pub max_database_bytes: Option<u64>,
+    /// Histories kept in memory between episodes so a long orchestration
+    /// is not re-read from the file at every step (default 1,024 instances).
+    pub history_cache_capacity: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(60),
+            synchronous: Synchronous::Normal,
+            poll_interval: Duration::from_millis(100),
+            limits: Limits::default(),
+            max_database_bytes: None,
+            history_cache_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The schema and its migrations, and the checks made before touching a file.
+//!
+//! `PRAGMA application_id` marks the file as durable's; `PRAGMA
+//! user_version` is the schema version. Migrations run at open, in one
+//! `BEGIN IMMEDIATE` transaction, so processes opening the same file at once
+//! agree on who migrates.
+
+use crate::error::OpenError;
+use rusqlite::{Connection, ErrorCode};
+use std::path::Path;
+
+/// Marks a durable database ("durb").
+pub(crate) const APPLICATION_ID: i64 = 0x6475_7262;
+
+/// One entry per schema version; entry `i` takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    //
+    // Times are microseconds since the Unix epoch (UTC). `ready_at` is when
+    // an instance next needs a worker: its earliest deliverable inbox
+    // message, or, while leased, when the lease expires; it is NULL when
+    // there is nothing to do. Activities use `visible_at` the same way.
+    r#"
+    CREATE TABLE instances (
+        instance_id    TEXT PRIMARY KEY,
+        execution_id   TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        meta           TEXT NOT NULL,
+        input          TEXT,
+        output         TEXT,
+        custom_status  TEXT,
+        history_len    INTEGER NOT NULL DEFAULT 0,
+        ready_at       INTEGER,
+        lease_token    INTEGER,
+        lease_expires  INTEGER
+    );
+    CREATE INDEX instances_ready ON instances (ready_at) WHERE ready_at IS NOT NULL;
+    CREATE INDEX instances_status ON instances (status, created_at);
+
+    CREATE TABLE history (
+        instance_id   TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        execution_id  TEXT NOT NULL,
+        event_type    TEXT NOT NULL,
+        event         TEXT NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE inbox (
+        seq           INTEGER PRIMARY KEY,
+        instance_id   TEXT NOT NULL,
+        execution_id  TEXT,
+        visible_at    INTEGER NOT NULL,
+        checked       INTEGER NOT NULL,
+        lease_token   INTEGER,
+        event         TEXT NOT NULL
+    );
+    CREATE INDEX inbox_instance ON inbox (instance_id, visible_at, seq);
+
+    CREATE TABLE activities (
+        id            INTEGER PRIMARY KEY,
+        instance_id   TEXT NOT NULL,
+        execution_id  TEXT NOT NULL,
+        task_id       INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        version       TEXT,
+        input         TEXT,
+        visible_at    INTEGER NOT NULL,
+        lease_token   INTEGER
+    );
+    CREATE INDEX activities_visible ON activities (visible_at, id);
+    CREATE INDEX activities_instance ON activities (instance_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Refuses, without writing, a file that is not an SQLite database.
+pub(crate) fn check_header(path: &Path) -> Result<(), OpenError> {
+    use std::io::Read;
+    let io = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if meta.is_dir() {
+        return Err(io(std::io::Error::other("it is a directory")));
+    }
+    if meta.len() == 0 {
+        // SQLite treats an empty file as an empty database.
+        return Ok(());
+    }
+    let mut header = [0u8; 16];
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    match f.read_exact(&mut header) {
+        Ok(()) if &header == b"SQLite format 3\0" => Ok(()),
+        Ok(()) => Err(OpenError::NotADatabase {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(OpenError::NotADatabase {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> OpenError {
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => OpenError::Corrupt {
+            path,
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::ReadOnly) => OpenError::ReadOnly { path },
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => OpenError::Busy { path },
+        _ => OpenError::Sqlite { path, source: e },
+    }
+}
+
+/// Reads the file's identity and refuses what is not ours or too new,
+/// before anything is written.
+pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let read = || -> rusqlite::Result<(i64, i64, i64)> {
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        Ok((app, version, tables))
+    };
+    let (app, version, tables) = read().map_err(|e| classify(path, e))?;
+    if app != 0 && app != APPLICATION_ID {
+        return Err(OpenError::NotDurable {
+            path: path.to_path_buf(),
+            detail: format!("its application id is {app:#x}"),
+        });
+    }
+    if app == 0 && tables > 0 {
+        return Err(OpenError::NotDurable {
+            path: path.to_path_buf(),
+            detail: format!("it already holds {tables} tables or indexes and no durable marker"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Sets the connection up and applies pending migrations.
+pub(crate) fn prepare(
+    conn: &Connection,
+    path: &Path,
+    options: &crate::SqliteOptions,
+    file: bool,
+) -> Result<(), OpenError> {
+    let err = |e| classify(path, e);
+    conn.busy_timeout(options.busy_timeout).map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if file {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "the file system refused write-ahead logging (journal mode is {mode})"
+                )),
+            });
+        }
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};",
+        options.synchronous.pragma()
+    ))
+    .map_err(err)?;
+    if let Some(max) = options.max_database_bytes {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(err)?;
+        let pages = (max / page.max(512) as u64).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(err)?;
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let migrate = || -> Result<(), OpenError> {
+        // Read again under the write lock: another process may have
+        // migrated since the first look.
+        check_identity(conn, path)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            conn.execute_batch(sql).map_err(err)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(err)?;
+        }
+        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+            .map_err(err)?;
+        Ok(())
+    };
+    match migrate() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,990 @@
+//! The storage operations. Each runs on the connection thread inside a
+//! transaction (see [`crate::writer`]) and only persists and queues what the
+//! pure transition core decides: no orchestration logic lives here.
+
+use crate::error::{bad_row, SqlResult};
+use durable_runtime::actions::OrchestratorResult;
+use durable_runtime::backend::transition::{
+    self, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
+};
+use durable_runtime::backend::{
+    ActivityOutcome, ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage,
+};
+use durable_runtime::history::{
+    EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What every operation needs besides the connection.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) limits: Limits,
+    pub(crate) lease_micros: i64,
+    pub(crate) cache: Mutex<HistoryCache>,
+}
+
+/// Histories of recently run executions, so an episode does not re-read
+/// the whole history. An entry is used only when its execution id and
+/// length match the file, so another process's writes are never missed.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryCache {
+    pub(crate) capacity: usize,
+    entries: HashMap<String, (String, Arc<Vec<HistoryEvent>>)>,
+}
+
+impl HistoryCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        HistoryCache {
+            capacity,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&self, id: &str, execution_id: &str, len: i64) -> Option<Arc<Vec<HistoryEvent>>> {
+        self.entries
+            .get(id)
+            .filter(|(e, h)| e == execution_id && h.len() as i64 == len)
+            .map(|(_, h)| h.clone())
+    }
+
+    pub(crate) fn put(&mut self, id: String, execution_id: String, h: Arc<Vec<HistoryEvent>>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&id) {
+            // Evicting an arbitrary entry is enough: a miss costs one read.
+            if let Some(k) = self.entries.keys().next().cloned() {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(id, (execution_id, h));
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+}
+
+fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
+    // Nothing panics while holding it; the data stays consistent.
+    ctx.cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a committed operation changed, for in-process wake-ups.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Instances whose status may have changed.
+    pub(crate) touched: Vec<String>,
+    /// Orchestration work may be available.
+    pub(crate) orchestrations: bool,
+    /// Activity work may be available.
+    pub(crate) activities: bool,
+}
+
+/// The outcome of looking for work.
+#[derive(Debug)]
+pub(crate) enum Leased<T> {
+    /// Work, leased.
+    Item(T),
+    /// Nothing to do now; something becomes due at this time (µs), if known.
+    Idle(Option<i64>),
+}
+
+pub(crate) fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+fn new_token() -> i64 {
+    // Random, so processes sharing the file never hand out the same token.
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, BackendError> {
+    serde_json::to_string(v).map_err(|e| BackendError::Other(format!("serialising: {e}")))
+}
+
+fn parse_event(text: &str) -> Result<HistoryEvent, BackendError> {
+    serde_json::from_str(text).map_err(|e| bad_row("history event", e))
+}
+
+/// An instance row.
+struct Row {
+    meta: InstanceMetadata,
+    history_len: i64,
+    lease_token: Option<i64>,
+}
+
+fn load(conn: &Connection, id: &str, payloads: bool) -> Result<Option<Row>, BackendError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT meta, input, output, custom_status, history_len, lease_token
+             FROM instances WHERE instance_id = ?1",
+        )
+        .db()?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((meta, input, output, custom_status, history_len, lease_token)) = row else {
+        return Ok(None);
+    };
+    let mut meta: InstanceMetadata =
+        serde_json::from_str(&meta).map_err(|e| bad_row("instance", e))?;
+    if payloads {
+        meta.input = input;
+        meta.output = output;
+        meta.custom_status = custom_status;
+    }
+    Ok(Some(Row {
+        meta,
+        history_len,
+        lease_token,
+    }))
+}
+
+fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
+    // The payloads live in their own columns.
+    to_json(&InstanceMetadata {
+        instance_id: m.instance_id.clone(),
+        execution_id: m.execution_id.clone(),
+        name: m.name.clone(),
+        version: m.version.clone(),
+        status: m.status,
+        input: None,
+        output: None,
+        custom_status: None,
+        failure: m.failure.clone(),
+        created_at: m.created_at,
+        last_updated_at: m.last_updated_at,
+        completed_at: m.completed_at,
+        scheduled_start: m.scheduled_start,
+        parent_instance_id: m.parent_instance_id.clone(),
+    })
+}
+
+fn insert_instance(conn: &Connection, m: &InstanceMetadata) -> Result<(), BackendError> {
+    conn.prepare_cached(
+        "INSERT INTO instances (instance_id, execution_id, status, created_at, meta, input,
+                                output, custom_status, history_len)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+    )
+    .db()?
+    .execute(params![
+        m.instance_id,
+        m.execution_id,
+        m.status.to_string(),
+        micros(m.created_at),
+        meta_json(m)?,
+        m.input,
+        m.output,
+        m.custom_status,
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Writes metadata and payloads.
+fn update_instance(conn: &Connection, m: &InstanceMetadata) -> Result<(), BackendError> {
+    conn.prepare_cached(
+        "UPDATE instances SET execution_id = ?2, status = ?3, meta = ?4, input = ?5,
+                output = ?6, custom_status = ?7
+         WHERE instance_id = ?1",
+    )
+    .db()?
+    .execute(params![
+        m.instance_id,
+        m.execution_id,
+        m.status.to_string(),
+        meta_json(m)?,
+        m.input,
+        m.output,
+        m.custom_status,
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Writes metadata only (the payload columns keep their values).
+fn update_status(conn: &Connection, m: &InstanceMetadata) -> Result<(), BackendError> {
+    conn.prepare_cached("UPDATE instances SET status = ?2, meta = ?3 WHERE instance_id = ?1")
+        .db()?
+        .execute(params![m.instance_id, m.status.to_string(), meta_json(m)?])
+        .db()?;
+    Ok(())
+}
+
+fn delete_instance(conn: &Connection, id: &str) -> Result<(), BackendError> {
+    for sql in [
+        "DELETE FROM instances WHERE instance_id = ?1",
+        "DELETE FROM history WHERE instance_id = ?1",
+        "DELETE FROM inbox WHERE instance_id = ?1",
+        "DELETE FROM activities WHERE instance_id = ?1",
+    ] {
+        conn.prepare_cached(sql).db()?.execute([id]).db()?;
+    }
+    Ok(())
+}
+
+/// Releases any lease and recomputes when the instance next needs a worker.
+fn release(conn: &Connection, id: &str) -> Result<(), BackendError> {
+    conn.prepare_cached(
+        "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
+                ready_at = (SELECT MIN(visible_at) FROM inbox WHERE instance_id = ?1)
+         WHERE instance_id = ?1",
+    )
+    .db()?
+    .execute([id])
+    .db()?;
+    Ok(())
+}
+
+fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq")
+        .db()?;
+    let rows = stmt.query_map([id], |r| r.get::<_, String>(0)).db()?;
+    let mut out = Vec::new();
+    for text in rows {
+        out.push(parse_event(&text.db()?)?);
+    }
+    Ok(out)
+}
+
+/// Routes a message: into the target's inbox (now or, for timers and
+/// delayed starts, later) or nowhere (unknown or finished instance, another
+/// execution), exactly as the in-memory backend does.
+fn deliver(
+    conn: &Connection,
+    msg: &InstanceMessage,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let Some(target) = load(conn, &msg.instance_id, false)? else {
+        tracing::debug!(instance_id = %msg.instance_id, "dropping message for unknown instance");
+        return Ok(());
+    };
+    let delayed = msg.visible_at.map(micros).filter(|t| *t > now);
+    // A delayed message is checked when it becomes due, like a timer firing.
+    if delayed.is_none() && !transition::accepts_message(&target.meta, msg) {
+        tracing::debug!(instance_id = %msg.instance_id, event = msg.event.kind.type_name(), "dropping message for finished instance or old execution");
+        return Ok(());
+    }
+    let visible = delayed.unwrap_or(now);
+    conn.prepare_cached(
+        "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .db()?
+    .execute(params![
+        msg.instance_id,
+        msg.execution_id,
+        visible,
+        delayed.is_none(),
+        to_json(&msg.event)?,
+    ])
+    .db()?;
+    conn.prepare_cached(
+        "UPDATE instances SET ready_at = MIN(COALESCE(ready_at, ?2), ?2)
+         WHERE instance_id = ?1 AND lease_token IS NULL",
+    )
+    .db()?
+    .execute(params![msg.instance_id, visible])
+    .db()?;
+    fx.orchestrations = true;
+    Ok(())
+}
+
+/// Creates an instance (applying the reuse policy) and queues its start.
+pub(crate) fn create(
+    conn: &Connection,
+    ctx: &Ctx,
+    request: &CreateInstanceRequest,
+    parent: Option<ParentInstance>,
+    now: Timestamp,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let existing = load(conn, &request.instance_id, false)?.map(|r| r.meta);
+    let decision = transition::check_reuse(existing.as_ref(), &request.reuse_policy)?;
+    if decision != Reuse::Create {
+        // Replace: the old instance goes away; a worker still holding its
+        // lease gets LeaseLost.
+        delete_instance(conn, &request.instance_id)?;
+    }
+    let (meta, start) = transition::create_instance(request, parent, now, &ctx.limits)?;
+    insert_instance(conn, &meta)?;
+    deliver(conn, &start, micros(now), fx)?;
+    fx.touched.push(request.instance_id.clone());
+    Ok(())
+}
+
+/// Creates a sub-orchestration; if that fails, tells the parent instead.
+fn create_child(
+    conn: &Connection,
+    ctx: &Ctx,
+    child: &NewInstance,
+    now: Timestamp,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    conn.execute_batch("SAVEPOINT child").db()?;
+    match create(
+        conn,
+        ctx,
+        &child.request,
+        Some(child.parent.clone()),
+        now,
+        fx,
+    ) {
+        Ok(()) => conn.execute_batch("RELEASE child").db(),
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO child; RELEASE child")
+                .db()?;
+            let p = &child.parent;
+            deliver(
+                conn,
+                &InstanceMessage {
+                    instance_id: p.instance_id.clone(),
+                    execution_id: p.execution_id.clone(),
+                    event: HistoryEvent::new(
+                        now,
+                        EventKind::SubOrchestrationInstanceFailed {
+                            task_scheduled_id: p.task_scheduled_id,
+                            failure: FailureDetails::new(
+                                "SubOrchestrationCreationFailed",
+                                e.to_string(),
+                            ),
+                        },
+                    ),
+                    visible_at: None,
+                },
+                micros(now),
+                fx,
+            )
+        }
+    }
+}
+
+pub(crate) fn get_instance(
+    conn: &Connection,
+    id: &str,
+    payloads: bool,
+) -> Result<Option<InstanceMetadata>, BackendError> {
+    Ok(load(conn, id, payloads)?.map(|r| r.meta))
+}
+
+pub(crate) fn get_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+    if load(conn, id, false)?.is_none() {
+        return Err(BackendError::NotFound(id.to_string()));
+    }
+    load_history(conn, id)
+}
+
+/// Queues a client's event (raise, terminate, suspend, resume), optionally
+/// setting the status at once.
+pub(crate) fn push_event(
+    conn: &Connection,
+    id: &str,
+    op: &'static str,
+    event: EventKind,
+    status: Option<OrchestrationStatus>,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let now = chrono::Utc::now();
+    let mut meta = load(conn, id, false)?
+        .ok_or_else(|| BackendError::NotFound(id.to_string()))?
+        .meta;
+    if meta.status.is_terminal() {
+        if op == "terminate" {
+            return Ok(());
+        }
+        return Err(BackendError::InvalidState {
+            id: id.to_string(),
+            operation: op,
+            status: meta.status,
+        });
+    }
+    match (op, meta.status) {
+        ("suspend", OrchestrationStatus::Suspended) => return Ok(()),
+        ("resume", s) if s != OrchestrationStatus::Suspended => return Ok(()),
+        _ => {}
+    }
+    if let Some(st) = status {
+        meta.status = st;
+        meta.last_updated_at = now;
+        update_status(conn, &meta)?;
+    }
+    deliver(
+        conn,
+        &InstanceMessage {
+            instance_id: id.to_string(),
+            execution_id: Some(meta.execution_id.clone()),
+            event: HistoryEvent::new(now, event),
+            visible_at: None,
+        },
+        micros(now),
+        fx,
+    )?;
+    fx.touched.push(id.to_string());
+    Ok(())
+}
+
+pub(crate) fn purge(
+    conn: &Connection,
+    target: &PurgeTarget,
+    recursive: bool,
+    fx: &mut Effects,
+) -> Result<usize, BackendError> {
+    let mut roots: Vec<String> = match target {
+        PurgeTarget::Instance(id) => {
+            let meta = load(conn, id, false)?
+                .ok_or_else(|| BackendError::NotFound(id.clone()))?
+                .meta;
+            if !meta.status.is_terminal() {
+                return Err(BackendError::InvalidState {
+                    id: id.clone(),
+                    operation: "purge",
+                    status: meta.status,
+                });
+            }
+            vec![id.clone()]
+        }
+        PurgeTarget::Filter {
+            created_from,
+            created_to,
+            statuses,
+        } => {
+            let wanted: Vec<OrchestrationStatus> = OrchestrationStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal() && (statuses.is_empty() || statuses.contains(s)))
+                .collect();
+            let mut ids = Vec::new();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT instance_id FROM instances
+                     WHERE status = ?1 AND created_at >= ?2 AND created_at < ?3",
+                )
+                .db()?;
+            for s in wanted {
+                let rows = stmt
+                    .query_map(
+                        params![
+                            s.to_string(),
+                            created_from.map(micros).unwrap_or(i64::MIN),
+                            created_to.map(micros).unwrap_or(i64::MAX),
+                        ],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .db()?;
+                for id in rows {
+                    ids.push(id.db()?);
+                }
+            }
+            ids
+        }
+    };
+    let mut count = 0;
+    while let Some(id) = roots.pop() {
+        let Some(row) = load(conn, &id, false)? else {
+            continue;
+        };
+        if !row.meta.status.is_terminal() {
+            continue;
+        }
+        if recursive {
+            roots.extend(transition::all_children(&load_history(conn, &id)?));
+        }
+        delete_instance(conn, &id)?;
+        fx.touched.push(id);
+        count += 1;
+    }
+    Ok(count)
+}
+
+pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, BackendError> {
+    let page = q.effective_page_size();
+    let mut sql = String::from(
+        "SELECT meta, input, output, custom_status FROM instances WHERE instance_id > ?1",
+    );
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![q.continuation_token.clone().unwrap_or_default().into()];
+    if let Some(p) = &q.instance_id_prefix {
+        args.push(p.clone().into());
+        sql += &format!(
+            " AND substr(instance_id, 1, length(?{n})) = ?{n}",
+            n = args.len()
+        );
+    }
+    if let Some(t) = q.created_from {
+        args.push(micros(t).into());
+        sql += &format!(" AND created_at >= ?{}", args.len());
+    }
+    if let Some(t) = q.created_to {
+        args.push(micros(t).into());
+        sql += &format!(" AND created_at < ?{}", args.len());
+    }
+    if !q.statuses.is_empty() {
+        let mut marks = Vec::new();
+        for s in &q.statuses {
+            args.push(s.to_string().into());
+            marks.push(format!("?{}", args.len()));
+        }
+        sql += &format!(" AND status IN ({})", marks.join(", "));
+    }
+    sql += &format!(" ORDER BY instance_id LIMIT {}", page + 1);
+    let mut stmt = conn.prepare(&sql).db()?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .db()?;
+    let mut instances = Vec::new();
+    let mut more = false;
+    for row in rows {
+        let (meta, input, output, custom_status) = row.db()?;
+        if instances.len() == page {
+            more = true;
+            break;
+        }
+        let mut m: InstanceMetadata =
+            serde_json::from_str(&meta).map_err(|e| bad_row("instance", e))?;
+        if q.fetch_payloads {
+            m.input = input;
+            m.output = output;
+            m.custom_status = custom_status;
+        }
+        instances.push(m);
+    }
+    let continuation_token = if more {
+        instances
+            .last()
+            .map(|m: &InstanceMetadata| m.instance_id.clone())
+    } else {
+        None
+    };
+    Ok(QueryPage {
+        instances,
+        continuation_token,
+    })
+}
+
+/// Leases the instance that has waited longest for a worker.
+pub(crate) fn lease_orchestration(
+    conn: &Connection,
+    ctx: &Ctx,
+) -> Result<Leased<OrchestrationWorkItem>, BackendError> {
+    let now_ts = chrono::Utc::now();
+    let now = micros(now_ts);
+    loop {
+        let id: Option<String> = conn
+            .prepare_cached(
+                "SELECT instance_id FROM instances WHERE ready_at <= ?1 ORDER BY ready_at LIMIT 1",
+            )
+            .db()?
+            .query_row([now], |r| r.get(0))
+            .optional()
+            .db()?;
+        let Some(id) = id else {
+            let next: Option<i64> = conn
+                .prepare_cached("SELECT MIN(ready_at) FROM instances")
+                .db()?
+                .query_row([], |r| r.get(0))
+                .db()?;
+            return Ok(Leased::Idle(next));
+        };
+        let Some(row) = load(conn, &id, false)? else {
+            continue;
+        };
+        if row.meta.status.is_terminal() {
+            conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")
+                .db()?
+                .execute([&id])
+                .db()?;
+            release(conn, &id)?;
+            continue;
+        }
+        let mut events = Vec::new();
+        let mut dropped = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, execution_id, checked, event FROM inbox
+                     WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![id, now], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .db()?;
+            for r in rows {
+                let (seq, execution_id, checked, text) = r.db()?;
+                let event = parse_event(&text)?;
+                if !checked {
+                    let msg = InstanceMessage {
+                        instance_id: id.clone(),
+                        execution_id,
+                        event,
+                        visible_at: None,
+                    };
+                    if !transition::accepts_message(&row.meta, &msg) {
+                        dropped.push(seq);
+                        continue;
+                    }
+                    events.push(msg.event);
+                } else {
+                    events.push(event);
+                }
+            }
+        }
+        for seq in dropped {
+            conn.prepare_cached("DELETE FROM inbox WHERE seq = ?1")
+                .db()?
+                .execute([seq])
+                .db()?;
+        }
+        if events.is_empty() {
+            release(conn, &id)?;
+            continue;
+        }
+        let token = new_token();
+        let expires = now.saturating_add(ctx.lease_micros);
+        conn.prepare_cached(
+            "UPDATE inbox SET lease_token = ?3 WHERE instance_id = ?1 AND visible_at <= ?2",
+        )
+        .db()?
+        .execute(params![id, now, token])
+        .db()?;
+        conn.prepare_cached(
+            "UPDATE instances SET lease_token = ?2, lease_expires = ?3, ready_at = ?3
+             WHERE instance_id = ?1",
+        )
+        .db()?
+        .execute(params![id, token, expires])
+        .db()?;
+        let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len);
+        let past_events = match cached {
+            Some(h) => h,
+            None => {
+                let h = Arc::new(load_history(conn, &id)?);
+                cache(ctx).put(id.clone(), row.meta.execution_id.clone(), h.clone());
+                h
+            }
+        };
+        return Ok(Leased::Item(OrchestrationWorkItem {
+            instance_id: id,
+            execution_id: row.meta.execution_id,
+            past_events,
+            new_events: transition::episode_events(events, now_ts),
+            completion_token: token.to_string(),
+        }));
+    }
+}
+
+fn check_lease(
+    conn: &Connection,
+    item_id: &str,
+    token: &str,
+    payloads: bool,
+) -> Result<(Row, i64), BackendError> {
+    let lost = || BackendError::LeaseLost(item_id.to_string());
+    let token: i64 = token.parse().map_err(|_| lost())?;
+    let row = load(conn, item_id, payloads)?.ok_or_else(lost)?;
+    if row.lease_token != Some(token) {
+        return Err(lost());
+    }
+    Ok((row, token))
+}
+
+/// The history to cache after a committed episode.
+pub(crate) type CacheUpdate = Option<(String, Arc<Vec<HistoryEvent>>)>;
+
+/// Applies an episode's result in the caller's transaction.
+pub(crate) fn complete_orchestration(
+    conn: &Connection,
+    ctx: &Ctx,
+    item: OrchestrationWorkItem,
+    result: &OrchestratorResult,
+    fx: &mut Effects,
+) -> Result<CacheUpdate, BackendError> {
+    let now_ts = chrono::Utc::now();
+    let now = micros(now_ts);
+    let id = item.instance_id.clone();
+    let (row, token) = check_lease(conn, &id, &item.completion_token, true)?;
+    // Drop the cached copy so the item's history is the only reference and
+    // can grow in place.
+    cache(ctx).remove(&id);
+    let mut past = item.past_events;
+    if past.len() as i64 != row.history_len || item.execution_id != row.meta.execution_id {
+        past = Arc::new(load_history(conn, &id)?);
+    }
+    let outcome = transition::apply_episode(
+        &row.meta,
+        &past,
+        &item.new_events,
+        result,
+        now_ts,
+        &ctx.limits,
+    );
+    conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1 AND lease_token = ?2")
+        .db()?
+        .execute(params![id, token])
+        .db()?;
+    let meta = outcome.metadata;
+    update_instance(conn, &meta)?;
+    let (history_len, cache_update) = match outcome.history {
+        HistoryUpdate::Append(events) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .db()?;
+            for (i, e) in events.iter().enumerate() {
+                stmt.execute(params![
+                    id,
+                    row.history_len + i as i64,
+                    meta.execution_id,
+                    e.kind.type_name(),
+                    to_json(e)?,
+                ])
+                .db()?;
+            }
+            let len = row.history_len + events.len() as i64;
+            Arc::make_mut(&mut past).extend(events);
+            (len, Some((meta.execution_id.clone(), past)))
+        }
+        HistoryUpdate::Restart { inbox_front } => {
+            conn.prepare_cached("DELETE FROM history WHERE instance_id = ?1")
+                .db()?
+                .execute([&id])
+                .db()?;
+            // Ahead of everything already queued.
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+                     VALUES (?1, ?2, ?3, 1, ?4)",
+                )
+                .db()?;
+            for (i, e) in inbox_front.iter().enumerate() {
+                stmt.execute(params![
+                    id,
+                    meta.execution_id,
+                    i64::MIN + i as i64,
+                    to_json(e)?
+                ])
+                .db()?;
+            }
+            (0, Some((meta.execution_id.clone(), Arc::new(Vec::new()))))
+        }
+    };
+    if meta.status.is_terminal() {
+        conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")
+            .db()?
+            .execute([&id])
+            .db()?;
+    }
+    conn.prepare_cached("UPDATE instances SET history_len = ?2 WHERE instance_id = ?1")
+        .db()?
+        .execute(params![id, history_len])
+        .db()?;
+    release(conn, &id)?;
+    let out = outcome.outbox;
+    if !out.activities.is_empty() {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO activities (instance_id, execution_id, task_id, name, version, input,
+                                         visible_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .db()?;
+        for a in &out.activities {
+            stmt.execute(params![
+                a.instance_id,
+                a.execution_id,
+                a.task_id,
+                a.name,
+                a.version,
+                a.input,
+                now
+            ])
+            .db()?;
+        }
+        fx.activities = true;
+    }
+    for child in &out.new_instances {
+        create_child(conn, ctx, child, now_ts, fx)?;
+    }
+    for msg in &out.messages {
+        deliver(conn, msg, now, fx)?;
+    }
+    fx.touched.push(id);
+    fx.orchestrations = true;
+    let cache_update = if meta.status.is_terminal() {
+        None
+    } else {
+        cache_update
+    };
+    Ok(cache_update)
+}
+
+pub(crate) fn abandon_orchestration(
+    conn: &Connection,
+    item: &OrchestrationWorkItem,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let (_, token) = check_lease(conn, &item.instance_id, &item.completion_token, false)?;
+    conn.prepare_cached(
+        "UPDATE inbox SET lease_token = NULL WHERE instance_id = ?1 AND lease_token = ?2",
+    )
+    .db()?
+    .execute(params![item.instance_id, token])
+    .db()?;
+    release(conn, &item.instance_id)?;
+    fx.orchestrations = true;
+    Ok(())
+}
+
+/// Leases the activity that has waited longest.
+pub(crate) fn lease_activity(
+    conn: &Connection,
+    ctx: &Ctx,
+) -> Result<Leased<ActivityWorkItem>, BackendError> {
+    let now = micros(chrono::Utc::now());
+    let row = conn
+        .prepare_cached(
+            "SELECT id, instance_id, execution_id, task_id, name, version, input FROM activities
+             WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
+        )
+        .db()?
+        .query_row([now], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i32>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((rowid, instance_id, execution_id, task_id, name, version, input)) = row else {
+        let next: Option<i64> = conn
+            .prepare_cached("SELECT MIN(visible_at) FROM activities")
+            .db()?
+            .query_row([], |r| r.get(0))
+            .db()?;
+        return Ok(Leased::Idle(next));
+    };
+    let token = new_token();
+    conn.prepare_cached("UPDATE activities SET lease_token = ?2, visible_at = ?3 WHERE id = ?1")
+        .db()?
+        .execute(params![rowid, token, now.saturating_add(ctx.lease_micros)])
+        .db()?;
+    Ok(Leased::Item(ActivityWorkItem {
+        instance_id,
+        execution_id,
+        name,
+        version,
+        input,
+        task_id,
+        completion_token: format!("{rowid}:{token}"),
+    }))
+}
+
+fn activity_lease(item: &ActivityWorkItem) -> Result<(i64, i64), BackendError> {
+    let lost = || BackendError::LeaseLost(item.completion_token.clone());
+    let (id, token) = item.completion_token.split_once(':').ok_or_else(lost)?;
+    Ok((
+        id.parse().map_err(|_| lost())?,
+        token.parse().map_err(|_| lost())?,
+    ))
+}
+
+pub(crate) fn complete_activity(
+    conn: &Connection,
+    ctx: &Ctx,
+    item: &ActivityWorkItem,
+    outcome: ActivityOutcome,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let now_ts = chrono::Utc::now();
+    let (rowid, token) = activity_lease(item)?;
+    let row = conn
+        .prepare_cached(
+            "SELECT task_id, name, instance_id, execution_id FROM activities
+             WHERE id = ?1 AND lease_token = ?2",
+        )
+        .db()?
+        .query_row(params![rowid, token], |r| {
+            Ok((
+                r.get::<_, i32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((task_id, name, instance_id, execution_id)) = row else {
+        return Err(BackendError::LeaseLost(item.completion_token.clone()));
+    };
+    conn.prepare_cached("DELETE FROM activities WHERE id = ?1")
+        .db()?
+        .execute([rowid])
+        .db()?;
+    let event = transition::activity_completion(task_id, outcome, &name, now_ts, &ctx.limits);
+    deliver(
+        conn,
+        &InstanceMessage {
+            instance_id,
+            execution_id: Some(execution_id),
+            event,
+            visible_at: None,
+        },
+        micros(now_ts),
+        fx,
+    )
+}
+
+pub(crate) fn abandon_activity(
+    conn: &Connection,
+    item: &ActivityWorkItem,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let (rowid, token) = activity_lease(item)?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE activities SET lease_token = NULL, visible_at = ?3
+             WHERE id = ?1 AND lease_token = ?2",
+        )
+        .db()?
+        .execute(params![rowid, token, micros(chrono::Utc::now())])
+        .db()?;
+    if n == 0 {
+        return Err(BackendError::LeaseLost(item.completion_token.clone()));
+    }
+    fx.activities = true;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The connection thread: one SQLite connection, owned by one OS thread,
+//! runs every operation of a backend handle off the async threads.
+//!
+//! Writes are group-committed: the thread takes every write job queued at
+//! that moment, runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//! transaction and commits once. A job that fails rolls back to its
+//! savepoint only; a failed commit fails every job of the batch. Callers
+//! hear about their result only after the commit, so an `Ok` is durable.
+
+use crate::error::db_err;
+use durable_runtime::BackendError;
+use rusqlite::Connection;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// Most jobs applied in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A job that has run and waits for its transaction's fate.
+trait Ran: Send {
+    fn failed(&self) -> bool;
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
+}
+
+/// A queued job.
+trait Job: Send {
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran>;
+    fn fail(self: Box<Self>, error: &rusqlite::Error);
+}
+
+struct Typed<T, F> {
+    f: F,
+    tx: oneshot::Sender<Result<T, BackendError>>,
+}
+
+struct Result_<T> {
+    result: Result<T, BackendError>,
+    tx: oneshot::Sender<Result<T, BackendError>>,
+}
+
+impl<T: Send> Ran for Result_<T> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
+        let out = match commit {
+            Ok(()) => self.result,
+            Err(e) => Err(db_err(e)),
+        };
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.tx.send(out);
+    }
+}
+
+impl<T, F> Job for Typed<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Ran> {
+        let f = self.f;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+            Err(BackendError::Other(
+                "internal error: a storage operation panicked; it was rolled back".into(),
+            ))
+        });
+        Box::new(Result_ {
+            result,
+            tx: self.tx,
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &rusqlite::Error) {
+        let _ = self.tx.send(Err(db_err(error)));
+    }
+}
+
+struct Msg {
+    write: bool,
+    job: Box<dyn Job>,
+}
+
+/// The handle to a connection thread. Dropping the last handle stops the
+/// thread and closes the connection.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Writer {
+    /// Moves `conn` onto a new thread named `name`.
+    pub(crate) fn spawn(conn: Connection, name: String) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run(conn, rx))?;
+        Ok(Writer { tx })
+    }
+
+    /// Runs `f` in a write transaction (batched with other writes).
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
+    {
+        self.submit(true, f).await
+    }
+
+    /// Runs `f` outside any explicit transaction (a consistent snapshot per
+    /// statement; use [`write`](Self::write) when several reads must agree).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
+    {
+        self.submit(false, f).await
+    }
+
+    async fn submit<T, F>(&self, write: bool, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg {
+                write,
+                job: Box::new(Typed { f, tx }),
+            })
+            .map_err(|_| BackendError::Shutdown)?;
+        rx.await.map_err(|_| BackendError::Shutdown)?
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
+    while let Ok(first) = rx.recv() {
+        if !first.write {
+            first.job.run(&conn).finish(Ok(()));
+            continue;
+        }
+        let mut batch = vec![first.job];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m.job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        for job in batch {
+            job.fail(&e);
+        }
+        return;
+    }
+    let mut done: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            abort(conn, done, jobs, Some(job), &e);
+            return;
+        }
+        let ran = job.run(conn);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O
+            // error): nothing of this batch was applied.
+            // The job that failed reports its own error; the others say why
+            // they were not applied.
+            let e = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some(
+                    "the transaction was rolled back because another operation in it failed \
+                     (disk full or I/O error); nothing was applied, retry"
+                        .into(),
+                ),
+            );
+            if ran.failed() {
+                ran.finish(Ok(()));
+            } else {
+                done.push(ran);
+            }
+            abort(conn, done, jobs, None, &e);
+            return;
+        }
+        let end = if ran.failed() {
+            "ROLLBACK TO job; RELEASE job"
+        } else {
+            "RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            done.push(ran);
+            abort(conn, done, jobs, None, &e);
+            return;
+        }
+        done.push(ran);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for r in done {
+                r.finish(Ok(()));
+            }
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            for r in done {
+                r.finish(Err(&e));
+            }
+        }
+    }
+}
+
+fn abort(
+    conn: &Connection,
+    done: Vec<Box<dyn Ran>>,
+    rest: impl Iterator<Item = Box<dyn Job>>,
+    current: Option<Box<dyn Job>>,
+    e: &rusqlite::Error,
+) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for r in done {
+        r.finish(Err(e));
+    }
+    for j in current.into_iter().chain(rest) {
+        j.fail(e);
+    }
+}
