@@ -1219,4 +1219,213 @@ mod tests {
             other => panic!("expected PayloadTooLarge, got {other}"),
         }
     }
+
+    /// A scripted sidecar: records what it is sent, answers from a script.
+    mod scripted {
+        use crate::proto;
+        use crate::proto::task_hub_sidecar_service_server::{
+            TaskHubSidecarService, TaskHubSidecarServiceServer,
+        };
+        use std::net::SocketAddr;
+        use std::sync::{Arc, Mutex};
+        use tokio_stream::wrappers::TcpListenerStream;
+        use tonic::{Request, Response, Status};
+
+        #[derive(Default)]
+        pub(super) struct Seen {
+            pub(super) headers: Vec<(String, Option<String>, Option<String>)>,
+            pub(super) completions: Vec<proto::OrchestratorResponse>,
+        }
+
+        #[derive(Clone, Default)]
+        pub(super) struct Sidecar {
+            pub(super) seen: Arc<Mutex<Seen>>,
+            pub(super) work: Arc<Mutex<Vec<proto::WorkItem>>>,
+        }
+
+        impl Sidecar {
+            fn record<T>(&self, call: &str, req: &Request<T>) {
+                let get = |k: &str| {
+                    req.metadata()
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                self.seen.lock().unwrap().headers.push((
+                    call.to_string(),
+                    get("taskhub"),
+                    get("authorization"),
+                ));
+            }
+
+            pub(super) async fn serve(self) -> SocketAddr {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(TaskHubSidecarServiceServer::new(self))
+                        .serve_with_incoming(TcpListenerStream::new(listener)),
+                );
+                addr
+            }
+        }
+
+        #[tonic::async_trait]
+        impl TaskHubSidecarService for Sidecar {
+            async fn hello(&self, req: Request<()>) -> Result<Response<()>, Status> {
+                self.record("hello", &req);
+                Ok(Response::new(()))
+            }
+
+            async fn get_instance(
+                &self,
+                req: Request<proto::GetInstanceRequest>,
+            ) -> Result<Response<proto::GetInstanceResponse>, Status> {
+                self.record("get_instance", &req);
+                Ok(Response::new(proto::GetInstanceResponse {
+                    exists: false,
+                    orchestration_state: None,
+                }))
+            }
+
+            async fn get_work_items(
+                &self,
+                req: Request<proto::GetWorkItemsRequest>,
+            ) -> Result<Response<tonic::codegen::BoxStream<proto::WorkItem>>, Status> {
+                self.record("get_work_items", &req);
+                let items: Vec<_> = std::mem::take(&mut *self.work.lock().unwrap());
+                let stream = futures::stream::iter(items.into_iter().map(Ok))
+                    .chain(futures::stream::pending());
+                Ok(Response::new(Box::pin(stream)))
+            }
+
+            async fn complete_orchestrator_task(
+                &self,
+                req: Request<proto::OrchestratorResponse>,
+            ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+                self.record("complete_orchestrator_task", &req);
+                self.seen.lock().unwrap().completions.push(req.into_inner());
+                Ok(Response::new(proto::CompleteTaskResponse {}))
+            }
+        }
+
+        use futures::StreamExt;
+    }
+
+    #[tokio::test]
+    async fn every_call_carries_the_task_hub_and_a_fresh_bearer_token() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let options = GrpcOptions::new(format!("http://{addr}"))
+            .task_hub("orders")
+            .bearer_token(move || {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { Ok::<_, std::io::Error>(format!("token-{n}")) }
+            });
+        let backend = GrpcBackend::connect(options).await.unwrap();
+        assert_eq!(backend.get_instance("x", false).await.unwrap(), None);
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(
+            seen.headers,
+            vec![
+                (
+                    "hello".to_string(),
+                    Some("orders".to_string()),
+                    Some("Bearer token-0".to_string())
+                ),
+                (
+                    "get_instance".to_string(),
+                    Some("orders".to_string()),
+                    Some("Bearer token-1".to_string())
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_token_provider_is_reported_without_calling_the_sidecar() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let options = GrpcOptions::new(format!("http://{addr}")).bearer_token(|| async {
+            Err::<String, _>(std::io::Error::other("credential expired"))
+        });
+        let e = GrpcBackend::connect(options).await.unwrap_err();
+        assert!(e.to_string().contains("credential expired"), "{e}");
+        assert!(sidecar.seen.lock().unwrap().headers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unreadable_episodes_fail_their_instance_and_pings_are_ignored() {
+        let sidecar = scripted::Sidecar::default();
+        let good = convert::event_to_proto(&HistoryEvent::new(
+            chrono::DateTime::UNIX_EPOCH,
+            EventKind::OrchestratorStarted,
+        ));
+        let unknown = proto::HistoryEvent {
+            event_id: 3,
+            timestamp: None,
+            event_type: None,
+        };
+        *sidecar.work.lock().unwrap() = vec![
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::HealthPing(proto::HealthPing {})),
+                completion_token: String::new(),
+            },
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::OrchestratorRequest(
+                    proto::OrchestratorRequest {
+                        instance_id: "entity-user".into(),
+                        execution_id: None,
+                        past_events: vec![unknown],
+                        new_events: vec![good.clone()],
+                        requires_history_streaming: false,
+                    },
+                )),
+                completion_token: "t-1".into(),
+            },
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::OrchestratorRequest(
+                    proto::OrchestratorRequest {
+                        instance_id: "fine".into(),
+                        execution_id: Some("e".into()),
+                        past_events: vec![],
+                        new_events: vec![good],
+                        requires_history_streaming: false,
+                    },
+                )),
+                completion_token: "t-2".into(),
+            },
+        ];
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(10), backend.next_orchestration_item())
+            .await
+            .expect("the readable work item arrives")
+            .unwrap();
+        assert_eq!(item.instance_id, "fine");
+        assert_eq!(item.execution_id, "e");
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(
+            seen.completions.len(),
+            1,
+            "the unreadable episode was answered"
+        );
+        let done = &seen.completions[0];
+        assert_eq!(done.instance_id, "entity-user");
+        assert_eq!(done.completion_token, "t-1");
+        let action = convert::action_from_proto(done.actions[0].clone()).unwrap();
+        match action.kind {
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Failed,
+                failure: Some(f),
+                ..
+            } => {
+                assert!(f.message.contains("does not support"), "{}", f.message);
+                assert!(f.non_retriable);
+            }
+            other => panic!("expected a failed completion, got {other:?}"),
+        }
+    }
 }
