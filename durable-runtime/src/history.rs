@@ -318,3 +318,60 @@ impl fmt::Display for FailureDetails {
         write!(f, "{}: {}", self.error_type, self.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Timestamp {
+        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// The export format is documented in docs/history-format.md; this pins it.
+    #[test]
+    fn export_format_is_stable() {
+        let events = vec![
+            HistoryEvent::with_id(
+                0,
+                t(),
+                EventKind::TaskScheduled {
+                    name: "ship_item".into(),
+                    version: None,
+                    input: Some("\"book\"".into()),
+                },
+            ),
+            HistoryEvent::new(
+                t(),
+                EventKind::TaskFailed {
+                    task_scheduled_id: 0,
+                    failure: FailureDetails::new("Boom", "no stock"),
+                },
+            ),
+            HistoryEvent::new(t(), EventKind::OrchestratorCompleted),
+        ];
+        let json = serde_json::to_string(&events).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"[{"event_id":0,"timestamp":"2030-01-01T00:00:00Z","type":"TaskScheduled","name":"ship_item","input":"\"book\""},"#,
+                r#"{"event_id":-1,"timestamp":"2030-01-01T00:00:00Z","type":"TaskFailed","task_scheduled_id":0,"#,
+                r#""failure":{"error_type":"Boom","message":"no stock","non_retriable":false}},"#,
+                r#"{"event_id":-1,"timestamp":"2030-01-01T00:00:00Z","type":"OrchestratorCompleted"}]"#
+            )
+        );
+        let back: Vec<HistoryEvent> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn status_numbers_follow_the_protocol() {
+        for s in OrchestrationStatus::ALL {
+            assert_eq!(OrchestrationStatus::from_i32(s.as_i32()), Some(s));
+        }
+        assert_eq!(OrchestrationStatus::Suspended.as_i32(), 7);
+        assert!(OrchestrationStatus::Terminated.is_terminal());
+        assert!(!OrchestrationStatus::Suspended.is_terminal());
+    }
+}
