@@ -20,13 +20,34 @@ pub(crate) fn expand(
     signature_ok: bool,
     errors: &Errors,
 ) -> TokenStream {
+    let errors = errors.to_compile_errors();
+    if handler.receiver.is_some() {
+        // A method: no handle can be generated inside an `impl`, so keep
+        // the method as it is and let the error explain.
+        let Handler {
+            attrs,
+            vis,
+            sig,
+            block,
+            ..
+        } = handler;
+        return quote! {
+            #errors
+            #(#attrs)*
+            #vis #sig #block
+        };
+    }
+
     let attrs = Attrs::split(&handler.attrs);
     let ident = handler.ident();
     let vis = &handler.vis;
     let cfg = &attrs.cfg;
     let on_struct = &attrs.on_struct;
 
-    let handle = quote! {
+    // Spanned at the function's name, so notes that point at the handle's
+    // definition ("the trait `Activity` is not implemented for `x`") show
+    // the user's function.
+    let handle = quote_spanned! {ident.span()=>
         #(#cfg)*
         #(#on_struct)*
         #[allow(non_camel_case_types)]
@@ -41,12 +62,12 @@ pub(crate) fn expand(
     let body = if signature_ok {
         implementation(kind, handler, options, &attrs)
     } else {
-        stub(kind, handler, options)
+        stub(kind, handler, options, &attrs)
     };
-    let errors = errors.to_compile_errors();
     quote! {
         #handle
         #(#cfg)*
+        #[allow(deprecated)]
         const _: () = {
             #body
         };
@@ -182,11 +203,15 @@ fn implementation(
             ::core::result::Result::Ok(#call.await)
         },
         (Output::Result { ty, err, .. }, Kind::Orchestrator) => {
+            // Every token of the conversion carries the error type's span,
+            // so "`From<E>` is not implemented" points at `E`.
             let span = err.as_ref().map_or_else(|| ty.span(), |err| err.span());
+            let result = syn::Ident::new("result", Span::mixed_site());
             quote_spanned! {span=>
+                let #result = #call.await;
                 ::core::result::Result::map_err(
-                    #call.await,
-                    ::core::convert::Into::<#error>::into,
+                    #result,
+                    ::core::convert::Into::<::durable::__private::OrchestrationError>::into,
                 )
             }
         }
@@ -243,7 +268,7 @@ fn registration(ident: &syn::Ident, register: &TokenStream) -> TokenStream {
 /// The trait impl for a function whose signature is wrong: the types are the
 /// user's where they are usable, `()` elsewhere, and `run` is never called
 /// because the crate does not compile.
-fn stub(kind: Kind, handler: &Handler, options: &Options) -> TokenStream {
+fn stub(kind: Kind, handler: &Handler, options: &Options, attrs: &Attrs<'_>) -> TokenStream {
     let Paths {
         trait_,
         context,
@@ -265,7 +290,20 @@ fn stub(kind: Kind, handler: &Handler, options: &Options) -> TokenStream {
         Some(ty) if is_owned(ty) => ty.clone(),
         _ => unit(),
     };
+    // The body is kept, made `async` whatever the signature said, so it is
+    // still type-checked and the editor keeps working inside it.
+    let mut sig = handler.sig.clone();
+    sig.ident = syn::Ident::new("__durable_body", Span::mixed_site());
+    sig.asyncness = Some(Default::default());
+    sig.constness = None;
+    sig.abi = None;
+    let on_fn = &attrs.on_fn;
+    let block = &handler.block;
     quote! {
+        #(#on_fn)*
+        #[allow(dead_code, unused_variables)]
+        #sig #block
+
         #[automatically_derived]
         impl #trait_ for #ident {
             #constants

@@ -1,0 +1,8 @@
+use durable::prelude::*;
+
+#[activity]
+struct ShipItem {
+    name: String,
+}
+
+fn main() {}

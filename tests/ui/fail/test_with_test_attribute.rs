@@ -1,0 +1,9 @@
+use durable::prelude::*;
+
+#[durable::test]
+#[test]
+async fn schedules(env: TestEnv) {
+    let _ = env;
+}
+
+fn main() {}
