@@ -13,9 +13,9 @@ pub mod replay;
 pub mod testing;
 pub mod worker;
 
+pub use backend::{Backend, BackendError, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.
 pub use chrono;
-pub use backend::{Backend, BackendError, MemoryBackend};
 pub use client::{Client, OrchestrationState, ScheduleOptions};
 pub use error::{into_activity_error, ActivityError, Error, OrchestrationError, TaskError};
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
