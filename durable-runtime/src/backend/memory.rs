@@ -143,12 +143,6 @@ impl MemoryBackend {
         self.state().timers.keys().next().map(|(t, _)| *t)
     }
 
-    /// Waits until something in the backend changes (bounded by `timeout`).
-    /// Used by the test harness to notice idleness without polling.
-    pub async fn changed(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.shared.changed.notified()).await;
-    }
-
     /// A future that completes at the next change; create it before checking
     /// state so no change is missed.
     pub fn change_notification(&self) -> tokio::sync::futures::Notified<'_> {
