@@ -439,6 +439,30 @@ mod tests {
     }
 
     #[test]
+    fn futures_select_is_always_flagged() {
+        let mut block: syn::Block = syn::parse_quote!({
+            futures::select! {
+                x = a => x,
+            }
+        });
+        let text = check_and_strip_markers(&mut block, true)
+            .to_compile_errors()
+            .to_string();
+        assert!(text.contains("select_biased!"), "{text}");
+    }
+
+    #[test]
+    fn activities_are_not_linted_but_lose_their_markers() {
+        let mut block: syn::Block = syn::parse_quote!({
+            #[durable::nondeterministic]
+            let now = std::time::SystemTime::now();
+            let again = std::time::SystemTime::now();
+        });
+        assert!(check_and_strip_markers(&mut block, false).is_empty());
+        assert!(!quote!(#block).to_string().contains("nondeterministic"));
+    }
+
+    #[test]
     fn looks_into_expression_macros() {
         let mut block: syn::Block = syn::parse_quote!({
             println!("{:?}", std::env::var("HOME"));

@@ -266,3 +266,106 @@ fn first_impl_trait(ty: &Type) -> Option<&TypeImplTrait> {
     finder.visit_type(ty);
     finder.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::ToTokens;
+
+    fn messages(kind: Kind, item: proc_macro2::TokenStream) -> String {
+        let handler = Handler::parse(kind, item).expect("a function");
+        signature(kind, &handler).to_compile_errors().to_string()
+    }
+
+    #[test]
+    fn accepts_the_supported_forms() {
+        for item in [
+            quote!(
+                async fn a(ctx: OrchestrationContext) {}
+            ),
+            quote!(
+                async fn a(_: durable::OrchestrationContext, x: u32) -> u32 {
+                    x
+                }
+            ),
+            quote!(
+                async fn a(ctx: OrchestrationContext, (a, b): (u32, u32)) -> Result<u32, E> {
+                    Ok(a)
+                }
+            ),
+            quote!(
+                pub async fn a(ctx: OrchestrationContext, x: std::borrow::Cow<'static, str>) {}
+            ),
+        ] {
+            assert_eq!(messages(Kind::Orchestrator, item.clone()), "", "{item}");
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = messages(
+            Kind::Activity,
+            quote!(
+                fn a<'a, T>(self, ctx: ActivityContext, x: &'a str, y: T) -> impl Sized {}
+            ),
+        );
+        for expected in [
+            "must be `async fn`",
+            "cannot have lifetime parameters",
+            "cannot be generic",
+            "cannot take `self`",
+            "at most one input",
+            "must be owned",
+            "must be concrete types",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn recognises_contexts_by_their_last_segment() {
+        let wrong = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: durable::OrchestrationContext) {}
+            ),
+        );
+        assert!(
+            wrong.contains("take `ActivityContext`, not `OrchestrationContext`"),
+            "{wrong}"
+        );
+        let borrowed = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: &ActivityContext) {}
+            ),
+        );
+        assert!(borrowed.contains("by value"), "{borrowed}");
+        let swapped = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(x: u32, ctx: ActivityContext) {}
+            ),
+        );
+        assert!(swapped.contains("must be the first parameter"), "{swapped}");
+    }
+
+    #[test]
+    fn classifies_results() {
+        let handler = Handler::parse(
+            Kind::Orchestrator,
+            quote!(
+                async fn a(ctx: OrchestrationContext) -> anyhow::Result<Vec<u8>> {
+                    todo!()
+                }
+            ),
+        )
+        .unwrap();
+        match &handler.output {
+            Output::Result { ok, err: None, .. } => {
+                assert_eq!(ok.to_token_stream().to_string(), "Vec < u8 >")
+            }
+            _ => panic!("a one-argument `Result` alias is fallible"),
+        }
+    }
+}
