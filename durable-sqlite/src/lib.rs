@@ -78,10 +78,10 @@ use durable_runtime::backend::{
 };
 use durable_runtime::history::{EventKind, HistoryEvent, OrchestrationStatus};
 use rusqlite::{Connection, OpenFlags};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::{Ctx, Effects, HistoryCache, Leased};
 use tokio::sync::Notify;
 use writer::Writer;
@@ -97,7 +97,30 @@ struct Shared {
     orchestration_work: Notify,
     activity_work: Notify,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Items leased ahead in the same transaction as the one handed out,
+    /// so a busy worker does not pay a round trip to the database per item.
+    orchestration_prefetch: Mutex<VecDeque<(OrchestrationWorkItem, Instant)>>,
+    activity_prefetch: Mutex<VecDeque<(ActivityWorkItem, Instant)>>,
 }
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Give prefetched work back at once rather than after its lease
+        // expires; the connection thread drains these before it stops.
+        for (item, _) in lock(&self.orchestration_prefetch).drain(..) {
+            self.writer.detach(move |conn| {
+                store::abandon_orchestration(conn, &item, &mut Effects::default())
+            });
+        }
+        for (item, _) in lock(&self.activity_prefetch).drain(..) {
+            self.writer
+                .detach(move |conn| store::abandon_activity(conn, &item, &mut Effects::default()));
+        }
+    }
+}
+
+/// Items leased per database round trip when work is plentiful.
+const PREFETCH: usize = 16;
 
 /// The SQLite backend. Cloning gives another handle to the same database
 /// and connection. See the [crate docs](crate).
@@ -176,25 +199,34 @@ impl SqliteBackend {
         options: SqliteOptions,
         path: Option<PathBuf>,
     ) -> Result<Self, OpenError> {
-        let writer =
-            Writer::spawn(conn, "durable-sqlite".into()).map_err(|source| OpenError::Io {
-                path: path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
-                source,
-            })?;
         let lease_micros = i64::try_from(options.lease_duration.as_micros()).unwrap_or(i64::MAX);
+        let ctx = Arc::new(Ctx {
+            limits: options.limits.clone(),
+            lease_micros,
+            cache: Mutex::new(HistoryCache::new(options.history_cache_capacity)),
+        });
+        let on_rollback = {
+            let ctx = ctx.clone();
+            move || lock(&ctx.cache).clear()
+        };
+        let writer =
+            Writer::spawn(conn, "durable-sqlite".into(), on_rollback).map_err(|source| {
+                OpenError::Io {
+                    path: path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
+                    source,
+                }
+            })?;
         Ok(SqliteBackend {
             shared: Arc::new(Shared {
                 writer,
-                ctx: Arc::new(Ctx {
-                    limits: options.limits.clone(),
-                    lease_micros,
-                    cache: Mutex::new(HistoryCache::new(options.history_cache_capacity)),
-                }),
+                ctx,
                 options,
                 path,
                 orchestration_work: Notify::new(),
                 activity_work: Notify::new(),
                 watchers: Mutex::new(HashMap::new()),
+                orchestration_prefetch: Mutex::new(VecDeque::new()),
+                activity_prefetch: Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -274,6 +306,19 @@ impl SqliteBackend {
             }
             None => poll,
         }
+    }
+
+    /// A prefetched item whose lease is still comfortably valid. Older ones
+    /// are left to expire: another worker may already have them.
+    fn take_prefetched<T>(&self, queue: &Mutex<VecDeque<(T, Instant)>>) -> Option<T> {
+        let fresh = self.shared.options.lease_duration / 2;
+        let mut q = lock(queue);
+        while let Some((item, at)) = q.pop_front() {
+            if at.elapsed() < fresh {
+                return Some(item);
+            }
+        }
+        None
     }
 
     fn push_event(
@@ -448,14 +493,28 @@ impl Backend for SqliteBackend {
 
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
         loop {
+            if let Some(item) = self.take_prefetched(&self.shared.orchestration_prefetch) {
+                return Ok(item);
+            }
             let notified = self.shared.orchestration_work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let next = match self
-                .write(|conn, ctx, _| store::lease_orchestration(conn, ctx))
+                .write(|conn, ctx, _| {
+                    store::lease_many(PREFETCH, || store::lease_orchestration(conn, ctx))
+                })
                 .await?
             {
-                Leased::Item(item) => return Ok(item),
+                Leased::Item(items) => {
+                    let now = Instant::now();
+                    let mut items = items.into_iter();
+                    let first = items.next();
+                    lock(&self.shared.orchestration_prefetch).extend(items.map(|i| (i, now)));
+                    match first {
+                        Some(item) => return Ok(item),
+                        None => continue,
+                    }
+                }
                 Leased::Idle(next) => next,
             };
             let _ = tokio::time::timeout(self.idle_wait(next), notified).await;
@@ -467,14 +526,8 @@ impl Backend for SqliteBackend {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
-        let id = item.instance_id.clone();
-        let update = self
-            .write(move |conn, ctx, fx| store::complete_orchestration(conn, ctx, item, &result, fx))
-            .await?;
-        if let Some((execution_id, history)) = update {
-            lock(&self.shared.ctx.cache).put(id, execution_id, history);
-        }
-        Ok(())
+        self.write(move |conn, ctx, fx| store::complete_orchestration(conn, ctx, item, &result, fx))
+            .await
     }
 
     async fn abandon_orchestration_item(
@@ -487,14 +540,28 @@ impl Backend for SqliteBackend {
 
     async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
         loop {
+            if let Some(item) = self.take_prefetched(&self.shared.activity_prefetch) {
+                return Ok(item);
+            }
             let notified = self.shared.activity_work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let next = match self
-                .write(|conn, ctx, _| store::lease_activity(conn, ctx))
+                .write(|conn, ctx, _| {
+                    store::lease_many(PREFETCH, || store::lease_activity(conn, ctx))
+                })
                 .await?
             {
-                Leased::Item(item) => return Ok(item),
+                Leased::Item(items) => {
+                    let now = Instant::now();
+                    let mut items = items.into_iter();
+                    let first = items.next();
+                    lock(&self.shared.activity_prefetch).extend(items.map(|i| (i, now)));
+                    match first {
+                        Some(item) => return Ok(item),
+                        None => continue,
+                    }
+                }
                 Leased::Idle(next) => next,
             };
             let _ = tokio::time::timeout(self.idle_wait(next), notified).await;

@@ -66,6 +66,10 @@ impl HistoryCache {
     fn remove(&mut self, id: &str) {
         self.entries.remove(id);
     }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -582,6 +586,22 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
     })
 }
 
+/// Leases up to `max` items with `lease_one`, in one transaction.
+pub(crate) fn lease_many<T>(
+    max: usize,
+    mut lease_one: impl FnMut() -> Result<Leased<T>, BackendError>,
+) -> Result<Leased<Vec<T>>, BackendError> {
+    let mut items = Vec::new();
+    while items.len() < max.max(1) {
+        match lease_one()? {
+            Leased::Item(item) => items.push(item),
+            Leased::Idle(next) if items.is_empty() => return Ok(Leased::Idle(next)),
+            Leased::Idle(_) => break,
+        }
+    }
+    Ok(Leased::Item(items))
+}
+
 /// Leases the instance that has waited longest for a worker.
 pub(crate) fn lease_orchestration(
     conn: &Connection,
@@ -715,9 +735,6 @@ fn check_lease(
     Ok((row, token))
 }
 
-/// The history to cache after a committed episode.
-pub(crate) type CacheUpdate = Option<(String, Arc<Vec<HistoryEvent>>)>;
-
 /// Applies an episode's result in the caller's transaction.
 pub(crate) fn complete_orchestration(
     conn: &Connection,
@@ -725,7 +742,7 @@ pub(crate) fn complete_orchestration(
     item: OrchestrationWorkItem,
     result: &OrchestratorResult,
     fx: &mut Effects,
-) -> Result<CacheUpdate, BackendError> {
+) -> Result<(), BackendError> {
     let now_ts = chrono::Utc::now();
     let now = micros(now_ts);
     let id = item.instance_id.clone();
@@ -837,14 +854,14 @@ pub(crate) fn complete_orchestration(
     for msg in &out.messages {
         deliver(conn, msg, now, fx)?;
     }
-    fx.touched.push(id);
+    fx.touched.push(id.clone());
     fx.orchestrations = true;
-    let cache_update = if meta.status.is_terminal() {
-        None
-    } else {
-        cache_update
-    };
-    Ok(cache_update)
+    // Cached before the commit: if the transaction is rolled back, the
+    // connection thread clears the whole cache (see `SqliteBackend::start`).
+    if let Some((execution_id, history)) = cache_update.filter(|_| !meta.status.is_terminal()) {
+        cache(ctx).put(id, execution_id, history);
+    }
+    Ok(())
 }
 
 pub(crate) fn abandon_orchestration(

@@ -84,18 +84,23 @@ struct Msg {
 
 /// The handle to a connection thread. Dropping the last handle stops the
 /// thread and closes the connection.
-#[derive(Debug)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
 }
 
 impl Writer {
-    /// Moves `conn` onto a new thread named `name`.
-    pub(crate) fn spawn(conn: Connection, name: String) -> std::io::Result<Self> {
+    /// Moves `conn` onto a new thread named `name`. `on_rollback` runs on
+    /// that thread whenever a transaction is rolled back as a whole, so
+    /// in-memory state derived from its writes can be discarded.
+    pub(crate) fn spawn(
+        conn: Connection,
+        name: String,
+        on_rollback: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, &on_rollback))?;
         Ok(Writer { tx })
     }
 
@@ -118,6 +123,18 @@ impl Writer {
         self.submit(false, f).await
     }
 
+    /// Queues a write nobody waits for.
+    pub(crate) fn detach<F>(&self, f: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), BackendError> + Send + 'static,
+    {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.tx.send(Msg {
+            write: true,
+            job: Box::new(Typed { f, tx }),
+        });
+    }
+
     async fn submit<T, F>(&self, write: bool, f: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
@@ -134,7 +151,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Msg>, on_rollback: &dyn Fn()) {
     while let Ok(first) = rx.recv() {
         if !first.write {
             first.job.run(&conn).finish(Ok(()));
@@ -147,23 +164,26 @@ fn run(conn: Connection, rx: mpsc::Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch);
+        if !run_batch(&conn, batch) {
+            on_rollback();
+        }
     }
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
+/// Runs a batch in one transaction; false if it was rolled back as a whole.
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         for job in batch {
             job.fail(&e);
         }
-        return;
+        return true;
     }
     let mut done: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             abort(conn, done, jobs, Some(job), &e);
-            return;
+            return false;
         }
         let ran = job.run(conn);
         if conn.is_autocommit() {
@@ -185,7 +205,7 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
                 done.push(ran);
             }
             abort(conn, done, jobs, None, &e);
-            return;
+            return false;
         }
         let end = if ran.failed() {
             "ROLLBACK TO job; RELEASE job"
@@ -195,7 +215,7 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
         if let Err(e) = conn.execute_batch(end) {
             done.push(ran);
             abort(conn, done, jobs, None, &e);
-            return;
+            return false;
         }
         done.push(ran);
     }
@@ -204,12 +224,14 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
             for r in done {
                 r.finish(Ok(()));
             }
+            true
         }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             for r in done {
                 r.finish(Err(&e));
             }
+            false
         }
     }
 }
