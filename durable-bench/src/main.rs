@@ -18,7 +18,7 @@ mod scenarios;
 use backend::{BackendArgs, BackendFactory};
 use clap::Parser;
 use report::{Failure, Machine, Report};
-use scenarios::{Bench, Scenario, SizeArgs};
+use scenarios::{Bench, Scenario, SizeArgs, WorkerArgs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ struct Cli {
 
     #[command(flatten)]
     sizes: SizeArgs,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
 }
 
 #[tokio::main]
@@ -55,7 +58,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let factory = BackendFactory::new(cli.backend.clone());
     let sizes = cli.sizes.apply(factory.default_sizes());
-    let bench = Bench::new(factory.clone(), sizes, Duration::from_secs(cli.timeout));
+    let bench = Bench::new(
+        factory.clone(),
+        sizes,
+        cli.worker.clone(),
+        Duration::from_secs(cli.timeout),
+    );
     let repeat = cli.repeat.max(1);
     let selected: Vec<Scenario> = Scenario::ALL
         .into_iter()

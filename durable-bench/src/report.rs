@@ -54,6 +54,8 @@ pub(crate) enum Unit {
     Bytes,
     /// A plain ratio.
     Ratio,
+    /// A number of things.
+    Count(&'static str),
 }
 
 impl Unit {
@@ -64,6 +66,7 @@ impl Unit {
             Unit::PerSecond(what) => format!("{what}/s"),
             Unit::Bytes => "bytes".into(),
             Unit::Ratio => "ratio".into(),
+            Unit::Count(what) => what.into(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Unit {
             Unit::Bytes if v >= 1024.0 => format!("{:.2} KiB", v / 1024.0),
             Unit::Bytes => format!("{v:.0} B"),
             Unit::Ratio => format!("{v:.2}"),
+            Unit::Count(what) => format!("{} {what}", thousands(v)),
         }
     }
 }

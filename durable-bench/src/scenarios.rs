@@ -11,6 +11,7 @@ use durable_runtime::{
     ActivityError, Backend, Client, OrchestrationState, OrchestrationStatus, Registry,
     ScheduleOptions, Worker, WorkerHandle, WorkerOptions,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,51 @@ impl SizeArgs {
     }
 }
 
+/// Command-line overrides of the worker's options (for diagnosis: e.g. one
+/// orchestration episode at a time).
+#[derive(Clone, Debug, Default, Args)]
+pub(crate) struct WorkerArgs {
+    /// Orchestration episodes the worker runs at once (default: the worker's default).
+    #[arg(long)]
+    max_concurrent_orchestrations: Option<usize>,
+    /// Activities the worker runs at once (default: the worker's default).
+    #[arg(long)]
+    max_concurrent_activities: Option<usize>,
+}
+
+impl WorkerArgs {
+    /// `base` with these overrides applied.
+    fn apply(&self, base: WorkerOptions) -> WorkerOptions {
+        WorkerOptions {
+            max_concurrent_orchestrations: self
+                .max_concurrent_orchestrations
+                .unwrap_or(base.max_concurrent_orchestrations),
+            max_concurrent_activities: self
+                .max_concurrent_activities
+                .unwrap_or(base.max_concurrent_activities),
+            ..base
+        }
+    }
+}
+
+/// How many times the body of a single-instance scenario's orchestrator
+/// (chain, fanout, parent) was started. The engine starts a body once per
+/// execution it builds from scratch, so for one instance every start after
+/// the first is a full replay of the history: a sticky-cache miss.
+static BODY_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+fn body_started() {
+    BODY_STARTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts full replays of the one instance a closure runs.
+async fn counting_replays<T>(f: impl std::future::Future<Output = T>) -> (T, usize) {
+    let before = BODY_STARTS.load(Ordering::Relaxed);
+    let out = f.await;
+    let starts = BODY_STARTS.load(Ordering::Relaxed) - before;
+    (out, starts.saturating_sub(1))
+}
+
 /// The orchestrators and activities every scenario uses.
 fn registry() -> Registry {
     Registry::new()
@@ -167,6 +213,7 @@ fn registry() -> Registry {
             Ok(c)
         })
         .orchestrator_fn("chain", |ctx, n: i64| async move {
+            body_started();
             let mut x = 0i64;
             for _ in 0..n {
                 x = ctx.call_activity_by_name("inc", &x).await?;
@@ -174,6 +221,7 @@ fn registry() -> Registry {
             Ok(x)
         })
         .orchestrator_fn("fanout", |ctx, n: i64| async move {
+            body_started();
             let calls: Vec<_> = (0..n)
                 .map(|i| ctx.call_activity_by_name::<i64>("inc", &i))
                 .collect();
@@ -185,6 +233,7 @@ fn registry() -> Registry {
             Ok(v)
         })
         .orchestrator_fn("parent", |ctx, n: i64| async move {
+            body_started();
             let calls: Vec<_> = (0..n)
                 .map(|i| ctx.call_sub_orchestrator_by_name::<i64>("child", None, &i, None))
                 .collect();
@@ -212,11 +261,22 @@ impl Running {
     }
 }
 
+/// What one chain run did.
+struct ChainRun {
+    /// Wall time, if it finished within its budget.
+    secs: Option<f64>,
+    /// Activities completed (all of them if it finished).
+    steps_done: usize,
+    /// Times the orchestration was replayed from the start.
+    replays: usize,
+}
+
 /// Runs scenarios on one backend.
 #[derive(Debug)]
 pub(crate) struct Bench {
     factory: BackendFactory,
     sizes: Sizes,
+    worker: WorkerArgs,
     timeout: Duration,
 }
 
@@ -251,11 +311,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 impl Bench {
-    /// A bench for `factory` with these sizes; `timeout` bounds every wait.
-    pub(crate) fn new(factory: BackendFactory, sizes: Sizes, timeout: Duration) -> Self {
+    /// A bench for `factory` with these sizes and worker overrides;
+    /// `timeout` bounds every wait.
+    pub(crate) fn new(
+        factory: BackendFactory,
+        sizes: Sizes,
+        worker: WorkerArgs,
+        timeout: Duration,
+    ) -> Self {
         Bench {
             factory,
             sizes,
+            worker,
             timeout,
         }
     }
@@ -268,7 +335,7 @@ impl Bench {
     async fn start(&self, needs: Needs, options: WorkerOptions) -> Result<Running, BoxError> {
         let backend = self.factory.open(needs).await?;
         let worker = Worker::new(backend.clone(), registry())
-            .with_options(options)
+            .with_options(self.worker.apply(options))
             .start()?;
         Ok(Running {
             client: Client::new(backend.clone()),
@@ -345,33 +412,41 @@ impl Bench {
             )
             .await?;
         let t0 = Instant::now();
-        let id = r
-            .client
-            .schedule_by_name("fanout", &(n as i64), ScheduleOptions::default())
-            .await?;
-        let n64 = n as i64;
-        self.expect_output(&r.client, &id, n64 * (n64 + 1) / 2)
-            .await?;
+        let (done, replays) = counting_replays(async {
+            let id = r
+                .client
+                .schedule_by_name("fanout", &(n as i64), ScheduleOptions::default())
+                .await?;
+            let n64 = n as i64;
+            self.expect_output(&r.client, &id, n64 * (n64 + 1) / 2)
+                .await
+        })
+        .await;
+        done?;
         let secs = since(t0);
         r.stop().await;
-        Ok(vec![Measurement::new(
-            "S2",
-            "fan-out wall time",
-            format!("1 orchestration, {} parallel activities", n_fmt(n)),
-            Unit::Seconds,
-            secs,
-        )
-        .target(Target::Below(1.0))])
+        let params = format!("1 orchestration, {} parallel activities", n_fmt(n));
+        Ok(vec![
+            Measurement::new(
+                "S2",
+                "fan-out wall time",
+                params.clone(),
+                Unit::Seconds,
+                secs,
+            )
+            .target(Target::Below(1.0)),
+            Measurement::new(
+                "S2",
+                "full replays (cache misses)",
+                params,
+                Unit::Count("replays"),
+                replays as f64,
+            ),
+        ])
     }
 
-    /// One chain of `n` activities; `Ok(None)` if it did not finish within
-    /// `budget` (then the second value is how many steps it reached).
-    async fn chain(
-        &self,
-        n: usize,
-        cache: bool,
-        budget: Duration,
-    ) -> Result<(Option<f64>, usize), BoxError> {
+    /// One chain of `n` activities, cut short after `budget`.
+    async fn chain(&self, n: usize, cache: bool, budget: Duration) -> Result<ChainRun, BoxError> {
         let options = WorkerOptions {
             cache_capacity: if cache {
                 WorkerOptions::default().cache_capacity
@@ -389,31 +464,39 @@ impl Bench {
             )
             .await?;
         let t0 = Instant::now();
-        let id = r
-            .client
-            .schedule_by_name("chain", &(n as i64), ScheduleOptions::default())
-            .await?;
-        let waited = tokio::time::timeout(
-            budget,
-            r.client.wait_for_completion(&id, budget + self.timeout),
-        )
+        let (run, replays) = counting_replays(async {
+            let id = r
+                .client
+                .schedule_by_name("chain", &(n as i64), ScheduleOptions::default())
+                .await?;
+            let waited = tokio::time::timeout(
+                budget,
+                r.client.wait_for_completion(&id, budget + self.timeout),
+            )
+            .await;
+            Ok::<_, BoxError>(match waited {
+                Ok(state) => {
+                    check(&state?, &id, n as i64)?;
+                    (Some(since(t0)), n)
+                }
+                Err(_) => {
+                    let history = r.client.history(&id).await?;
+                    let done = history
+                        .iter()
+                        .filter(|e| e.kind.type_name() == "TaskCompleted")
+                        .count();
+                    (None, done)
+                }
+            })
+        })
         .await;
-        let outcome = match waited {
-            Ok(state) => {
-                check(&state?, &id, n as i64)?;
-                (Some(since(t0)), n)
-            }
-            Err(_) => {
-                let history = r.client.history(&id).await?;
-                let done = history
-                    .iter()
-                    .filter(|e| e.kind.type_name() == "TaskCompleted")
-                    .count();
-                (None, done)
-            }
-        };
         r.stop().await;
-        Ok(outcome)
+        let (secs, steps_done) = run?;
+        Ok(ChainRun {
+            secs,
+            steps_done,
+            replays,
+        })
     }
 
     /// S3: chains of `short` and `long` activities with the sticky cache,
@@ -421,24 +504,25 @@ impl Bench {
     async fn s3(&self) -> Result<Vec<Measurement>, BoxError> {
         let (short, long) = (self.sizes.s3_short, self.sizes.s3_long);
         let forever = self.timeout;
+        let steps = |n: usize| format!("{} sequential activities", n_fmt(n));
+        let uncached = |n: usize| format!("{} sequential activities, cache_capacity 0", n_fmt(n));
         let mut out = Vec::new();
-        let (Some(t_short), _) = self.chain(short, true, forever).await? else {
-            return Err(format!("the {short}-step chain did not finish").into());
-        };
-        let (Some(t_long), _) = self.chain(long, true, forever).await? else {
-            return Err(format!("the {long}-step chain did not finish").into());
+        let a = self.chain(short, true, forever).await?;
+        let b = self.chain(long, true, forever).await?;
+        let (Some(t_short), Some(t_long)) = (a.secs, b.secs) else {
+            return Err("a chain did not finish".into());
         };
         out.push(Measurement::new(
             "S3",
             "chain wall time (cache)",
-            format!("{} sequential activities", n_fmt(short)),
+            steps(short),
             Unit::Seconds,
             t_short,
         ));
         out.push(Measurement::new(
             "S3",
             "long chain wall time (cache)",
-            format!("{} sequential activities", n_fmt(long)),
+            steps(long),
             Unit::Seconds,
             t_long,
         ));
@@ -457,25 +541,32 @@ impl Bench {
             )
             .target(Target::AtMost(15.0)),
         );
-        let (Some(u_short), _) = self.chain(short, false, forever).await? else {
-            return Err(format!("the uncached {short}-step chain did not finish").into());
+        out.push(Measurement::new(
+            "S3",
+            "long chain full replays (cache misses)",
+            steps(long),
+            Unit::Count("replays"),
+            b.replays as f64,
+        ));
+        let Some(u_short) = self.chain(short, false, forever).await?.secs else {
+            return Err("the uncached chain did not finish".into());
         };
         out.push(Measurement::new(
             "S3",
             "chain wall time (no cache)",
-            format!("{} sequential activities, cache_capacity 0", n_fmt(short)),
+            uncached(short),
             Unit::Seconds,
             u_short,
         ));
         let budget = self.sizes.s3_nocache_budget;
         if !budget.is_zero() {
-            let params = format!("{} sequential activities, cache_capacity 0", n_fmt(long));
-            match self.chain(long, false, budget).await? {
-                (Some(u_long), _) => {
+            let c = self.chain(long, false, budget).await?;
+            match c.secs {
+                Some(u_long) => {
                     out.push(Measurement::new(
                         "S3",
                         "long chain wall time (no cache)",
-                        params,
+                        uncached(long),
                         Unit::Seconds,
                         u_long,
                     ));
@@ -487,11 +578,11 @@ impl Bench {
                         u_long / u_short,
                     ));
                 }
-                (None, done) => out.push(
+                None => out.push(
                     Measurement::new(
                         "S3",
                         "long chain wall time (no cache)",
-                        params,
+                        uncached(long),
                         Unit::Seconds,
                         budget.as_secs_f64(),
                     )
@@ -499,7 +590,7 @@ impl Bench {
                     .note(format!(
                         "cut short after {} s at step {} of {} (every episode replays the whole history)",
                         budget.as_secs(),
-                        n_fmt(done),
+                        n_fmt(c.steps_done),
                         n_fmt(long)
                     )),
                 ),
@@ -579,22 +670,36 @@ impl Bench {
             )
             .await?;
         let t0 = Instant::now();
-        let id = r
-            .client
-            .schedule_by_name("parent", &(n as i64), ScheduleOptions::default())
-            .await?;
-        let n64 = n as i64;
-        self.expect_output(&r.client, &id, n64 * (n64 + 1) / 2)
-            .await?;
+        let (done, replays) = counting_replays(async {
+            let id = r
+                .client
+                .schedule_by_name("parent", &(n as i64), ScheduleOptions::default())
+                .await?;
+            let n64 = n as i64;
+            self.expect_output(&r.client, &id, n64 * (n64 + 1) / 2)
+                .await
+        })
+        .await;
+        done?;
         let secs = since(t0);
         r.stop().await;
-        Ok(vec![Measurement::new(
-            "S5",
-            "sub-orchestrations wall time",
-            format!("1 parent, {} children x 1 activity", n_fmt(n)),
-            Unit::Seconds,
-            secs,
-        )])
+        let params = format!("1 parent, {} children x 1 activity", n_fmt(n));
+        Ok(vec![
+            Measurement::new(
+                "S5",
+                "sub-orchestrations wall time",
+                params.clone(),
+                Unit::Seconds,
+                secs,
+            ),
+            Measurement::new(
+                "S5",
+                "parent full replays (cache misses)",
+                params,
+                Unit::Count("replays"),
+                replays as f64,
+            ),
+        ])
     }
 
     /// S6: seq3 orchestrations one at a time, schedule to completion seen.
