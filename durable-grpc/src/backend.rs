@@ -74,6 +74,38 @@ impl Drop for Inner {
         if let Ok(Pump::Running(handle)) = self.pump.get_mut() {
             handle.abort();
         }
+        // Items received but never handed to a worker are leased to us; give
+        // them back so another worker gets them now rather than when (and
+        // if) the sidecar's lease expires.
+        let orchestrations: Vec<String> =
+            std::iter::from_fn(|| self.orchestrations.get_mut().try_recv().ok())
+                .map(|i| i.completion_token)
+                .collect();
+        let activities: Vec<String> =
+            std::iter::from_fn(|| self.activities.get_mut().try_recv().ok())
+                .map(|i| i.completion_token)
+                .collect();
+        if orchestrations.is_empty() && activities.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rpc = self.rpc.clone();
+        runtime.spawn(async move {
+            for completion_token in orchestrations {
+                let msg = proto::AbandonOrchestrationTaskRequest { completion_token };
+                if let Ok(req) = rpc.request(msg, "an abandon request").await {
+                    let _ = rpc.client().abandon_task_orchestrator_work_item(req).await;
+                }
+            }
+            for completion_token in activities {
+                let msg = proto::AbandonActivityTaskRequest { completion_token };
+                if let Ok(req) = rpc.request(msg, "an abandon request").await {
+                    let _ = rpc.client().abandon_task_activity_work_item(req).await;
+                }
+            }
+        });
     }
 }
 
@@ -1187,6 +1219,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_endpoints_and_task_hubs_are_reported_up_front() {
+        assert!(GrpcBackend::new(GrpcOptions::new("https://scheduler.example:443")).is_ok());
         let e = GrpcBackend::new(GrpcOptions::new("localhost:8080")).unwrap_err();
         assert!(e.to_string().contains("http://"), "{e}");
         let e = GrpcBackend::new(GrpcOptions::new("http://localhost:1").task_hub("bad\nhub"))
@@ -1235,6 +1268,7 @@ mod tests {
         pub(super) struct Seen {
             pub(super) headers: Vec<(String, Option<String>, Option<String>)>,
             pub(super) completions: Vec<proto::OrchestratorResponse>,
+            pub(super) abandoned: Vec<String>,
         }
 
         #[derive(Clone, Default)]
@@ -1306,6 +1340,18 @@ mod tests {
                 self.record("complete_orchestrator_task", &req);
                 self.seen.lock().unwrap().completions.push(req.into_inner());
                 Ok(Response::new(proto::CompleteTaskResponse {}))
+            }
+
+            async fn abandon_task_orchestrator_work_item(
+                &self,
+                req: Request<proto::AbandonOrchestrationTaskRequest>,
+            ) -> Result<Response<proto::AbandonOrchestrationTaskResponse>, Status> {
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .abandoned
+                    .push(req.into_inner().completion_token);
+                Ok(Response::new(proto::AbandonOrchestrationTaskResponse {}))
             }
         }
 
@@ -1426,6 +1472,62 @@ mod tests {
                 assert!(f.non_retriable);
             }
             other => panic!("expected a failed completion, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn items_nobody_took_are_given_back_when_the_backend_is_dropped() {
+        let sidecar = scripted::Sidecar::default();
+        let started = convert::event_to_proto(&HistoryEvent::new(
+            chrono::DateTime::UNIX_EPOCH,
+            EventKind::OrchestratorStarted,
+        ));
+        *sidecar.work.lock().unwrap() = vec![
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::OrchestratorRequest(
+                    proto::OrchestratorRequest {
+                        instance_id: "untaken".into(),
+                        execution_id: None,
+                        past_events: vec![],
+                        new_events: vec![started],
+                        requires_history_streaming: false,
+                    },
+                )),
+                completion_token: "orch-token".into(),
+            },
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::ActivityRequest(
+                    proto::ActivityRequest {
+                        name: "a".into(),
+                        version: None,
+                        input: None,
+                        orchestration_instance: None,
+                        task_id: 0,
+                    },
+                )),
+                completion_token: "act-token".into(),
+            },
+        ];
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+        // Items are queued in stream order, so once the activity is here the
+        // orchestration is waiting in its queue.
+        let act = tokio::time::timeout(Duration::from_secs(10), backend.next_activity_item())
+            .await
+            .expect("the activity arrives")
+            .unwrap();
+        assert_eq!(act.completion_token, "act-token");
+        drop(backend);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if sidecar.seen.lock().unwrap().abandoned == ["orch-token"] {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the untaken orchestration was not abandoned"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -5,12 +5,41 @@
 //! (and its emulator), Dapr Workflow, durabletask-go and the other Durable
 //! Task SDKs' sidecars. Orchestrations and activities written with durable
 //! run there unchanged, and share a task hub with workers written in other
-//! languages.
+//! languages (use [`WorkItemFilters`] so each worker gets only its own work).
 //!
-//! What the protocol cannot carry: durable's in-process backends reject a
-//! completion with a stale lease ([`durable_runtime::backend::BackendError::LeaseLost`]);
-//! over gRPC, that check is the sidecar's, and some sidecars (the Python
-//! SDK's test server among them) accept and ignore stale completions.
+//! ```no_run
+//! use durable_grpc::{GrpcBackend, GrpcOptions};
+//! use durable_runtime::{ActivityError, Client, Registry, ScheduleOptions, Worker};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // The Durable Task Scheduler emulator's defaults: http://localhost:8080, task hub "default".
+//! let backend = Arc::new(GrpcBackend::connect(GrpcOptions::default()).await?);
+//! let registry = Registry::new()
+//!     .activity_fn("greet", |_ctx, name: String| async move {
+//!         Ok::<_, ActivityError>(format!("Hello, {name}!"))
+//!     })
+//!     .orchestrator_fn("hello", |ctx, name: String| async move {
+//!         let greeting: String = ctx.call_activity_by_name("greet", &name).await?;
+//!         Ok(greeting)
+//!     });
+//! let worker = Worker::new(backend.clone(), registry).start()?;
+//! let client = Client::new(backend);
+//! let id = client.schedule_by_name("hello", &"world", ScheduleOptions::default()).await?;
+//! let state = client.wait_for_completion(&id, Duration::from_secs(30)).await?;
+//! assert_eq!(state.output::<String>()?, "Hello, world!");
+//! worker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Delivery: as on every backend, activities run at least once. Episodes
+//! are applied once as far as the sidecar enforces its completion tokens;
+//! some (the Python SDK's test sidecar among them) accept and ignore a stale
+//! completion instead of rejecting it, so
+//! [`durable_runtime::backend::BackendError::LeaseLost`] is only reported
+//! where the sidecar reports it.
 
 mod backend;
 mod convert;
