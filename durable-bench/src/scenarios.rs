@@ -165,6 +165,10 @@ pub(crate) struct WorkerArgs {
     /// Activities the worker runs at once (default: the worker's default).
     #[arg(long)]
     max_concurrent_activities: Option<usize>,
+    /// Live executions the worker keeps between episodes (default: the
+    /// worker's default; S3's uncached runs always use 0).
+    #[arg(long)]
+    cache_capacity: Option<usize>,
 }
 
 impl WorkerArgs {
@@ -177,6 +181,7 @@ impl WorkerArgs {
             max_concurrent_activities: self
                 .max_concurrent_activities
                 .unwrap_or(base.max_concurrent_activities),
+            cache_capacity: self.cache_capacity.unwrap_or(base.cache_capacity),
             ..base
         }
     }
@@ -332,10 +337,18 @@ impl Bench {
         &self.sizes
     }
 
-    async fn start(&self, needs: Needs, options: WorkerOptions) -> Result<Running, BoxError> {
+    /// A fresh backend and a worker on it: default options, then the
+    /// command-line overrides, then `force` (what the scenario itself needs).
+    async fn start(
+        &self,
+        needs: Needs,
+        force: impl FnOnce(&mut WorkerOptions),
+    ) -> Result<Running, BoxError> {
         let backend = self.factory.open(needs).await?;
+        let mut options = self.worker.apply(WorkerOptions::default());
+        force(&mut options);
         let worker = Worker::new(backend.clone(), registry())
-            .with_options(self.worker.apply(options))
+            .with_options(options)
             .start()?;
         Ok(Running {
             client: Client::new(backend.clone()),
@@ -349,7 +362,7 @@ impl Bench {
             Needs {
                 max_history_events: 0,
             },
-            WorkerOptions::default(),
+            |_| {},
         )
         .await
     }
@@ -408,7 +421,7 @@ impl Bench {
                 Needs {
                     max_history_events: 3 * n + 100,
                 },
-                WorkerOptions::default(),
+                |_| {},
             )
             .await?;
         let t0 = Instant::now();
@@ -447,20 +460,16 @@ impl Bench {
 
     /// One chain of `n` activities, cut short after `budget`.
     async fn chain(&self, n: usize, cache: bool, budget: Duration) -> Result<ChainRun, BoxError> {
-        let options = WorkerOptions {
-            cache_capacity: if cache {
-                WorkerOptions::default().cache_capacity
-            } else {
-                0
-            },
-            ..WorkerOptions::default()
-        };
         let r = self
             .start(
                 Needs {
                     max_history_events: 5 * n + 100,
                 },
-                options,
+                |o| {
+                    if !cache {
+                        o.cache_capacity = 0;
+                    }
+                },
             )
             .await?;
         let t0 = Instant::now();
@@ -666,7 +675,7 @@ impl Bench {
                 Needs {
                     max_history_events: 3 * n + 100,
                 },
-                WorkerOptions::default(),
+                |_| {},
             )
             .await?;
         let t0 = Instant::now();
