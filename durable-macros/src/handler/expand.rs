@@ -12,7 +12,8 @@ use syn::{Attribute, LitStr, Type};
 
 /// The handle struct, the trait impl and the registration, followed by the
 /// errors. With `signature_ok` false the impl is a stub (types guessed where
-/// possible, no body) so that uses of the handle still type-check.
+/// possible, the body kept in an unused function, nothing registered) so
+/// that uses of the handle and the body itself still type-check.
 pub(crate) fn expand(
     kind: Kind,
     handler: &Handler,
