@@ -638,8 +638,12 @@ async fn run_pump(
                 .collect(),
         });
     let request = proto::GetWorkItemsRequest {
-        max_concurrent_orchestration_work_items: options.max_concurrent_orchestrations as i32,
-        max_concurrent_activity_work_items: options.max_concurrent_activities as i32,
+        max_concurrent_orchestration_work_items: i32::try_from(
+            options.max_concurrent_orchestrations,
+        )
+        .unwrap_or(i32::MAX),
+        max_concurrent_activity_work_items: i32::try_from(options.max_concurrent_activities)
+            .unwrap_or(i32::MAX),
         max_concurrent_entity_work_items: 0,
         work_item_filters: filters,
     };
@@ -1269,12 +1273,14 @@ mod tests {
             pub(super) headers: Vec<(String, Option<String>, Option<String>)>,
             pub(super) completions: Vec<proto::OrchestratorResponse>,
             pub(super) abandoned: Vec<String>,
+            pub(super) stream_requests: Vec<proto::GetWorkItemsRequest>,
         }
 
         #[derive(Clone, Default)]
         pub(super) struct Sidecar {
             pub(super) seen: Arc<Mutex<Seen>>,
             pub(super) work: Arc<Mutex<Vec<proto::WorkItem>>>,
+            pub(super) history: Arc<Mutex<Vec<proto::HistoryEvent>>>,
         }
 
         impl Sidecar {
@@ -1327,6 +1333,11 @@ mod tests {
                 req: Request<proto::GetWorkItemsRequest>,
             ) -> Result<Response<tonic::codegen::BoxStream<proto::WorkItem>>, Status> {
                 self.record("get_work_items", &req);
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .stream_requests
+                    .push(req.get_ref().clone());
                 let items: Vec<_> = std::mem::take(&mut *self.work.lock().unwrap());
                 let stream = futures::stream::iter(items.into_iter().map(Ok))
                     .chain(futures::stream::pending());
@@ -1340,6 +1351,22 @@ mod tests {
                 self.record("complete_orchestrator_task", &req);
                 self.seen.lock().unwrap().completions.push(req.into_inner());
                 Ok(Response::new(proto::CompleteTaskResponse {}))
+            }
+
+            async fn stream_instance_history(
+                &self,
+                req: Request<proto::StreamInstanceHistoryRequest>,
+            ) -> Result<Response<tonic::codegen::BoxStream<proto::HistoryChunk>>, Status>
+            {
+                self.record("stream_instance_history", &req);
+                // Two chunks, to show they are put together in order.
+                let events = self.history.lock().unwrap().clone();
+                let (a, b) = events.split_at(events.len() / 2);
+                let chunks = vec![
+                    Ok(proto::HistoryChunk { events: a.to_vec() }),
+                    Ok(proto::HistoryChunk { events: b.to_vec() }),
+                ];
+                Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
             }
 
             async fn abandon_task_orchestrator_work_item(
@@ -1529,5 +1556,73 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_history_the_sidecar_streams_separately_is_fetched_and_filters_are_announced() {
+        let sidecar = scripted::Sidecar::default();
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let past = vec![
+            HistoryEvent::new(t, EventKind::OrchestratorStarted),
+            HistoryEvent::new(
+                t,
+                EventKind::ExecutionStarted {
+                    name: "long".into(),
+                    version: None,
+                    input: None,
+                    instance_id: "big".into(),
+                    execution_id: Some("exec".into()),
+                    parent: None,
+                    scheduled_start: None,
+                },
+            ),
+            HistoryEvent::with_id(
+                0,
+                t,
+                EventKind::TimerCreated {
+                    fire_at: t + chrono::Duration::seconds(5),
+                },
+            ),
+            HistoryEvent::new(t, EventKind::OrchestratorCompleted),
+        ];
+        *sidecar.history.lock().unwrap() = past.iter().map(convert::event_to_proto).collect();
+        *sidecar.work.lock().unwrap() = vec![proto::WorkItem {
+            request: Some(proto::work_item::Request::OrchestratorRequest(
+                proto::OrchestratorRequest {
+                    instance_id: "big".into(),
+                    execution_id: None,
+                    past_events: vec![],
+                    new_events: vec![convert::event_to_proto(&HistoryEvent::new(
+                        t,
+                        EventKind::OrchestratorStarted,
+                    ))],
+                    requires_history_streaming: true,
+                },
+            )),
+            completion_token: "tok".into(),
+        }];
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(
+            GrpcOptions::new(format!("http://{addr}"))
+                .max_concurrent(7, 9)
+                .work_item_filters(crate::WorkItemFilters {
+                    orchestrations: vec!["long".into()],
+                    activities: vec!["step".into()],
+                }),
+        )
+        .unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(10), backend.next_orchestration_item())
+            .await
+            .expect("the work item arrives")
+            .unwrap();
+        assert_eq!(*item.past_events, past);
+        assert_eq!(item.execution_id, "exec");
+        let seen = sidecar.seen.lock().unwrap();
+        let request = &seen.stream_requests[0];
+        assert_eq!(request.max_concurrent_orchestration_work_items, 7);
+        assert_eq!(request.max_concurrent_activity_work_items, 9);
+        let filters = request.work_item_filters.as_ref().expect("filters sent");
+        assert_eq!(filters.orchestrations[0].name, "long");
+        assert_eq!(filters.activities[0].name, "step");
     }
 }

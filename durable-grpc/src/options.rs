@@ -129,9 +129,11 @@ pub struct GrpcOptions {
     pub reconnect: ReconnectPolicy,
     /// Names this worker serves (`None`: everything).
     pub work_item_filters: Option<WorkItemFilters>,
-    /// Concurrency limits announced to the sidecar (0: let it decide).
+    /// How many orchestration work items the sidecar may hand this worker
+    /// at once (announced when the work-item stream opens; default 100, the
+    /// worker's own default). Some sidecars send nothing when it is 0.
     pub max_concurrent_orchestrations: u32,
-    /// See `max_concurrent_orchestrations`.
+    /// The same for activities (default 100).
     pub max_concurrent_activities: u32,
 }
 
@@ -148,8 +150,8 @@ impl Default for GrpcOptions {
             max_message_size: 4 * 1024 * 1024,
             reconnect: ReconnectPolicy::default(),
             work_item_filters: None,
-            max_concurrent_orchestrations: 0,
-            max_concurrent_activities: 0,
+            max_concurrent_orchestrations: 100,
+            max_concurrent_activities: 100,
         }
     }
 }
@@ -224,6 +226,14 @@ impl GrpcOptions {
     /// Sets the reconnect backoff.
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = policy;
+        self
+    }
+
+    /// Sets the concurrency announced to the sidecar (keep it in line with
+    /// the worker's own limits).
+    pub fn max_concurrent(mut self, orchestrations: u32, activities: u32) -> Self {
+        self.max_concurrent_orchestrations = orchestrations;
+        self.max_concurrent_activities = activities;
         self
     }
 
