@@ -16,6 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Decides, line by line, when to kill the child.
+type KillWhen = Box<dyn FnMut(&str) -> bool>;
+
 struct Workload {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -190,9 +193,9 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
                 seen += 1;
             }
             seen >= n
-        }) as Box<dyn FnMut(&str) -> bool>
+        }) as KillWhen
     };
-    let phases: Vec<(&str, Box<dyn FnMut(&str) -> bool>)> = vec![
+    let phases: Vec<(&str, KillWhen)> = vec![
         ("right after start", nth("started", 1)),
         ("during the 1,000 fan-out", nth("fan ", 3)),
         // The fan-out's activities were queued first, so chains advance
