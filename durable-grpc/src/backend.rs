@@ -32,6 +32,9 @@ use tonic::{Code, Request, Status};
 /// suspension before returning anyway.
 const SUSPEND_SETTLE: Duration = Duration::from_secs(5);
 
+/// The longest single wait call; longer waits are several calls.
+const WAIT_CALL: Duration = Duration::from_secs(300);
+
 /// A [`Backend`] whose instances live in a Durable Task sidecar: the Azure
 /// Durable Task Scheduler or its emulator, Dapr Workflow, durabletask-go, or
 /// any other server of `TaskHubSidecarService`.
@@ -487,7 +490,7 @@ impl Rpc {
             )
             .await?;
         // A history can be long; the stream gets no overall deadline.
-        req.set_timeout(Duration::from_secs(24 * 3600));
+        req.metadata_mut().remove("grpc-timeout");
         let mut stream = self
             .client()
             .stream_instance_history(req)
@@ -687,8 +690,9 @@ async fn open_stream(
     request: proto::GetWorkItemsRequest,
 ) -> Result<tonic::Streaming<proto::WorkItem>, BackendError> {
     let mut req = rpc.request(request, "a work-item stream request").await?;
-    // The stream lives as long as the worker; keep-alive pings detect a dead peer.
-    req.set_timeout(Duration::from_secs(365 * 24 * 3600));
+    // The stream lives as long as the worker: no deadline (keep-alive pings
+    // detect a dead peer).
+    req.metadata_mut().remove("grpc-timeout");
     Ok(rpc
         .client()
         .get_work_items(req)
@@ -861,32 +865,41 @@ impl Backend for GrpcBackend {
             Some(m) if done(&m) => return Ok(m),
             Some(_) => {}
         }
-        let mut req = rpc
-            .request(
-                proto::GetInstanceRequest {
-                    instance_id: instance_id.to_string(),
-                    get_inputs_and_outputs: true,
-                },
-                "a wait request",
-            )
-            .await?;
-        req.set_timeout(timeout);
-        let mut client = rpc.client();
-        let result = match wait_for {
-            WaitFor::Start => client.wait_for_instance_start(req).await,
-            WaitFor::Completion => client.wait_for_instance_completion(req).await,
-        };
-        match result {
-            Ok(resp) => instance_from_response(resp.into_inner(), true)?
-                .ok_or_else(|| BackendError::NotFound(instance_id.to_string())),
-            Err(status)
-                if status.code() == Code::DeadlineExceeded
-                    || (status.code() == Code::Cancelled
-                        && status.message().contains("Timeout expired")) =>
-            {
-                Err(BackendError::Timeout(timeout, instance_id.to_string()))
+        // One call waits at most WAIT_CALL, so a long wait neither needs a
+        // deadline the header cannot express nor pins a sidecar thread forever.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let now = tokio::time::Instant::now();
+            let left = deadline.map_or(WAIT_CALL, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                return Err(BackendError::Timeout(timeout, instance_id.to_string()));
             }
-            Err(status) => Err(rpc.error(status, Some(instance_id))),
+            let mut req = rpc
+                .request(
+                    proto::GetInstanceRequest {
+                        instance_id: instance_id.to_string(),
+                        get_inputs_and_outputs: true,
+                    },
+                    "a wait request",
+                )
+                .await?;
+            req.set_timeout(left.min(WAIT_CALL));
+            let mut client = rpc.client();
+            let result = match wait_for {
+                WaitFor::Start => client.wait_for_instance_start(req).await,
+                WaitFor::Completion => client.wait_for_instance_completion(req).await,
+            };
+            match result {
+                Ok(resp) => {
+                    return instance_from_response(resp.into_inner(), true)?
+                        .ok_or_else(|| BackendError::NotFound(instance_id.to_string()));
+                }
+                Err(status)
+                    if status.code() == Code::DeadlineExceeded
+                        || (status.code() == Code::Cancelled
+                            && status.message().contains("Timeout expired")) => {}
+                Err(status) => return Err(rpc.error(status, Some(instance_id))),
+            }
         }
     }
 

@@ -594,3 +594,36 @@ async fn an_abandoned_episode_is_delivered_again() {
         .collect();
     assert_eq!(kinds, ["OrchestratorStarted", "ExecutionStarted"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_without_a_limit_returns_when_the_instance_completes() {
+    let server = PeerServer::start();
+    let b = backend(&server);
+    b.create_instance(create("forever", "n", None))
+        .await
+        .unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            b.wait_for_instance("forever", WaitFor::Completion, Duration::MAX)
+                .await
+        })
+    };
+    let item = next_orchestration(&b).await;
+    b.complete_orchestration_item(
+        item,
+        OrchestratorResult {
+            actions: vec![complete(0, OrchestrationStatus::Completed, Some("7"))],
+            custom_status: None,
+        },
+    )
+    .await
+    .unwrap();
+    let done = tokio::time::timeout(STEP, waiter)
+        .await
+        .expect("the wait returned")
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, OrchestrationStatus::Completed);
+    assert_eq!(done.output.as_deref(), Some("7"));
+}
