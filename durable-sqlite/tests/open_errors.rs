@@ -1,0 +1,190 @@
+//! Opening what is not a sound durable database fails clearly, naming the
+//! file, and leaves it untouched; a full database fails writes cleanly.
+
+use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy};
+use durable_sqlite::{OpenError, SqliteBackend, SqliteOptions, SCHEMA_VERSION};
+use std::path::{Path, PathBuf};
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"))
+}
+
+/// Opens `path` expecting failure; checks the message names the file and
+/// that the file and its neighbours are exactly as before.
+fn refused(path: &Path) -> OpenError {
+    let before = std::fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let err = match SqliteBackend::open(path) {
+        Ok(_) => panic!("{} was opened", path.display()),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("untouched") || msg.contains("upgrade"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(path).unwrap_or_default(),
+        before,
+        "the file changed"
+    );
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(!wal.exists() || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) == 0);
+    err
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused() {
+    let d = dir();
+    let path = d.path().join("notes.txt");
+    std::fs::write(
+        &path,
+        "shopping list: eggs, milk, a durable execution engine\n".repeat(200),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = refused(&path);
+    assert!(matches!(err, OpenError::NotADatabase { .. }), "{err:?}");
+    assert!(err.to_string().contains("not an SQLite database"), "{err}");
+}
+
+#[test]
+fn a_damaged_database_is_refused() {
+    let d = dir();
+    let path = d.path().join("damaged.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend((0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let err = refused(&path);
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn a_newer_schema_asks_to_upgrade() {
+    let d = dir();
+    let path = d.path().join("newer.db");
+    drop(SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let err = refused(&path);
+    assert!(matches!(err, OpenError::NewerSchema { .. }), "{err:?}");
+    assert!(err.to_string().contains("upgrade durable"), "{err}");
+}
+
+#[test]
+fn another_applications_database_is_refused() {
+    let d = dir();
+    let path = d.path().join("app.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let err = refused(&path);
+    assert!(matches!(err, OpenError::NotDurable { .. }), "{err:?}");
+}
+
+#[test]
+fn a_database_reopens_with_its_data() {
+    let d = dir();
+    let path = d.path().join("reopen.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let b = SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        b.create_instance(request("kept", 10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    rt.block_on(async {
+        let b = SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let m = b
+            .get_instance("kept", true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let expected = format!("\"{}\"", "x".repeat(10));
+        assert_eq!(m.and_then(|m| m.input), Some(expected));
+    });
+}
+
+#[test]
+fn a_read_only_file_is_refused() {
+    let d = dir();
+    let path = d.path().join("ro.db");
+    drop(SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    let mut perms = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
+        // Permission bits do not bind this user (root): nothing to test.
+        eprintln!("skipped: this user can write to read-only files");
+        return;
+    }
+    let err = refused(&path);
+    assert!(matches!(err, OpenError::ReadOnly { .. }), "{err:?}");
+}
+
+fn request(id: &str, input_len: usize) -> CreateInstanceRequest {
+    CreateInstanceRequest {
+        instance_id: id.to_string(),
+        name: "anything".into(),
+        version: None,
+        input: Some(format!("\"{}\"", "x".repeat(input_len))),
+        scheduled_start: None,
+        reuse_policy: IdReusePolicy::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_fails_writes_cleanly() {
+    let d = dir();
+    let path = d.path().join("full.db");
+    let small = SqliteOptions {
+        max_database_bytes: Some(256 * 1024),
+        ..SqliteOptions::default()
+    };
+    let b = SqliteBackend::open_with(&path, small).unwrap_or_else(|e| panic!("{e}"));
+    let mut created = 0;
+    let err = loop {
+        match b
+            .create_instance(request(&format!("i-{created}"), 16 * 1024))
+            .await
+        {
+            Ok(()) => created += 1,
+            Err(e) => break e,
+        }
+        assert!(created < 1000, "the size limit was never reached");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("full"), "{msg}");
+    assert!(
+        b.get_instance(&format!("i-{created}"), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none(),
+        "the failed create left an instance behind"
+    );
+    assert_eq!(
+        b.integrity_check().await.unwrap_or_else(|e| panic!("{e}")),
+        vec!["ok"]
+    );
+    for i in 0..created {
+        assert!(b
+            .get_instance(&format!("i-{i}"), false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some());
+    }
+    drop(b);
+    let b = SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    b.create_instance(request("after-space-was-freed", 16 * 1024))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
