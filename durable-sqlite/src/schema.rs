@@ -204,8 +204,10 @@ pub(crate) fn prepare(
             conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
                 .map_err(err)?;
         }
-        conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
-            .map_err(err)?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+                .map_err(err)?;
+        }
         Ok(())
     };
     match migrate() {

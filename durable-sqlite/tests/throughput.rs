@@ -1,6 +1,8 @@
 //! Throughput on a file on disk with default settings. The full-size
 //! scenarios are ignored by default; run them in release:
 //! `cargo test -p durable-sqlite --release --test throughput -- --ignored --nocapture`.
+//! With `BENCH_MEMORY=1` the same scenarios run on the in-memory backend,
+//! as a baseline.
 
 use durable_runtime::{ActivityError, Backend, Client, Registry, ScheduleOptions, Worker};
 use durable_sqlite::SqliteBackend;
@@ -33,15 +35,6 @@ fn backend() -> (tempfile::TempDir, Arc<dyn Backend>) {
     if std::env::var("BENCH_MEMORY").is_ok() {
         return (dir, Arc::new(durable_runtime::MemoryBackend::new()));
     }
-    let b = SqliteBackend::open(dir.path().join("bench.db"))
-        .unwrap_or_else(|e| panic!("opening the database failed: {e}"));
-    (dir, Arc::new(b))
-}
-
-#[allow(dead_code)]
-fn backend_sqlite() -> (tempfile::TempDir, Arc<SqliteBackend>) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
     let b = SqliteBackend::open(dir.path().join("bench.db"))
         .unwrap_or_else(|e| panic!("opening the database failed: {e}"));
     (dir, Arc::new(b))
