@@ -1,7 +1,8 @@
 //! The order-processing app: runs sample orders end to end on a backend.
 //!
 //! ```text
-//! cargo run -p order-processing                     # embedded default backend
+//! cargo run -p order-processing                     # SQLite file ./durable.db (durable)
+//! cargo run -p order-processing -- --db orders.db   # another file
 //! cargo run -p order-processing -- --backend memory # volatile, in-process
 //! cargo run -p order-processing -- --backend grpc --endpoint http://localhost:8080 --taskhub default
 //! cargo run -p order-processing -- list             # instances stored by earlier runs
@@ -14,12 +15,22 @@ use durable::{Backend, MemoryBackend, OrchestrationState};
 use order_processing::workflows::{
     order_with_approval, process_order, Order, OrderItem, OrderResult,
 };
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Prints a line; a closed pipe (`| head`) just ends the output.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
+    /// An embedded SQLite file: durable, one machine (the default).
+    Sqlite,
     /// In-process and volatile: everything is lost when the app exits.
     Memory,
     /// A Durable Task sidecar over gRPC (Durable Task Scheduler emulator,
@@ -32,8 +43,12 @@ enum BackendKind {
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Which backend stores orchestrations.
-    #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
+    #[arg(long, value_enum, default_value_t = BackendKind::Sqlite)]
     backend: BackendKind,
+
+    /// SQLite database file (with --backend sqlite); created if missing.
+    #[arg(long, default_value = "durable.db")]
+    db: std::path::PathBuf,
 
     /// gRPC endpoint of the sidecar (with --backend grpc).
     #[arg(long, env = "ENDPOINT", default_value = "http://localhost:8080")]
@@ -95,6 +110,9 @@ fn big_order() -> Order {
 
 async fn open_backend(cli: &Cli) -> Result<Arc<dyn Backend>, String> {
     Ok(match cli.backend {
+        BackendKind::Sqlite => {
+            Arc::new(durable_sqlite::SqliteBackend::open(&cli.db).map_err(|e| e.to_string())?)
+        }
         BackendKind::Memory => Arc::new(MemoryBackend::new()),
         BackendKind::Grpc => {
             let options =
@@ -109,7 +127,7 @@ async fn open_backend(cli: &Cli) -> Result<Arc<dyn Backend>, String> {
 }
 
 fn print_state(state: &OrchestrationState) {
-    println!(
+    out!(
         "  {}  {:<20} {:<10} created {}",
         state.instance_id(),
         state.name(),
@@ -117,12 +135,12 @@ fn print_state(state: &OrchestrationState) {
         state.created_at().format("%Y-%m-%d %H:%M:%S")
     );
     if let Some(f) = state.failure() {
-        println!("    failure: {f}");
+        out!("    failure: {f}");
     }
 }
 
 async fn run_samples(client: &Client, timeout: Duration) -> Result<(), String> {
-    println!("== process_order: validate -> total -> pay -> ship items in parallel -> confirm");
+    out!("== process_order: validate -> total -> pay -> ship items in parallel -> confirm");
     let id = client
         .schedule(process_order, sample_order())
         .await
@@ -133,7 +151,7 @@ async fn run_samples(client: &Client, timeout: Duration) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     report(&id, &state)?;
 
-    println!("== order_with_approval: a 1500.00 order waits for a manager's approval (or 30 s)");
+    out!("== order_with_approval: a 1500.00 order waits for a manager's approval (or 30 s)");
     let id = client
         .schedule(order_with_approval, big_order())
         .await
@@ -142,7 +160,7 @@ async fn run_samples(client: &Client, timeout: Duration) -> Result<(), String> {
         .wait_for_start(&id, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    println!("  manager approves {id}");
+    out!("  manager approves {id}");
     client
         .raise_event(&id, "approval", &true)
         .await
@@ -155,13 +173,16 @@ async fn run_samples(client: &Client, timeout: Duration) -> Result<(), String> {
 }
 
 fn report(id: &str, state: &OrchestrationState) -> Result<(), String> {
-    println!("  instance {id}: {}", state.status());
+    out!("  instance {id}: {}", state.status());
     match state.status() {
         OrchestrationStatus::Completed => {
             let result: OrderResult = state.output().map_err(|e| e.to_string())?;
-            println!(
+            out!(
                 "  result: order_id={} total={:.2} items_processed={} status={}",
-                result.order_id, result.total, result.items_processed, result.status
+                result.order_id,
+                result.total,
+                result.items_processed,
+                result.status
             );
             Ok(())
         }
@@ -174,6 +195,12 @@ fn report(id: &str, state: &OrchestrationState) -> Result<(), String> {
 
 async fn app(cli: Cli) -> Result<(), String> {
     let backend = open_backend(&cli).await?;
+    if cli.backend == BackendKind::Sqlite {
+        out!(
+            "backend: SQLite file {} (run `list` to see earlier runs)",
+            cli.db.display()
+        );
+    }
     let client = Client::new(backend.clone());
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
@@ -189,7 +216,7 @@ async fn app(cli: Cli) -> Result<(), String> {
             Some(state) => {
                 print_state(&state);
                 if let Some(out) = state.output_json() {
-                    println!("    output: {out}");
+                    out!("    output: {out}");
                 }
                 Ok(())
             }
@@ -200,7 +227,7 @@ async fn app(cli: Cli) -> Result<(), String> {
                 .query_all(InstanceQuery::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("{} instance(s):", all.len());
+            out!("{} instance(s):", all.len());
             for state in &all {
                 print_state(state);
             }
