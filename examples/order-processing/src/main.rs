@@ -120,7 +120,7 @@ async fn open_backend(cli: &Cli) -> Result<Arc<dyn Backend>, String> {
             Arc::new(
                 durable_grpc::GrpcBackend::connect(options)
                     .await
-                    .map_err(|e| format!("cannot reach the sidecar at {}: {e}", cli.endpoint))?,
+                    .map_err(|e| e.to_string())?,
             )
         }
     })
