@@ -313,8 +313,10 @@ async fn activity_loop(
                 let mut abort = abort.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let renew = renew_lease(inner.backend.as_ref(), &item);
                     tokio::select! {
                         biased;
+                        _ = renew => {}
                         outcome = run_activity(&inner.registry, &item) => {
                             if let Err(e) = inner.backend.complete_activity_item(&item, outcome).await {
                                 tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
@@ -338,6 +340,22 @@ async fn activity_loop(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Renews an activity's lease while it runs (never returns if the backend
+/// wants renewals; returns at once if it does not).
+async fn renew_lease(backend: &dyn Backend, item: &ActivityWorkItem) {
+    let Some(every) = backend.activity_lease_renewal() else {
+        return std::future::pending().await;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = backend.renew_activity_item(item).await {
+            tracing::warn!(activity = %item.name, error = %e, "renewing an activity lease failed; its result may be rejected");
+        }
+    }
 }
 
 /// Runs one activity work item against a registry (panics become failures).

@@ -583,4 +583,14 @@ impl Backend for SqliteBackend {
         self.write(move |conn, _, fx| store::abandon_activity(conn, &item, fx))
             .await
     }
+
+    fn activity_lease_renewal(&self) -> Option<std::time::Duration> {
+        Some(self.shared.options.lease_duration / 3)
+    }
+
+    async fn renew_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
+        let item = item.clone();
+        self.write(move |conn, ctx, _| store::renew_activity(conn, ctx, &item))
+            .await
+    }
 }

@@ -52,8 +52,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// How long a worker holds a work item before it is delivered again
     /// (default 60 s). This is how work held by a crashed worker comes back:
-    /// after this long. Leases are not renewed, so it must exceed the
-    /// longest activity, or that activity runs again while still running.
+    /// after this long. Workers renew the lease of a running activity every
+    /// third of this duration; an orchestration episode must finish within it.
     pub lease_duration: Duration,
     /// Durability of commits (default [`Synchronous::Normal`]).
     pub synchronous: Synchronous,

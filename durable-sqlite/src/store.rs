@@ -985,6 +985,24 @@ pub(crate) fn complete_activity(
     )
 }
 
+pub(crate) fn renew_activity(
+    conn: &Connection,
+    ctx: &Ctx,
+    item: &ActivityWorkItem,
+) -> Result<(), BackendError> {
+    let (rowid, token) = activity_lease(item)?;
+    let expires = micros(chrono::Utc::now()).saturating_add(ctx.lease_micros);
+    let n = conn
+        .prepare_cached("UPDATE activities SET visible_at = ?3 WHERE id = ?1 AND lease_token = ?2")
+        .db()?
+        .execute(params![rowid, token, expires])
+        .db()?;
+    if n == 0 {
+        return Err(BackendError::LeaseLost(item.completion_token.clone()));
+    }
+    Ok(())
+}
+
 pub(crate) fn abandon_activity(
     conn: &Connection,
     item: &ActivityWorkItem,

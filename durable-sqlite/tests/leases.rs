@@ -183,3 +183,50 @@ async fn two_processes_share_one_file() {
         w.shutdown().await;
     }
 }
+
+/// A worker renews the lease of a long activity, so another worker sharing
+/// the file does not run it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_activities_keep_their_lease() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_dir, path) = db();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry = |runs: Arc<AtomicUsize>| {
+        Registry::new()
+            .activity_fn("long", move |_c, _: ()| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Simulated work lasting four lease durations.
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    Ok::<_, ActivityError>(1)
+                }
+            })
+            .orchestrator_fn("orch", |ctx, _: ()| async move {
+                let v: i64 = ctx.call_activity_by_name("long", &()).await?;
+                Ok(v)
+            })
+    };
+    let a = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
+    let b = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
+    let wa = Worker::new(a.clone(), registry(runs.clone()))
+        .start()
+        .unwrap();
+    let wb = Worker::new(b.clone(), registry(runs.clone()))
+        .start()
+        .unwrap();
+    let client = Client::new(a.clone());
+    let id = client
+        .schedule_by_name("orch", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(state.output::<i64>().unwrap(), 1);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the activity ran twice: its lease was not renewed"
+    );
+    wa.shutdown().await;
+    wb.shutdown().await;
+}

@@ -387,4 +387,17 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Gives the activity back, to be delivered again.
     async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError>;
+
+    /// How often a worker should renew the lease of a running activity, or
+    /// `None` (the default) when leases do not expire while held.
+    fn activity_lease_renewal(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Extends the lease of a running activity so a long activity is not
+    /// delivered to another worker while it still runs.
+    async fn renew_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
+        let _ = item;
+        Ok(())
+    }
 }
