@@ -248,11 +248,7 @@ async fn orchestration_loop(
 }
 
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
-    let cached = inner
-        .cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take(&item.instance_id);
+    let cached = lock_cache(inner).take(&item.instance_id);
     let (exec, result) = match cached {
         Some(mut exec) if exec.can_continue(&item.past_events) => {
             let r = exec.continue_episode(&item.past_events, &item.new_events);
@@ -265,24 +261,27 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         }
     };
     let instance_id = item.instance_id.clone();
-    match inner
+    // Cache before completing: completion makes the next episode of this
+    // instance deliverable at once, and it must find the execution there.
+    // A stale cached execution is harmless: `can_continue` rejects it.
+    let live = !exec.is_complete();
+    if live {
+        lock_cache(inner).put(instance_id.clone(), exec);
+    }
+    if let Err(e) = inner
         .backend
         .complete_orchestration_item(item, result)
         .await
     {
-        Ok(()) => {
-            if !exec.is_complete() {
-                inner
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .put(instance_id, exec);
-            }
+        if live {
+            lock_cache(inner).take(&instance_id);
         }
-        Err(e) => {
-            tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed; it will be delivered again");
-        }
+        tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed; it will be delivered again");
     }
+}
+
+fn lock_cache(inner: &Inner) -> std::sync::MutexGuard<'_, Cache> {
+    inner.cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn activity_loop(

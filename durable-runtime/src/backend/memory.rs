@@ -658,6 +658,11 @@ impl Backend for MemoryBackend {
             inst.inbox.clear();
         }
         let has_more = !inst.inbox.is_empty();
+        let terminal = inst.meta.status.is_terminal();
+        if !has_more {
+            // An idle instance should not keep its inbox's buffer.
+            inst.inbox = Vec::new();
+        }
         s.leased_orchestrations -= 1;
         if has_more {
             mark_ready(&mut s, &instance_id);
@@ -694,6 +699,10 @@ impl Backend for MemoryBackend {
             deliver(&mut s, msg, now);
         }
         touch(&mut s, &instance_id);
+        if terminal {
+            // Waiters were just notified; later waiters find it finished.
+            s.watchers.remove(&instance_id);
+        }
         drop(s);
         if new_activities {
             self.shared.activity_work.notify_waiters();
