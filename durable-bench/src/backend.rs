@@ -5,6 +5,7 @@
 //! [`BackendArgs`], a branch in [`BackendFactory::open`] and, if the default
 //! sizes are too large for it, in [`BackendFactory::default_sizes`].
 
+use crate::report::Target;
 use crate::scenarios::Sizes;
 use clap::{Args, ValueEnum};
 use durable_runtime::backend::transition::Limits;
@@ -19,6 +20,8 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) enum BackendKind {
     /// Everything in this process, nothing persisted.
     Memory,
+    /// A SQLite file on disk with default settings (a fresh file per run).
+    Sqlite,
 }
 
 impl BackendKind {
@@ -26,6 +29,7 @@ impl BackendKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             BackendKind::Memory => "memory",
+            BackendKind::Sqlite => "sqlite",
         }
     }
 }
@@ -36,6 +40,27 @@ pub(crate) struct BackendArgs {
     /// Which backend to measure.
     #[arg(long, value_enum, default_value_t = BackendKind::Memory)]
     pub(crate) backend: BackendKind,
+
+    /// Directory for the SQLite files (with --backend sqlite; default: the
+    /// system's temporary directory). Each run gets a fresh file; all are
+    /// removed when the bench exits.
+    #[arg(long)]
+    pub(crate) db_dir: Option<std::path::PathBuf>,
+}
+
+/// The targets a backend is held to (`None`: no target for it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Targets {
+    /// S1 throughput, orchestrations per second.
+    pub(crate) s1: Option<Target>,
+    /// S2 fan-out wall time, seconds.
+    pub(crate) s2: Option<Target>,
+    /// S3 long/short ratio.
+    pub(crate) s3: Option<Target>,
+    /// S4 bytes per waiting instance.
+    pub(crate) s4: Option<Target>,
+    /// S6 p50 latency, milliseconds.
+    pub(crate) s6: Option<Target>,
 }
 
 /// What a scenario needs from the store it runs on.
@@ -49,12 +74,18 @@ pub(crate) struct Needs {
 #[derive(Clone, Debug)]
 pub(crate) struct BackendFactory {
     args: BackendArgs,
+    scratch: Arc<Scratch>,
 }
 
 impl BackendFactory {
     /// A factory for the backend chosen on the command line.
     pub(crate) fn new(args: BackendArgs) -> Self {
-        BackendFactory { args }
+        let base = args.db_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("durable-bench-{}", std::process::id()));
+        BackendFactory {
+            args,
+            scratch: Arc::new(Scratch { dir }),
+        }
     }
 
     /// The backend's name.
@@ -62,10 +93,31 @@ impl BackendFactory {
         self.args.backend.name()
     }
 
+    /// The targets set for this backend: the in-memory backend's from the
+    /// core runtime's issue, SQLite's (a file on disk) from its own.
+    pub(crate) fn targets(&self) -> Targets {
+        match self.args.backend {
+            BackendKind::Memory => Targets {
+                s1: Some(Target::AtLeast(5_000.0)),
+                s2: Some(Target::Below(1.0)),
+                s3: Some(Target::AtMost(15.0)),
+                s4: Some(Target::AtMost(4096.0)),
+                s6: Some(Target::Below(1.0)),
+            },
+            BackendKind::Sqlite => Targets {
+                s1: Some(Target::AtLeast(1_000.0)),
+                s2: Some(Target::Below(5.0)),
+                s3: None,
+                s4: None,
+                s6: None,
+            },
+        }
+    }
+
     /// Scenario sizes to use unless overridden on the command line.
     pub(crate) fn default_sizes(&self) -> Sizes {
         match self.args.backend {
-            BackendKind::Memory => Sizes::default(),
+            BackendKind::Memory | BackendKind::Sqlite => Sizes::default(),
         }
     }
 
@@ -78,6 +130,33 @@ impl BackendFactory {
         };
         match self.args.backend {
             BackendKind::Memory => Ok(Arc::new(MemoryBackend::new().with_limits(limits))),
+            BackendKind::Sqlite => {
+                std::fs::create_dir_all(&self.scratch.dir)?;
+                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = self.scratch.dir.join(format!("run-{n}.db"));
+                let options = durable_sqlite::SqliteOptions {
+                    limits,
+                    ..Default::default()
+                };
+                Ok(Arc::new(durable_sqlite::SqliteBackend::open_with(
+                    &path, options,
+                )?))
+            }
         }
+    }
+}
+
+static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The directory of this invocation's database files, removed when the last
+/// factory handle is dropped (after every backend is closed).
+#[derive(Debug)]
+struct Scratch {
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

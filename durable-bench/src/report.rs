@@ -154,9 +154,9 @@ impl Measurement {
         }
     }
 
-    /// Adds a target.
-    pub(crate) fn target(mut self, t: Target) -> Self {
-        self.target = Some(t);
+    /// Adds a target, if the backend has one for this measurement.
+    pub(crate) fn target(mut self, t: Option<Target>) -> Self {
+        self.target = t;
         self
     }
 
@@ -444,13 +444,14 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(Unit::Seconds.format(0.25), "250 ms");
         assert_eq!(Unit::Millis.format(0.5), "500 µs");
-        let mut m = Measurement::new("S1", "x", "", Unit::Ratio, 3.0).target(Target::AtMost(2.0));
+        let mut m =
+            Measurement::new("S1", "x", "", Unit::Ratio, 3.0).target(Some(Target::AtMost(2.0)));
         m.merge(Measurement::new("S1", "x", "", Unit::Ratio, 1.0));
         m.merge(Measurement::new("S1", "x", "", Unit::Ratio, 2.0));
         assert_eq!(m.value(), 2.0);
         assert_eq!(m.passed(), Some(true));
         let lb = Measurement::new("S3", "y", "", Unit::Seconds, 60.0)
-            .target(Target::Below(1.0))
+            .target(Some(Target::Below(1.0)))
             .lower_bound();
         assert_eq!(lb.passed(), Some(false));
     }

@@ -5,7 +5,7 @@
 //! process (and, for the in-memory backend, one store).
 
 use crate::backend::{BackendFactory, BoxError, Needs};
-use crate::report::{Combine, Measurement, Target, Unit};
+use crate::report::{Combine, Measurement, Unit};
 use clap::{Args, ValueEnum};
 use durable_runtime::{
     ActivityError, Backend, Client, OrchestrationState, OrchestrationStatus, Registry,
@@ -413,7 +413,7 @@ impl Bench {
             Unit::PerSecond("orch"),
             n as f64 / secs,
         )
-        .target(Target::AtLeast(5_000.0))])
+        .target(self.factory.targets().s1)])
     }
 
     /// S2: one orchestration calling n activities at once and summing them.
@@ -450,7 +450,7 @@ impl Bench {
                 Unit::Seconds,
                 secs,
             )
-            .target(Target::Below(1.0)),
+            .target(self.factory.targets().s2),
             Measurement::new(
                 "S2",
                 "full replays (cache misses)",
@@ -569,7 +569,7 @@ impl Bench {
                 Unit::Ratio,
                 t_long / t_short,
             )
-            .target(Target::AtMost(15.0)),
+            .target(self.factory.targets().s3),
         );
         out.push(Measurement::new(
             "S3",
@@ -682,7 +682,7 @@ impl Bench {
                     a.saturating_sub(b) as f64 / n as f64,
                 )
                 .combine(Combine::First)
-                .target(Target::AtMost(4096.0)),
+                .target(self.factory.targets().s4),
             );
         }
         Ok(out)
@@ -755,7 +755,7 @@ impl Bench {
         let at = |p: f64| percentile(&lat, p);
         Ok(vec![
             Measurement::new("S6", "latency p50", params.clone(), Unit::Millis, at(50.0))
-                .target(Target::Below(1.0)),
+                .target(self.factory.targets().s6),
             Measurement::new("S6", "latency p90", params.clone(), Unit::Millis, at(90.0)),
             Measurement::new("S6", "latency p99", params.clone(), Unit::Millis, at(99.0)),
             Measurement::new("S6", "latency max", params, Unit::Millis, at(100.0)),
