@@ -52,6 +52,16 @@ pub use durable_runtime::*;
 
 pub use durable_macros::{activity, nondeterministic, orchestrator, test};
 
+/// The embedded SQLite backend: durable, one machine (feature `sqlite`, on
+/// by default).
+#[cfg(feature = "sqlite")]
+pub use durable_sqlite as sqlite;
+
+/// The gRPC backend for Durable Task sidecars: Azure Durable Task Scheduler
+/// and its emulator, Dapr Workflow, durabletask-go (feature `grpc`).
+#[cfg(feature = "grpc")]
+pub use durable_grpc as grpc;
+
 /// What most code that defines or runs orchestrations needs:
 /// `use durable::prelude::*;`.
 ///

@@ -111,14 +111,14 @@ fn big_order() -> Order {
 async fn open_backend(cli: &Cli) -> Result<Arc<dyn Backend>, String> {
     Ok(match cli.backend {
         BackendKind::Sqlite => {
-            Arc::new(durable_sqlite::SqliteBackend::open(&cli.db).map_err(|e| e.to_string())?)
+            Arc::new(durable::sqlite::SqliteBackend::open(&cli.db).map_err(|e| e.to_string())?)
         }
         BackendKind::Memory => Arc::new(MemoryBackend::new()),
         BackendKind::Grpc => {
             let options =
-                durable_grpc::GrpcOptions::new(cli.endpoint.clone()).task_hub(cli.taskhub.clone());
+                durable::grpc::GrpcOptions::new(cli.endpoint.clone()).task_hub(cli.taskhub.clone());
             Arc::new(
-                durable_grpc::GrpcBackend::connect(options)
+                durable::grpc::GrpcBackend::connect(options)
                     .await
                     .map_err(|e| e.to_string())?,
             )
