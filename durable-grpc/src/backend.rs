@@ -20,6 +20,7 @@ use durable_runtime::backend::{
 use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
 use futures::future::BoxFuture;
 use prost::Message;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
@@ -61,51 +62,120 @@ struct Inner {
     options: GrpcOptions,
     orchestrations: Mutex<mpsc::UnboundedReceiver<OrchestrationWorkItem>>,
     activities: Mutex<mpsc::UnboundedReceiver<ActivityWorkItem>>,
-    pump: StdMutex<Pump>,
+    orchestration_tx: mpsc::UnboundedSender<OrchestrationWorkItem>,
+    activity_tx: mpsc::UnboundedSender<ActivityWorkItem>,
+    /// The task owning the work-item stream, while it runs.
+    pump: StdMutex<Option<JoinHandle<()>>>,
+    /// `next_*` calls waiting now.
+    waiting: AtomicUsize,
+    /// `next_*` calls ever made (to tell a pause from a shutdown).
+    calls: AtomicU64,
 }
 
-enum Pump {
-    NotStarted(
-        mpsc::UnboundedSender<OrchestrationWorkItem>,
-        mpsc::UnboundedSender<ActivityWorkItem>,
-    ),
-    Running(JoinHandle<()>),
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(Pump::Running(handle)) = self.pump.get_mut() {
-            handle.abort();
+impl Inner {
+    /// Items received but never handed to a worker: the stream leased them
+    /// to us. Taken out of the queues, for giving back.
+    fn drain_untaken(&self) -> (Vec<String>, Vec<String>) {
+        let mut orchestrations = Vec::new();
+        let mut activities = Vec::new();
+        if let Ok(mut rx) = self.orchestrations.try_lock() {
+            while let Ok(item) = rx.try_recv() {
+                orchestrations.push(item.completion_token);
+            }
         }
-        // Items received but never handed to a worker are leased to us; give
-        // them back so another worker gets them now rather than when (and
-        // if) the sidecar's lease expires.
-        let orchestrations: Vec<String> =
-            std::iter::from_fn(|| self.orchestrations.get_mut().try_recv().ok())
-                .map(|i| i.completion_token)
-                .collect();
-        let activities: Vec<String> =
-            std::iter::from_fn(|| self.activities.get_mut().try_recv().ok())
-                .map(|i| i.completion_token)
-                .collect();
+        if let Ok(mut rx) = self.activities.try_lock() {
+            while let Ok(item) = rx.try_recv() {
+                activities.push(item.completion_token);
+            }
+        }
+        (orchestrations, activities)
+    }
+
+    /// Closes the work-item stream and gives back what it brought that no
+    /// worker took, so other workers get it now rather than when (and if)
+    /// the sidecar's lease expires.
+    fn stop_pump(&self) {
+        if let Ok(mut pump) = self.pump.lock() {
+            if let Some(handle) = pump.take() {
+                handle.abort();
+            }
+        }
+        let (orchestrations, activities) = self.drain_untaken();
         if orchestrations.is_empty() && activities.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let rpc = self.rpc.clone();
+        runtime.spawn(give_back(self.rpc.clone(), orchestrations, activities));
+    }
+}
+
+async fn give_back(rpc: Rpc, orchestrations: Vec<String>, activities: Vec<String>) {
+    for completion_token in orchestrations {
+        let msg = proto::AbandonOrchestrationTaskRequest { completion_token };
+        if let Ok(req) = rpc.request(msg, "an abandon request").await {
+            let _ = rpc.client().abandon_task_orchestrator_work_item(req).await;
+        }
+    }
+    for completion_token in activities {
+        let msg = proto::AbandonActivityTaskRequest { completion_token };
+        if let Ok(req) = rpc.request(msg, "an abandon request").await {
+            let _ = rpc.client().abandon_task_activity_work_item(req).await;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_pump();
+    }
+}
+
+/// How long the stream stays open after the last waiting `next_*` call was
+/// cancelled (a worker shutting down) with no new call. Workers cancel a
+/// waiting call only when they stop, so this can be short.
+const IDLE_GRACE: Duration = Duration::from_millis(250);
+
+/// Counts a waiting `next_*` call. A call cancelled rather than answered,
+/// followed by no other call for [`IDLE_GRACE`], means the worker stopped:
+/// the stream is closed so it stops taking work no one will do (it reopens
+/// on the next call).
+struct Waiting {
+    inner: Arc<Inner>,
+    answered: bool,
+}
+
+impl Waiting {
+    fn new(inner: &Arc<Inner>) -> Waiting {
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        inner.calls.fetch_add(1, Ordering::SeqCst);
+        Waiting {
+            inner: inner.clone(),
+            answered: false,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let left = self.inner.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+        if self.answered || left > 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let calls = self.inner.calls.load(Ordering::SeqCst);
+        let inner = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
-            for completion_token in orchestrations {
-                let msg = proto::AbandonOrchestrationTaskRequest { completion_token };
-                if let Ok(req) = rpc.request(msg, "an abandon request").await {
-                    let _ = rpc.client().abandon_task_orchestrator_work_item(req).await;
-                }
-            }
-            for completion_token in activities {
-                let msg = proto::AbandonActivityTaskRequest { completion_token };
-                if let Ok(req) = rpc.request(msg, "an abandon request").await {
-                    let _ = rpc.client().abandon_task_activity_work_item(req).await;
+            tokio::time::sleep(IDLE_GRACE).await;
+            if let Some(inner) = inner.upgrade() {
+                if inner.waiting.load(Ordering::SeqCst) == 0
+                    && inner.calls.load(Ordering::SeqCst) == calls
+                {
+                    tracing::debug!("no worker is asking for work; closing the work-item stream");
+                    inner.stop_pump();
                 }
             }
         });
@@ -131,15 +201,19 @@ impl GrpcBackend {
     /// `http://` or `https://` URL or the task hub is not valid header text.
     pub fn new(options: GrpcOptions) -> Result<Self, BackendError> {
         let rpc = Rpc::new(&options)?;
-        let (orch_tx, orch_rx) = mpsc::unbounded_channel();
-        let (act_tx, act_rx) = mpsc::unbounded_channel();
+        let (orchestration_tx, orch_rx) = mpsc::unbounded_channel();
+        let (activity_tx, act_rx) = mpsc::unbounded_channel();
         Ok(GrpcBackend {
             inner: Arc::new(Inner {
                 rpc,
                 options,
                 orchestrations: Mutex::new(orch_rx),
                 activities: Mutex::new(act_rx),
-                pump: StdMutex::new(Pump::NotStarted(orch_tx, act_tx)),
+                orchestration_tx,
+                activity_tx,
+                pump: StdMutex::new(None),
+                waiting: AtomicUsize::new(0),
+                calls: AtomicU64::new(0),
             }),
         })
     }
@@ -163,6 +237,19 @@ impl GrpcBackend {
         Ok(())
     }
 
+    /// Closes the work-item stream now and gives back the items it brought
+    /// that no worker took, so the sidecar hands them to other workers. The
+    /// stream reopens on the next `next_*` call.
+    ///
+    /// The backend does this by itself shortly after a worker stops; call it
+    /// to be certain, e.g. right after shutting a worker down when the
+    /// backend lives on for a client: a sidecar whose abandon of activities
+    /// is a no-op (the Python SDK's test sidecar) would lose activities
+    /// delivered to a stream no worker reads.
+    pub fn close_work_stream(&self) {
+        self.inner.stop_pump();
+    }
+
     /// The options this backend was built with.
     pub fn options(&self) -> &GrpcOptions {
         &self.inner.options
@@ -172,14 +259,13 @@ impl GrpcBackend {
         let Ok(mut pump) = self.inner.pump.lock() else {
             return;
         };
-        if let Pump::NotStarted(orch_tx, act_tx) = &*pump {
-            let handle = tokio::spawn(run_pump(
+        if pump.is_none() {
+            *pump = Some(tokio::spawn(run_pump(
                 self.inner.rpc.clone(),
                 self.inner.options.clone(),
-                orch_tx.clone(),
-                act_tx.clone(),
-            ));
-            *pump = Pump::Running(handle);
+                self.inner.orchestration_tx.clone(),
+                self.inner.activity_tx.clone(),
+            )));
         }
     }
 }
@@ -1057,14 +1143,11 @@ impl Backend for GrpcBackend {
     }
 
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
+        let mut waiting = Waiting::new(&self.inner);
         self.ensure_pump();
-        self.inner
-            .orchestrations
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(BackendError::Shutdown)
+        let item = self.inner.orchestrations.lock().await.recv().await;
+        waiting.answered = true;
+        item.ok_or(BackendError::Shutdown)
     }
 
     async fn complete_orchestration_item(
@@ -1120,14 +1203,11 @@ impl Backend for GrpcBackend {
     }
 
     async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
+        let mut waiting = Waiting::new(&self.inner);
         self.ensure_pump();
-        self.inner
-            .activities
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(BackendError::Shutdown)
+        let item = self.inner.activities.lock().await.recv().await;
+        waiting.answered = true;
+        item.ok_or(BackendError::Shutdown)
     }
 
     async fn complete_activity_item(
@@ -1287,6 +1367,18 @@ mod tests {
             pub(super) completions: Vec<proto::OrchestratorResponse>,
             pub(super) abandoned: Vec<String>,
             pub(super) stream_requests: Vec<proto::GetWorkItemsRequest>,
+            pub(super) streams_closed: usize,
+        }
+
+        /// Counts, in `Seen`, work-item streams the client went away from.
+        struct ClosedOnDrop(Arc<Mutex<Seen>>);
+
+        impl Drop for ClosedOnDrop {
+            fn drop(&mut self) {
+                if let Ok(mut seen) = self.0.lock() {
+                    seen.streams_closed += 1;
+                }
+            }
         }
 
         #[derive(Clone, Default)]
@@ -1352,8 +1444,13 @@ mod tests {
                     .stream_requests
                     .push(req.get_ref().clone());
                 let items: Vec<_> = std::mem::take(&mut *self.work.lock().unwrap());
+                let closed = ClosedOnDrop(self.seen.clone());
                 let stream = futures::stream::iter(items.into_iter().map(Ok))
-                    .chain(futures::stream::pending());
+                    .chain(futures::stream::pending())
+                    .map(move |item| {
+                        let _ = &closed;
+                        item
+                    });
                 Ok(Response::new(Box::pin(stream)))
             }
 
@@ -1637,5 +1734,46 @@ mod tests {
         let filters = request.work_item_filters.as_ref().expect("filters sent");
         assert_eq!(filters.orchestrations[0].name, "long");
         assert_eq!(filters.activities[0].name, "step");
+    }
+
+    #[tokio::test]
+    async fn the_stream_closes_when_no_worker_asks_for_work_and_reopens_when_one_does() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+        // A worker asks, then shuts down: its pending call is cancelled.
+        let asked =
+            tokio::time::timeout(Duration::from_millis(200), backend.next_activity_item()).await;
+        assert!(asked.is_err(), "nothing to hand out");
+        let deadline = tokio::time::Instant::now() + IDLE_GRACE * 5;
+        loop {
+            let (closed, opened) = {
+                let seen = sidecar.seen.lock().unwrap();
+                (seen.streams_closed, seen.stream_requests.len())
+            };
+            if closed == 1 {
+                assert_eq!(opened, 1);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stream stayed open with no worker asking"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The next ask opens a new stream.
+        let asking = tokio::spawn({
+            let backend = backend.clone();
+            async move { backend.next_activity_item().await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sidecar.seen.lock().unwrap().stream_requests.len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no new stream was opened for the next ask"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        asking.abort();
     }
 }
