@@ -50,6 +50,19 @@ pub fn python() -> &'static Path {
 }
 
 fn setup() -> Result<PathBuf, String> {
+    // A python that already has the package (e.g. offline) is used as is.
+    if let Ok(given) = std::env::var("DURABLE_TEST_PYTHON") {
+        let has_package = Command::new(&given)
+            .args(["-c", "import durabletask.testing, durabletask.worker"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if has_package {
+            return Ok(PathBuf::from(given));
+        }
+    }
     let dir = work_dir();
     let venv = dir.join("venv");
     let python = venv.join("bin").join("python");
