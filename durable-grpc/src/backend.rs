@@ -886,6 +886,12 @@ fn lease_error(rpc: &Rpc, status: Status, instance_id: &str) -> BackendError {
 
 #[async_trait]
 impl Backend for GrpcBackend {
+    async fn worker_stopped(&self) {
+        // Nobody will run what the stream would deliver now; close it so the
+        // sidecar hands that work to another worker.
+        self.close_work_stream();
+    }
+
     async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();

@@ -99,8 +99,8 @@ struct Inner {
 }
 
 /// A running worker; stop it with [`shutdown`](WorkerHandle::shutdown).
-#[derive(Debug)]
 pub struct WorkerHandle {
+    backend: Arc<dyn Backend>,
     stop: watch::Sender<bool>,
     abort: watch::Sender<bool>,
     loops: JoinSet<()>,
@@ -145,6 +145,7 @@ impl Worker {
             stop_rx.clone(),
             abort_rx.clone(),
         ));
+        let backend = inner.backend.clone();
         loops.spawn(activity_loop(
             inner,
             self.options.max_concurrent_activities.max(1),
@@ -152,11 +153,20 @@ impl Worker {
             abort_rx,
         ));
         Ok(WorkerHandle {
+            backend,
             stop,
             abort,
             loops,
             grace: self.options.shutdown_grace,
         })
+    }
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,6 +183,7 @@ impl WorkerHandle {
             let _ = self.abort.send(true);
             while self.loops.join_next().await.is_some() {}
         }
+        self.backend.worker_stopped().await;
     }
 }
 

@@ -388,6 +388,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives the activity back, to be delivered again.
     async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError>;
 
+    /// Called when a worker using this backend has shut down, so a remote
+    /// backend can stop fetching work no one will run (default: nothing).
+    async fn worker_stopped(&self) {}
+
     /// How often a worker should renew the lease of a running activity, or
     /// `None` (the default) when leases do not expire while held.
     fn activity_lease_renewal(&self) -> Option<Duration> {
