@@ -40,10 +40,16 @@
 //! completion instead of rejecting it, so
 //! [`durable_runtime::backend::BackendError::LeaseLost`] is only reported
 //! where the sidecar reports it.
+//!
+//! Feature `testing`: the `testing` module starts the Python `durabletask`
+//! package's in-memory sidecar (and its client and worker) as a peer for
+//! tests and benchmarks in this workspace.
 
 mod backend;
 mod convert;
 mod options;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::GrpcBackend;
 pub use options::{

@@ -2,8 +2,7 @@
 //! in-memory sidecar: every client call, and work items completed without a
 //! worker so each protocol step is visible.
 
-mod support;
-
+use durable_grpc::testing::{eventually, PeerServer};
 use durable_grpc::{GrpcBackend, GrpcOptions};
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
@@ -12,7 +11,6 @@ use durable_runtime::backend::{
 };
 use durable_runtime::history::{EventKind, FailureDetails, OrchestrationStatus};
 use std::time::Duration;
-use support::PeerServer;
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -226,7 +224,7 @@ async fn events_terminate_suspend_and_resume_reach_the_orchestration() {
     b.complete_orchestration_item(item, OrchestratorResult::default())
         .await
         .unwrap();
-    support::eventually(STEP, "the instance to be suspended", || async {
+    eventually(STEP, "the instance to be suspended", || async {
         let m = b.get_instance("ev-1", false).await.unwrap().unwrap();
         (m.status == OrchestrationStatus::Suspended).then_some(())
     })

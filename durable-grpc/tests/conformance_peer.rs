@@ -1,8 +1,6 @@
 //! durable's backend conformance suite, on the gRPC backend against the
 //! Python `durabletask` package's in-memory sidecar (a fresh one per case).
 
-mod support;
-
 /// One test per case. The one case left out needs what the Python test
 /// sidecar does not do (see the note next to the list).
 macro_rules! peer_cases {
@@ -11,7 +9,7 @@ macro_rules! peer_cases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let backend: std::sync::Arc<dyn durable_runtime::Backend> =
-                    std::sync::Arc::new(support::PeerBackend::start());
+                    std::sync::Arc::new(durable_grpc::testing::PeerBackend::start());
                 durable_runtime::conformance::$case(backend).await;
             }
         )*

@@ -3,8 +3,7 @@
 //! worker serves, and a Rust client runs a Python orchestration. Results and
 //! failure details must come through intact.
 
-mod support;
-
+use durable_grpc::testing::{PeerServer, PyProcess};
 use durable_grpc::{GrpcBackend, GrpcOptions, WorkItemFilters};
 use durable_runtime::{
     ActivityError, Backend, Client, OrchestrationError, OrchestrationStatus, Registry,
@@ -13,7 +12,6 @@ use durable_runtime::{
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{PeerServer, PyProcess};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -2,8 +2,7 @@
 //! endpoint, a sidecar that restarts under a running worker, payloads that
 //! are too large or do not fit the orchestration.
 
-mod support;
-
+use durable_grpc::testing::{free_port, PeerServer, PyProcess};
 use durable_grpc::{GrpcBackend, GrpcOptions, ReconnectPolicy};
 use durable_runtime::backend::{Backend, BackendError};
 use durable_runtime::{
@@ -11,7 +10,6 @@ use durable_runtime::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use support::{free_port, PeerServer, PyProcess};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -4,14 +4,12 @@
 //! durable declares exists upstream unchanged. Fields durable leaves out are
 //! fine (protobuf skips unknown fields); different numbers or types are not.
 
-mod support;
-
+use durable_grpc::testing::PyProcess;
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::FileDescriptorSet;
 use serde_json::Value;
 use std::time::Duration;
-use support::PyProcess;
 
 fn ours() -> prost_types::FileDescriptorProto {
     let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/task_hub_sidecar.descriptors"));
