@@ -3,15 +3,22 @@ client against a TaskHubSidecarService sidecar, for comparison with durable's
 `--backend grpc` run against the same sidecar.
 
 Usage:
-  grpc_python_s1.py --address HOST:PORT [--count 200]
+  grpc_python_s1.py --address HOST:PORT [--taskhub NAME] [--count 200] [--timeout 300]
   grpc_python_s1.py --serve [--count 200]   # starts the SDK's in-memory sidecar itself
 
 Schedules COUNT orchestrations `py_seq3(i)`, each calling the activity
-`py_inc` three times in sequence, waits for all of them, checks every output
-is i + 3, and prints one JSON line:
-  {"scenario": "S1", "sdk": "python", "count": N, "seconds": S, "per_second": R}
-The worker asks the sidecar only for its own names, so a durable worker may
-stay connected to the same sidecar meanwhile.
+`py_inc` three times in sequence, then waits for each in turn (as durable's
+S1 does), checks every output is i + 3, and prints one line: `RESULT `
+followed by JSON,
+  RESULT {"scenario": "S1", "sdk": "python", "count": N, "seconds": S, "per_second": R}
+timed from the first schedule to the last completion seen. The SDK's own
+logs go to stderr. On failure it prints the reason to stderr and exits 1.
+
+The worker asks the sidecar only for its own names, but a worker on the
+same task hub that asks for everything (durable-bench's asks without
+filters) can still be handed this script's orchestrations: run it when no
+such worker is connected. `durable-bench --backend grpc --compare-python`
+runs it after stopping its own worker.
 """
 
 import argparse
@@ -46,7 +53,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address")
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--taskhub", default="default")
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--timeout", type=int, default=300,
+                        help="longest wait for any one instance, in seconds")
     args = parser.parse_args()
 
     server = None
@@ -59,17 +69,18 @@ def main() -> int:
     if not address:
         parser.error("give --address HOST:PORT or --serve")
 
-    worker = TaskHubGrpcWorker(host_address=address)
+    metadata = [("taskhub", args.taskhub)]
+    worker = TaskHubGrpcWorker(host_address=address, metadata=metadata)
     worker.add_orchestrator(py_seq3)
     worker.add_activity(py_inc)
     worker.use_work_item_filters()
     worker.start()
-    client = TaskHubGrpcClient(host_address=address)
+    client = TaskHubGrpcClient(host_address=address, metadata=metadata)
     try:
         start = time.perf_counter()
         ids = [client.schedule_new_orchestration(py_seq3, input=i) for i in range(args.count)]
         for i, instance_id in enumerate(ids):
-            state = client.wait_for_orchestration_completion(instance_id, timeout=120)
+            state = client.wait_for_orchestration_completion(instance_id, timeout=args.timeout)
             if state is None or state.runtime_status != OrchestrationStatus.COMPLETED:
                 print(f"instance {instance_id} did not complete: {state}", file=sys.stderr)
                 return 1
@@ -81,12 +92,12 @@ def main() -> int:
         worker.stop()
         if server is not None:
             server.stop()
-    print(json.dumps({
+    print("RESULT " + json.dumps({
         "scenario": "S1",
         "sdk": "python",
         "count": args.count,
-        "seconds": round(seconds, 3),
-        "per_second": round(args.count / seconds, 1),
+        "seconds": round(seconds, 4),
+        "per_second": round(args.count / seconds, 2),
     }), flush=True)
     return 0
 

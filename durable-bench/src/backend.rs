@@ -8,9 +8,13 @@
 use crate::report::Target;
 use crate::scenarios::Sizes;
 use clap::{Args, ValueEnum};
+use durable_grpc::testing::{PeerServer, PyProcess};
+use durable_grpc::{GrpcBackend, GrpcOptions};
 use durable_runtime::backend::transition::Limits;
 use durable_runtime::{Backend, MemoryBackend};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Any error a benchmark step can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,6 +26,9 @@ pub(crate) enum BackendKind {
     Memory,
     /// A SQLite file on disk with default settings (a fresh file per run).
     Sqlite,
+    /// A Durable Task sidecar over gRPC (`--endpoint`, `--taskhub`), or the
+    /// Python `durabletask` package's in-memory sidecar (`--peer`).
+    Grpc,
 }
 
 impl BackendKind {
@@ -30,6 +37,7 @@ impl BackendKind {
         match self {
             BackendKind::Memory => "memory",
             BackendKind::Sqlite => "sqlite",
+            BackendKind::Grpc => "grpc",
         }
     }
 }
@@ -45,7 +53,29 @@ pub(crate) struct BackendArgs {
     /// system's temporary directory). Each run gets a fresh file; all are
     /// removed when the bench exits.
     #[arg(long)]
-    pub(crate) db_dir: Option<std::path::PathBuf>,
+    pub(crate) db_dir: Option<PathBuf>,
+
+    /// The sidecar's gRPC endpoint (with --backend grpc, without --peer).
+    #[arg(long, default_value = durable_grpc::DEFAULT_ENDPOINT)]
+    pub(crate) endpoint: String,
+
+    /// The task hub sent to the sidecar (with --backend grpc).
+    #[arg(long, default_value = durable_grpc::DEFAULT_TASK_HUB)]
+    pub(crate) taskhub: String,
+
+    /// With --backend grpc: start the Python `durabletask` package's
+    /// in-memory sidecar on a free loopback port and measure against it
+    /// (instead of --endpoint). Needs python3; the package is installed into
+    /// a virtual environment under target/ on first use.
+    #[arg(long)]
+    pub(crate) peer: bool,
+
+    /// With --backend grpc: after each S1 run, once the Rust worker has
+    /// stopped, run S1 again with the Python SDK's own worker and client
+    /// (bench/grpc_python_s1.py) against the same sidecar, and report both
+    /// throughputs and their ratio.
+    #[arg(long)]
+    pub(crate) compare_python: bool,
 }
 
 /// The targets a backend is held to (`None`: no target for it).
@@ -75,22 +105,116 @@ pub(crate) struct Needs {
 pub(crate) struct BackendFactory {
     args: BackendArgs,
     scratch: Arc<Scratch>,
+    /// The Python sidecar this invocation started (`--peer`), stopped when
+    /// the last factory handle is dropped.
+    peer: Option<Arc<Peer>>,
+}
+
+/// The Python sidecar started with `--peer`.
+struct Peer(Mutex<PeerServer>);
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peer")
+    }
+}
+
+/// What S1 with the Python SDK's worker and client measured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PythonS1 {
+    /// Orchestrations per second, first schedule to last completion seen.
+    pub(crate) per_second: f64,
 }
 
 impl BackendFactory {
-    /// A factory for the backend chosen on the command line.
-    pub(crate) fn new(args: BackendArgs) -> Self {
+    /// A factory for the backend chosen on the command line. With `--peer`
+    /// this starts the Python sidecar (blocking: call it off the async
+    /// runtime's threads).
+    pub(crate) fn new(args: BackendArgs) -> Result<Self, BoxError> {
         let base = args.db_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("durable-bench-{}", std::process::id()));
-        BackendFactory {
+        if args.backend != BackendKind::Grpc && (args.peer || args.compare_python) {
+            return Err("--peer and --compare-python need --backend grpc".into());
+        }
+        let peer = if args.peer {
+            let server = catch_panic(PeerServer::start)
+                .map_err(|e| format!("cannot start the Python sidecar: {e}"))?;
+            Some(Arc::new(Peer(Mutex::new(server))))
+        } else {
+            None
+        };
+        Ok(BackendFactory {
             args,
             scratch: Arc::new(Scratch { dir }),
-        }
+            peer,
+        })
     }
 
     /// The backend's name.
     pub(crate) fn name(&self) -> &'static str {
         self.args.backend.name()
+    }
+
+    /// The backend, with where it is, for the report.
+    pub(crate) fn describe(&self) -> String {
+        match self.args.backend {
+            BackendKind::Grpc if self.peer.is_some() => format!(
+                "grpc, the Python durabletask package's in-memory sidecar (started by the bench) at {}, task hub {}",
+                self.endpoint(),
+                self.args.taskhub
+            ),
+            BackendKind::Grpc => format!(
+                "grpc, sidecar at {}, task hub {}",
+                self.endpoint(),
+                self.args.taskhub
+            ),
+            other => other.name().to_string(),
+        }
+    }
+
+    /// Whether the instances live in another process (a sidecar), so this
+    /// process's memory says nothing about them.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.args.backend == BackendKind::Grpc
+    }
+
+    /// Whether S1 also runs with the Python SDK's worker and client.
+    pub(crate) fn compare_python(&self) -> bool {
+        self.args.compare_python
+    }
+
+    fn endpoint(&self) -> String {
+        match &self.peer {
+            Some(peer) => peer
+                .0
+                .lock()
+                .map_or_else(|e| e.into_inner().endpoint(), |s| s.endpoint()),
+            None => self.args.endpoint.clone(),
+        }
+    }
+
+    /// Runs S1 with `count` orchestrations using the Python SDK's own worker
+    /// and client (`bench/grpc_python_s1.py`) against this backend's
+    /// sidecar. Call it only when no durable worker is connected: the
+    /// sidecar would hand the Python orchestrations to it too.
+    pub(crate) async fn python_s1(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<PythonS1, BoxError> {
+        let endpoint = self.endpoint();
+        let Some(address) = endpoint.strip_prefix("http://") else {
+            return Err(
+                format!("the Python comparison speaks plain http only, not to {endpoint}").into(),
+            );
+        };
+        let address = address.trim_end_matches('/').to_string();
+        let taskhub = self.args.taskhub.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            catch_panic(|| run_python_s1(&address, &taskhub, count, timeout))
+        })
+        .await?;
+        joined?
     }
 
     /// The targets set for this backend: the in-memory backend's from the
@@ -111,6 +235,13 @@ impl BackendFactory {
                 s4: None,
                 s6: None,
             },
+            BackendKind::Grpc => Targets {
+                s1: None,
+                s2: None,
+                s3: None,
+                s4: None,
+                s6: None,
+            },
         }
     }
 
@@ -118,6 +249,20 @@ impl BackendFactory {
     pub(crate) fn default_sizes(&self) -> Sizes {
         match self.args.backend {
             BackendKind::Memory | BackendKind::Sqlite => Sizes::default(),
+            // A sidecar is a network hop per call, and the Python test
+            // sidecar serves gRPC from 10 threads (its work-item stream and
+            // every pending wait hold one): small runs, no uncached long
+            // chain.
+            BackendKind::Grpc => Sizes {
+                s1_count: 200,
+                s2_count: 200,
+                s3_short: 10,
+                s3_long: 100,
+                s3_nocache_budget: Duration::ZERO,
+                s4_count: 50,
+                s5_count: 50,
+                s6_count: 50,
+            },
         }
     }
 
@@ -142,8 +287,85 @@ impl BackendFactory {
                     &path, options,
                 )?))
             }
+            // The sidecar keeps its own limits; each run gets a new
+            // connection to the same sidecar (instance ids do not repeat).
+            BackendKind::Grpc => {
+                let options = GrpcOptions::new(self.endpoint()).task_hub(self.args.taskhub.clone());
+                Ok(Arc::new(GrpcBackend::connect(options).await?))
+            }
         }
     }
+}
+
+/// Runs `f`, turning a panic (the peer harness panics with its setup
+/// instructions when python3 or the package is missing) into an error.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, BoxError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        message.into()
+    })
+}
+
+/// The script that runs S1 with the Python SDK's worker and client.
+fn python_s1_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("bench")
+        .join("grpc_python_s1.py")
+}
+
+/// Runs the script and reads its `RESULT {json}` line (blocking).
+fn run_python_s1(
+    address: &str,
+    taskhub: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<PythonS1, BoxError> {
+    let count_arg = count.to_string();
+    let timeout_arg = timeout.as_secs().max(1).to_string();
+    let mut script = PyProcess::spawn_path(
+        &python_s1_script(),
+        &[
+            "--address",
+            address,
+            "--taskhub",
+            taskhub,
+            "--count",
+            &count_arg,
+            "--timeout",
+            &timeout_arg,
+        ],
+    );
+    // Bounded by the script's own waits (each instance at most `timeout`),
+    // plus its start-up.
+    let deadline = Instant::now() + timeout + Duration::from_secs(120);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = script.next_line(left)?;
+        if let Some(json) = line.strip_prefix("RESULT ") {
+            break json.to_string();
+        }
+    };
+    let result: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| format!("grpc_python_s1.py printed a bad result line ({e}): {line}"))?;
+    if !script.wait_exit(Duration::from_secs(60)) {
+        return Err(format!(
+            "grpc_python_s1.py failed after printing its result; its log:\n{}",
+            script.log_text()
+        )
+        .into());
+    }
+    let per_second = result["per_second"]
+        .as_f64()
+        .ok_or_else(|| format!("no per_second in the result line: {line}"))?;
+    if result["count"].as_u64() != Some(count as u64) {
+        return Err(format!("the script ran another count than {count}: {line}").into());
+    }
+    Ok(PythonS1 { per_second })
 }
 
 static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -158,5 +380,51 @@ struct Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        backend: BackendArgs,
+    }
+
+    fn factory(args: &[&str]) -> Result<BackendFactory, BoxError> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        BackendFactory::new(cli.backend)
+    }
+
+    #[test]
+    fn grpc_runs_small_and_names_its_sidecar() {
+        let f = factory(&[
+            "--backend",
+            "grpc",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--taskhub",
+            "hub",
+        ])
+        .unwrap();
+        assert_eq!(f.default_sizes().s1_count, 200);
+        assert!(f.default_sizes().s3_nocache_budget.is_zero());
+        assert!(f.is_remote());
+        assert!(!f.compare_python());
+        assert_eq!(
+            f.describe(),
+            "grpc, sidecar at http://127.0.0.1:9, task hub hub"
+        );
+    }
+
+    #[test]
+    fn peer_options_need_the_grpc_backend() {
+        for flag in ["--peer", "--compare-python"] {
+            let e = factory(&["--backend", "sqlite", flag]).unwrap_err();
+            assert!(e.to_string().contains("--backend grpc"), "{e}");
+        }
     }
 }

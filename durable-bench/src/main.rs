@@ -5,6 +5,8 @@
 //! ```text
 //! cargo run --release -p durable-bench -- --backend memory
 //! cargo run --release -p durable-bench -- --backend memory --scenario s1,s6 --repeat 3 --json
+//! cargo run --release -p durable-bench -- --backend grpc --endpoint http://localhost:8080 --taskhub default
+//! cargo run --release -p durable-bench -- --backend grpc --peer --compare-python --scenario s1 --repeat 3
 //! ```
 //!
 //! Scenarios (see `docs/benchmarks.md`): S1 seq3 throughput, S2 fan-out,
@@ -56,7 +58,18 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let factory = BackendFactory::new(cli.backend.clone());
+    let args = cli.backend.clone();
+    let factory = match tokio::task::spawn_blocking(move || BackendFactory::new(args)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sizes = cli.sizes.apply(factory.default_sizes());
     let bench = Bench::new(
         factory.clone(),
@@ -71,12 +84,13 @@ async fn main() -> ExitCode {
         .collect();
     let mut report = Report {
         backend: factory.name(),
+        backend_detail: factory.describe(),
         repeat,
         machine: Machine::detect(),
         measurements: Vec::new(),
         failures: Vec::new(),
     };
-    eprintln!("backend {}, sizes {:?}", factory.name(), bench.sizes());
+    eprintln!("backend {}, sizes {:?}", factory.describe(), bench.sizes());
     for s in selected {
         for run in 1..=repeat {
             eprintln!("{} {}: run {run}/{repeat}", s.id(), s.title());
@@ -93,6 +107,9 @@ async fn main() -> ExitCode {
             }
         }
     }
+    // Stops the Python sidecar started with --peer (when the last handle goes).
+    drop(bench);
+    drop(factory);
     if cli.json {
         println!(
             "{}",

@@ -280,6 +280,8 @@ impl Machine {
 pub(crate) struct Report {
     /// Backend name.
     pub(crate) backend: &'static str,
+    /// The backend with where it is (e.g. a sidecar's endpoint).
+    pub(crate) backend_detail: String,
     /// Runs per scenario.
     pub(crate) repeat: usize,
     /// The machine.
@@ -363,7 +365,7 @@ impl Report {
         };
         let mut out = format!(
             "durable bench: backend {}, {} run(s) per scenario (median shown)\nmachine: {}\n\n",
-            self.backend,
+            self.backend_detail,
             self.repeat,
             self.machine.describe()
         );
@@ -420,6 +422,7 @@ impl Report {
             .collect();
         json!({
             "backend": self.backend,
+            "backend_detail": self.backend_detail,
             "repeat": self.repeat,
             "machine": {
                 "cpus": self.machine.cpus,

@@ -193,6 +193,9 @@ impl WorkerArgs {
 /// the first is a full replay of the history: a sticky-cache miss.
 static BODY_STARTS: AtomicUsize = AtomicUsize::new(0);
 
+/// S4 runs so far in this process.
+static S4_RUNS: AtomicUsize = AtomicUsize::new(0);
+
 fn body_started() {
     BODY_STARTS.fetch_add(1, Ordering::Relaxed);
 }
@@ -405,15 +408,44 @@ impl Bench {
             self.expect_output(&r.client, id, i as i64 + 3).await?;
         }
         let secs = since(t0);
+        // Stopping the worker closes its work-item stream on a sidecar, so
+        // the Python worker below gets all of its own work.
         r.stop().await;
-        Ok(vec![Measurement::new(
+        let params = format!("{} orchestrations x 3 activities", n_fmt(n));
+        let rust = n as f64 / secs;
+        let mut out = vec![Measurement::new(
             "S1",
             "seq3 throughput",
-            format!("{} orchestrations x 3 activities", n_fmt(n)),
+            if self.factory.compare_python() {
+                format!("{params}, Rust (durable) worker + client")
+            } else {
+                params.clone()
+            },
             Unit::PerSecond("orch"),
-            n as f64 / secs,
+            rust,
         )
-        .target(self.factory.targets().s1)])
+        .target(self.factory.targets().s1)];
+        if self.factory.compare_python() {
+            let python = self.factory.python_s1(n, self.timeout).await?;
+            out.push(Measurement::new(
+                "S1",
+                "seq3 throughput, Python SDK",
+                format!("{params}, Python SDK worker + client, same sidecar"),
+                Unit::PerSecond("orch"),
+                python.per_second,
+            ));
+            out.push(
+                Measurement::new(
+                    "S1",
+                    "Rust/Python throughput ratio",
+                    "per run: durable's S1 over the Python SDK's S1 run just after it",
+                    Unit::Ratio,
+                    rust / python.per_second,
+                )
+                .note("the median of the per-run ratios, not the ratio of the medians"),
+            );
+        }
+        Ok(out)
     }
 
     /// S2: one orchestration calling n activities at once and summing them.
@@ -635,6 +667,10 @@ impl Bench {
         let n = self.sizes.s4_count;
         let r = self.start_default().await?;
         let before = resident_bytes();
+        // Ids unique per run and process: a sidecar keeps instances between
+        // runs and between invocations.
+        let run = S4_RUNS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             ids.push(
@@ -642,7 +678,7 @@ impl Bench {
                     .schedule_by_name(
                         "wait",
                         &(),
-                        ScheduleOptions::with_id(format!("wait-{i:05}")),
+                        ScheduleOptions::with_id(format!("wait-{pid}-{run}-{i:05}")),
                     )
                     .await?,
             );
@@ -672,6 +708,10 @@ impl Bench {
             Unit::PerSecond("events"),
             n as f64 / secs,
         )];
+        // On a sidecar the instances live in another process.
+        if self.factory.is_remote() {
+            return Ok(out);
+        }
         if let (Some(b), Some(a)) = (before, after) {
             out.push(
                 Measurement::new(
