@@ -137,6 +137,16 @@ impl TestEnv {
                 return Ok(state);
             }
             if self.backend.is_idle() {
+                // The last episode may have finished between reading the
+                // state and checking idleness: read it again first.
+                let state = self
+                    .client
+                    .get_state(instance_id)
+                    .await?
+                    .ok_or_else(|| TestError::NotFound(instance_id.to_string()))?;
+                if state.status().is_terminal() {
+                    return Ok(state);
+                }
                 if self.backend.advance_to_next_timer().is_some() {
                     continue;
                 }

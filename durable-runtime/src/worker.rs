@@ -65,15 +65,16 @@ impl std::fmt::Debug for Worker {
 struct Cache {
     capacity: usize,
     tick: u64,
-    entries: HashMap<String, (Execution, u64)>,
+    /// Instance id -> (execution id, live execution, last use).
+    entries: HashMap<String, (String, Execution, u64)>,
 }
 
 impl Cache {
-    fn take(&mut self, id: &str) -> Option<Execution> {
-        self.entries.remove(id).map(|(e, _)| e)
+    fn take(&mut self, id: &str) -> Option<(String, Execution)> {
+        self.entries.remove(id).map(|(x, e, _)| (x, e))
     }
 
-    fn put(&mut self, id: String, e: Execution) {
+    fn put(&mut self, id: String, execution_id: String, e: Execution) {
         if self.capacity == 0 {
             return;
         }
@@ -81,14 +82,14 @@ impl Cache {
             if let Some(oldest) = self
                 .entries
                 .iter()
-                .min_by_key(|(_, (_, t))| *t)
+                .min_by_key(|(_, (_, _, t))| *t)
                 .map(|(k, _)| k.clone())
             {
                 self.entries.remove(&oldest);
             }
         }
         self.tick += 1;
-        self.entries.insert(id, (e, self.tick));
+        self.entries.insert(id, (execution_id, e, self.tick));
     }
 }
 
@@ -259,7 +260,12 @@ async fn orchestration_loop(
 }
 
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
-    let cached = lock_cache(inner).take(&item.instance_id);
+    // Only an execution of the same execution id may continue (the instance
+    // may have been replaced or continued as new meanwhile).
+    let cached = lock_cache(inner)
+        .take(&item.instance_id)
+        .filter(|(execution_id, _)| *execution_id == item.execution_id)
+        .map(|(_, exec)| exec);
     let (exec, result) = match cached {
         Some(mut exec) if exec.can_continue(&item.past_events) => {
             let r = exec.continue_episode(&item.past_events, &item.new_events);
@@ -272,12 +278,13 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         }
     };
     let instance_id = item.instance_id.clone();
+    let execution_id = item.execution_id.clone();
     // Cache before completing: completion makes the next episode of this
     // instance deliverable at once, and it must find the execution there.
     // A stale cached execution is harmless: `can_continue` rejects it.
     let live = !exec.is_complete();
     if live {
-        lock_cache(inner).put(instance_id.clone(), exec);
+        lock_cache(inner).put(instance_id.clone(), execution_id, exec);
     }
     if let Err(e) = inner
         .backend

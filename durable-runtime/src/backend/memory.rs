@@ -170,7 +170,10 @@ impl MemoryBackend {
         if let Some(vm) = self.shared.virtual_now.as_ref() {
             {
                 let mut now = lock(vm);
-                *now += chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+                *now = chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
             }
             self.fire_due_timers();
         }
@@ -291,6 +294,14 @@ impl MemoryBackend {
     }
 }
 
+/// `now + timeout`, or far in the future for huge timeouts (`Duration::MAX`
+/// means "wait forever").
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // No user code runs under these locks; a poisoned lock still holds
     // consistent data.
@@ -329,7 +340,7 @@ fn deliver(s: &mut State, msg: InstanceMessage, now: Timestamp) {
         return;
     }
     inst.inbox.push(msg.event);
-    if inst.lease.is_none() {
+    if inst.lease.is_none() && transition::runnable(inst.history.is_empty(), &inst.inbox) {
         mark_ready(s, &msg.instance_id);
     }
 }
@@ -372,7 +383,7 @@ impl Backend for MemoryBackend {
         timeout: Duration,
     ) -> Result<InstanceMetadata, BackendError> {
         let watcher = self.watcher(instance_id);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let notified = watcher.notified();
             tokio::pin!(notified);
@@ -582,7 +593,9 @@ impl Backend for MemoryBackend {
                     let Some(inst) = s.instances.get_mut(&id) else {
                         continue;
                     };
-                    if inst.lease.is_some() || inst.inbox.is_empty() {
+                    if inst.lease.is_some()
+                        || !transition::runnable(inst.history.is_empty(), &inst.inbox)
+                    {
                         continue;
                     }
                     let n = inst.inbox.len();
@@ -651,15 +664,16 @@ impl Backend for MemoryBackend {
                 inst.history = Arc::new(Vec::new());
                 let rest = std::mem::take(&mut inst.inbox);
                 inst.inbox = inbox_front;
-                inst.inbox.extend(rest);
+                inst.inbox
+                    .extend(rest.into_iter().filter(transition::survives_restart));
             }
         }
         if inst.meta.status.is_terminal() {
             inst.inbox.clear();
         }
-        let has_more = !inst.inbox.is_empty();
+        let has_more = transition::runnable(inst.history.is_empty(), &inst.inbox);
         let terminal = inst.meta.status.is_terminal();
-        if !has_more {
+        if inst.inbox.is_empty() {
             // An idle instance should not keep its inbox's buffer.
             inst.inbox = Vec::new();
         }

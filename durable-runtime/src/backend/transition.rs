@@ -319,13 +319,12 @@ pub fn activity_completion(
 
 /// Status implied by suspend/resume events delivered in an episode.
 fn status_after(current: OrchestrationStatus, new_events: &[HistoryEvent]) -> OrchestrationStatus {
-    let mut status = if current == OrchestrationStatus::Pending {
-        OrchestrationStatus::Running
-    } else {
-        current
-    };
+    let mut status = current;
     for e in new_events {
         match e.kind {
+            EventKind::ExecutionStarted { .. } if status == OrchestrationStatus::Pending => {
+                status = OrchestrationStatus::Running
+            }
             EventKind::ExecutionSuspended { .. } => status = OrchestrationStatus::Suspended,
             EventKind::ExecutionResumed { .. } => status = OrchestrationStatus::Running,
             _ => {}
@@ -430,8 +429,22 @@ pub fn apply_episode(
         );
     }
 
+    // A terminated orchestration dispatches nothing more, whatever else the
+    // episode asked for.
+    let terminated = result.actions.iter().any(|a| {
+        matches!(
+            a.kind,
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Terminated,
+                ..
+            }
+        )
+    });
     let mut completion = None;
     for action in &result.actions {
+        if terminated && !matches!(action.kind, ActionKind::CompleteOrchestration { .. }) {
+            continue;
+        }
         let id = action.id;
         let too_large =
             |what: String, p: Option<&String>| limits.check_payload(|| what, p.map(String::as_str));
@@ -741,6 +754,35 @@ pub fn episode_events(
     let mut v = vec![HistoryEvent::new(now, EventKind::OrchestratorStarted)];
     v.extend(inbox);
     v
+}
+
+/// Whether an event still in the inbox when an execution continues as new
+/// applies to the new execution: external and control events do; results of
+/// the old execution's tasks and timers do not (their sequence numbers would
+/// match the new execution's tasks).
+pub fn survives_restart(e: &HistoryEvent) -> bool {
+    !matches!(
+        e.kind,
+        EventKind::TaskCompleted { .. }
+            | EventKind::TaskFailed { .. }
+            | EventKind::TimerFired { .. }
+            | EventKind::SubOrchestrationInstanceCompleted { .. }
+            | EventKind::SubOrchestrationInstanceFailed { .. }
+    )
+}
+
+/// Whether an instance has something an episode can act on: it has started
+/// (a history, or its `ExecutionStarted` is queued), or it is being
+/// terminated. Events raised before a delayed start wait for the start.
+pub fn runnable(history_is_empty: bool, inbox: &[HistoryEvent]) -> bool {
+    !inbox.is_empty()
+        && (!history_is_empty
+            || inbox.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::ExecutionStarted { .. } | EventKind::ExecutionTerminated { .. }
+                )
+            }))
 }
 
 /// Whether an event in an inbox may be delivered to an instance in this state.

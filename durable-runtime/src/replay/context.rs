@@ -39,6 +39,8 @@ pub(crate) struct Slot {
 pub(crate) struct CtxState {
     pub(crate) instance_id: String,
     pub(crate) name: String,
+    /// Identifies the execution (its id, or its start time) for `new_uuid`.
+    pub(crate) execution_key: String,
     pub(crate) now: Timestamp,
     pub(crate) is_replaying: bool,
     pub(crate) next_seq: i32,
@@ -62,6 +64,7 @@ impl CtxState {
         CtxState {
             instance_id,
             name,
+            execution_key: String::new(),
             now,
             is_replaying: false,
             next_seq: 0,
@@ -230,13 +233,15 @@ impl OrchestrationContext {
         self.lock().is_replaying
     }
 
-    /// A deterministic UUID (v5, from the instance id, the current time and
-    /// a counter): the same on every replay.
+    /// A deterministic UUID (v5, from the instance and execution ids, the
+    /// current time and a counter): the same on every replay, different in
+    /// each execution.
     pub fn new_uuid(&self) -> uuid::Uuid {
         let mut s = self.lock();
         let name = format!(
-            "{}_{}_{}",
+            "{}_{}_{}_{}",
             s.instance_id,
+            s.execution_key,
             s.now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             s.uuid_counter
         );
@@ -448,7 +453,10 @@ impl OrchestrationContext {
             TimerSpec::At(t) => t,
             TimerSpec::After(d) => {
                 let now = self.current_utc_datetime();
-                now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
             }
         };
         TimerFuture(self.schedule(ActionKind::CreateTimer { fire_at }, "timer".to_string()))

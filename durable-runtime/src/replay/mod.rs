@@ -104,6 +104,9 @@ pub struct Execution {
     waker: Waker,
     completion: Option<ActionKind>,
     non_determinism: Option<NonDeterminism>,
+    /// The `ExecutionStarted` this execution ran from, to recognise its
+    /// history (and not a replaced instance's) in the sticky-cache check.
+    started: Option<HistoryEvent>,
     suspended: bool,
     held: Vec<HistoryEvent>,
     /// Events applied so far (past and new), for the sticky-cache check.
@@ -139,6 +142,7 @@ impl Execution {
             woken,
             completion: None,
             non_determinism: None,
+            started: None,
             suspended: false,
             held: Vec::new(),
             events_seen: 0,
@@ -175,11 +179,34 @@ impl Execution {
             }
         }
         self.ctx.lock().is_replaying = false;
-        for e in new {
-            self.apply(e);
-        }
+        self.apply_new(new);
         self.events_seen = past.len() + new.len();
         self.finish_episode()
+    }
+
+    /// Applies an episode's new events. A terminate request wins over
+    /// everything delivered with it: the orchestrator does not run again,
+    /// so it schedules nothing more.
+    fn apply_new(&mut self, new: &[HistoryEvent]) {
+        let terminate = new
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::ExecutionTerminated { .. }));
+        match terminate {
+            Some(t) => {
+                for e in new
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+                {
+                    self.apply(e);
+                }
+                self.apply(t);
+            }
+            None => {
+                for e in new {
+                    self.apply(e);
+                }
+            }
+        }
     }
 
     /// Whether this cached execution can continue with `past` as the prior
@@ -187,6 +214,14 @@ impl Execution {
     /// backend records for the actions it returned last time.
     pub fn can_continue(&self, past: &[HistoryEvent]) -> bool {
         if self.completion.is_some() || self.events_seen == 0 || past.len() < self.events_seen {
+            return false;
+        }
+        // The same execution: its ExecutionStarted opens the history.
+        let start = past
+            .iter()
+            .take(8)
+            .find(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }));
+        if self.started.is_none() || start != self.started.as_ref() {
             return false;
         }
         let mut expected = self
@@ -218,9 +253,7 @@ impl Execution {
         // The unseen part of `past` only records this execution's own
         // actions (checked by `can_continue`); nothing to apply.
         self.ctx.lock().is_replaying = false;
-        for e in new {
-            self.apply(e);
-        }
+        self.apply_new(new);
         self.events_seen = past.len() + new.len();
         self.finish_episode()
     }
@@ -245,10 +278,23 @@ impl Execution {
             ));
             s = self.ctx.lock();
         }
-        let mut actions: Vec<OrchestratorAction> = std::mem::take(&mut s.pending_actions)
-            .into_iter()
-            .map(|(id, kind)| OrchestratorAction { id, kind })
-            .collect();
+        let pending = std::mem::take(&mut s.pending_actions);
+        let terminated = matches!(
+            self.completion,
+            Some(ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Terminated,
+                ..
+            })
+        );
+        // A terminated orchestration dispatches nothing more.
+        let mut actions: Vec<OrchestratorAction> = if terminated {
+            Vec::new()
+        } else {
+            pending
+                .into_iter()
+                .map(|(id, kind)| OrchestratorAction { id, kind })
+                .collect()
+        };
         // Actions handed out stay matched: the next history will record them.
         self.last_actions = actions.clone();
         if let Some(c) = &self.completion {
@@ -271,7 +317,14 @@ impl Execution {
             new_version: None,
             carryover_events: Vec::new(),
         });
-        self.root = None;
+        self.drop_root();
+    }
+
+    /// Drops the orchestrator future; a panic in a destructor of user code
+    /// must not take the worker down.
+    fn drop_root(&mut self) {
+        let root = self.root.take();
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(root)));
     }
 
     fn report_non_determinism(&mut self, nd: NonDeterminism) {
@@ -283,14 +336,22 @@ impl Execution {
 
     fn apply(&mut self, e: &HistoryEvent) {
         if self.completion.is_some() {
+            // Records of actions after the code finished must still match
+            // what the code scheduled (e.g. changed code that now returns
+            // early is non-deterministic).
+            if self.non_determinism.is_none() && describe_event(&e.kind).is_some() {
+                self.match_scheduled(e);
+            }
             return;
         }
-        // While suspended, inputs (completions, timers, events) are held
-        // until resume; records of our own actions and control events are not.
+        // While suspended, inputs (the start, completions, timers, events)
+        // are held until resume; records of our own actions and control
+        // events are not.
         if self.suspended
             && matches!(
                 e.kind,
-                EventKind::TaskCompleted { .. }
+                EventKind::ExecutionStarted { .. }
+                    | EventKind::TaskCompleted { .. }
                     | EventKind::TaskFailed { .. }
                     | EventKind::SubOrchestrationInstanceCompleted { .. }
                     | EventKind::SubOrchestrationInstanceFailed { .. }
@@ -301,15 +362,27 @@ impl Execution {
             self.held.push(e.clone());
             return;
         }
-        let mut wake: Option<Waker> = None;
-        match &e.kind {
+        let wake: Option<Waker> = match &e.kind {
             EventKind::OrchestratorStarted => {
                 self.ctx.lock().now = e.timestamp;
+                None
             }
-            EventKind::ExecutionStarted { name, input, .. } => {
+            EventKind::ExecutionStarted {
+                name,
+                input,
+                execution_id,
+                ..
+            } => {
+                if self.started.is_some() {
+                    return;
+                }
+                self.started = Some(e.clone());
                 {
                     let mut s = self.ctx.lock();
                     s.name = name.clone();
+                    s.execution_key = execution_id
+                        .clone()
+                        .unwrap_or_else(|| e.timestamp.to_rfc3339());
                     if s.now == chrono::DateTime::UNIX_EPOCH {
                         s.now = e.timestamp;
                     }
@@ -328,57 +401,44 @@ impl Execution {
                         return;
                     }
                 }
+                None
             }
             EventKind::TaskScheduled { .. }
             | EventKind::TimerCreated { .. }
             | EventKind::SubOrchestrationInstanceCreated { .. }
             | EventKind::EventSent { .. } => {
-                let mut s = self.ctx.lock();
-                match s.pending_actions.remove(&e.event_id) {
-                    Some(a) if same_action(&e.kind, &a) => {}
-                    other => {
-                        let nd = NonDeterminism {
-                            sequence_id: e.event_id,
-                            history: describe_event(&e.kind),
-                            code: other.map(|a| a.describe()),
-                        };
-                        drop(s);
-                        self.report_non_determinism(nd);
-                        return;
-                    }
-                }
+                self.match_scheduled(e);
+                return;
             }
+            // Negative keys belong to external-event waits; a completion
+            // carrying one (corrupt peer data) must not resolve them.
             EventKind::TaskCompleted {
-                task_scheduled_id,
+                task_scheduled_id: id,
                 result,
             }
             | EventKind::SubOrchestrationInstanceCompleted {
-                task_scheduled_id,
+                task_scheduled_id: id,
                 result,
-            } => {
-                wake = self
-                    .ctx
-                    .lock()
-                    .resolve(*task_scheduled_id as i64, Outcome::Ok(result.clone()));
-            }
+            } if *id >= 0 => self
+                .ctx
+                .lock()
+                .resolve(*id as i64, Outcome::Ok(result.clone())),
             EventKind::TaskFailed {
-                task_scheduled_id,
+                task_scheduled_id: id,
                 failure,
             }
             | EventKind::SubOrchestrationInstanceFailed {
-                task_scheduled_id,
+                task_scheduled_id: id,
                 failure,
-            } => {
-                wake = self
-                    .ctx
-                    .lock()
-                    .resolve(*task_scheduled_id as i64, Outcome::Err(failure.clone()));
-            }
-            EventKind::TimerFired { timer_id, .. } => {
-                wake = self.ctx.lock().resolve(*timer_id as i64, Outcome::Ok(None));
+            } if *id >= 0 => self
+                .ctx
+                .lock()
+                .resolve(*id as i64, Outcome::Err(failure.clone())),
+            EventKind::TimerFired { timer_id, .. } if *timer_id >= 0 => {
+                self.ctx.lock().resolve(*timer_id as i64, Outcome::Ok(None))
             }
             EventKind::EventRaised { name, input } => {
-                wake = self.ctx.lock().deliver_event(name, input.clone());
+                self.ctx.lock().deliver_event(name, input.clone())
             }
             EventKind::ExecutionTerminated { input, .. } => {
                 self.completion = Some(ActionKind::CompleteOrchestration {
@@ -388,7 +448,7 @@ impl Execution {
                     new_version: None,
                     carryover_events: Vec::new(),
                 });
-                self.root = None;
+                self.drop_root();
                 return;
             }
             EventKind::ExecutionSuspended { .. } => {
@@ -402,14 +462,26 @@ impl Execution {
                 }
                 return;
             }
-            EventKind::OrchestratorCompleted
-            | EventKind::ExecutionCompleted { .. }
-            | EventKind::ContinueAsNew { .. } => {}
-        }
+            _ => None,
+        };
         if let Some(w) = wake {
             w.wake();
         }
         self.poll_root();
+    }
+
+    /// Matches a recorded scheduling event against the action the code
+    /// created with the same sequence number.
+    fn match_scheduled(&mut self, e: &HistoryEvent) {
+        let action = self.ctx.lock().pending_actions.remove(&e.event_id);
+        match action {
+            Some(a) if same_action(&e.kind, &a) => {}
+            other => self.report_non_determinism(NonDeterminism {
+                sequence_id: e.event_id,
+                history: describe_event(&e.kind),
+                code: other.map(|a| a.describe()),
+            }),
+        }
     }
 
     fn start(&mut self, f: OrchestratorFn, input: Option<String>) {
@@ -432,7 +504,7 @@ impl Execution {
             match std::panic::catch_unwind(AssertUnwindSafe(|| root.as_mut().poll(&mut cx))) {
                 Ok(Poll::Pending) => {}
                 Ok(Poll::Ready(result)) => {
-                    self.root = None;
+                    self.drop_root();
                     let mut s = self.ctx.lock();
                     let completion = match (s.continue_as_new.take(), result) {
                         (Some((input, keep)), Ok(_)) => {
