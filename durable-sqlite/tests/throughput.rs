@@ -1,8 +1,7 @@
-//! Throughput on a file on disk with default settings. The full-size
-//! scenarios are ignored by default; run them in release:
-//! `cargo test -p durable-sqlite --release --test throughput -- --ignored --nocapture`.
-//! With `BENCH_MEMORY=1` the same scenarios run on the in-memory backend,
-//! as a baseline.
+//! Chains and a fan-out on a file on disk with default settings, checking
+//! every output. The full-size measurements are the bench's:
+//! `cargo run --release -p durable-bench -- --backend sqlite`.
+//! With `BENCH_MEMORY=1` the same scenarios run on the in-memory backend.
 
 use durable_runtime::{ActivityError, Backend, Client, Registry, ScheduleOptions, Worker};
 use durable_sqlite::SqliteBackend;
@@ -97,18 +96,4 @@ async fn small_chains_and_fan_out() {
     println!("100 chains of 3: {rate:.0} orchestrations/s");
     let secs = fan_out(500).await;
     println!("fan-out of 500: {secs:.2} s");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full-size benchmark; run in release with --ignored"]
-async fn s1_thousand_chains() {
-    let rate = chains(1_000).await;
-    println!("S1: 1,000 chains of 3 activities: {rate:.0} orchestrations/s");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full-size benchmark; run in release with --ignored"]
-async fn s2_fan_out_10k() {
-    let secs = fan_out(10_000).await;
-    println!("S2: fan-out of 10,000 activities: {secs:.2} s");
 }
