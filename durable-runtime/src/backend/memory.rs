@@ -389,17 +389,24 @@ impl Backend for MemoryBackend {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let s = self.state();
-                let inst = s
-                    .instances
-                    .get(instance_id)
-                    .ok_or_else(|| BackendError::NotFound(instance_id.to_string()))?;
-                let done = match wait_for {
-                    WaitFor::Start => inst.meta.status != OrchestrationStatus::Pending,
-                    WaitFor::Completion => inst.meta.status.is_terminal(),
-                };
-                if done {
-                    return Ok(inst.meta.clone());
+                let mut s = self.state();
+                let found = s.instances.get(instance_id).map(|inst| {
+                    let done = match wait_for {
+                        WaitFor::Start => inst.meta.status != OrchestrationStatus::Pending,
+                        WaitFor::Completion => inst.meta.status.is_terminal(),
+                    };
+                    (done, inst.meta.status.is_terminal(), inst.meta.clone())
+                });
+                let finished = found.as_ref().is_none_or(|(_, terminal, _)| *terminal);
+                // Nothing more will happen to a missing or finished
+                // instance: drop its notifier unless another waiter holds it.
+                if finished && Arc::strong_count(&watcher) == 2 {
+                    s.watchers.remove(instance_id);
+                }
+                match found {
+                    None => return Err(BackendError::NotFound(instance_id.to_string())),
+                    Some((true, _, meta)) => return Ok(meta),
+                    Some((false, ..)) => {}
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
