@@ -4,7 +4,7 @@
 //! checks what users see: statuses, outputs, failure messages, histories.
 //! Backend crates run the whole suite with [`conformance_tests!`]:
 //!
-//! ```ignore
+//! ```text
 //! durable_runtime::conformance_tests!(async { std::sync::Arc::new(MyBackend::new()) as std::sync::Arc<dyn durable_runtime::Backend> });
 //! ```
 //!

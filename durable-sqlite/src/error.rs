@@ -57,8 +57,8 @@ pub enum OpenError {
     /// The file (or its directory, which holds the write-ahead log) cannot be written.
     #[error(
         "{path} is read-only (or its directory is, and SQLite needs to create the -wal and -shm \
-         files next to it); durable must write to its database. Fix the permissions or pick \
-         another path"
+         files next to it); durable must write to its database, so it left the file untouched. \
+         Fix the permissions or pick another path"
     )]
     ReadOnly {
         /// The file.

@@ -112,6 +112,18 @@ fn a_database_reopens_with_its_data() {
     });
 }
 
+/// Undoes `chattr +i` when the test ends, so the directory can be removed.
+struct Immutable(std::path::PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 #[test]
 fn a_read_only_file_is_refused() {
     let d = dir();
@@ -122,13 +134,30 @@ fn a_read_only_file_is_refused() {
         .permissions();
     perms.set_readonly(true);
     std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    let mut _guard = None;
     if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
-        // Permission bits do not bind this user (root): nothing to test.
-        eprintln!("skipped: this user can write to read-only files");
-        return;
+        // Permission bits do not bind this user (root): make the file
+        // immutable instead, which binds root too.
+        let made = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        _guard = Some(Immutable(path.clone()));
+        assert!(
+            made && std::fs::OpenOptions::new().write(true).open(&path).is_err(),
+            "cannot make a read-only file for this test: this user ignores permission bits and \
+             `chattr +i` failed; run the test as a normal user or on a file system with \
+             immutable attributes"
+        );
     }
     let err = refused(&path);
     assert!(matches!(err, OpenError::ReadOnly { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("ro.db"),
+        "the error names the file: {message}"
+    );
 }
 
 fn request(id: &str, input_len: usize) -> CreateInstanceRequest {
