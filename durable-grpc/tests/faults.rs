@@ -13,6 +13,16 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A free loopback port below the ephemeral range (which starts at 32768
+/// on Linux by default), picked from the process id.
+fn port_below_ephemeral_range() -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (0..2_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 12_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free loopback port between 20000 and 32000")
+}
+
 fn registry() -> Registry {
     Registry::new()
         .activity_fn("double", |_c, x: i64| async move {
@@ -93,7 +103,13 @@ async fn an_unreachable_sidecar_is_a_clear_error_and_the_worker_waits_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reconnects_when_the_sidecar_restarts() {
-    let server = PeerServer::start();
+    // A port outside the kernel's ephemeral range, so that no other test's
+    // `free_port()` can take it while the sidecar is down.
+    let port = port_below_ephemeral_range();
+    let server = tokio::task::spawn_blocking(move || PeerServer::start_on(port))
+        .await
+        .unwrap()
+        .expect("the sidecar starts");
     let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(server.endpoint())).unwrap());
     let client = Client::new(backend.clone());
     let worker = Worker::new(backend, registry()).start().unwrap();
