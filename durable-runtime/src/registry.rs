@@ -58,24 +58,10 @@ pub trait Activity: Default + Copy + Send + Sync + 'static {
 }
 
 /// A type-erased orchestrator: JSON input in, JSON output out.
-pub type OrchestratorFn = Arc<
-    dyn Fn(
-            OrchestrationContext,
-            Option<String>,
-        ) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
-        + Send
-        + Sync,
->;
+pub type OrchestratorFn = Erased<OrchestrationContext>;
 
 /// A type-erased activity: JSON input in, JSON output out.
-pub type ActivityFn = Arc<
-    dyn Fn(
-            ActivityContext,
-            Option<String>,
-        ) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
-        + Send
-        + Sync,
->;
+pub type ActivityFn = Erased<ActivityContext>;
 
 /// Where something was defined or registered, for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,23 +217,87 @@ pub(crate) fn encode<T: Serialize>(
     })
 }
 
-/// Wraps a typed call into a JSON-in, JSON-out future.
-fn erase<I, O, Fut>(
-    what: String,
-    input: Option<String>,
-    call: impl FnOnce(I) -> Fut,
-) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
+/// Errors user code returns, turned into the failure details recorded.
+trait IntoFailure {
+    fn into_failure(self) -> FailureDetails;
+}
+
+impl IntoFailure for OrchestrationError {
+    fn into_failure(self) -> FailureDetails {
+        self.into_details()
+    }
+}
+
+impl IntoFailure for ActivityError {
+    fn into_failure(self) -> FailureDetails {
+        self.into_details()
+    }
+}
+
+/// A type-erased handler: JSON input in, JSON output out.
+pub type Erased<C> = Arc<
+    dyn Fn(C, Option<String>) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps a typed function (`what` names it in errors) into a JSON-in,
+/// JSON-out handler.
+fn erase<C, I, O, E, F, Fut>(what: String, f: F) -> Erased<C>
 where
+    C: 'static,
     I: DeserializeOwned,
     O: Serialize,
-    Fut: Future<Output = Result<O, FailureDetails>> + Send + 'static,
+    E: IntoFailure,
+    F: Fn(C, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
 {
-    match decode::<I>(input.as_deref(), &what) {
-        Ok(i) => {
-            let fut = call(i);
-            Box::pin(async move { encode(&fut.await?, &what) })
+    Arc::new(
+        move |ctx, input| match decode::<I>(input.as_deref(), &what) {
+            Ok(i) => {
+                let fut = f(ctx, i);
+                let what = what.clone();
+                Box::pin(async move {
+                    let out = fut.await.map_err(IntoFailure::into_failure)?;
+                    encode(&out, &what)
+                })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        },
+    )
+}
+
+/// Adds `e` under `name`, recording a duplicate (a different definition of
+/// the same name) as an error.
+fn insert<F>(
+    map: &mut HashMap<String, Arc<Entry<F>>>,
+    errors: &mut Vec<RegistryError>,
+    kind: &'static str,
+    name: String,
+    e: Arc<Entry<F>>,
+) {
+    match map.get(&name) {
+        Some(prev) if prev.defined_at != e.defined_at => errors.push(RegistryError::Duplicate {
+            kind,
+            attr: kind,
+            name,
+            first: prev.defined_at,
+            second: e.defined_at,
+        }),
+        Some(_) => {}
+        None => {
+            map.insert(name, e);
         }
-        Err(e) => Box::pin(std::future::ready(Err(e))),
+    }
+}
+
+/// Where the (track_caller) registration call was made.
+#[track_caller]
+fn here() -> DefinedAt {
+    let loc = std::panic::Location::caller();
+    DefinedAt {
+        file: loc.file(),
+        line: loc.line(),
     }
 }
 
@@ -280,32 +330,30 @@ impl Registry {
     /// Adds a typed orchestrator.
     #[track_caller]
     pub fn orchestrator<O: Orchestrator>(mut self, _handle: O) -> Self {
-        let loc = std::panic::Location::caller();
-        self.add_orchestrator::<O>(DefinedAt {
-            file: loc.file(),
-            line: loc.line(),
-        });
+        self.add_orchestrator::<O>(here());
         self
     }
 
     /// Adds a typed activity.
     #[track_caller]
     pub fn activity<A: Activity>(mut self, _handle: A) -> Self {
-        let loc = std::panic::Location::caller();
-        self.add_activity::<A>(DefinedAt {
-            file: loc.file(),
-            line: loc.line(),
-        });
+        self.add_activity::<A>(here());
         self
     }
 
     /// Adds everything from another registry (duplicates are errors).
     pub fn merge(mut self, other: Registry) -> Self {
         for (name, e) in other.orchestrators {
-            self.insert_orchestrator(name, e);
+            insert(
+                &mut self.orchestrators,
+                &mut self.errors,
+                "orchestrator",
+                name,
+                e,
+            );
         }
         for (name, e) in other.activities {
-            self.insert_activity(name, e);
+            insert(&mut self.activities, &mut self.errors, "activity", name, e);
         }
         self.errors.extend(other.errors);
         self
@@ -320,24 +368,8 @@ impl Registry {
         F: Fn(OrchestrationContext, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, OrchestrationError>> + Send + 'static,
     {
-        let loc = std::panic::Location::caller();
-        let what = format!("orchestrator \"{name}\"");
-        let handler: OrchestratorFn = Arc::new(move |ctx, input| {
-            erase(what.clone(), input, |i| {
-                let fut = f(ctx, i);
-                async move { fut.await.map_err(|e| e.into_details()) }
-            })
-        });
-        self.insert_orchestrator(
-            name.to_string(),
-            Arc::new(Entry {
-                handler,
-                defined_at: DefinedAt {
-                    file: loc.file(),
-                    line: loc.line(),
-                },
-            }),
-        );
+        let handler = erase(format!("orchestrator \"{name}\""), f);
+        self.put_orchestrator(name, handler, here());
         self
     }
 
@@ -350,91 +382,51 @@ impl Registry {
         F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
     {
-        let loc = std::panic::Location::caller();
-        let what = format!("activity \"{name}\"");
-        let handler: ActivityFn = Arc::new(move |ctx, input| {
-            erase(what.clone(), input, |i| {
-                let fut = f(ctx, i);
-                async move { fut.await.map_err(|e| e.into_details()) }
-            })
-        });
-        self.insert_activity(
-            name.to_string(),
-            Arc::new(Entry {
-                handler,
-                defined_at: DefinedAt {
-                    file: loc.file(),
-                    line: loc.line(),
-                },
-            }),
-        );
+        let handler = erase(format!("activity \"{name}\""), f);
+        self.put_activity(name, handler, here());
         self
     }
 
     fn add_orchestrator<O: Orchestrator>(&mut self, at: DefinedAt) {
-        let what = format!("orchestrator \"{}\"", O::NAME);
-        let handler: OrchestratorFn = Arc::new(move |ctx, input| {
-            erase(what.clone(), input, |i| {
-                let fut = O::default().run(ctx, i);
-                async move { fut.await.map_err(|e| e.into_details()) }
-            })
+        let handler = erase(format!("orchestrator \"{}\"", O::NAME), |ctx, i| {
+            O::default().run(ctx, i)
         });
-        self.insert_orchestrator(
-            O::NAME.to_string(),
-            Arc::new(Entry {
-                handler,
-                defined_at: at,
-            }),
-        );
+        self.put_orchestrator(O::NAME, handler, at);
     }
 
     fn add_activity<A: Activity>(&mut self, at: DefinedAt) {
-        let what = format!("activity \"{}\"", A::NAME);
-        let handler: ActivityFn = Arc::new(move |ctx, input| {
-            erase(what.clone(), input, |i| {
-                let fut = A::default().run(ctx, i);
-                async move { fut.await.map_err(|e| e.into_details()) }
-            })
+        let handler = erase(format!("activity \"{}\"", A::NAME), |ctx, i| {
+            A::default().run(ctx, i)
         });
-        self.insert_activity(
-            A::NAME.to_string(),
-            Arc::new(Entry {
-                handler,
-                defined_at: at,
-            }),
+        self.put_activity(A::NAME, handler, at);
+    }
+
+    fn put_orchestrator(&mut self, name: &str, handler: OrchestratorFn, defined_at: DefinedAt) {
+        let entry = Arc::new(Entry {
+            handler,
+            defined_at,
+        });
+        insert(
+            &mut self.orchestrators,
+            &mut self.errors,
+            "orchestrator",
+            name.to_string(),
+            entry,
         );
     }
 
-    fn insert_orchestrator(&mut self, name: String, e: Arc<Entry<OrchestratorFn>>) {
-        if let Some(prev) = self.orchestrators.get(&name) {
-            if prev.defined_at != e.defined_at {
-                self.errors.push(RegistryError::Duplicate {
-                    kind: "orchestrator",
-                    attr: "orchestrator",
-                    name,
-                    first: prev.defined_at,
-                    second: e.defined_at,
-                });
-            }
-            return;
-        }
-        self.orchestrators.insert(name, e);
-    }
-
-    fn insert_activity(&mut self, name: String, e: Arc<Entry<ActivityFn>>) {
-        if let Some(prev) = self.activities.get(&name) {
-            if prev.defined_at != e.defined_at {
-                self.errors.push(RegistryError::Duplicate {
-                    kind: "activity",
-                    attr: "activity",
-                    name,
-                    first: prev.defined_at,
-                    second: e.defined_at,
-                });
-            }
-            return;
-        }
-        self.activities.insert(name, e);
+    fn put_activity(&mut self, name: &str, handler: ActivityFn, defined_at: DefinedAt) {
+        let entry = Arc::new(Entry {
+            handler,
+            defined_at,
+        });
+        insert(
+            &mut self.activities,
+            &mut self.errors,
+            "activity",
+            name.to_string(),
+            entry,
+        );
     }
 
     /// Whether an orchestrator with this name is registered.

@@ -14,6 +14,7 @@ use crate::replay::{panic_details, Execution};
 use crate::ActivityContext;
 use futures::FutureExt;
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -197,12 +198,24 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis((50u64 << failures.min(6)).min(2_000))
 }
 
-async fn orchestration_loop(
-    inner: Arc<Inner>,
+/// Fetches work items and runs each in its own task, at most `limit` at
+/// once, until `stop`; items still running on `abort` are given back.
+/// `job` turns an item into the future that runs it and the one that
+/// abandons it.
+async fn dispatch_loop<T, Fetch, FetchFut, Job, Run, Abandon>(
+    kind: &'static str,
     limit: usize,
     mut stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
-) {
+    fetch: Fetch,
+    job: Job,
+) where
+    Fetch: Fn() -> FetchFut,
+    FetchFut: Future<Output = Result<T, BackendError>>,
+    Job: Fn(T) -> (Run, Abandon),
+    Run: Future<Output = ()> + Send + 'static,
+    Abandon: Future<Output = ()> + Send + 'static,
+{
     let sem = Arc::new(Semaphore::new(limit));
     let mut tasks = JoinSet::new();
     let mut failures = 0;
@@ -215,39 +228,26 @@ async fn orchestration_loop(
         let item = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
-            r = inner.backend.next_orchestration_item() => r,
+            r = fetch() => r,
         };
         while tasks.try_join_next().is_some() {}
         match item {
             Ok(item) => {
                 failures = 0;
-                let inner = inner.clone();
+                let (run, abandon) = job(item);
                 let mut abort = abort.clone();
-                // What abandoning needs, without a second reference to the
-                // history (which would force the backend to copy it).
-                let lease = OrchestrationWorkItem {
-                    instance_id: item.instance_id.clone(),
-                    execution_id: item.execution_id.clone(),
-                    past_events: Arc::default(),
-                    new_events: Vec::new(),
-                    completion_token: item.completion_token.clone(),
-                };
                 tasks.spawn(async move {
                     let _permit = permit;
-                    // Episodes are short CPU work; an abort only matters for
-                    // an episode that has not finished by the deadline.
                     tokio::select! {
                         biased;
-                        _ = run_orchestration(&inner, item) => {}
-                        _ = stopped(&mut abort) => {
-                            let _ = inner.backend.abandon_orchestration_item(lease).await;
-                        }
+                        _ = run => {}
+                        _ = stopped(&mut abort) => abandon.await,
                     }
                 });
             }
             Err(BackendError::Shutdown) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "fetching orchestration work failed; retrying");
+                tracing::warn!(error = %e, "fetching {kind} work failed; retrying");
                 failures += 1;
                 tokio::select! {
                     _ = stopped(&mut stop) => break,
@@ -257,6 +257,38 @@ async fn orchestration_loop(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+async fn orchestration_loop(
+    inner: Arc<Inner>,
+    limit: usize,
+    stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+) {
+    let fetcher = inner.clone();
+    let fetch = move || {
+        let fetcher = fetcher.clone();
+        async move { fetcher.backend.next_orchestration_item().await }
+    };
+    let job = |item: OrchestrationWorkItem| {
+        // What abandoning needs, without a second reference to the history
+        // (which would force the backend to copy it).
+        let lease = OrchestrationWorkItem {
+            instance_id: item.instance_id.clone(),
+            execution_id: item.execution_id.clone(),
+            past_events: Arc::default(),
+            new_events: Vec::new(),
+            completion_token: item.completion_token.clone(),
+        };
+        let (a, b) = (inner.clone(), inner.clone());
+        (
+            async move { run_orchestration(&a, item).await },
+            async move {
+                let _ = b.backend.abandon_orchestration_item(lease).await;
+            },
+        )
+    };
+    dispatch_loop("orchestration", limit, stop, abort, fetch, job).await;
 }
 
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
@@ -305,58 +337,36 @@ fn lock_cache(inner: &Inner) -> std::sync::MutexGuard<'_, Cache> {
 async fn activity_loop(
     inner: Arc<Inner>,
     limit: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
 ) {
-    let sem = Arc::new(Semaphore::new(limit));
-    let mut tasks = JoinSet::new();
-    let mut failures = 0;
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let item = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            r = inner.backend.next_activity_item() => r,
-        };
-        while tasks.try_join_next().is_some() {}
-        match item {
-            Ok(item) => {
-                failures = 0;
-                let inner = inner.clone();
-                let mut abort = abort.clone();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let renew = renew_lease(inner.backend.as_ref(), &item);
-                    tokio::select! {
-                        biased;
-                        _ = renew => {}
-                        outcome = run_activity(&inner.registry, &item) => {
-                            if let Err(e) = inner.backend.complete_activity_item(&item, outcome).await {
-                                tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
-                            }
-                        }
-                        _ = stopped(&mut abort) => {
-                            let _ = inner.backend.abandon_activity_item(&item).await;
+    let fetcher = inner.clone();
+    let fetch = move || {
+        let fetcher = fetcher.clone();
+        async move { fetcher.backend.next_activity_item().await }
+    };
+    let job = |item: ActivityWorkItem| {
+        let (a, b) = (inner.clone(), inner.clone());
+        let lease = item.clone();
+        (
+            async move {
+                let renew = renew_lease(a.backend.as_ref(), &item);
+                tokio::select! {
+                    biased;
+                    _ = renew => {}
+                    outcome = run_activity(&a.registry, &item) => {
+                        if let Err(e) = a.backend.complete_activity_item(&item, outcome).await {
+                            tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
                         }
                     }
-                });
-            }
-            Err(BackendError::Shutdown) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "fetching activity work failed; retrying");
-                failures += 1;
-                tokio::select! {
-                    _ = stopped(&mut stop) => break,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
                 }
-            }
-        }
-    }
-    while tasks.join_next().await.is_some() {}
+            },
+            async move {
+                let _ = b.backend.abandon_activity_item(&lease).await;
+            },
+        )
+    };
+    dispatch_loop("activity", limit, stop, abort, fetch, job).await;
 }
 
 /// Renews an activity's lease while it runs (never returns if the backend
