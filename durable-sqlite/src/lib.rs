@@ -72,11 +72,12 @@ pub use options::{SqliteOptions, Synchronous};
 
 use async_trait::async_trait;
 use durable_runtime::actions::OrchestratorResult;
+use durable_runtime::backend::transition::ControlRequest;
 use durable_runtime::backend::{
     ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
     InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
-use durable_runtime::history::{EventKind, HistoryEvent, OrchestrationStatus};
+use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -321,15 +322,15 @@ impl SqliteBackend {
         None
     }
 
-    fn push_event(
+    async fn control(
         &self,
         instance_id: &str,
-        op: &'static str,
-        event: EventKind,
-        status: Option<OrchestrationStatus>,
-    ) -> impl std::future::Future<Output = Result<(), BackendError>> + '_ {
+        request: ControlRequest,
+    ) -> Result<(), BackendError> {
+        request.check(&self.shared.ctx.limits)?;
         let id = instance_id.to_string();
-        self.write(move |conn, _, fx| store::push_event(conn, &id, op, event, status, fx))
+        self.write(move |conn, _, fx| store::control(conn, &id, request, fx))
+            .await
     }
 }
 
@@ -413,20 +414,9 @@ impl Backend for SqliteBackend {
         name: &str,
         input: Option<String>,
     ) -> Result<(), BackendError> {
-        self.shared
-            .ctx
-            .limits
-            .check_payload(|| format!("the data of event \"{name}\""), input.as_deref())?;
-        self.push_event(
-            instance_id,
-            "raise an event on",
-            EventKind::EventRaised {
-                name: name.to_string(),
-                input,
-            },
-            None,
-        )
-        .await
+        let name = name.to_string();
+        self.control(instance_id, ControlRequest::RaiseEvent { name, input })
+            .await
     }
 
     async fn terminate(
@@ -435,40 +425,18 @@ impl Backend for SqliteBackend {
         output: Option<String>,
         recursive: bool,
     ) -> Result<(), BackendError> {
-        self.shared
-            .ctx
-            .limits
-            .check_payload(|| "the termination output".to_string(), output.as_deref())?;
-        self.push_event(
-            instance_id,
-            "terminate",
-            EventKind::ExecutionTerminated {
-                input: output,
-                recurse: recursive,
-            },
-            None,
-        )
-        .await
+        self.control(instance_id, ControlRequest::Terminate { output, recursive })
+            .await
     }
 
     async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
-        self.push_event(
-            instance_id,
-            "suspend",
-            EventKind::ExecutionSuspended { input: reason },
-            Some(OrchestrationStatus::Suspended),
-        )
-        .await
+        self.control(instance_id, ControlRequest::Suspend { reason })
+            .await
     }
 
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
-        self.push_event(
-            instance_id,
-            "resume",
-            EventKind::ExecutionResumed { input: reason },
-            Some(OrchestrationStatus::Running),
-        )
-        .await
+        self.control(instance_id, ControlRequest::Resume { reason })
+            .await
     }
 
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {

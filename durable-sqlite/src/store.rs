@@ -5,7 +5,7 @@
 use crate::error::{bad_row, SqlResult};
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
-    self, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
+    self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
 };
 use durable_runtime::backend::{
     ActivityOutcome, ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata,
@@ -395,33 +395,19 @@ pub(crate) fn get_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEven
 
 /// Queues a client's event (raise, terminate, suspend, resume), optionally
 /// setting the status at once.
-pub(crate) fn push_event(
+pub(crate) fn control(
     conn: &Connection,
     id: &str,
-    op: &'static str,
-    event: EventKind,
-    status: Option<OrchestrationStatus>,
+    request: ControlRequest,
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
     let now = chrono::Utc::now();
     let mut meta = load(conn, id, false)?
         .ok_or_else(|| BackendError::NotFound(id.to_string()))?
         .meta;
-    if meta.status.is_terminal() {
-        if op == "terminate" {
-            return Ok(());
-        }
-        return Err(BackendError::InvalidState {
-            id: id.to_string(),
-            operation: op,
-            status: meta.status,
-        });
-    }
-    match (op, meta.status) {
-        ("suspend", OrchestrationStatus::Suspended) => return Ok(()),
-        ("resume", s) if s != OrchestrationStatus::Suspended => return Ok(()),
-        _ => {}
-    }
+    let Some((event, status)) = request.decide(id, meta.status)? else {
+        return Ok(());
+    };
     if let Some(st) = status {
         meta.status = st;
         meta.last_updated_at = now;

@@ -5,7 +5,9 @@
 //! With a virtual clock ([`MemoryBackend::with_virtual_clock`]) timers fire
 //! only when a test advances time, which lets a 30-day timer fire at once.
 
-use super::transition::{self, ActivityTask, HistoryUpdate, InstanceMessage, Limits, Reuse};
+use super::transition::{
+    self, ActivityTask, ControlRequest, HistoryUpdate, InstanceMessage, Limits, Reuse,
+};
 use super::{
     ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
     InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
@@ -249,29 +251,17 @@ impl MemoryBackend {
         Ok(())
     }
 
-    fn push_event(
-        &self,
-        instance_id: &str,
-        op: &'static str,
-        event: EventKind,
-        status: Option<OrchestrationStatus>,
-    ) -> Result<(), BackendError> {
+    fn control(&self, instance_id: &str, request: ControlRequest) -> Result<(), BackendError> {
+        request.check(&self.shared.limits)?;
         let now = self.now();
         let mut s = self.state();
         let inst = s
             .instances
             .get_mut(instance_id)
             .ok_or_else(|| BackendError::NotFound(instance_id.to_string()))?;
-        if inst.meta.status.is_terminal() {
-            if op == "terminate" {
-                return Ok(());
-            }
-            return Err(BackendError::InvalidState {
-                id: instance_id.to_string(),
-                operation: op,
-                status: inst.meta.status,
-            });
-        }
+        let Some((event, status)) = request.decide(instance_id, inst.meta.status)? else {
+            return Ok(());
+        };
         if let Some(st) = status {
             inst.meta.status = st;
             inst.meta.last_updated_at = now;
@@ -421,18 +411,8 @@ impl Backend for MemoryBackend {
         name: &str,
         input: Option<String>,
     ) -> Result<(), BackendError> {
-        self.shared
-            .limits
-            .check_payload(|| format!("the data of event \"{name}\""), input.as_deref())?;
-        self.push_event(
-            instance_id,
-            "raise an event on",
-            EventKind::EventRaised {
-                name: name.to_string(),
-                input,
-            },
-            None,
-        )
+        let name = name.to_string();
+        self.control(instance_id, ControlRequest::RaiseEvent { name, input })
     }
 
     async fn terminate(
@@ -441,52 +421,15 @@ impl Backend for MemoryBackend {
         output: Option<String>,
         recursive: bool,
     ) -> Result<(), BackendError> {
-        self.shared
-            .limits
-            .check_payload(|| "the termination output".to_string(), output.as_deref())?;
-        self.push_event(
-            instance_id,
-            "terminate",
-            EventKind::ExecutionTerminated {
-                input: output,
-                recurse: recursive,
-            },
-            None,
-        )
+        self.control(instance_id, ControlRequest::Terminate { output, recursive })
     }
 
     async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
-        {
-            let s = self.state();
-            if let Some(i) = s.instances.get(instance_id) {
-                if i.meta.status == OrchestrationStatus::Suspended {
-                    return Ok(());
-                }
-            }
-        }
-        self.push_event(
-            instance_id,
-            "suspend",
-            EventKind::ExecutionSuspended { input: reason },
-            Some(OrchestrationStatus::Suspended),
-        )
+        self.control(instance_id, ControlRequest::Suspend { reason })
     }
 
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
-        {
-            let s = self.state();
-            if let Some(i) = s.instances.get(instance_id) {
-                if i.meta.status != OrchestrationStatus::Suspended && !i.meta.status.is_terminal() {
-                    return Ok(());
-                }
-            }
-        }
-        self.push_event(
-            instance_id,
-            "resume",
-            EventKind::ExecutionResumed { input: reason },
-            Some(OrchestrationStatus::Running),
-        )
+        self.control(instance_id, ControlRequest::Resume { reason })
     }
 
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {

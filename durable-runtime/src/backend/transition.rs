@@ -756,6 +756,101 @@ pub fn episode_events(
     v
 }
 
+/// A client's request that reaches an instance as an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ControlRequest {
+    /// Raise an external event.
+    RaiseEvent {
+        /// Event name.
+        name: String,
+        /// Payload (JSON).
+        input: Option<String>,
+    },
+    /// Terminate (and its sub-orchestrations if `recursive`).
+    Terminate {
+        /// Output to record (JSON).
+        output: Option<String>,
+        /// Also terminate running sub-orchestrations.
+        recursive: bool,
+    },
+    /// Suspend: hold events until resumed.
+    Suspend {
+        /// Why (JSON).
+        reason: Option<String>,
+    },
+    /// Resume a suspended instance.
+    Resume {
+        /// Why (JSON).
+        reason: Option<String>,
+    },
+}
+
+impl ControlRequest {
+    /// Checks payload limits before anything is stored.
+    pub fn check(&self, limits: &Limits) -> Result<(), BackendError> {
+        match self {
+            ControlRequest::RaiseEvent { name, input } => {
+                limits.check_payload(|| format!("the data of event \"{name}\""), input.as_deref())
+            }
+            ControlRequest::Terminate { output, .. } => {
+                limits.check_payload(|| "the termination output".to_string(), output.as_deref())
+            }
+            ControlRequest::Suspend { reason } | ControlRequest::Resume { reason } => {
+                limits.check_payload(|| "the reason".to_string(), reason.as_deref())
+            }
+        }
+    }
+
+    /// Decides what the request does to an instance in status `current`:
+    /// `Ok(None)` when it is already in effect (terminating a finished
+    /// instance, suspending a suspended one, resuming a running one), else
+    /// the event to queue and the status to set at once.
+    pub fn decide(
+        self,
+        instance_id: &str,
+        current: OrchestrationStatus,
+    ) -> Result<Option<(EventKind, Option<OrchestrationStatus>)>, BackendError> {
+        let operation = match &self {
+            ControlRequest::RaiseEvent { .. } => "raise an event on",
+            ControlRequest::Terminate { .. } => "terminate",
+            ControlRequest::Suspend { .. } => "suspend",
+            ControlRequest::Resume { .. } => "resume",
+        };
+        if current.is_terminal() {
+            return match self {
+                ControlRequest::Terminate { .. } => Ok(None),
+                _ => Err(BackendError::InvalidState {
+                    id: instance_id.to_string(),
+                    operation,
+                    status: current,
+                }),
+            };
+        }
+        Ok(match self {
+            ControlRequest::RaiseEvent { name, input } => {
+                Some((EventKind::EventRaised { name, input }, None))
+            }
+            ControlRequest::Terminate { output, recursive } => Some((
+                EventKind::ExecutionTerminated {
+                    input: output,
+                    recurse: recursive,
+                },
+                None,
+            )),
+            ControlRequest::Suspend { .. } if current == OrchestrationStatus::Suspended => None,
+            ControlRequest::Suspend { reason } => Some((
+                EventKind::ExecutionSuspended { input: reason },
+                Some(OrchestrationStatus::Suspended),
+            )),
+            ControlRequest::Resume { .. } if current != OrchestrationStatus::Suspended => None,
+            ControlRequest::Resume { reason } => Some((
+                EventKind::ExecutionResumed { input: reason },
+                Some(OrchestrationStatus::Running),
+            )),
+        })
+    }
+}
+
 /// Whether an event still in the inbox when an execution continues as new
 /// applies to the new execution: external and control events do; results of
 /// the old execution's tasks and timers do not (their sequence numbers would
@@ -793,4 +888,119 @@ pub fn accepts_message(meta: &InstanceMetadata, msg: &InstanceMessage) -> bool {
             .execution_id
             .as_deref()
             .is_none_or(|e| e == meta.execution_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrchestrationStatus::*;
+
+    fn decide(
+        r: ControlRequest,
+        s: OrchestrationStatus,
+    ) -> Result<Option<OrchestrationStatus>, String> {
+        r.decide("i", s)
+            .map(|d| d.map(|(_, st)| st.unwrap_or(s)))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn control_requests_by_status() {
+        let raise = || ControlRequest::RaiseEvent {
+            name: "e".into(),
+            input: None,
+        };
+        let terminate = || ControlRequest::Terminate {
+            output: None,
+            recursive: false,
+        };
+        let suspend = || ControlRequest::Suspend { reason: None };
+        let resume = || ControlRequest::Resume { reason: None };
+        // Live instances take every request.
+        for s in [Pending, Running] {
+            assert_eq!(decide(raise(), s), Ok(Some(s)));
+            assert_eq!(decide(terminate(), s), Ok(Some(s)));
+            assert_eq!(decide(suspend(), s), Ok(Some(Suspended)));
+            assert_eq!(
+                decide(resume(), s),
+                Ok(None),
+                "resuming a {s} instance does nothing"
+            );
+        }
+        assert_eq!(decide(suspend(), Suspended), Ok(None));
+        assert_eq!(decide(resume(), Suspended), Ok(Some(Running)));
+        // Finished instances: terminate is a no-op, the rest are refused.
+        for s in [Completed, Failed, Terminated] {
+            assert_eq!(decide(terminate(), s), Ok(None));
+            for r in [raise(), suspend(), resume()] {
+                let e = decide(r, s).unwrap_err();
+                assert!(e.contains(&s.to_string()), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_control_payloads_are_refused() {
+        let limits = Limits {
+            max_payload_bytes: 4,
+            ..Limits::default()
+        };
+        let r = ControlRequest::RaiseEvent {
+            name: "e".into(),
+            input: Some("\"12345\"".into()),
+        };
+        let e = r.check(&limits).unwrap_err().to_string();
+        assert!(
+            e.contains("event \"e\"") && e.contains("limit of 4 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_task_results_are_dropped_on_restart() {
+        let t = chrono::Utc::now();
+        let ev = |k| HistoryEvent::new(t, k);
+        assert!(survives_restart(&ev(EventKind::EventRaised {
+            name: "x".into(),
+            input: None
+        })));
+        assert!(survives_restart(&ev(EventKind::ExecutionTerminated {
+            input: None,
+            recurse: false
+        })));
+        assert!(!survives_restart(&ev(EventKind::TaskCompleted {
+            task_scheduled_id: 0,
+            result: None
+        })));
+        assert!(!survives_restart(&ev(EventKind::TimerFired {
+            fire_at: t,
+            timer_id: 1
+        })));
+    }
+
+    #[test]
+    fn events_before_a_delayed_start_wait_for_it() {
+        let t = chrono::Utc::now();
+        let raised = HistoryEvent::new(
+            t,
+            EventKind::EventRaised {
+                name: "x".into(),
+                input: None,
+            },
+        );
+        let term = HistoryEvent::new(
+            t,
+            EventKind::ExecutionTerminated {
+                input: None,
+                recurse: false,
+            },
+        );
+        assert!(!runnable(true, &[]));
+        assert!(!runnable(true, std::slice::from_ref(&raised)));
+        assert!(
+            runnable(false, std::slice::from_ref(&raised)),
+            "a started instance runs"
+        );
+        assert!(runnable(true, &[raised, term]), "terminate needs no start");
+    }
 }
