@@ -323,12 +323,12 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
                 execution_id: opt_string(instance.execution_id),
                 parent: s.parent_instance.map(|p| {
                     let pi = p.orchestration_instance.unwrap_or_default();
-                    ParentInstance {
+                    Box::new(ParentInstance {
                         instance_id: pi.instance_id,
                         execution_id: opt_string(pi.execution_id),
                         name: opt_string(p.name),
                         task_scheduled_id: p.task_scheduled_id,
-                    }
+                    })
                 }),
                 scheduled_start: opt_timestamp(s.scheduled_start_timestamp.as_ref())?,
             }
@@ -691,12 +691,12 @@ mod tests {
                 input: Some(r#"{"n":1}"#.into()),
                 instance_id: "i-1".into(),
                 execution_id: Some("e-1".into()),
-                parent: Some(ParentInstance {
+                parent: Some(Box::new(ParentInstance {
                     instance_id: "p".into(),
                     execution_id: Some("pe".into()),
                     name: Some("parent".into()),
                     task_scheduled_id: 4,
-                }),
+                })),
                 scheduled_start: Some(t(1_700_000_100, 5)),
             },
             EventKind::ExecutionStarted {

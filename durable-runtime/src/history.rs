@@ -78,7 +78,8 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         execution_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        parent: Option<ParentInstance>,
+        // Boxed: every event is as large as the largest kind.
+        parent: Option<Box<ParentInstance>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scheduled_start: Option<Timestamp>,
     },

@@ -139,7 +139,7 @@ fn parent_of(history: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<Pa
     execution_started(history)
         .or_else(|| execution_started(new_events))
         .and_then(|e| match &e.kind {
-            EventKind::ExecutionStarted { parent, .. } => parent.clone(),
+            EventKind::ExecutionStarted { parent, .. } => parent.as_deref().cloned(),
             _ => None,
         })
 }
@@ -236,7 +236,7 @@ pub fn create_instance(
             input: request.input.clone(),
             instance_id: request.instance_id.clone(),
             execution_id: Some(execution_id.clone()),
-            parent,
+            parent: parent.map(Box::new),
             scheduled_start,
         },
     );
@@ -658,7 +658,7 @@ pub fn apply_episode(
                 input: output.clone(),
                 instance_id: instance_id.clone(),
                 execution_id: Some(execution_id),
-                parent,
+                parent: parent.map(Box::new),
                 scheduled_start: None,
             },
         )];
