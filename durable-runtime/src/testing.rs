@@ -123,7 +123,7 @@ impl TestEnv {
         &self,
         instance_id: &str,
     ) -> Result<OrchestrationState, TestError> {
-        let deadline = tokio::time::Instant::now() + self.wait_limit;
+        let deadline = crate::backend::deadline_after(self.wait_limit);
         loop {
             let changed = self.backend.change_notification();
             tokio::pin!(changed);
@@ -169,7 +169,7 @@ impl TestEnv {
     /// e.g. before raising an event to an orchestration that must already be
     /// waiting.
     pub async fn wait_until_idle(&self) {
-        let deadline = tokio::time::Instant::now() + self.wait_limit;
+        let deadline = crate::backend::deadline_after(self.wait_limit);
         loop {
             let changed = self.backend.change_notification();
             tokio::pin!(changed);

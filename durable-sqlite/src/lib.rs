@@ -104,18 +104,35 @@ struct Shared {
     activity_prefetch: Mutex<VecDeque<(ActivityWorkItem, Instant)>>,
 }
 
+fn give_back_orchestration(
+    conn: &Connection,
+    item: OrchestrationWorkItem,
+) -> Result<(), BackendError> {
+    // A lease another worker took over is not ours to give back.
+    match store::abandon_orchestration(conn, &item, &mut Effects::default()) {
+        Err(BackendError::LeaseLost(_)) | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn give_back_activity(conn: &Connection, item: ActivityWorkItem) -> Result<(), BackendError> {
+    match store::abandon_activity(conn, &item, &mut Effects::default()) {
+        Err(BackendError::LeaseLost(_)) | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         // Give prefetched work back at once rather than after its lease
         // expires; the connection thread drains these before it stops.
         for (item, _) in lock(&self.orchestration_prefetch).drain(..) {
-            self.writer.detach(move |conn| {
-                store::abandon_orchestration(conn, &item, &mut Effects::default())
-            });
+            self.writer
+                .detach(move |conn| give_back_orchestration(conn, item));
         }
         for (item, _) in lock(&self.activity_prefetch).drain(..) {
             self.writer
-                .detach(move |conn| store::abandon_activity(conn, &item, &mut Effects::default()));
+                .detach(move |conn| give_back_activity(conn, item));
         }
     }
 }
@@ -310,16 +327,37 @@ impl SqliteBackend {
     }
 
     /// A prefetched item whose lease is still comfortably valid. Older ones
-    /// are left to expire: another worker may already have them.
-    fn take_prefetched<T>(&self, queue: &Mutex<VecDeque<(T, Instant)>>) -> Option<T> {
+    /// are given back (if another worker took them meanwhile, the stale
+    /// token makes that a no-op).
+    fn take_prefetched<T: Send + 'static>(
+        &self,
+        queue: &Mutex<VecDeque<(T, Instant)>>,
+        give_back: fn(&Connection, T) -> Result<(), BackendError>,
+    ) -> Option<T> {
         let fresh = self.shared.options.lease_duration / 2;
         let mut q = lock(queue);
         while let Some((item, at)) = q.pop_front() {
             if at.elapsed() < fresh {
                 return Some(item);
             }
+            self.shared.writer.detach(move |conn| give_back(conn, item));
         }
         None
+    }
+
+    /// Gives every prefetched item back at once, so other processes need not
+    /// wait for the leases to expire.
+    fn return_prefetched(&self) {
+        for (item, _) in lock(&self.shared.orchestration_prefetch).drain(..) {
+            self.shared
+                .writer
+                .detach(move |conn| give_back_orchestration(conn, item));
+        }
+        for (item, _) in lock(&self.shared.activity_prefetch).drain(..) {
+            self.shared
+                .writer
+                .detach(move |conn| give_back_activity(conn, item));
+        }
     }
 
     async fn control(
@@ -371,7 +409,7 @@ impl Backend for SqliteBackend {
             .entry(instance_id.to_string())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = durable_runtime::backend::deadline_after(timeout);
         let result = loop {
             let notified = watcher.notified();
             tokio::pin!(notified);
@@ -461,7 +499,9 @@ impl Backend for SqliteBackend {
 
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
         loop {
-            if let Some(item) = self.take_prefetched(&self.shared.orchestration_prefetch) {
+            if let Some(item) =
+                self.take_prefetched(&self.shared.orchestration_prefetch, give_back_orchestration)
+            {
                 return Ok(item);
             }
             let notified = self.shared.orchestration_work.notified();
@@ -508,7 +548,9 @@ impl Backend for SqliteBackend {
 
     async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
         loop {
-            if let Some(item) = self.take_prefetched(&self.shared.activity_prefetch) {
+            if let Some(item) =
+                self.take_prefetched(&self.shared.activity_prefetch, give_back_activity)
+            {
                 return Ok(item);
             }
             let notified = self.shared.activity_work.notified();
@@ -550,6 +592,10 @@ impl Backend for SqliteBackend {
         let item = item.clone();
         self.write(move |conn, _, fx| store::abandon_activity(conn, &item, fx))
             .await
+    }
+
+    async fn worker_stopped(&self) {
+        self.return_prefetched();
     }
 
     fn activity_lease_renewal(&self) -> Option<std::time::Duration> {

@@ -253,6 +253,31 @@ fn release(conn: &Connection, id: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// When the earliest queued `ExecutionStarted` or `ExecutionTerminated` of an
+/// instance becomes visible, if any is queued.
+fn next_start_or_terminate(conn: &Connection, id: &str) -> Result<Option<i64>, BackendError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT visible_at, event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .db()?;
+    for r in rows {
+        let (at, text) = r.db()?;
+        if parse_event(&text).is_ok_and(|e| {
+            matches!(
+                e.kind,
+                EventKind::ExecutionStarted { .. } | EventKind::ExecutionTerminated { .. }
+            )
+        }) {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
 fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
     let mut stmt = conn
         .prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq")
@@ -530,7 +555,9 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
         }
         sql += &format!(" AND status IN ({})", marks.join(", "));
     }
-    sql += &format!(" ORDER BY instance_id LIMIT {}", page + 1);
+    // One more than the page, to know whether another page follows.
+    let limit = page.saturating_add(1).min(i64::MAX as usize);
+    sql += &format!(" ORDER BY instance_id LIMIT {limit}");
     let mut stmt = conn.prepare(&sql).db()?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {
@@ -625,6 +652,7 @@ pub(crate) fn lease_orchestration(
         }
         let mut events = Vec::new();
         let mut dropped = Vec::new();
+        let mut unreadable = None;
         {
             let mut stmt = conn
                 .prepare_cached(
@@ -644,7 +672,13 @@ pub(crate) fn lease_orchestration(
                 .db()?;
             for r in rows {
                 let (seq, execution_id, checked, text) = r.db()?;
-                let event = parse_event(&text)?;
+                let event = match parse_event(&text) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        unreadable = Some(e);
+                        break;
+                    }
+                };
                 if !checked {
                     let msg = InstanceMessage {
                         instance_id: id.clone(),
@@ -668,8 +702,28 @@ pub(crate) fn lease_orchestration(
                 .execute([seq])
                 .db()?;
         }
+        if let Some(e) = unreadable {
+            // One bad row (e.g. written by a newer durable) must not stop
+            // the work of every other instance: set this one aside.
+            tracing::error!(instance_id = %id, error = %e, "an inbox event cannot be read; the instance is set aside");
+            conn.prepare_cached("UPDATE instances SET ready_at = NULL WHERE instance_id = ?1")
+                .db()?
+                .execute([&id])
+                .db()?;
+            continue;
+        }
         if events.is_empty() {
             release(conn, &id)?;
+            continue;
+        }
+        if !transition::runnable(row.history_len == 0, &events) {
+            // Not started yet (e.g. an event raised before a delayed start):
+            // wait for the start, or a terminate, whichever is queued first.
+            let next = next_start_or_terminate(conn, &id)?;
+            conn.prepare_cached("UPDATE instances SET ready_at = ?2 WHERE instance_id = ?1")
+                .db()?
+                .execute(params![id, next])
+                .db()?;
             continue;
         }
         let token = new_token();
@@ -781,6 +835,30 @@ pub(crate) fn complete_orchestration(
                 .db()?
                 .execute([&id])
                 .db()?;
+            // Results of the old execution's tasks still queued would match
+            // the new execution's tasks of the same sequence numbers.
+            let stale: Vec<i64> = {
+                let mut stmt = conn
+                    .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = ?1")
+                    .db()?;
+                let rows = stmt
+                    .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .db()?;
+                let mut stale = Vec::new();
+                for r in rows {
+                    let (seq, text) = r.db()?;
+                    if parse_event(&text).is_ok_and(|e| !transition::survives_restart(&e)) {
+                        stale.push(seq);
+                    }
+                }
+                stale
+            };
+            for seq in stale {
+                conn.prepare_cached("DELETE FROM inbox WHERE seq = ?1")
+                    .db()?
+                    .execute([seq])
+                    .db()?;
+            }
             // Ahead of everything already queued.
             let mut stmt = conn
                 .prepare_cached(

@@ -284,14 +284,6 @@ impl MemoryBackend {
     }
 }
 
-/// `now + timeout`, or far in the future for huge timeouts (`Duration::MAX`
-/// means "wait forever").
-pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // No user code runs under these locks; a poisoned lock still holds
     // consistent data.
@@ -373,7 +365,7 @@ impl Backend for MemoryBackend {
         timeout: Duration,
     ) -> Result<InstanceMetadata, BackendError> {
         let watcher = self.watcher(instance_id);
-        let deadline = deadline_after(timeout);
+        let deadline = super::deadline_after(timeout);
         loop {
             let notified = watcher.notified();
             tokio::pin!(notified);

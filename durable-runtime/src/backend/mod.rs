@@ -82,6 +82,14 @@ pub enum BackendError {
     Other(String),
 }
 
+/// `now + timeout` as a tokio deadline, or a century from now for huge
+/// timeouts: `Duration::MAX` means "wait forever", not an overflow.
+pub fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Which existing instances a new instance with the same id may replace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdReusePolicy {
