@@ -322,7 +322,7 @@ impl Rpc {
                 ))
             })?;
         let client = TaskHubSidecarServiceClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(options.max_message_size)
+            .max_decoding_message_size(options.max_incoming_message_size)
             .max_encoding_message_size(options.max_message_size);
         Ok(Rpc {
             client,
@@ -651,6 +651,16 @@ fn map_status(endpoint: &str, status: Status, instance: Option<&str>) -> Backend
                 "the sidecar at {endpoint} refused the call for lack of resources: {message}"
             )),
         },
+        Code::OutOfRange if is_incoming_too_large(&status) => match parse_incoming_size(&message) {
+            Some((size, limit)) => BackendError::PayloadTooLarge {
+                what: "a message from the sidecar (raise the max_incoming_message_size \
+                           option)"
+                    .to_string(),
+                size,
+                limit,
+            },
+            None => BackendError::Other(message),
+        },
         Code::InvalidArgument | Code::OutOfRange => BackendError::InvalidRequest(message),
         Code::Unimplemented => BackendError::Other(format!(
             "the sidecar at {endpoint} does not implement this call ({message}); it may speak \
@@ -685,6 +695,24 @@ fn describe_transport_error(status: &Status) -> String {
     }
     parts.retain(|p| !p.is_empty());
     parts.join(": ")
+}
+
+/// Whether a status is tonic refusing a received message over
+/// [`GrpcOptions::max_incoming_message_size`].
+fn is_incoming_too_large(status: &Status) -> bool {
+    status.code() == Code::OutOfRange
+        && status
+            .message()
+            .contains("decoded message length too large")
+}
+
+/// Reads sizes out of tonic's "found X bytes, the limit is: Y bytes".
+fn parse_incoming_size(message: &str) -> Option<(usize, usize)> {
+    let number_after = |key: &str| -> Option<usize> {
+        let rest = &message[message.find(key)? + key.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    Some((number_after("found ")?, number_after("the limit is: ")?))
 }
 
 /// Reads sizes out of gRPC's "larger than max (X vs. Y)" messages.
@@ -734,6 +762,9 @@ async fn run_pump(
         max_concurrent_activity_work_items: i32::try_from(options.max_concurrent_activities)
             .unwrap_or(i32::MAX),
         max_concurrent_entity_work_items: 0,
+        // Work items may leave a long history out; `orchestration_item`
+        // fetches it.
+        capabilities: vec![proto::WorkerCapability::HistoryStreaming as i32],
         work_item_filters: filters,
     };
     let mut attempt: u32 = 0;
@@ -752,6 +783,17 @@ async fn run_pump(
                         }
                         Ok(None) => {
                             tracing::warn!(endpoint = %rpc.endpoint, "the sidecar closed the work-item stream; reconnecting");
+                            break;
+                        }
+                        Err(status) if is_incoming_too_large(&status) => {
+                            tracing::error!(
+                                endpoint = %rpc.endpoint,
+                                error = %status.message(),
+                                limit = options.max_incoming_message_size,
+                                "the sidecar sent a work item larger than the incoming message \
+                                 limit; raise the max_incoming_message_size option (the item \
+                                 stays with the sidecar until then); reconnecting"
+                            );
                             break;
                         }
                         Err(status) => {
@@ -1286,6 +1328,20 @@ mod tests {
         );
         assert_eq!(parse_size_limit("no numbers here"), None);
         assert_eq!(parse_size_limit("weird (a vs. b)"), None);
+        let e = map_status(
+            "http://h:1",
+            Status::out_of_range(
+                "Error, decoded message length too large: found 70 bytes, the limit is: 64 bytes",
+            ),
+            None,
+        );
+        match e {
+            BackendError::PayloadTooLarge { what, size, limit } => {
+                assert_eq!((size, limit), (70, 64));
+                assert!(what.contains("max_incoming_message_size"), "{what}");
+            }
+            other => panic!("expected PayloadTooLarge, got {other}"),
+        }
     }
 
     #[test]
@@ -1737,9 +1793,59 @@ mod tests {
         let request = &seen.stream_requests[0];
         assert_eq!(request.max_concurrent_orchestration_work_items, 7);
         assert_eq!(request.max_concurrent_activity_work_items, 9);
+        assert_eq!(
+            request.capabilities,
+            [proto::WorkerCapability::HistoryStreaming as i32],
+            "history streaming is announced"
+        );
         let filters = request.work_item_filters.as_ref().expect("filters sent");
         assert_eq!(filters.orchestrations[0].name, "long");
         assert_eq!(filters.activities[0].name, "step");
+    }
+
+    #[tokio::test]
+    async fn work_items_over_the_outgoing_limit_are_received() {
+        // A sidecar that sends long histories inline: 5 MiB, over the 4 MiB
+        // outgoing limit, under the incoming one.
+        let sidecar = scripted::Sidecar::default();
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let input = format!("\"{}\"", "x".repeat(5 * 1024 * 1024));
+        let started = HistoryEvent::new(
+            t,
+            EventKind::ExecutionStarted {
+                name: "long".into(),
+                version: None,
+                input: Some(input),
+                instance_id: "fat".into(),
+                execution_id: Some("exec".into()),
+                parent: None,
+                scheduled_start: None,
+            },
+        );
+        *sidecar.work.lock().unwrap() = vec![proto::WorkItem {
+            request: Some(proto::work_item::Request::OrchestratorRequest(
+                proto::OrchestratorRequest {
+                    instance_id: "fat".into(),
+                    execution_id: Some("exec".into()),
+                    past_events: vec![convert::event_to_proto(&started)],
+                    new_events: vec![convert::event_to_proto(&HistoryEvent::new(
+                        t,
+                        EventKind::OrchestratorStarted,
+                    ))],
+                    requires_history_streaming: false,
+                },
+            )),
+            completion_token: "tok".into(),
+        }];
+        let addr = sidecar.clone().serve().await;
+        let options = GrpcOptions::new(format!("http://{addr}"));
+        assert_eq!(options.max_message_size, crate::DEFAULT_MAX_MESSAGE_SIZE);
+        let backend = GrpcBackend::new(options).unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(10), backend.next_orchestration_item())
+            .await
+            .expect("the 5 MiB work item arrives")
+            .unwrap();
+        assert_eq!(*item.past_events, [started]);
     }
 
     #[tokio::test]

@@ -54,7 +54,7 @@ pub mod testing;
 pub use backend::GrpcBackend;
 pub use options::{
     GrpcOptions, ReconnectPolicy, TokenFuture, TokenProvider, WorkItemFilters, DEFAULT_ENDPOINT,
-    DEFAULT_TASK_HUB,
+    DEFAULT_MAX_INCOMING_MESSAGE_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TASK_HUB,
 };
 
 #[allow(

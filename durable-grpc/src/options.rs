@@ -7,6 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The default of [`GrpcOptions::max_message_size`]: 4 MiB, gRPC's usual
+/// limit, which sidecars apply to what they receive.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// The default of [`GrpcOptions::max_incoming_message_size`]: 64 MiB.
+pub const DEFAULT_MAX_INCOMING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
 /// The endpoint of the Durable Task Scheduler emulator, the default.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:8080";
 
@@ -121,10 +128,21 @@ pub struct GrpcOptions {
     pub keep_alive_interval: Option<Duration>,
     /// How long to wait for a keep-alive ping's answer.
     pub keep_alive_timeout: Duration,
-    /// Largest message sent or accepted, in bytes. Larger payloads are
-    /// refused before they are sent with
-    /// [`durable_runtime::backend::BackendError::PayloadTooLarge`].
+    /// Largest message sent, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`]). Larger requests are refused before
+    /// they are sent with
+    /// [`durable_runtime::backend::BackendError::PayloadTooLarge`]; an
+    /// activity result or an episode result over it fails the activity or
+    /// the orchestration instead.
     pub max_message_size: usize,
+    /// Largest message accepted from the sidecar, in bytes (default
+    /// [`DEFAULT_MAX_INCOMING_MESSAGE_SIZE`]). Larger than the outgoing
+    /// limit because a work item carries its instance's history: sidecars
+    /// that stream long histories separately (the worker announces that it
+    /// can fetch them) keep work items small, but others send the history
+    /// inline. A work item over this limit breaks the work-item stream and
+    /// is logged as an error naming this option.
+    pub max_incoming_message_size: usize,
     /// Backoff of the work-item stream's reconnects.
     pub reconnect: ReconnectPolicy,
     /// Names this worker serves (`None`: everything).
@@ -147,7 +165,8 @@ impl Default for GrpcOptions {
             request_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(10),
-            max_message_size: 4 * 1024 * 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_incoming_message_size: DEFAULT_MAX_INCOMING_MESSAGE_SIZE,
             reconnect: ReconnectPolicy::default(),
             work_item_filters: None,
             max_concurrent_orchestrations: 100,
@@ -170,6 +189,7 @@ impl fmt::Debug for GrpcOptions {
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("max_incoming_message_size", &self.max_incoming_message_size)
             .field("reconnect", &self.reconnect)
             .field("work_item_filters", &self.work_item_filters)
             .finish_non_exhaustive()
@@ -217,9 +237,16 @@ impl GrpcOptions {
         self
     }
 
-    /// Sets the largest message sent or accepted, in bytes.
+    /// Sets the largest message sent, in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the largest message accepted from the sidecar, in bytes
+    /// (`usize::MAX`: no limit).
+    pub fn max_incoming_message_size(mut self, bytes: usize) -> Self {
+        self.max_incoming_message_size = bytes;
         self
     }
 

@@ -1,6 +1,7 @@
 //! Faults between the backend and the sidecar: nothing listening at the
 //! endpoint, a sidecar that restarts under a running worker, payloads that
-//! are too large or do not fit the orchestration.
+//! are too large or do not fit the orchestration, histories over the
+//! outgoing message limit.
 
 use durable_grpc::testing::{free_port, PeerServer, PyProcess};
 use durable_grpc::{GrpcBackend, GrpcOptions, ReconnectPolicy};
@@ -193,5 +194,45 @@ async fn input_that_does_not_fit_the_orchestrator_fails_it_with_a_clear_message(
         message.contains("twice") && message.contains("input"),
         "{v}"
     );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_over_the_outgoing_limit_still_reaches_the_worker() {
+    // Three 1.5 MB activity results: a 4.5 MB history, which the test
+    // sidecar sends inline in every later work item.
+    let registry = registry()
+        .activity_fn("mb", |_c, _x: i64| async move {
+            Ok::<_, ActivityError>("x".repeat(1_500_000))
+        })
+        .orchestrator_fn("fat", |ctx, _x: i64| async move {
+            let mut n = 0usize;
+            for i in 0..3i64 {
+                let s: String = ctx.call_activity_by_name("mb", &i).await?;
+                n += s.len();
+            }
+            Ok(n)
+        });
+    let server = PeerServer::start();
+    let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(server.endpoint())).unwrap());
+    let client = Client::new(backend.clone());
+    let worker = Worker::new(backend, registry).start().unwrap();
+    let id = client
+        .schedule_by_name("fat", &0i64, ScheduleOptions::default())
+        .await
+        .unwrap();
+    let s = client
+        .wait_for_completion(&id, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("the orchestration with a 4.5 MB history did not finish: {e}"));
+    assert_eq!(
+        s.status(),
+        OrchestrationStatus::Completed,
+        "{:?}",
+        s.failure()
+    );
+    assert_eq!(s.output::<usize>().unwrap(), 4_500_000);
+    // And the stream still serves the next one.
+    assert_eq!(run_twice(&client, 3).await, 12);
     worker.shutdown().await;
 }
