@@ -884,6 +884,20 @@ async fn fail_unreadable_orchestration(
     error: BackendError,
 ) {
     tracing::error!(instance_id, %error, "failing an orchestration whose work item cannot be read");
+    let failure = FailureDetails::new("durable::UnsupportedHistory", error.to_string());
+    if let Err(e) = fail_orchestration(rpc, instance_id, token, failure).await {
+        tracing::error!(instance_id, error = %e, "could not fail the orchestration either");
+    }
+}
+
+/// Completes an episode as a non-retriable failure of its orchestration,
+/// in place of whatever the episode would have done.
+async fn fail_orchestration(
+    rpc: &Rpc,
+    instance_id: &str,
+    token: String,
+    failure: FailureDetails,
+) -> Result<(), BackendError> {
     let action = OrchestratorAction {
         id: -1,
         kind: ActionKind::CompleteOrchestration {
@@ -891,7 +905,7 @@ async fn fail_unreadable_orchestration(
             result: None,
             failure: Some(FailureDetails {
                 non_retriable: true,
-                ..FailureDetails::new("durable::UnsupportedHistory", error.to_string())
+                ..failure
             }),
             new_version: None,
             carryover_events: vec![],
@@ -903,18 +917,47 @@ async fn fail_unreadable_orchestration(
         custom_status: None,
         completion_token: token,
     };
-    let result = match rpc.request(response, "an orchestration result").await {
-        Ok(req) => rpc
-            .client()
-            .complete_orchestrator_task(req)
-            .await
-            .map(|_| ())
-            .map_err(|s| rpc.error(s, Some(instance_id))),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::error!(instance_id, error = %e, "could not fail the orchestration either");
+    let req = rpc.request(response, "an orchestration result").await?;
+    rpc.client()
+        .complete_orchestrator_task(req)
+        .await
+        .map_err(|s| lease_error(rpc, s, instance_id))?;
+    Ok(())
+}
+
+/// The failure standing in for a result too large to send, as durable's
+/// other backends record it.
+fn too_large_failure(error: &BackendError) -> FailureDetails {
+    FailureDetails {
+        non_retriable: true,
+        ..FailureDetails::new("PayloadTooLarge", error.to_string())
     }
+}
+
+async fn send_activity_response(
+    rpc: &Rpc,
+    item: &ActivityWorkItem,
+    result: Option<String>,
+    failure_details: Option<proto::TaskFailureDetails>,
+    what: &str,
+) -> Result<(), BackendError> {
+    let req = rpc
+        .request(
+            proto::ActivityResponse {
+                instance_id: item.instance_id.clone(),
+                task_id: item.task_id,
+                result,
+                failure_details,
+                completion_token: item.completion_token.clone(),
+            },
+            what,
+        )
+        .await?;
+    rpc.client()
+        .complete_activity_task(req)
+        .await
+        .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+    Ok(())
 }
 
 fn lease_error(rpc: &Rpc, status: Status, instance_id: &str) -> BackendError {
@@ -1208,26 +1251,44 @@ impl Backend for GrpcBackend {
             "the result of an episode of instance \"{}\"",
             item.instance_id
         );
-        let req = rpc
-            .request(
-                proto::OrchestratorResponse {
-                    instance_id: item.instance_id.clone(),
-                    actions: result
-                        .actions
-                        .iter()
-                        .map(convert::action_to_proto)
-                        .collect(),
-                    custom_status: result.custom_status,
-                    completion_token: item.completion_token.clone(),
-                },
-                &what,
-            )
-            .await?;
-        rpc.client()
-            .complete_orchestrator_task(req)
-            .await
-            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
-        Ok(())
+        let sent = async {
+            let req = rpc
+                .request(
+                    proto::OrchestratorResponse {
+                        instance_id: item.instance_id.clone(),
+                        actions: result
+                            .actions
+                            .iter()
+                            .map(convert::action_to_proto)
+                            .collect(),
+                        custom_status: result.custom_status,
+                        completion_token: item.completion_token.clone(),
+                    },
+                    &what,
+                )
+                .await?;
+            rpc.client()
+                .complete_orchestrator_task(req)
+                .await
+                .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
+            Ok(())
+        };
+        match sent.await {
+            // Too large for us or for the sidecar: sending it again would
+            // fail again, and the worker can only log an error. Fail the
+            // orchestration instead, as durable's other backends do.
+            Err(e @ BackendError::PayloadTooLarge { .. }) => {
+                tracing::warn!(instance_id = %item.instance_id, error = %e, "an episode's result is too large to send; failing its orchestration");
+                fail_orchestration(
+                    rpc,
+                    &item.instance_id,
+                    item.completion_token.clone(),
+                    too_large_failure(&e),
+                )
+                .await
+            }
+            other => other,
+        }
     }
 
     async fn abandon_orchestration_item(
@@ -1279,23 +1340,17 @@ impl Backend for GrpcBackend {
             }
         };
         let what = format!("the result of activity \"{}\"", item.name);
-        let req = rpc
-            .request(
-                proto::ActivityResponse {
-                    instance_id: item.instance_id.clone(),
-                    task_id: item.task_id,
-                    result,
-                    failure_details,
-                    completion_token: item.completion_token.clone(),
-                },
-                &what,
-            )
-            .await?;
-        rpc.client()
-            .complete_activity_task(req)
-            .await
-            .map_err(|s| lease_error(rpc, s, &item.instance_id))?;
-        Ok(())
+        match send_activity_response(rpc, item, result, failure_details, &what).await {
+            // Too large for us or for the sidecar: the orchestration gets a
+            // failure saying so (not retried: the result would not shrink),
+            // as with durable's other backends.
+            Err(e @ BackendError::PayloadTooLarge { .. }) => {
+                tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, "an activity's result is too large to send; reporting it as failed");
+                let failure = convert::failure_to_proto(&too_large_failure(&e));
+                send_activity_response(rpc, item, None, Some(failure), &what).await
+            }
+            other => other,
+        }
     }
 
     async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
@@ -1427,6 +1482,7 @@ mod tests {
         pub(super) struct Seen {
             pub(super) headers: Vec<(String, Option<String>, Option<String>)>,
             pub(super) completions: Vec<proto::OrchestratorResponse>,
+            pub(super) activity_completions: Vec<proto::ActivityResponse>,
             pub(super) abandoned: Vec<String>,
             pub(super) stream_requests: Vec<proto::GetWorkItemsRequest>,
             pub(super) streams_closed: usize,
@@ -1522,6 +1578,19 @@ mod tests {
             ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
                 self.record("complete_orchestrator_task", &req);
                 self.seen.lock().unwrap().completions.push(req.into_inner());
+                Ok(Response::new(proto::CompleteTaskResponse {}))
+            }
+
+            async fn complete_activity_task(
+                &self,
+                req: Request<proto::ActivityResponse>,
+            ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+                self.record("complete_activity_task", &req);
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .activity_completions
+                    .push(req.into_inner());
                 Ok(Response::new(proto::CompleteTaskResponse {}))
             }
 
@@ -1846,6 +1915,97 @@ mod tests {
             .expect("the 5 MiB work item arrives")
             .unwrap();
         assert_eq!(*item.past_events, [started]);
+    }
+
+    #[tokio::test]
+    async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let backend =
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}")).max_message_size(1024))
+                .unwrap();
+        let big = format!("\"{}\"", "x".repeat(2000));
+
+        let activity = ActivityWorkItem {
+            instance_id: "parent".into(),
+            execution_id: "e".into(),
+            name: "huge".into(),
+            version: None,
+            input: None,
+            task_id: 4,
+            completion_token: "act".into(),
+        };
+        backend
+            .complete_activity_item(&activity, ActivityOutcome::Completed(Some(big.clone())))
+            .await
+            .expect("the activity is reported, as failed");
+
+        let episode = OrchestrationWorkItem {
+            instance_id: "parent".into(),
+            execution_id: "e".into(),
+            past_events: Arc::new(vec![]),
+            new_events: vec![],
+            completion_token: "orch".into(),
+        };
+        let result = OrchestratorResult {
+            actions: vec![OrchestratorAction {
+                id: 5,
+                kind: ActionKind::CompleteOrchestration {
+                    status: OrchestrationStatus::Completed,
+                    result: Some(big),
+                    failure: None,
+                    new_version: None,
+                    carryover_events: vec![],
+                },
+            }],
+            custom_status: None,
+        };
+        backend
+            .complete_orchestration_item(episode, result)
+            .await
+            .expect("the episode is completed, as a failure");
+
+        let seen = sidecar.seen.lock().unwrap();
+        let [done] = &seen.activity_completions[..] else {
+            panic!(
+                "one activity completion, got {:?}",
+                seen.activity_completions
+            );
+        };
+        assert_eq!(
+            (
+                done.instance_id.as_str(),
+                done.task_id,
+                done.completion_token.as_str()
+            ),
+            ("parent", 4, "act")
+        );
+        assert_eq!(done.result, None);
+        let f = done.failure_details.as_ref().expect("a failure");
+        assert_eq!(f.error_type, "PayloadTooLarge");
+        assert!(f.is_non_retriable);
+        assert!(f.error_message.contains("huge"), "{}", f.error_message);
+
+        let [done] = &seen.completions[..] else {
+            panic!("one episode completion, got {:?}", seen.completions);
+        };
+        assert_eq!(done.completion_token, "orch");
+        let [action] = &done.actions[..] else {
+            panic!("one action, got {:?}", done.actions);
+        };
+        match convert::action_from_proto(action.clone()).unwrap().kind {
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Failed,
+                result: None,
+                failure: Some(f),
+                ..
+            } => {
+                assert_eq!(f.error_type, "PayloadTooLarge");
+                assert!(f.non_retriable);
+                assert!(f.message.contains("parent"), "{}", f.message);
+            }
+            other => panic!("expected a failed completion, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -236,3 +236,66 @@ async fn a_history_over_the_outgoing_limit_still_reaches_the_worker() {
     assert_eq!(run_twice(&client, 3).await, 12);
     worker.shutdown().await;
 }
+
+/// [`registry`] and an activity and an orchestrator whose results are 5 MiB.
+fn registry_with_huge_results() -> Registry {
+    const FIVE_MIB: usize = 5 * 1024 * 1024;
+    registry()
+        .activity_fn("huge", |_c, _x: i64| async move {
+            Ok::<_, ActivityError>("x".repeat(FIVE_MIB))
+        })
+        .orchestrator_fn("calls_huge", |ctx, x: i64| async move {
+            let r: Result<String, _> = ctx.call_activity_by_name("huge", &x).await;
+            Ok(match r {
+                Ok(s) => format!("ok {}", s.len()),
+                Err(e) => format!("failed: {e}"),
+            })
+        })
+        .orchestrator_fn("big_output", |_ctx, _x: i64| async move {
+            Ok("y".repeat(FIVE_MIB))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
+    let server = PeerServer::start();
+    // Over our limit (the default), and over the sidecar's (ours raised).
+    for ours in [4 * 1024 * 1024, 64 * 1024 * 1024] {
+        let backend: Arc<dyn Backend> =
+            Arc::new(GrpcBackend::new(options(server.endpoint()).max_message_size(ours)).unwrap());
+        let client = Client::new(backend.clone());
+        let worker = Worker::new(backend, registry_with_huge_results())
+            .start()
+            .unwrap();
+
+        let id = client
+            .schedule_by_name("calls_huge", &1i64, ScheduleOptions::default())
+            .await
+            .unwrap();
+        let s = client
+            .wait_for_completion(&id, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("limit {ours}: the activity's caller did not finish: {e}"));
+        let out = s.output::<String>().unwrap();
+        assert!(
+            out.starts_with("failed:") && out.contains("huge"),
+            "limit {ours}: {out}"
+        );
+
+        let id = client
+            .schedule_by_name("big_output", &1i64, ScheduleOptions::default())
+            .await
+            .unwrap();
+        let s = client
+            .wait_for_completion(&id, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("limit {ours}: the orchestration did not finish: {e}"));
+        assert_eq!(s.status(), OrchestrationStatus::Failed, "limit {ours}");
+        let f = s.failure().expect("a failure");
+        assert_eq!(f.error_type, "PayloadTooLarge", "limit {ours}: {f:?}");
+
+        // The worker goes on with other work.
+        assert_eq!(run_twice(&client, 2).await, 8);
+        worker.shutdown().await;
+    }
+}
