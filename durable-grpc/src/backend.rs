@@ -8,7 +8,7 @@
 //! whenever it breaks, e.g. when the sidecar restarts.
 
 use crate::convert::{self, ConvertError};
-use crate::options::{GrpcOptions, TokenProvider};
+use crate::options::{GrpcOptions, ReconnectPolicy, TokenProvider};
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use async_trait::async_trait;
@@ -565,6 +565,19 @@ impl Rpc {
         execution_id: Option<String>,
         for_work_item: bool,
     ) -> Result<Vec<HistoryEvent>, BackendError> {
+        self.fetch_history(instance_id, execution_id, for_work_item)
+            .await
+            .map_err(ItemError::into_inner)
+    }
+
+    /// The history of an instance, telling a history durable cannot read
+    /// from a call that failed.
+    async fn fetch_history(
+        &self,
+        instance_id: &str,
+        execution_id: Option<String>,
+        for_work_item: bool,
+    ) -> Result<Vec<HistoryEvent>, ItemError> {
         let mut req = self
             .request(
                 proto::StreamInstanceHistoryRequest {
@@ -574,27 +587,46 @@ impl Rpc {
                 },
                 "a history query",
             )
-            .await?;
+            .await
+            .map_err(ItemError::Fetch)?;
         // A history can be long; the stream gets no overall deadline.
         req.metadata_mut().remove("grpc-timeout");
         let mut stream = self
             .client()
             .stream_instance_history(req)
             .await
-            .map_err(|s| self.error(s, Some(instance_id)))?
+            .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
             .into_inner();
         let mut events = Vec::new();
         while let Some(chunk) = stream
             .message()
             .await
-            .map_err(|s| self.error(s, Some(instance_id)))?
+            .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
         {
-            events.extend(
-                convert::events_from_proto(chunk.events)
-                    .map_err(|e| unreadable("the history of", instance_id, e))?,
-            );
+            events.extend(convert::events_from_proto(chunk.events).map_err(|e| {
+                ItemError::Unreadable(unreadable("the history of", instance_id, e))
+            })?);
         }
         Ok(events)
+    }
+}
+
+/// Why an orchestration work item (or a history) could not be had.
+#[derive(Debug)]
+enum ItemError {
+    /// The sidecar sent something durable cannot read; asking again would
+    /// bring the same.
+    Unreadable(BackendError),
+    /// A call failed (the sidecar unreachable, restarting, stalled, the
+    /// instance briefly missing...); asking again later may work.
+    Fetch(BackendError),
+}
+
+impl ItemError {
+    fn into_inner(self) -> BackendError {
+        match self {
+            ItemError::Unreadable(e) | ItemError::Fetch(e) => e,
+        }
     }
 }
 
@@ -779,7 +811,8 @@ async fn run_pump(
                 loop {
                     match stream.message().await {
                         Ok(Some(item)) => {
-                            dispatch(&rpc, item, &orchestrations, &activities).await;
+                            dispatch(&rpc, &options.reconnect, item, &orchestrations, &activities)
+                                .await;
                         }
                         Ok(None) => {
                             tracing::warn!(endpoint = %rpc.endpoint, "the sidecar closed the work-item stream; reconnecting");
@@ -831,6 +864,7 @@ async fn open_stream(
 
 async fn dispatch(
     rpc: &Rpc,
+    reconnect: &ReconnectPolicy,
     item: proto::WorkItem,
     orchestrations: &mpsc::UnboundedSender<OrchestrationWorkItem>,
     activities: &mpsc::UnboundedSender<ActivityWorkItem>,
@@ -840,12 +874,18 @@ async fn dispatch(
     match item.request {
         Some(R::OrchestratorRequest(request)) => {
             let instance_id = request.instance_id.clone();
-            match orchestration_item(rpc, request, token.clone()).await {
+            match orchestration_item(rpc, reconnect, request, token.clone()).await {
                 Ok(work_item) => {
                     // A closed queue means the backend is gone; the lease lapses.
                     let _ = orchestrations.send(work_item);
                 }
-                Err(e) => fail_unreadable_orchestration(rpc, &instance_id, token, e).await,
+                Err(ItemError::Unreadable(e)) => {
+                    fail_unreadable_orchestration(rpc, &instance_id, token, e).await;
+                }
+                Err(ItemError::Fetch(e)) => {
+                    tracing::warn!(instance_id, error = %e, "cannot fetch the history of a work item; giving it back to the sidecar for redelivery");
+                    give_back(rpc.clone(), vec![token], vec![]).await;
+                }
             }
         }
         Some(R::ActivityRequest(request)) => {
@@ -858,21 +898,39 @@ async fn dispatch(
     }
 }
 
+/// How many times the history of a work item is asked for before the item
+/// is given back to the sidecar.
+const HISTORY_ATTEMPTS: u32 = 3;
+
 async fn orchestration_item(
     rpc: &Rpc,
+    reconnect: &ReconnectPolicy,
     mut request: proto::OrchestratorRequest,
     token: String,
-) -> Result<OrchestrationWorkItem, BackendError> {
+) -> Result<OrchestrationWorkItem, ItemError> {
     let instance_id = request.instance_id.clone();
     let past = if request.requires_history_streaming {
-        rpc.history(&instance_id, request.execution_id.clone(), true)
-            .await?
+        let mut attempt = 0;
+        loop {
+            match rpc
+                .fetch_history(&instance_id, request.execution_id.clone(), true)
+                .await
+            {
+                Ok(past) => break past,
+                Err(ItemError::Fetch(e)) if attempt + 1 < HISTORY_ATTEMPTS => {
+                    tracing::debug!(instance_id, error = %e, attempt, "cannot fetch the history of a work item; retrying");
+                    tokio::time::sleep(reconnect.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     } else {
         convert::events_from_proto(std::mem::take(&mut request.past_events))
-            .map_err(|e| unreadable("the history of", &instance_id, e))?
+            .map_err(|e| ItemError::Unreadable(unreadable("the history of", &instance_id, e)))?
     };
     convert::orchestration_item_from_proto(request, past, token)
-        .map_err(|e| unreadable("the new events of", &instance_id, e))
+        .map_err(|e| ItemError::Unreadable(unreadable("the new events of", &instance_id, e)))
 }
 
 /// An episode durable cannot read would be redelivered forever if abandoned;
@@ -1504,6 +1562,8 @@ mod tests {
             pub(super) seen: Arc<Mutex<Seen>>,
             pub(super) work: Arc<Mutex<Vec<proto::WorkItem>>>,
             pub(super) history: Arc<Mutex<Vec<proto::HistoryEvent>>>,
+            /// What `StreamInstanceHistory` fails with, if it fails.
+            pub(super) history_error: Arc<Mutex<Option<tonic::Code>>>,
         }
 
         impl Sidecar {
@@ -1600,6 +1660,9 @@ mod tests {
             ) -> Result<Response<tonic::codegen::BoxStream<proto::HistoryChunk>>, Status>
             {
                 self.record("stream_instance_history", &req);
+                if let Some(code) = *self.history_error.lock().unwrap() {
+                    return Err(Status::new(code, "scripted failure"));
+                }
                 // Two chunks, to show they are put together in order.
                 let events = self.history.lock().unwrap().clone();
                 let (a, b) = events.split_at(events.len() / 2);
@@ -2004,6 +2067,134 @@ mod tests {
                 assert!(f.non_retriable);
                 assert!(f.message.contains("parent"), "{}", f.message);
             }
+            other => panic!("expected a failed completion, got {other:?}"),
+        }
+    }
+
+    /// A work item whose history must be fetched, followed by an activity.
+    fn streamed_item_then_activity() -> Vec<proto::WorkItem> {
+        vec![
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::OrchestratorRequest(
+                    proto::OrchestratorRequest {
+                        instance_id: "streamed".into(),
+                        execution_id: Some("e".into()),
+                        past_events: vec![],
+                        new_events: vec![convert::event_to_proto(&HistoryEvent::new(
+                            chrono::DateTime::UNIX_EPOCH,
+                            EventKind::OrchestratorStarted,
+                        ))],
+                        requires_history_streaming: true,
+                    },
+                )),
+                completion_token: "orch-token".into(),
+            },
+            proto::WorkItem {
+                request: Some(proto::work_item::Request::ActivityRequest(
+                    proto::ActivityRequest {
+                        name: "a".into(),
+                        version: None,
+                        input: None,
+                        orchestration_instance: None,
+                        task_id: 0,
+                    },
+                )),
+                completion_token: "act-token".into(),
+            },
+        ]
+    }
+
+    fn quick_retries(addr: std::net::SocketAddr) -> GrpcOptions {
+        GrpcOptions::new(format!("http://{addr}")).reconnect(crate::ReconnectPolicy {
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            multiplier: 2.0,
+        })
+    }
+
+    /// Waits (boundedly) until `done` holds of what the sidecar saw.
+    async fn until(
+        sidecar: &scripted::Sidecar,
+        what: &str,
+        done: impl Fn(&scripted::Seen) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(&sidecar.seen.lock().unwrap()) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_history_call_gives_the_item_back_instead_of_failing_the_instance() {
+        for code in [
+            Code::Unavailable,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::Internal,
+        ] {
+            let sidecar = scripted::Sidecar::default();
+            *sidecar.work.lock().unwrap() = streamed_item_then_activity();
+            *sidecar.history_error.lock().unwrap() = Some(code);
+            let addr = sidecar.clone().serve().await;
+            let backend = GrpcBackend::new(quick_retries(addr)).unwrap();
+            let act = tokio::time::timeout(Duration::from_secs(10), backend.next_activity_item())
+                .await
+                .unwrap_or_else(|_| panic!("{code:?}: the activity arrives"))
+                .unwrap();
+            assert_eq!(act.completion_token, "act-token");
+            until(&sidecar, "the work item is abandoned", |seen| {
+                !seen.abandoned.is_empty()
+            })
+            .await;
+            let seen = sidecar.seen.lock().unwrap();
+            assert_eq!(seen.abandoned, ["orch-token"], "{code:?}");
+            assert!(
+                seen.completions.is_empty(),
+                "{code:?}: the instance was completed: {:?}",
+                seen.completions
+            );
+            let asked = seen
+                .headers
+                .iter()
+                .filter(|(call, ..)| call == "stream_instance_history")
+                .count();
+            assert_eq!(asked, HISTORY_ATTEMPTS as usize, "{code:?}: retried first");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetched_history_durable_cannot_read_fails_the_instance() {
+        let sidecar = scripted::Sidecar::default();
+        *sidecar.work.lock().unwrap() = streamed_item_then_activity();
+        *sidecar.history.lock().unwrap() = vec![proto::HistoryEvent {
+            event_id: 1,
+            timestamp: None,
+            event_type: None,
+        }];
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(quick_retries(addr)).unwrap();
+        let _activity = backend.next_activity_item().await.unwrap();
+        until(&sidecar, "the instance is failed", |seen| {
+            !seen.completions.is_empty()
+        })
+        .await;
+        let seen = sidecar.seen.lock().unwrap();
+        assert!(seen.abandoned.is_empty());
+        assert_eq!(seen.completions[0].completion_token, "orch-token");
+        match convert::action_from_proto(seen.completions[0].actions[0].clone())
+            .unwrap()
+            .kind
+        {
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Failed,
+                failure: Some(f),
+                ..
+            } => assert!(f.message.contains("streamed"), "{}", f.message),
             other => panic!("expected a failed completion, got {other:?}"),
         }
     }
