@@ -307,6 +307,12 @@ impl FailureDetails {
 }
 
 impl FailureDetails {
+    /// The same failure, marked non-retriable if `yes`.
+    pub fn non_retriable_if(mut self, yes: bool) -> Self {
+        self.non_retriable |= yes;
+        self
+    }
+
     /// The same failure with `inner` as its cause.
     pub fn with_inner(mut self, inner: FailureDetails) -> Self {
         self.inner = Some(Box::new(inner));

@@ -367,6 +367,9 @@ fn fail_outcome(
                     meta.instance_id, details.message
                 ),
             )
+            // A child that cannot succeed (e.g. non-deterministic) must not
+            // be retried by the parent's retry policy.
+            .non_retriable_if(details.non_retriable)
             .with_inner(details)),
             now,
         ));
@@ -936,6 +939,59 @@ mod tests {
                 let e = decide(r, s).unwrap_err();
                 assert!(e.contains(&s.to_string()), "{e}");
             }
+        }
+    }
+
+    #[test]
+    fn a_child_that_cannot_succeed_is_not_retried_by_its_parent() {
+        let t = chrono::Utc::now();
+        let request = CreateInstanceRequest {
+            instance_id: "child".into(),
+            name: "c".into(),
+            version: None,
+            input: None,
+            scheduled_start: None,
+            reuse_policy: IdReusePolicy::default(),
+        };
+        let parent = ParentInstance {
+            instance_id: "parent".into(),
+            execution_id: None,
+            name: None,
+            task_scheduled_id: 3,
+        };
+        let (meta, start) = create_instance(&request, Some(parent), t, &Limits::default()).unwrap();
+        let mut nd = FailureDetails::new("NonDeterminismError", "changed code");
+        nd.non_retriable = true;
+        let result = OrchestratorResult {
+            actions: vec![crate::actions::OrchestratorAction {
+                id: 0,
+                kind: ActionKind::CompleteOrchestration {
+                    status: Failed,
+                    result: None,
+                    failure: Some(nd),
+                    new_version: None,
+                    carryover_events: Vec::new(),
+                },
+            }],
+            custom_status: None,
+        };
+        let new_events = episode_events([start.event], t);
+        let out = apply_episode(&meta, &[], &new_events, &result, t, &Limits::default());
+        let to_parent = &out.outbox.messages[0];
+        assert_eq!(to_parent.instance_id, "parent");
+        match &to_parent.event.kind {
+            EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id: 3,
+                failure,
+            } => {
+                assert!(failure.non_retriable);
+                assert!(
+                    failure.message.contains("changed code"),
+                    "{}",
+                    failure.message
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 

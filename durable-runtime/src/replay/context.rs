@@ -57,6 +57,9 @@ pub(crate) struct CtxState {
     pub(crate) event_buffer_order: VecDeque<String>,
     pub(crate) custom_status: Option<String>,
     pub(crate) continue_as_new: Option<(Option<String>, bool)>,
+    /// A value the code handed to the context could not be serialised; the
+    /// orchestration fails with this at the end of the episode.
+    pub(crate) deferred_failure: Option<FailureDetails>,
 }
 
 impl CtxState {
@@ -77,6 +80,7 @@ impl CtxState {
             event_buffer_order: VecDeque::new(),
             custom_status: None,
             continue_as_new: None,
+            deferred_failure: None,
         }
     }
 
@@ -251,8 +255,29 @@ impl OrchestrationContext {
 
     /// Sets the custom status that clients see (any serialisable value).
     pub fn set_custom_status<T: Serialize>(&self, status: &T) {
-        let json = serde_json::to_string(status).ok();
+        let json = self.serialize(status, "the custom status");
         self.lock().custom_status = json;
+    }
+
+    /// Serialises a value handed to the context; a failure fails the
+    /// orchestration at the end of the episode, naming `what` and the type.
+    fn serialize<T: Serialize>(&self, value: &T, what: &str) -> Option<String> {
+        match serde_json::to_string(value) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                let mut s = self.lock();
+                s.deferred_failure.get_or_insert_with(|| {
+                    FailureDetails::new(
+                        "SerializationError",
+                        format!(
+                            "{what} (`{}`) could not be serialised: {e}",
+                            std::any::type_name::<T>()
+                        ),
+                    )
+                });
+                None
+            }
+        }
     }
 
     /// Logs at info level, silently while replaying.
@@ -505,7 +530,7 @@ impl OrchestrationContext {
     /// Raises an event on another orchestration instance (fire and forget).
     pub fn send_event(&self, instance_id: &str, name: &str, data: &impl Serialize) {
         let describe = format!("send event \"{name}\"");
-        let data = serde_json::to_string(data).ok();
+        let data = self.serialize(data, &format!("the data of event \"{name}\""));
         let id = self.lock().schedule(
             ActionKind::SendEvent {
                 instance_id: instance_id.to_string(),
@@ -523,14 +548,14 @@ impl OrchestrationContext {
     /// external events are dropped; see
     /// [`continue_as_new_keep_events`](Self::continue_as_new_keep_events).
     pub fn continue_as_new<T: Serialize>(&self, input: &T) {
-        let json = serde_json::to_string(input).ok();
+        let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, false));
     }
 
     /// Like [`continue_as_new`](Self::continue_as_new) but carries external
     /// events that arrived and were not consumed over to the new execution.
     pub fn continue_as_new_keep_events<T: Serialize>(&self, input: &T) {
-        let json = serde_json::to_string(input).ok();
+        let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, true));
     }
 

@@ -259,6 +259,19 @@ impl Execution {
     }
 
     fn finish_episode(&mut self) -> OrchestratorResult {
+        let deferred = self.ctx.lock().deferred_failure.take();
+        let terminated = matches!(
+            self.completion,
+            Some(ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Terminated,
+                ..
+            })
+        );
+        if let Some(d) = deferred {
+            if self.non_determinism.is_none() && !terminated {
+                self.fail(d);
+            }
+        }
         let mut s = self.ctx.lock();
         if self.completion.is_none()
             && self.non_determinism.is_none()

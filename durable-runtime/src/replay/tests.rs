@@ -255,6 +255,13 @@ fn registry() -> Registry {
                 Either::Second(()) => "timeout".to_string(),
             })
         })
+        .orchestrator_fn("bad_status", |ctx, _: ()| async move {
+            // JSON object keys must be strings: this cannot be serialised.
+            let status: std::collections::HashMap<(i32, i32), i32> =
+                [((1, 2), 3)].into_iter().collect();
+            ctx.set_custom_status(&status);
+            Ok(())
+        })
         .orchestrator_fn("two_events", |ctx, _: ()| async move {
             let a: String = ctx.wait_for_external_event("a").await?;
             let b: String = ctx.wait_for_external_event("b").await?;
@@ -490,6 +497,19 @@ fn orchestrator_error_becomes_failure() {
     let sim = Sim::start(registry(), "errs", "null", false);
     assert_eq!(sim.status(), OrchestrationStatus::Failed);
     assert_eq!(sim.meta.failure.as_ref().unwrap().message, "nope");
+}
+
+#[test]
+fn a_custom_status_that_cannot_be_serialised_fails_the_orchestration() {
+    let sim = Sim::start(registry(), "bad_status", "null", false);
+    assert_eq!(sim.status(), OrchestrationStatus::Failed);
+    let f = sim.meta.failure.as_ref().unwrap();
+    assert_eq!(f.error_type, "SerializationError");
+    assert!(
+        f.message.contains("custom status") && f.message.contains("HashMap"),
+        "{}",
+        f.message
+    );
 }
 
 #[test]
