@@ -66,7 +66,10 @@ pub enum BackendError {
     #[error("the lease on this work item was lost (it expired, or the item was already completed or abandoned): {0}")]
     LeaseLost(String),
     /// Waiting for an instance took longer than allowed.
-    #[error("timed out after {0:?} waiting for instance \"{1}\"")]
+    #[error(
+        "timed out after {0:?} waiting for instance \"{1}\"; is a worker running with its \
+         orchestrator registered, and is the instance waiting for an event or timer?"
+    )]
     Timeout(Duration, String),
     /// The backend was shut down.
     #[error("the backend is shut down")]
