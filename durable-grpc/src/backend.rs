@@ -589,18 +589,29 @@ impl Rpc {
             )
             .await
             .map_err(ItemError::Fetch)?;
-        // A history can be long; the stream gets no overall deadline.
+        // A history can be long: the stream gets no overall deadline, but
+        // each step must come within the request timeout, so a stalled
+        // sidecar is noticed.
         req.metadata_mut().remove("grpc-timeout");
-        let mut stream = self
-            .client()
-            .stream_instance_history(req)
-            .await
-            .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
-            .into_inner();
+        let stalled = || {
+            ItemError::Fetch(BackendError::Unavailable(format!(
+                "the sidecar at {} sent nothing of the history of instance \"{instance_id}\" \
+                 for {:?} (the request timeout); it may be overloaded",
+                self.endpoint, self.request_timeout
+            )))
+        };
+        let mut stream = tokio::time::timeout(
+            self.request_timeout,
+            self.client().stream_instance_history(req),
+        )
+        .await
+        .map_err(|_| stalled())?
+        .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
+        .into_inner();
         let mut events = Vec::new();
-        while let Some(chunk) = stream
-            .message()
+        while let Some(chunk) = tokio::time::timeout(self.request_timeout, stream.message())
             .await
+            .map_err(|_| stalled())?
             .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
         {
             events.extend(convert::events_from_proto(chunk.events).map_err(|e| {
@@ -799,6 +810,9 @@ async fn run_pump(
         capabilities: vec![proto::WorkerCapability::HistoryStreaming as i32],
         work_item_filters: filters,
     };
+    // Held while this task runs: items built in tasks of their own see from
+    // it whether the stream that brought them is still wanted.
+    let alive = Arc::new(());
     let mut attempt: u32 = 0;
     loop {
         if orchestrations.is_closed() && activities.is_closed() {
@@ -811,8 +825,14 @@ async fn run_pump(
                 loop {
                     match stream.message().await {
                         Ok(Some(item)) => {
-                            dispatch(&rpc, &options.reconnect, item, &orchestrations, &activities)
-                                .await;
+                            dispatch(
+                                &rpc,
+                                &options.reconnect,
+                                &alive,
+                                item,
+                                &orchestrations,
+                                &activities,
+                            );
                         }
                         Ok(None) => {
                             tracing::warn!(endpoint = %rpc.endpoint, "the sidecar closed the work-item stream; reconnecting");
@@ -862,9 +882,13 @@ async fn open_stream(
         .into_inner())
 }
 
-async fn dispatch(
+/// Sorts a work item into its queue. Never waits: an orchestration item
+/// whose history must be fetched is built in a task of its own, so a slow
+/// or stalled history call holds up no other work.
+fn dispatch(
     rpc: &Rpc,
     reconnect: &ReconnectPolicy,
+    pump: &Arc<()>,
     item: proto::WorkItem,
     orchestrations: &mpsc::UnboundedSender<OrchestrationWorkItem>,
     activities: &mpsc::UnboundedSender<ActivityWorkItem>,
@@ -872,19 +896,31 @@ async fn dispatch(
     use proto::work_item::Request as R;
     let token = item.completion_token;
     match item.request {
-        Some(R::OrchestratorRequest(request)) => {
+        Some(R::OrchestratorRequest(request)) if request.requires_history_streaming => {
+            tokio::spawn(streamed_orchestration_item(
+                rpc.clone(),
+                reconnect.clone(),
+                Arc::downgrade(pump),
+                request,
+                token,
+                orchestrations.clone(),
+            ));
+        }
+        Some(R::OrchestratorRequest(mut request)) => {
+            // Nothing to fetch: queued at once, so items keep stream order.
             let instance_id = request.instance_id.clone();
-            match orchestration_item(rpc, reconnect, request, token.clone()).await {
-                Ok(work_item) => {
-                    // A closed queue means the backend is gone; the lease lapses.
-                    let _ = orchestrations.send(work_item);
-                }
-                Err(ItemError::Unreadable(e)) => {
-                    fail_unreadable_orchestration(rpc, &instance_id, token, e).await;
-                }
-                Err(ItemError::Fetch(e)) => {
-                    tracing::warn!(instance_id, error = %e, "cannot fetch the history of a work item; giving it back to the sidecar for redelivery");
-                    give_back(rpc.clone(), vec![token], vec![]).await;
+            let built = convert::events_from_proto(std::mem::take(&mut request.past_events))
+                .map_err(|e| unreadable("the history of", &instance_id, e))
+                .and_then(|past| new_events_item(request, past, token.clone()));
+            match built {
+                Ok(work_item) => enqueue(rpc, orchestrations, work_item),
+                Err(e) => {
+                    tokio::spawn(fail_unreadable_orchestration(
+                        rpc.clone(),
+                        instance_id,
+                        token,
+                        e,
+                    ));
                 }
             }
         }
@@ -898,52 +934,85 @@ async fn dispatch(
     }
 }
 
+/// Queues an orchestration item, or gives it back if the backend is gone.
+fn enqueue(
+    rpc: &Rpc,
+    queue: &mpsc::UnboundedSender<OrchestrationWorkItem>,
+    item: OrchestrationWorkItem,
+) {
+    if let Err(mpsc::error::SendError(item)) = queue.send(item) {
+        tokio::spawn(give_back(rpc.clone(), vec![item.completion_token], vec![]));
+    }
+}
+
+fn new_events_item(
+    request: proto::OrchestratorRequest,
+    past: Vec<HistoryEvent>,
+    token: String,
+) -> Result<OrchestrationWorkItem, BackendError> {
+    let instance_id = request.instance_id.clone();
+    convert::orchestration_item_from_proto(request, past, token)
+        .map_err(|e| unreadable("the new events of", &instance_id, e))
+}
+
 /// How many times the history of a work item is asked for before the item
 /// is given back to the sidecar.
 const HISTORY_ATTEMPTS: u32 = 3;
 
-async fn orchestration_item(
-    rpc: &Rpc,
-    reconnect: &ReconnectPolicy,
-    mut request: proto::OrchestratorRequest,
+/// Fetches the history a work item left out and queues the item; fails the
+/// instance if the history cannot be read, gives the item back if it cannot
+/// be fetched or if the stream that brought it (`pump`) has been closed.
+async fn streamed_orchestration_item(
+    rpc: Rpc,
+    reconnect: ReconnectPolicy,
+    pump: std::sync::Weak<()>,
+    request: proto::OrchestratorRequest,
     token: String,
-) -> Result<OrchestrationWorkItem, ItemError> {
+    queue: mpsc::UnboundedSender<OrchestrationWorkItem>,
+) {
     let instance_id = request.instance_id.clone();
-    let past = if request.requires_history_streaming {
-        let mut attempt = 0;
-        loop {
-            match rpc
-                .fetch_history(&instance_id, request.execution_id.clone(), true)
-                .await
-            {
-                Ok(past) => break past,
-                Err(ItemError::Fetch(e)) if attempt + 1 < HISTORY_ATTEMPTS => {
-                    tracing::debug!(instance_id, error = %e, attempt, "cannot fetch the history of a work item; retrying");
-                    tokio::time::sleep(reconnect.delay(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+    let mut attempt = 0;
+    let past = loop {
+        match rpc
+            .fetch_history(&instance_id, request.execution_id.clone(), true)
+            .await
+        {
+            Ok(past) => break past,
+            Err(ItemError::Fetch(e)) if attempt + 1 < HISTORY_ATTEMPTS => {
+                tracing::debug!(instance_id, error = %e, attempt, "cannot fetch the history of a work item; retrying");
+                tokio::time::sleep(reconnect.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(ItemError::Fetch(e)) => {
+                tracing::warn!(instance_id, error = %e, "cannot fetch the history of a work item; giving it back to the sidecar for redelivery");
+                give_back(rpc, vec![token], vec![]).await;
+                return;
+            }
+            Err(ItemError::Unreadable(e)) => {
+                fail_unreadable_orchestration(rpc, instance_id, token, e).await;
+                return;
             }
         }
-    } else {
-        convert::events_from_proto(std::mem::take(&mut request.past_events))
-            .map_err(|e| ItemError::Unreadable(unreadable("the history of", &instance_id, e)))?
     };
-    convert::orchestration_item_from_proto(request, past, token)
-        .map_err(|e| ItemError::Unreadable(unreadable("the new events of", &instance_id, e)))
+    match new_events_item(request, past, token.clone()) {
+        Ok(_) if pump.upgrade().is_none() => give_back(rpc, vec![token], vec![]).await,
+        Ok(item) => enqueue(&rpc, &queue, item),
+        Err(e) => fail_unreadable_orchestration(rpc, instance_id, token, e).await,
+    }
 }
 
 /// An episode durable cannot read would be redelivered forever if abandoned;
 /// failing the instance instead tells its owner what happened.
 async fn fail_unreadable_orchestration(
-    rpc: &Rpc,
-    instance_id: &str,
+    rpc: Rpc,
+    instance_id: String,
     token: String,
     error: BackendError,
 ) {
+    let instance_id = instance_id.as_str();
     tracing::error!(instance_id, %error, "failing an orchestration whose work item cannot be read");
     let failure = FailureDetails::new("durable::UnsupportedHistory", error.to_string());
-    if let Err(e) = fail_orchestration(rpc, instance_id, token, failure).await {
+    if let Err(e) = fail_orchestration(&rpc, instance_id, token, failure).await {
         tracing::error!(instance_id, error = %e, "could not fail the orchestration either");
     }
 }
@@ -1564,6 +1633,8 @@ mod tests {
             pub(super) history: Arc<Mutex<Vec<proto::HistoryEvent>>>,
             /// What `StreamInstanceHistory` fails with, if it fails.
             pub(super) history_error: Arc<Mutex<Option<tonic::Code>>>,
+            /// Whether `StreamInstanceHistory` answers and then sends nothing.
+            pub(super) history_stalls: Arc<Mutex<bool>>,
         }
 
         impl Sidecar {
@@ -1662,6 +1733,9 @@ mod tests {
                 self.record("stream_instance_history", &req);
                 if let Some(code) = *self.history_error.lock().unwrap() {
                     return Err(Status::new(code, "scripted failure"));
+                }
+                if *self.history_stalls.lock().unwrap() {
+                    return Ok(Response::new(Box::pin(futures::stream::pending())));
                 }
                 // Two chunks, to show they are put together in order.
                 let events = self.history.lock().unwrap().clone();
@@ -1783,6 +1857,10 @@ mod tests {
             .unwrap();
         assert_eq!(item.instance_id, "fine");
         assert_eq!(item.execution_id, "e");
+        until(&sidecar, "the unreadable episode is answered", |seen| {
+            !seen.completions.is_empty()
+        })
+        .await;
         let seen = sidecar.seen.lock().unwrap();
         assert_eq!(
             seen.completions.len(),
@@ -2165,6 +2243,42 @@ mod tests {
                 .count();
             assert_eq!(asked, HISTORY_ATTEMPTS as usize, "{code:?}: retried first");
         }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_history_holds_up_no_other_work_and_times_out() {
+        let sidecar = scripted::Sidecar::default();
+        *sidecar.work.lock().unwrap() = streamed_item_then_activity();
+        *sidecar.history_stalls.lock().unwrap() = true;
+        let addr = sidecar.clone().serve().await;
+        // The default request timeout (30 s) is far longer than this wait:
+        // the activity behind the stalled item is not held up by it.
+        let backend = GrpcBackend::new(quick_retries(addr)).unwrap();
+        let act = tokio::time::timeout(Duration::from_secs(5), backend.next_activity_item())
+            .await
+            .expect("the activity arrives while the history before it stalls")
+            .unwrap();
+        assert_eq!(act.completion_token, "act-token");
+        assert!(sidecar.seen.lock().unwrap().abandoned.is_empty());
+        drop(backend);
+
+        // With a short request timeout, the stalled call is given up on and
+        // the item given back.
+        let sidecar = scripted::Sidecar::default();
+        *sidecar.work.lock().unwrap() = streamed_item_then_activity();
+        *sidecar.history_stalls.lock().unwrap() = true;
+        let addr = sidecar.clone().serve().await;
+        let backend =
+            GrpcBackend::new(quick_retries(addr).request_timeout(Duration::from_millis(50)))
+                .unwrap();
+        let _activity = backend.next_activity_item().await.unwrap();
+        until(&sidecar, "the stalled work item is given back", |seen| {
+            !seen.abandoned.is_empty()
+        })
+        .await;
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(seen.abandoned, ["orch-token"]);
+        assert!(seen.completions.is_empty());
     }
 
     #[tokio::test]
