@@ -63,6 +63,42 @@ pub fn registry() -> Registry {
                 Err(ActivityError::new("Flaky", format!("attempt {n} failed")))
             }
         })
+        .activity_fn(
+            "flaky_key",
+            |_c, (key, succeed_on): (String, u32)| async move {
+                let n = {
+                    let mut map = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = map.get_or_insert_with(HashMap::new).entry(key).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n >= succeed_on {
+                    Ok(n)
+                } else {
+                    Err(ActivityError::new("Flaky", format!("attempt {n} failed")))
+                }
+            },
+        )
+        .orchestrator_fn("flaky_child", |ctx, input: (String, u32)| async move {
+            let n: u32 = ctx.call_activity_by_name("flaky_key", &input).await?;
+            Ok(n)
+        })
+        .orchestrator_fn("retry_child", |ctx, succeed_on: u32| async move {
+            let options = crate::SubOrchestratorOptions {
+                instance_id: None,
+                retry: Some(RetryPolicy::new(3, Duration::from_millis(10))),
+            };
+            let key = ctx.instance_id();
+            let n: u32 = ctx
+                .call_sub_orchestrator_by_name_with(
+                    "flaky_child",
+                    None,
+                    &(key, succeed_on),
+                    options,
+                )
+                .await?;
+            Ok(n)
+        })
         .orchestrator_fn("chain", |ctx, x: i64| async move {
             let a: i64 = ctx.call_activity_by_name("inc", &x).await?;
             let b: i64 = ctx.call_activity_by_name("double", &a).await?;
@@ -400,6 +436,30 @@ pub async fn retry_exhausted(backend: Arc<dyn Backend>) {
         .filter(|e| matches!(e.kind, EventKind::TaskScheduled { .. }))
         .count();
     assert_eq!(tasks, 4, "max_attempts = 4");
+    h.stop().await;
+}
+
+/// A sub-orchestration retried by policy: each attempt is a new child.
+pub async fn sub_orchestration_retry(backend: Arc<dyn Backend>) {
+    let h = Harness::start(backend);
+    let s = h.run("retry_child", &3u32).await;
+    completed(&s);
+    assert_eq!(s.output::<u32>().unwrap(), 3, "the third child succeeds");
+    let created = h
+        .client
+        .history(s.instance_id())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::SubOrchestrationInstanceCreated { .. }))
+        .count();
+    assert_eq!(created, 3);
+    let s = h.run("retry_child", &9u32).await;
+    assert_eq!(
+        s.status(),
+        OrchestrationStatus::Failed,
+        "three attempts, all failed"
+    );
     h.stop().await;
 }
 
@@ -788,6 +848,7 @@ macro_rules! conformance_tests {
             activity_chaining, fan_out_fan_in, sub_orchestration, sub_orchestration_failure,
             activity_failure, external_event_after_wait, external_event_before_wait, timer,
             when_any_event_wins, when_any_timer_wins, retry_succeeds, retry_exhausted,
+            sub_orchestration_retry,
             suspend_resume, terminate, terminate_recursive, purge, query_paging,
             continue_as_new, custom_status, unknown_names, bad_input, orchestration_error,
             activity_panic, not_found, id_reuse, payload_too_large, history, send_event,

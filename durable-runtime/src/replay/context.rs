@@ -393,9 +393,23 @@ impl OrchestrationContext {
         input: O::Input,
         options: SubOrchestratorOptions,
     ) -> BoxFuture<'static, Result<O::Output, TaskError>> {
+        self.call_sub_orchestrator_by_name_with(O::NAME, O::VERSION, &input, options)
+    }
+
+    /// Starts a sub-orchestration by name with options (instance id,
+    /// retries). Each retry is a new child instance (`"{id}:retry{n}"` when
+    /// an id is given).
+    pub fn call_sub_orchestrator_by_name_with<O: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        input: &impl Serialize,
+        options: SubOrchestratorOptions,
+    ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
-        let describe = format!("sub-orchestration \"{}\"", O::NAME);
-        let input = to_json(&input, &describe);
+        let describe = format!("sub-orchestration \"{name}\"");
+        let input = to_json(input, &describe);
+        let (name, version) = (name.to_string(), version.map(str::to_string));
         Box::pin(async move {
             let input = input.map_err(|details| TaskError {
                 task: describe.clone(),
@@ -410,9 +424,9 @@ impl OrchestrationContext {
                         format!("{id}:retry{attempt}")
                     }
                 });
-                ctx.sub_orchestration_raw::<O::Output>(
-                    O::NAME,
-                    O::VERSION,
+                ctx.sub_orchestration_raw::<O>(
+                    &name,
+                    version.as_deref(),
                     input.clone(),
                     instance_id,
                 )
