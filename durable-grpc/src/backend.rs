@@ -23,7 +23,7 @@ use prost::Message;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -70,6 +70,9 @@ struct Inner {
     waiting: AtomicUsize,
     /// `next_*` calls ever made (to tell a pause from a shutdown).
     calls: AtomicU64,
+    /// Woken when the stream is closed, so that waiting `next_*` calls
+    /// reopen it.
+    stream_closed: Notify,
 }
 
 impl Inner {
@@ -100,6 +103,7 @@ impl Inner {
                 handle.abort();
             }
         }
+        self.stream_closed.notify_waiters();
         let (orchestrations, activities) = self.drain_untaken();
         if orchestrations.is_empty() && activities.is_empty() {
             return;
@@ -214,6 +218,7 @@ impl GrpcBackend {
                 pump: StdMutex::new(None),
                 waiting: AtomicUsize::new(0),
                 calls: AtomicU64::new(0),
+                stream_closed: Notify::new(),
             }),
         })
     }
@@ -239,7 +244,8 @@ impl GrpcBackend {
 
     /// Closes the work-item stream now and gives back the items it brought
     /// that no worker took, so the sidecar hands them to other workers. The
-    /// stream reopens on the next `next_*` call.
+    /// stream reopens on the next `next_*` call (at once if calls are
+    /// waiting).
     ///
     /// The backend does this by itself shortly after a worker stops; call it
     /// to be certain, e.g. right after shutting a worker down when the
@@ -253,6 +259,31 @@ impl GrpcBackend {
     /// The options this backend was built with.
     pub fn options(&self) -> &GrpcOptions {
         &self.inner.options
+    }
+
+    /// Waits for the next item of `queue`, (re)opening the work-item stream
+    /// first and again whenever it is closed under the wait.
+    async fn next_item<T>(
+        &self,
+        queue: &Mutex<mpsc::UnboundedReceiver<T>>,
+    ) -> Result<T, BackendError> {
+        let mut waiting = Waiting::new(&self.inner);
+        let mut rx = queue.lock().await;
+        loop {
+            let closed = self.inner.stream_closed.notified();
+            tokio::pin!(closed);
+            // Registered before the stream is opened, so a close from now on
+            // is seen.
+            closed.as_mut().enable();
+            self.ensure_pump();
+            tokio::select! {
+                item = rx.recv() => {
+                    waiting.answered = true;
+                    return item.ok_or(BackendError::Shutdown);
+                }
+                () = &mut closed => {}
+            }
+        }
     }
 
     fn ensure_pump(&self) {
@@ -1099,9 +1130,17 @@ fn lease_error(rpc: &Rpc, status: Status, instance_id: &str) -> BackendError {
 #[async_trait]
 impl Backend for GrpcBackend {
     async fn worker_stopped(&self) {
-        // Nobody will run what the stream would deliver now; close it so the
-        // sidecar hands that work to another worker.
-        self.close_work_stream();
+        // The stopped worker's calls are gone. If no other worker is asking
+        // either, nobody will run what the stream delivers now: close it so
+        // the sidecar hands that work to another worker. If one is, the
+        // stream is still needed (the backend is shared).
+        if self.inner.waiting.load(Ordering::SeqCst) == 0 {
+            self.close_work_stream();
+        } else {
+            tracing::debug!(
+                "a worker stopped; others still ask for work, so the work-item stream stays open"
+            );
+        }
     }
 
     async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
@@ -1361,11 +1400,7 @@ impl Backend for GrpcBackend {
     }
 
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
-        let mut waiting = Waiting::new(&self.inner);
-        self.ensure_pump();
-        let item = self.inner.orchestrations.lock().await.recv().await;
-        waiting.answered = true;
-        item.ok_or(BackendError::Shutdown)
+        self.next_item(&self.inner.orchestrations).await
     }
 
     async fn complete_orchestration_item(
@@ -1439,11 +1474,7 @@ impl Backend for GrpcBackend {
     }
 
     async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
-        let mut waiting = Waiting::new(&self.inner);
-        self.ensure_pump();
-        let item = self.inner.activities.lock().await.recv().await;
-        waiting.answered = true;
-        item.ok_or(BackendError::Shutdown)
+        self.next_item(&self.inner.activities).await
     }
 
     async fn complete_activity_item(
@@ -2311,6 +2342,43 @@ mod tests {
             } => assert!(f.message.contains("streamed"), "{}", f.message),
             other => panic!("expected a failed completion, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_worker_stopping_keeps_the_stream_of_workers_still_asking() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+        // Another worker on the same backend is waiting for an activity.
+        let other = tokio::spawn({
+            let backend = backend.clone();
+            async move { backend.next_activity_item().await }
+        });
+        until(&sidecar, "the stream opens", |seen| {
+            seen.stream_requests.len() == 1
+        })
+        .await;
+        backend.worker_stopped().await;
+        assert!(
+            backend.inner.pump.lock().unwrap().is_some(),
+            "the stream was closed under a waiting worker"
+        );
+
+        // Closed all the same (by hand), it is reopened for the waiting call,
+        // which gets what the new stream brings.
+        *sidecar.work.lock().unwrap() = streamed_item_then_activity().split_off(1);
+        backend.close_work_stream();
+        let act = tokio::time::timeout(Duration::from_secs(10), other)
+            .await
+            .expect("the waiting call is answered from a reopened stream")
+            .unwrap()
+            .unwrap();
+        assert_eq!(act.completion_token, "act-token");
+        assert_eq!(sidecar.seen.lock().unwrap().stream_requests.len(), 2);
+
+        // With nobody asking, a stopped worker closes the stream at once.
+        backend.worker_stopped().await;
+        assert!(backend.inner.pump.lock().unwrap().is_none());
     }
 
     #[tokio::test]

@@ -299,3 +299,18 @@ async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
         worker.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutting_down_leaves_another_on_the_same_backend_working() {
+    let server = PeerServer::start();
+    let backend: Arc<dyn Backend> = Arc::new(GrpcBackend::new(options(server.endpoint())).unwrap());
+    let client = Client::new(backend.clone());
+    let first = Worker::new(backend.clone(), registry()).start().unwrap();
+    let second = Worker::new(backend, registry()).start().unwrap();
+    assert_eq!(run_twice(&client, 1).await, 4);
+    first.shutdown().await;
+    for x in 2..4 {
+        assert_eq!(run_twice(&client, x).await, 4 * x);
+    }
+    second.shutdown().await;
+}
