@@ -29,8 +29,8 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
-/// How long [`Backend::suspend`] waits for the sidecar to report the
-/// suspension before returning anyway.
+/// How long [`Backend::suspend`] and [`Backend::resume`] wait for the
+/// sidecar to report the new status before returning anyway.
 const SUSPEND_SETTLE: Duration = Duration::from_secs(5);
 
 /// The longest single wait call; longer waits are several calls.
@@ -460,6 +460,30 @@ impl Rpc {
             }),
             _ => Ok(m),
         }
+    }
+
+    /// After a suspend or resume: waits (up to [`SUSPEND_SETTLE`]) while the
+    /// instance still has the status `from`. Some sidecars record the new
+    /// status only once a worker has handled the request; waiting here means
+    /// a status read right after the call sees it, as with durable's other
+    /// backends, and a suspend right after a resume (or the reverse) is not
+    /// taken for a repeat by a sidecar that ignores repeats.
+    async fn settle(
+        &self,
+        instance_id: &str,
+        from: OrchestrationStatus,
+    ) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + SUSPEND_SETTLE;
+        let mut pause = Duration::from_millis(5);
+        while tokio::time::Instant::now() < deadline {
+            match self.get_instance(instance_id, false).await? {
+                Some(m) if m.status == from => {}
+                _ => break,
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// The sub-orchestrations an instance started, read from its history,
@@ -1287,10 +1311,9 @@ impl Backend for GrpcBackend {
 
     async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
-        let current = rpc.require_instance(instance_id, Some("suspend")).await?;
-        if current.status == OrchestrationStatus::Suspended {
-            return Ok(());
-        }
+        // Sent even if the instance reads as suspended: a resume sent just
+        // before may not have been applied yet (the sidecar decides).
+        rpc.require_instance(instance_id, Some("suspend")).await?;
         let req = rpc
             .request(
                 proto::SuspendRequest {
@@ -1304,28 +1327,14 @@ impl Backend for GrpcBackend {
             .suspend_instance(req)
             .await
             .map_err(|s| rpc.error(s, Some(instance_id)))?;
-        // Some sidecars record the status only once a worker has handled
-        // the request; wait a little for it, so a status read right after
-        // this call sees the suspension, as with durable's other backends.
-        let deadline = tokio::time::Instant::now() + SUSPEND_SETTLE;
-        let mut pause = Duration::from_millis(5);
-        while tokio::time::Instant::now() < deadline {
-            match rpc.get_instance(instance_id, false).await? {
-                Some(m) if m.status == OrchestrationStatus::Running => {}
-                _ => break,
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-        Ok(())
+        rpc.settle(instance_id, OrchestrationStatus::Running).await
     }
 
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
-        let current = rpc.require_instance(instance_id, Some("resume")).await?;
-        if current.status != OrchestrationStatus::Suspended {
-            return Ok(());
-        }
+        // Sent even if the instance reads as running: a suspend sent just
+        // before may not have been applied yet (the sidecar decides).
+        rpc.require_instance(instance_id, Some("resume")).await?;
         let req = rpc
             .request(
                 proto::ResumeRequest {
@@ -1339,7 +1348,8 @@ impl Backend for GrpcBackend {
             .resume_instance(req)
             .await
             .map_err(|s| rpc.error(s, Some(instance_id)))?;
-        Ok(())
+        rpc.settle(instance_id, OrchestrationStatus::Suspended)
+            .await
     }
 
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {

@@ -625,3 +625,59 @@ async fn a_wait_without_a_limit_returns_when_the_instance_completes() {
     assert_eq!(done.status, OrchestrationStatus::Completed);
     assert_eq!(done.output.as_deref(), Some("7"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspend_right_after_a_resume_is_not_lost() {
+    use durable_runtime::{Client, Registry, ScheduleOptions, Worker};
+    use std::sync::Arc;
+
+    let server = PeerServer::start();
+    let b = Arc::new(backend(&server));
+    let registry = Registry::new().orchestrator_fn("waits", |ctx, _x: i64| async move {
+        let v: i64 = ctx.wait_for_external_event("go").await?;
+        Ok(v)
+    });
+    let worker = Worker::new(b.clone(), registry).start().unwrap();
+    let client = Client::new(b.clone());
+    let id = client
+        .schedule_by_name("waits", &1i64, ScheduleOptions::default())
+        .await
+        .unwrap();
+    client.wait_for_start(&id, STEP).await.unwrap();
+
+    b.suspend(&id, None).await.unwrap();
+    let status = |b: Arc<GrpcBackend>, id: String| async move {
+        b.get_instance(&id, false).await.unwrap().unwrap().status
+    };
+    assert_eq!(
+        status(b.clone(), id.clone()).await,
+        OrchestrationStatus::Suspended
+    );
+    b.resume(&id, None).await.unwrap();
+    b.suspend(&id, None).await.unwrap();
+    // Both calls reached the orchestration, in order.
+    let kinds: Vec<_> = b
+        .get_history(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.type_name())
+        .filter(|k| k.starts_with("Execution") && *k != "ExecutionStarted")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ExecutionSuspended",
+            "ExecutionResumed",
+            "ExecutionSuspended"
+        ]
+    );
+    assert_eq!(
+        status(b.clone(), id.clone()).await,
+        OrchestrationStatus::Suspended
+    );
+
+    b.terminate(&id, None, false).await.unwrap();
+    client.wait_for_completion(&id, STEP).await.unwrap();
+    worker.shutdown().await;
+}
