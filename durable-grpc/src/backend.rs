@@ -487,9 +487,21 @@ impl Rpc {
     }
 
     /// The sub-orchestrations an instance started, read from its history,
-    /// with whether each has finished.
-    async fn children(&self, instance_id: &str) -> Result<Vec<(String, bool)>, BackendError> {
-        let history = self.history(instance_id, None, false).await?;
+    /// with whether each has finished; `None` if the sidecar cannot stream
+    /// histories (Dapr, durabletask-go), in which case the recursion is left
+    /// to it.
+    async fn children(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<Vec<(String, bool)>>, BackendError> {
+        let history = match self.fetch_history(instance_id, None, false).await {
+            Ok(history) => history,
+            Err(ItemError::Unsupported(e)) => {
+                tracing::debug!(instance_id, error = %e, "no history to find sub-orchestrations in; the sidecar's own recursion is relied on");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into_inner()),
+        };
         let mut created = Vec::new();
         let mut finished = std::collections::HashSet::new();
         for e in &history {
@@ -508,16 +520,20 @@ impl Rpc {
                 _ => {}
             }
         }
-        Ok(created
-            .into_iter()
-            .map(|(seq, id)| (id, finished.contains(&seq)))
-            .collect())
+        Ok(Some(
+            created
+                .into_iter()
+                .map(|(seq, id)| (id, finished.contains(&seq)))
+                .collect(),
+        ))
     }
 
     /// Terminates an instance and, if `recursive`, its running
-    /// sub-orchestrations. The recursion is done here, from the history,
-    /// because not every sidecar implements it (for one that does, the
-    /// children are already terminated and this finds nothing left to do).
+    /// sub-orchestrations. The request goes first, with `recursive` set, for
+    /// sidecars that implement the recursion; it is then also done here,
+    /// from the history, because not every sidecar implements it (for one
+    /// that does, this finds nothing left to do, and for one that cannot
+    /// stream histories it is left to the sidecar).
     fn terminate_tree<'a>(
         &'a self,
         instance_id: &'a str,
@@ -526,16 +542,6 @@ impl Rpc {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let current = self.require_instance(instance_id, None).await?;
-            let children: Vec<String> = if recursive {
-                self.children(instance_id)
-                    .await?
-                    .into_iter()
-                    .filter(|(_, done)| !done)
-                    .map(|(id, _)| id)
-                    .collect()
-            } else {
-                Vec::new()
-            };
             if !current.status.is_terminal() {
                 let req = self
                     .request(
@@ -552,6 +558,17 @@ impl Rpc {
                     .await
                     .map_err(|s| self.error(s, Some(instance_id)))?;
             }
+            let children: Vec<String> = if recursive {
+                self.children(instance_id)
+                    .await?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, done)| !done)
+                    .map(|(id, _)| id)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for child in children {
                 match self.terminate_tree(&child, output.clone(), true).await {
                     Ok(()) | Err(BackendError::NotFound(_)) => {}
@@ -563,7 +580,8 @@ impl Rpc {
     }
 
     /// Purges a finished instance and, if `recursive`, its finished
-    /// sub-orchestrations (done here for the same reason as termination).
+    /// sub-orchestrations (done here for the same reason as termination;
+    /// the history is read first, as the purge deletes it).
     fn purge_tree<'a>(
         &'a self,
         instance_id: &'a str,
@@ -581,6 +599,7 @@ impl Rpc {
             let children: Vec<String> = if recursive {
                 self.children(instance_id)
                     .await?
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|(id, _)| id)
                     .collect()
@@ -661,7 +680,15 @@ impl Rpc {
         )
         .await
         .map_err(|_| stalled())?
-        .map_err(|s| ItemError::Fetch(self.error(s, Some(instance_id))))?
+        .map_err(|s| match s.code() {
+            Code::Unimplemented => ItemError::Unsupported(BackendError::Other(format!(
+                "the sidecar at {} does not implement StreamInstanceHistory (Dapr and \
+                 durabletask-go do not), so durable cannot read the history of instance \
+                 \"{instance_id}\" through it",
+                self.endpoint
+            ))),
+            _ => ItemError::Fetch(self.error(s, Some(instance_id))),
+        })?
         .into_inner();
         let mut events = Vec::new();
         while let Some(chunk) = tokio::time::timeout(self.request_timeout, stream.message())
@@ -686,12 +713,14 @@ enum ItemError {
     /// A call failed (the sidecar unreachable, restarting, stalled, the
     /// instance briefly missing...); asking again later may work.
     Fetch(BackendError),
+    /// The sidecar does not implement `StreamInstanceHistory`.
+    Unsupported(BackendError),
 }
 
 impl ItemError {
     fn into_inner(self) -> BackendError {
         match self {
-            ItemError::Unreadable(e) | ItemError::Fetch(e) => e,
+            ItemError::Unreadable(e) | ItemError::Fetch(e) | ItemError::Unsupported(e) => e,
         }
     }
 }
@@ -1038,7 +1067,7 @@ async fn streamed_orchestration_item(
                 tokio::time::sleep(reconnect.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(ItemError::Fetch(e)) => {
+            Err(ItemError::Fetch(e) | ItemError::Unsupported(e)) => {
                 tracing::warn!(instance_id, error = %e, "cannot fetch the history of a work item; giving it back to the sidecar for redelivery");
                 give_back(rpc, vec![token], vec![]).await;
                 return;
@@ -1654,6 +1683,8 @@ mod tests {
             pub(super) abandoned: Vec<String>,
             pub(super) stream_requests: Vec<proto::GetWorkItemsRequest>,
             pub(super) streams_closed: usize,
+            pub(super) terminated: Vec<proto::TerminateRequest>,
+            pub(super) purged: Vec<proto::PurgeInstancesRequest>,
         }
 
         /// Counts, in `Seen`, work-item streams the client went away from.
@@ -1676,6 +1707,8 @@ mod tests {
             pub(super) history_error: Arc<Mutex<Option<tonic::Code>>>,
             /// Whether `StreamInstanceHistory` answers and then sends nothing.
             pub(super) history_stalls: Arc<Mutex<bool>>,
+            /// The status `GetInstance` reports (`None`: no such instance).
+            pub(super) instance_status: Arc<Mutex<Option<proto::OrchestrationStatus>>>,
         }
 
         impl Sidecar {
@@ -1717,9 +1750,36 @@ mod tests {
                 req: Request<proto::GetInstanceRequest>,
             ) -> Result<Response<proto::GetInstanceResponse>, Status> {
                 self.record("get_instance", &req);
+                let status = *self.instance_status.lock().unwrap();
                 Ok(Response::new(proto::GetInstanceResponse {
-                    exists: false,
-                    orchestration_state: None,
+                    exists: status.is_some(),
+                    orchestration_state: status.map(|status| proto::OrchestrationState {
+                        instance_id: req.get_ref().instance_id.clone(),
+                        name: "o".into(),
+                        orchestration_status: status as i32,
+                        ..Default::default()
+                    }),
+                }))
+            }
+
+            async fn terminate_instance(
+                &self,
+                req: Request<proto::TerminateRequest>,
+            ) -> Result<Response<proto::TerminateResponse>, Status> {
+                self.record("terminate_instance", &req);
+                self.seen.lock().unwrap().terminated.push(req.into_inner());
+                Ok(Response::new(proto::TerminateResponse {}))
+            }
+
+            async fn purge_instances(
+                &self,
+                req: Request<proto::PurgeInstancesRequest>,
+            ) -> Result<Response<proto::PurgeInstancesResponse>, Status> {
+                self.record("purge_instances", &req);
+                self.seen.lock().unwrap().purged.push(req.into_inner());
+                Ok(Response::new(proto::PurgeInstancesResponse {
+                    deleted_instance_count: 3,
+                    is_complete: Some(true),
                 }))
             }
 
@@ -2389,6 +2449,42 @@ mod tests {
         // With nobody asking, a stopped worker closes the stream at once.
         backend.worker_stopped().await;
         assert!(backend.inner.pump.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn without_history_streaming_recursion_is_left_to_the_sidecar() {
+        // Like Dapr and durabletask-go: no StreamInstanceHistory.
+        let sidecar = scripted::Sidecar::default();
+        *sidecar.history_error.lock().unwrap() = Some(Code::Unimplemented);
+        *sidecar.instance_status.lock().unwrap() = Some(proto::OrchestrationStatus::Running);
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+
+        backend
+            .terminate("parent", Some("\"stop\"".into()), true)
+            .await
+            .expect("terminated, the children left to the sidecar");
+        *sidecar.instance_status.lock().unwrap() = Some(proto::OrchestrationStatus::Terminated);
+        let purged = backend
+            .purge(PurgeTarget::Instance("parent".into()), true)
+            .await
+            .expect("purged, the children left to the sidecar");
+        assert_eq!(purged, 3, "the sidecar's count");
+        {
+            let seen = sidecar.seen.lock().unwrap();
+            let [t] = &seen.terminated[..] else {
+                panic!("one terminate request, got {:?}", seen.terminated);
+            };
+            assert_eq!(t.instance_id, "parent");
+            assert!(t.recursive, "the sidecar is asked to recurse");
+            let [p] = &seen.purged[..] else {
+                panic!("one purge request, got {:?}", seen.purged);
+            };
+            assert!(p.recursive, "the sidecar is asked to recurse");
+        }
+
+        let e = backend.get_history("parent").await.unwrap_err();
+        assert!(e.to_string().contains("StreamInstanceHistory"), "{e}");
     }
 
     #[tokio::test]
