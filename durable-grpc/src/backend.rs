@@ -905,10 +905,12 @@ async fn run_pump(
         match open_stream(&rpc, request.clone()).await {
             Ok(mut stream) => {
                 tracing::info!(endpoint = %rpc.endpoint, "receiving work items from the sidecar");
-                attempt = 0;
+                let opened = tokio::time::Instant::now();
+                let mut delivered = false;
                 loop {
                     match stream.message().await {
                         Ok(Some(item)) => {
+                            delivered = true;
                             dispatch(
                                 &rpc,
                                 &options.reconnect,
@@ -933,14 +935,22 @@ async fn run_pump(
                             );
                             break;
                         }
+                        Err(status) if is_permanent(status.code()) => {
+                            tracing::error!(endpoint = %rpc.endpoint, error = %rpc.error(status, None), "the sidecar refused the work-item stream, and will until the configuration changes; retrying with backoff");
+                            break;
+                        }
                         Err(status) => {
                             tracing::warn!(endpoint = %rpc.endpoint, error = %rpc.error(status, None), "the work-item stream broke; reconnecting");
                             break;
                         }
                     }
                 }
+                attempt = attempt_after_stream(attempt, delivered, opened.elapsed());
             }
-            Err(e) => {
+            Err((e, Some(code))) if is_permanent(code) => {
+                tracing::error!(endpoint = %rpc.endpoint, error = %e, attempt, "the sidecar refuses the work-item stream (credentials, task hub or protocol version), and will until the configuration changes; retrying with backoff");
+            }
+            Err((e, _)) => {
                 tracing::warn!(endpoint = %rpc.endpoint, error = %e, attempt, "cannot open the work-item stream; will retry");
             }
         }
@@ -950,11 +960,40 @@ async fn run_pump(
     }
 }
 
+/// How long a work-item stream must stay up, if it delivers nothing, for
+/// its end to count as a fresh break rather than another failed attempt.
+const STREAM_STABLE: Duration = Duration::from_secs(10);
+
+/// The backoff attempt after a stream that opened and then ended: back to
+/// the start only if the stream delivered work or stayed up a while, so a
+/// sidecar that accepts and at once closes is not hammered.
+fn attempt_after_stream(attempt: u32, delivered: bool, up_for: Duration) -> u32 {
+    if delivered || up_for >= STREAM_STABLE {
+        0
+    } else {
+        attempt
+    }
+}
+
+/// Statuses that retrying will not change (wrong credentials or task hub, a
+/// sidecar that does not speak this part of the protocol).
+fn is_permanent(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented
+    )
+}
+
+/// Opens the work-item stream; on failure, the error and the gRPC code if
+/// the sidecar answered.
 async fn open_stream(
     rpc: &Rpc,
     request: proto::GetWorkItemsRequest,
-) -> Result<tonic::Streaming<proto::WorkItem>, BackendError> {
-    let mut req = rpc.request(request, "a work-item stream request").await?;
+) -> Result<tonic::Streaming<proto::WorkItem>, (BackendError, Option<Code>)> {
+    let mut req = rpc
+        .request(request, "a work-item stream request")
+        .await
+        .map_err(|e| (e, None))?;
     // The stream lives as long as the worker: no deadline (keep-alive pings
     // detect a dead peer).
     req.metadata_mut().remove("grpc-timeout");
@@ -962,7 +1001,10 @@ async fn open_stream(
         .client()
         .get_work_items(req)
         .await
-        .map_err(|s| rpc.error(s, None))?
+        .map_err(|s| {
+            let code = s.code();
+            (rpc.error(s, None), Some(code))
+        })?
         .into_inner())
 }
 
@@ -1571,6 +1613,26 @@ impl Backend for GrpcBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backoff_restarts_only_after_a_stream_that_was_worth_it() {
+        let short = Duration::from_millis(5);
+        assert_eq!(
+            attempt_after_stream(4, false, short),
+            4,
+            "accepted, then closed at once"
+        );
+        assert_eq!(attempt_after_stream(4, true, short), 0, "delivered work");
+        assert_eq!(
+            attempt_after_stream(4, false, STREAM_STABLE),
+            0,
+            "stayed up"
+        );
+        assert!(is_permanent(Code::Unauthenticated));
+        assert!(is_permanent(Code::PermissionDenied));
+        assert!(is_permanent(Code::Unimplemented));
+        assert!(!is_permanent(Code::Unavailable));
+    }
 
     #[test]
     fn grpc_size_messages_are_parsed() {
