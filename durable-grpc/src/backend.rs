@@ -68,6 +68,9 @@ struct Inner {
     pump: StdMutex<Option<JoinHandle<()>>>,
     /// `next_*` calls waiting now.
     waiting: AtomicUsize,
+    /// Workers that announced themselves (`Backend::worker_started`) and
+    /// have not stopped.
+    workers: AtomicUsize,
     /// `next_*` calls ever made (to tell a pause from a shutdown).
     calls: AtomicU64,
     /// Woken when the stream is closed, so that waiting `next_*` calls
@@ -217,6 +220,7 @@ impl GrpcBackend {
                 activity_tx,
                 pump: StdMutex::new(None),
                 waiting: AtomicUsize::new(0),
+                workers: AtomicUsize::new(0),
                 calls: AtomicU64::new(0),
                 stream_closed: Notify::new(),
             }),
@@ -1224,16 +1228,25 @@ fn lease_error(rpc: &Rpc, status: Status, instance_id: &str) -> BackendError {
 
 #[async_trait]
 impl Backend for GrpcBackend {
+    async fn worker_started(&self) {
+        self.inner.workers.fetch_add(1, Ordering::SeqCst);
+    }
+
     async fn worker_stopped(&self) {
-        // The stopped worker's calls are gone. If no other worker is asking
-        // either, nobody will run what the stream delivers now: close it so
-        // the sidecar hands that work to another worker. If one is, the
-        // stream is still needed (the backend is shared).
-        if self.inner.waiting.load(Ordering::SeqCst) == 0 {
+        // The stopped worker's calls are gone. If no other worker uses this
+        // backend (none announced, and no `next_*` call is waiting), nobody
+        // will run what the stream delivers now: close it so the sidecar
+        // hands that work to another worker.
+        let left = self
+            .inner
+            .workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_or(0, |n| n - 1);
+        if left == 0 && self.inner.waiting.load(Ordering::SeqCst) == 0 {
             self.close_work_stream();
         } else {
             tracing::debug!(
-                "a worker stopped; others still ask for work, so the work-item stream stays open"
+                "a worker stopped; others still use this backend, so the work-item stream stays open"
             );
         }
     }

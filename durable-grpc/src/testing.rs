@@ -610,6 +610,9 @@ mod delegate {
         async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
             self.backend.abandon_activity_item(item).await
         }
+        async fn worker_started(&self) {
+            self.backend.worker_started().await;
+        }
         async fn worker_stopped(&self) {
             self.backend.worker_stopped().await;
         }

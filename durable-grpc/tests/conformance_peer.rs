@@ -29,6 +29,7 @@ peer_cases!(
     when_any_timer_wins,
     retry_succeeds,
     retry_exhausted,
+    sub_orchestration_retry,
     suspend_resume,
     terminate,
     terminate_recursive,

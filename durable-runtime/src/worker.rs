@@ -265,6 +265,7 @@ async fn orchestration_loop(
     stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
 ) {
+    inner.backend.worker_started().await;
     let fetcher = inner.clone();
     let fetch = move || {
         let fetcher = fetcher.clone();

@@ -399,6 +399,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives the activity back, to be delivered again.
     async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError>;
 
+    /// Called when a worker starts using this backend (default: nothing), so
+    /// a backend shared by several workers knows how many there are.
+    async fn worker_started(&self) {}
+
     /// Called when a worker using this backend has shut down, so a remote
     /// backend can stop fetching work no one will run (default: nothing).
     async fn worker_stopped(&self) {}
