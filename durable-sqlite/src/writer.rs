@@ -82,10 +82,25 @@ struct Msg {
     job: Box<dyn Job>,
 }
 
-/// The handle to a connection thread. Dropping the last handle stops the
-/// thread and closes the connection.
+/// The handle to a connection thread. Dropping it runs what is queued,
+/// closes the connection and waits for that, so the file is complete and
+/// free once the backend is gone.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -98,10 +113,13 @@ impl Writer {
         on_rollback: impl Fn() + Send + 'static,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || run(conn, rx, &on_rollback))?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` in a write transaction (batched with other writes).
