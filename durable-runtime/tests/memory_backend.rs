@@ -131,7 +131,6 @@ async fn virtual_clock_skips_a_thirty_day_timer() {
     });
     let env = TestEnv::new(registry).unwrap();
     let start = env.now();
-    let wall = std::time::Instant::now();
     let id = env
         .client()
         .schedule_by_name("sleeps", &(), ScheduleOptions::default())
@@ -139,12 +138,9 @@ async fn virtual_clock_skips_a_thirty_day_timer() {
         .unwrap();
     let s = env.wait_for_completion(&id).await.unwrap();
     let woke: chrono::DateTime<chrono::Utc> = s.output().unwrap();
+    // Only the virtual clock can have moved 30 days: a real wait would have
+    // run into TestEnv's 30 s wall-time limit and failed.
     assert!(woke - start >= chrono::Duration::days(30));
-    assert!(
-        wall.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        wall.elapsed()
-    );
     env.shutdown().await;
 }
 
