@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// How long [`Backend::suspend`] and [`Backend::resume`] wait for the
@@ -311,6 +311,7 @@ struct Rpc {
     client: TaskHubSidecarServiceClient<Channel>,
     endpoint: Arc<str>,
     task_hub: MetadataValue<Ascii>,
+    headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
     token_provider: Option<Arc<dyn TokenProvider>>,
     request_timeout: Duration,
     max_message_size: usize,
@@ -339,13 +340,40 @@ impl Rpc {
         if let Some(interval) = options.keep_alive_interval {
             endpoint = endpoint.http2_keep_alive_interval(interval);
         }
-        if is_https {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| {
-                    BackendError::InvalidRequest(format!("cannot set up TLS for \"{url}\": {e}"))
-                })?;
+        if options.tls_ca_pem.is_some() && !is_https {
+            return Err(BackendError::InvalidRequest(format!(
+                "a CA certificate was given but the sidecar endpoint \"{url}\" is not https://; \
+                 use an https:// endpoint or drop the certificate"
+            )));
         }
+        if is_https {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(pem) = &options.tls_ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| {
+                BackendError::InvalidRequest(format!("cannot set up TLS for \"{url}\": {e}"))
+            })?;
+        }
+        let headers = options
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|_| {
+                    BackendError::InvalidRequest(format!(
+                        "\"{name}\" is not a valid header name; use lowercase ASCII letters, \
+                         digits and dashes"
+                    ))
+                })?;
+                let value = value.parse::<MetadataValue<Ascii>>().map_err(|_| {
+                    BackendError::InvalidRequest(format!(
+                        "the value of header \"{name}\" cannot be sent (non-ASCII or control \
+                         characters)"
+                    ))
+                })?;
+                Ok((key, value))
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
         let task_hub = options
             .task_hub
             .parse::<MetadataValue<Ascii>>()
@@ -363,6 +391,7 @@ impl Rpc {
             client,
             endpoint: url.into(),
             task_hub,
+            headers,
             token_provider: options.token_provider.clone(),
             request_timeout: options.request_timeout,
             max_message_size: options.max_message_size,
@@ -393,6 +422,9 @@ impl Rpc {
         request.set_timeout(self.request_timeout);
         let metadata = request.metadata_mut();
         metadata.insert("taskhub", self.task_hub.clone());
+        for (key, value) in &self.headers {
+            metadata.insert(key.clone(), value.clone());
+        }
         if let Some(provider) = &self.token_provider {
             let token = provider.token().await.map_err(|e| {
                 BackendError::Unavailable(format!(
@@ -1753,6 +1785,7 @@ mod tests {
         #[derive(Default)]
         pub(super) struct Seen {
             pub(super) headers: Vec<(String, Option<String>, Option<String>)>,
+            pub(super) api_tokens: Vec<Option<String>>,
             pub(super) completions: Vec<proto::OrchestratorResponse>,
             pub(super) activity_completions: Vec<proto::ActivityResponse>,
             pub(super) abandoned: Vec<String>,
@@ -1794,11 +1827,10 @@ mod tests {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
                 };
-                self.seen.lock().unwrap().headers.push((
-                    call.to_string(),
-                    get("taskhub"),
-                    get("authorization"),
-                ));
+                let mut seen = self.seen.lock().unwrap();
+                seen.headers
+                    .push((call.to_string(), get("taskhub"), get("authorization")));
+                seen.api_tokens.push(get("dapr-api-token"));
             }
 
             pub(super) async fn serve(self) -> SocketAddr {
@@ -1968,6 +2000,41 @@ mod tests {
                     Some("Bearer token-1".to_string())
                 ),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn extra_headers_go_on_every_call() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let options = GrpcOptions::new(format!("http://{addr}")).header("dapr-api-token", "s3cret");
+        let backend = GrpcBackend::connect(options).await.unwrap();
+        assert_eq!(backend.get_instance("x", false).await.unwrap(), None);
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(seen.api_tokens, vec![Some("s3cret".to_string()); 2]);
+    }
+
+    #[tokio::test]
+    async fn bad_headers_and_tls_settings_are_clear_errors() {
+        let err = |o: GrpcOptions| {
+            GrpcBackend::new(o)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = err(GrpcOptions::new("http://127.0.0.1:1").header("Bad Name", "x"));
+        assert!(e.contains("\"Bad Name\" is not a valid header name"), "{e}");
+        let e = err(GrpcOptions::new("http://127.0.0.1:1").header("x-key", "line\nbreak"));
+        assert!(e.contains("header \"x-key\" cannot be sent"), "{e}");
+        let e = err(GrpcOptions::new("http://127.0.0.1:1").tls_ca_certificate(b"pem".to_vec()));
+        assert!(e.contains("not https://"), "{e}");
+        let debug = format!(
+            "{:?}",
+            GrpcOptions::default().header("dapr-api-token", "s3cret")
+        );
+        assert!(
+            debug.contains("dapr-api-token") && !debug.contains("s3cret"),
+            "{debug}"
         );
     }
 

@@ -119,6 +119,12 @@ pub struct GrpcOptions {
     pub task_hub: String,
     /// Source of `authorization: Bearer` tokens, if the sidecar needs them.
     pub token_provider: Option<Arc<dyn TokenProvider>>,
+    /// Extra metadata headers sent with every call, e.g. Dapr's
+    /// `dapr-api-token`. Names are lowercase ASCII; values ASCII.
+    pub headers: Vec<(String, String)>,
+    /// A PEM certificate (or bundle) of a certificate authority to trust for
+    /// `https` endpoints, besides the web PKI roots (e.g. a private CA).
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
     /// Deadline of ordinary calls (not of waits, which take their own, nor of
@@ -161,6 +167,8 @@ impl Default for GrpcOptions {
             endpoint: DEFAULT_ENDPOINT.to_string(),
             task_hub: DEFAULT_TASK_HUB.to_string(),
             token_provider: None,
+            headers: Vec::new(),
+            tls_ca_pem: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(30)),
@@ -184,6 +192,16 @@ impl fmt::Debug for GrpcOptions {
                 "token_provider",
                 &self.token_provider.as_ref().map(|_| ".."),
             )
+            // Header values may be secrets: names only.
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(|p| p.len()))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("keep_alive_interval", &self.keep_alive_interval)
@@ -215,6 +233,20 @@ impl GrpcOptions {
     /// coming from `provider` (see [`TokenProvider`]).
     pub fn bearer_token(mut self, provider: impl TokenProvider) -> Self {
         self.token_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// Sends a metadata header with every call (e.g. `dapr-api-token` for a
+    /// Dapr sidecar with API-token authentication).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Trusts this certificate authority (PEM) for `https` endpoints, in
+    /// addition to the web PKI roots.
+    pub fn tls_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
         self
     }
 
