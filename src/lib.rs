@@ -81,8 +81,29 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use durable_runtime::registry::{
-        into_activity_error, Activity, BoxFuture, Orchestrator, Registration, Registry,
+        into_activity_error, into_orchestration_error, Activity, BoxFuture, Orchestrator,
+        Registration, Registry,
     };
+
+    /// Implemented once for every type, and a second time for `Result`: so
+    /// naming `<T as ReturnTypeIsNotAResult<_>>::CHECK` is ambiguous exactly
+    /// when `T` is a `Result` hidden behind an alias. Write `Result<T, E>`
+    /// in the signature so the macro sees it.
+    pub trait ReturnTypeIsNotAResult<Marker> {
+        /// Names the check.
+        const CHECK: () = ();
+    }
+
+    impl<T: ?Sized> ReturnTypeIsNotAResult<()> for T {}
+
+    /// The marker of the `Result` impl; its name is the hint in the error.
+    #[allow(non_camel_case_types)]
+    pub struct write_Result_T_E_in_the_signature_not_an_alias;
+
+    impl<T, E> ReturnTypeIsNotAResult<write_Result_T_E_in_the_signature_not_an_alias>
+        for core::result::Result<T, E>
+    {
+    }
     pub use durable_runtime::testing::TestEnv;
     pub use durable_runtime::{
         ActivityContext, ActivityError, OrchestrationContext, OrchestrationError,

@@ -258,3 +258,42 @@ async fn tests_may_return_ok() -> Result<(), String> {
 async fn tests_returning_err_fail() -> Result<(), String> {
     Err("boom".to_string())
 }
+
+/// An orchestrator may fail with any displayable error, boxed ones included.
+#[orchestrator]
+async fn fails_with_boxed_error(
+    _ctx: OrchestrationContext,
+    code: u32,
+) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    Err(format!("rejected with code {code}").into())
+}
+
+/// An orchestrator may fail with a plain `String`.
+#[orchestrator]
+async fn fails_with_string(_ctx: OrchestrationContext) -> Result<u32, String> {
+    Err("no stock".to_string())
+}
+
+#[durable::test(orchestrators(fails_with_boxed_error, fails_with_string))]
+async fn orchestrators_fail_with_any_displayable_error(env: TestEnv) {
+    let id = env
+        .client()
+        .schedule(fails_with_boxed_error, 7)
+        .await
+        .unwrap();
+    let state = env.wait_for_completion(&id).await.unwrap();
+    assert_eq!(state.status(), OrchestrationStatus::Failed);
+    assert_eq!(state.failure().unwrap().message, "rejected with code 7");
+    let id = env.client().schedule(fails_with_string, ()).await.unwrap();
+    let failure = env
+        .wait_for_completion(&id)
+        .await
+        .unwrap()
+        .failure()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (failure.error_type.as_str(), failure.message.as_str()),
+        ("OrchestrationError", "no stock")
+    );
+}

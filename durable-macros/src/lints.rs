@@ -19,9 +19,12 @@ use syn::{Attribute, Expr, ExprPath, Item, Macro, Meta, Path, Stmt, Token};
 /// when `lint` is set, reports each replay-unsafe call outside the marked
 /// statements.
 pub(crate) fn check_and_strip_markers(block: &mut syn::Block, lint: bool) -> Errors {
+    let mut bindings = Bindings(Default::default());
+    syn::visit::Visit::visit_block(&mut bindings, block);
     let mut visitor = Lints {
         lint,
         errors: Errors::default(),
+        locals: bindings.0,
     };
     visitor.visit_block_mut(block);
     visitor.errors
@@ -45,6 +48,20 @@ pub(crate) fn misplaced_marker(args: TokenStream, item: TokenStream) -> TokenStr
 struct Lints {
     lint: bool,
     errors: Errors,
+    /// Names the body binds (`let`, closure and function parameters): a
+    /// bare `sleep` or `rand` that is one of them is the user's, not a
+    /// library's.
+    locals: std::collections::HashSet<String>,
+}
+
+/// Collects the identifiers bound by patterns in a body.
+struct Bindings(std::collections::HashSet<String>);
+
+impl<'ast> syn::visit::Visit<'ast> for Bindings {
+    fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+        self.0.insert(p.ident.to_string());
+        syn::visit::visit_pat_ident(self, p);
+    }
 }
 
 impl VisitMut for Lints {
@@ -59,12 +76,17 @@ impl VisitMut for Lints {
     }
 
     fn visit_expr_path_mut(&mut self, expr: &mut ExprPath) {
-        if self.lint && expr.qself.is_none() {
+        let bound_locally = expr.path.segments.len() == 1
+            && self
+                .locals
+                .contains(&expr.path.segments[0].ident.to_string());
+        if self.lint && expr.qself.is_none() && !bound_locally {
             if let Some(fix) = rule_for(&expr.path) {
                 self.errors.push(
                     &expr.path,
                     format!(
-                        "`{}` is not replay-safe in an orchestrator; {fix}",
+                        "`{}` is not replay-safe in an orchestrator; {fix} (if this is deliberate, \
+                         or not what it looks like, mark the statement `#[durable::nondeterministic]`)",
                         written(&expr.path)
                     ),
                 );
@@ -143,7 +165,9 @@ fn rule_for(path: &Path) -> Option<&'static str> {
         (Some("OffsetDateTime"), "now_utc" | "now_local") => NOW,
         (Some("Uuid"), "new_v4" | "now_v1" | "now_v6" | "now_v7") => UUID,
         (Some("File"), "open" | "create" | "create_new" | "options") => IO,
-        (Some("OpenOptions" | "Command"), "new") => IO,
+        (Some("OpenOptions"), "new") => IO,
+        // A user's own `Command` type (common in CQRS code) is fine.
+        (Some("Command"), "new") if has("process") => IO,
         (
             Some(
                 "TcpStream" | "TcpListener" | "UdpSocket" | "UnixStream" | "UnixListener"
@@ -156,7 +180,11 @@ fn rule_for(path: &Path) -> Option<&'static str> {
         | (Some("env"), "current_dir" | "temp_dir" | "home_dir") => ENV,
         (None, "thread_rng") => RANDOM,
         (_, "sleep" | "sleep_until")
-            if init.is_empty() || has("thread") || has("time") || has("task") =>
+            if init.is_empty()
+                || matches!(
+                    first,
+                    "thread" | "time" | "task" | "tokio" | "std" | "async_std" | "smol"
+                ) =>
         {
             SLEEP
         }
@@ -167,9 +195,10 @@ fn rule_for(path: &Path) -> Option<&'static str> {
         }
         (_, "spawn" | "spawn_blocking" | "spawn_local")
             if init.is_empty()
-                || ["tokio", "task", "thread", "async_std", "smol"]
-                    .iter()
-                    .any(|s| has(s)) =>
+                || matches!(
+                    first,
+                    "tokio" | "task" | "thread" | "std" | "async_std" | "smol"
+                ) =>
         {
             SPAWN
         }
@@ -386,6 +415,9 @@ mod tests {
             "Uuid::new_v5",
             "std::env::consts::OS",
             "my_crate::spawn_order",
+            "domain::time::sleep",
+            "domain::task::spawn",
+            "Command::new",
             "File",
             "time::Duration::from_secs",
         ] {
@@ -398,6 +430,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn names_the_body_binds_are_the_users() {
+        let mut block: syn::Block = syn::parse_quote!({
+            let sleep = |d: u64| d;
+            let (rand, fs) = (1, 2);
+            let spawned = [1, 2].map(|spawn| spawn + sleep(3) + rand + fs);
+            tokio::time::sleep(d).await;
+        });
+        let errors = check_and_strip_markers(&mut block, true);
+        let msg = errors.to_compile_errors().to_string();
+        assert!(msg.contains("tokio::time::sleep"), "{msg}");
+        assert_eq!(msg.matches("not replay-safe").count(), 1, "{msg}");
     }
 
     #[test]

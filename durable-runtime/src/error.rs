@@ -108,14 +108,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for OrchestrationErro
     fn from(e: E) -> Self {
         let any: &dyn Any = &e;
         if let Some(task) = any.downcast_ref::<TaskError>() {
-            // Keep the task's failure as the inner cause so callers can see
-            // which activity failed and why.
-            let mut details = FailureDetails::new("TaskFailedError", task.to_string());
-            details.inner = Some(Box::new(task.details.clone()));
-            return OrchestrationError { details };
+            return task_failed(task);
         }
         OrchestrationError {
-            details: FailureDetails::new(std::any::type_name::<E>(), e.to_string()),
+            details: display_failure::<E>(&e, "OrchestrationError"),
         }
     }
 }
@@ -199,14 +195,49 @@ pub fn into_activity_error<E: fmt::Display + 'static>(e: E) -> ActivityError {
             details: t.details.clone(),
         };
     }
+    ActivityError {
+        details: display_failure::<E>(&e, "ActivityError"),
+    }
+}
+
+/// Failure details from any displayable error: its Rust type name (or
+/// `plain` for strings) and its message, with the causes an error chain
+/// such as `anyhow`'s shows in alternate form (`{:#}`).
+fn display_failure<E: fmt::Display + 'static>(e: &E, plain: &str) -> FailureDetails {
     let ty = std::any::type_name::<E>();
-    // `String` / `&str` errors read better as a plain ActivityError.
+    // `String` / `&str` errors read better as the plain type.
     let ty = if ty == "alloc::string::String" || ty == "&str" {
-        "ActivityError"
+        plain
     } else {
         ty
     };
-    ActivityError::new(ty, e.to_string())
+    FailureDetails::new(ty, format!("{e:#}"))
+}
+
+/// Converts any displayable error into an [`OrchestrationError`] (used by
+/// `#[orchestrator]` for `Result<T, E>` returns): an `OrchestrationError`
+/// stays as it is, a [`TaskError`] keeps the task's failure as the cause.
+pub fn into_orchestration_error<E: fmt::Display + 'static>(e: E) -> OrchestrationError {
+    let any: &dyn Any = &e;
+    if let Some(o) = any.downcast_ref::<OrchestrationError>() {
+        return OrchestrationError {
+            details: o.details.clone(),
+        };
+    }
+    if let Some(task) = any.downcast_ref::<TaskError>() {
+        return task_failed(task);
+    }
+    OrchestrationError {
+        details: display_failure::<E>(&e, "OrchestrationError"),
+    }
+}
+
+fn task_failed(task: &TaskError) -> OrchestrationError {
+    // Keep the task's failure as the inner cause so callers can see which
+    // activity failed and why.
+    let mut details = FailureDetails::new("TaskFailedError", task.to_string());
+    details.inner = Some(Box::new(task.details.clone()));
+    OrchestrationError { details }
 }
 
 /// Errors from the client and worker APIs.

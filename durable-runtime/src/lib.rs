@@ -17,7 +17,10 @@ pub use backend::{Backend, BackendError, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.
 pub use chrono;
 pub use client::{Client, OrchestrationState, ScheduleOptions};
-pub use error::{into_activity_error, ActivityError, Error, OrchestrationError, TaskError};
+pub use error::{
+    into_activity_error, into_orchestration_error, ActivityError, Error, OrchestrationError,
+    TaskError,
+};
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, BoxFuture, Orchestrator, Registration, Registry, RegistryError};
 pub use replay::context::{

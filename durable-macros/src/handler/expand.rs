@@ -188,6 +188,18 @@ fn implementation(
     let input_assoc = quote_spanned!(input_ty.span()=> type Input = #input_ty;);
     let output_ty = handler.output.success_type().cloned().unwrap_or_else(unit);
     let output_assoc = quote_spanned!(output_ty.span()=> type Output = #output_ty;);
+    // A plain return type that is really a `Result` (an alias) would record
+    // an `Err` as a successful output: refuse it, pointing at the type.
+    let not_a_result = match &handler.output {
+        Output::Plain(ty) => quote_spanned! {ty.span()=>
+            const _: () = {
+                fn __durable_output_is_not_a_result_alias() {
+                    let _ = <#ty as ::durable::__private::ReturnTypeIsNotAResult<_>>::CHECK;
+                }
+            };
+        },
+        _ => quote!(),
+    };
 
     let body_fn = syn::Ident::new("__durable_body", Span::mixed_site());
     let ctx = syn::Ident::new("ctx", Span::mixed_site());
@@ -205,14 +217,14 @@ fn implementation(
         },
         (Output::Result { ty, err, .. }, Kind::Orchestrator) => {
             // Every token of the conversion carries the error type's span,
-            // so "`From<E>` is not implemented" points at `E`.
+            // so "`E` doesn't implement `Display`" points at `E`.
             let span = err.as_ref().map_or_else(|| ty.span(), |err| err.span());
             let result = syn::Ident::new("result", Span::mixed_site());
             quote_spanned! {span=>
                 let #result = #call.await;
                 ::core::result::Result::map_err(
                     #result,
-                    ::core::convert::Into::<::durable::__private::OrchestrationError>::into,
+                    ::durable::__private::into_orchestration_error,
                 )
             }
         }
@@ -229,6 +241,7 @@ fn implementation(
     let registration = registration(ident, &register);
 
     quote! {
+        #not_a_result
         #(#on_fn)*
         async fn #body_fn(#(#params),*) #output #block
 
