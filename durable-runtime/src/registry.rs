@@ -159,6 +159,9 @@ inventory::collect!(Registration);
 pub(crate) struct Entry<F> {
     pub(crate) handler: F,
     defined_at: DefinedAt,
+    /// The handle's (or closure's) type: the same definition registered
+    /// twice (e.g. explicitly and by discovery) is one registration.
+    identity: std::any::TypeId,
 }
 
 /// Wire names mapped to orchestrators and activities.
@@ -268,7 +271,7 @@ where
 }
 
 /// Adds `e` under `name`, recording a duplicate (a different definition of
-/// the same name) as an error.
+/// the same name) as an error; the same definition again is ignored.
 fn insert<F>(
     map: &mut HashMap<String, Arc<Entry<F>>>,
     errors: &mut Vec<RegistryError>,
@@ -277,7 +280,7 @@ fn insert<F>(
     e: Arc<Entry<F>>,
 ) {
     match map.get(&name) {
-        Some(prev) if prev.defined_at != e.defined_at => errors.push(RegistryError::Duplicate {
+        Some(prev) if prev.identity != e.identity => errors.push(RegistryError::Duplicate {
             kind,
             attr: kind,
             name,
@@ -369,7 +372,7 @@ impl Registry {
         Fut: Future<Output = Result<O, OrchestrationError>> + Send + 'static,
     {
         let handler = erase(format!("orchestrator \"{name}\""), f);
-        self.put_orchestrator(name, handler, here());
+        self.put_orchestrator(name, handler, here(), std::any::TypeId::of::<F>());
         self
     }
 
@@ -383,7 +386,7 @@ impl Registry {
         Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
     {
         let handler = erase(format!("activity \"{name}\""), f);
-        self.put_activity(name, handler, here());
+        self.put_activity(name, handler, here(), std::any::TypeId::of::<F>());
         self
     }
 
@@ -391,20 +394,27 @@ impl Registry {
         let handler = erase(format!("orchestrator \"{}\"", O::NAME), |ctx, i| {
             O::default().run(ctx, i)
         });
-        self.put_orchestrator(O::NAME, handler, at);
+        self.put_orchestrator(O::NAME, handler, at, std::any::TypeId::of::<O>());
     }
 
     fn add_activity<A: Activity>(&mut self, at: DefinedAt) {
         let handler = erase(format!("activity \"{}\"", A::NAME), |ctx, i| {
             A::default().run(ctx, i)
         });
-        self.put_activity(A::NAME, handler, at);
+        self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>());
     }
 
-    fn put_orchestrator(&mut self, name: &str, handler: OrchestratorFn, defined_at: DefinedAt) {
+    fn put_orchestrator(
+        &mut self,
+        name: &str,
+        handler: OrchestratorFn,
+        defined_at: DefinedAt,
+        identity: std::any::TypeId,
+    ) {
         let entry = Arc::new(Entry {
             handler,
             defined_at,
+            identity,
         });
         insert(
             &mut self.orchestrators,
@@ -415,10 +425,17 @@ impl Registry {
         );
     }
 
-    fn put_activity(&mut self, name: &str, handler: ActivityFn, defined_at: DefinedAt) {
+    fn put_activity(
+        &mut self,
+        name: &str,
+        handler: ActivityFn,
+        defined_at: DefinedAt,
+        identity: std::any::TypeId,
+    ) {
         let entry = Arc::new(Entry {
             handler,
             defined_at,
+            identity,
         });
         insert(
             &mut self.activities,
