@@ -9,7 +9,7 @@ mod billing {
 
     /// Charges a card.
     #[activity(name = "charge")]
-    pub async fn charge_card(_ctx: ActivityContext, amount: u32) -> u32 {
+    pub(crate) async fn charge_card(_ctx: ActivityContext, amount: u32) -> u32 {
         amount
     }
 }
@@ -19,7 +19,7 @@ mod legacy {
 
     /// An older activity that took the same wire name.
     #[activity(name = "charge")]
-    pub async fn charge_account(_ctx: ActivityContext, amount: u32) -> u32 {
+    pub(crate) async fn charge_account(_ctx: ActivityContext, amount: u32) -> u32 {
         amount + 1
     }
 }

@@ -193,6 +193,7 @@ fn implementation(
     let not_a_result = match &handler.output {
         Output::Plain(ty) => quote_spanned! {ty.span()=>
             const _: () = {
+                #[allow(clippy::let_unit_value)]
                 fn __durable_output_is_not_a_result_alias() {
                     let _ = <#ty as ::durable::__private::ReturnTypeIsNotAResult<_>>::CHECK;
                 }
