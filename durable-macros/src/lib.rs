@@ -56,10 +56,12 @@ use proc_macro::TokenStream;
 /// - The input and output must be owned serde types (`Serialize +
 ///   DeserializeOwned + Send + 'static`): they are stored in the history as
 ///   JSON.
-/// - The return type may be `Result<Out, E>` where `OrchestrationError:
-///   From<E>` (so `?` works on task results and on any `std::error::Error`),
-///   or a plain `Out`, which always succeeds. A return type whose last
-///   segment is `Result` is always read as fallible. Leave it out for `()`.
+/// - The return type may be `Result<Out, E>` with any displayable `E`
+///   (`OrchestrationError`, `String`, `anyhow::Error`, boxed errors; with
+///   `OrchestrationError`, `?` works on task results and on any
+///   `std::error::Error`), or a plain `Out`, which always succeeds. A return type whose last
+///   segment is `Result` is read as fallible; an alias of `Result` under
+///   another name is refused (write `Result<T, E>`). Leave it out for `()`.
 /// - No generics, lifetimes, `self` receivers, `const`, `unsafe` or `extern`.
 ///
 /// # What it generates
@@ -72,6 +74,16 @@ use proc_macro::TokenStream;
 /// `Registry::new().orchestrator(greet_all)`. A wrong input type is a compile
 /// error at the call. The orchestrator is also registered for discovery, so
 /// `Registry::discover()` and `#[durable::test]` find it.
+///
+/// Because the handle is a struct of the function's name and visibility:
+/// - its input and output types must be at least as visible as the
+///   function (a `pub` orchestrator taking a `pub(crate)` type is error
+///   E0446, "private type in public interface"); make the function
+///   `pub(crate)` or the types `pub`;
+/// - a local variable of the same name in the same module (`let greet_all =
+///   ...`) is read as the handle; pick another name;
+/// - attributes that rewrite functions, such as `#[tracing::instrument]`,
+///   go above `#[orchestrator]`, so they see the user's function.
 ///
 /// # Options
 ///
