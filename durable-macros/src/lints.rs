@@ -96,6 +96,17 @@ impl VisitMut for Lints {
     }
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
+        self.check_macro(mac);
+        // The check read a parsed copy of the macro's input (where markers
+        // exempt their statements); the markers must also go from the
+        // tokens the compiler will see.
+        let tokens = std::mem::take(&mut mac.tokens);
+        mac.tokens = strip_marker_tokens(tokens);
+    }
+}
+
+impl Lints {
+    fn check_macro(&mut self, mac: &mut Macro) {
         if !self.lint {
             return;
         }
@@ -216,6 +227,38 @@ fn rule_for(path: &Path) -> Option<&'static str> {
 fn written(path: &Path) -> String {
     let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
     segments.join("::")
+}
+
+/// Removes `#[durable::nondeterministic]` / `#[nondeterministic]` from raw
+/// tokens (a macro's input), at any depth.
+fn strip_marker_tokens(tokens: TokenStream) -> TokenStream {
+    use proc_macro2::{Group, TokenTree};
+    let mut out = Vec::new();
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tree) = iter.next() {
+        match tree {
+            TokenTree::Punct(p) if p.as_char() == '#' => {
+                let marker = matches!(
+                    iter.peek(),
+                    Some(TokenTree::Group(g))
+                        if g.delimiter() == proc_macro2::Delimiter::Bracket
+                            && syn::parse2::<Path>(g.stream()).is_ok_and(|path| is_marker(&path))
+                );
+                if marker {
+                    iter.next();
+                } else {
+                    out.push(TokenTree::Punct(p));
+                }
+            }
+            TokenTree::Group(g) => {
+                let mut stripped = Group::new(g.delimiter(), strip_marker_tokens(g.stream()));
+                stripped.set_span(g.span());
+                out.push(TokenTree::Group(stripped));
+            }
+            other => out.push(other),
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn is_marker(path: &Path) -> bool {
@@ -430,6 +473,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn markers_inside_macro_input_are_removed_and_respected() {
+        let mut block: syn::Block = syn::parse_quote!({
+            tokio::select! {
+                biased;
+                _ = timer => {
+                    #[durable::nondeterministic]
+                    let started = std::time::Instant::now();
+                }
+            }
+        });
+        let errors = check_and_strip_markers(&mut block, true);
+        assert!(errors.is_empty(), "{}", errors.to_compile_errors());
+        let text = quote::quote!(#block).to_string();
+        assert!(!text.contains("nondeterministic"), "{text}");
     }
 
     #[test]
