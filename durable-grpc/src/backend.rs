@@ -795,6 +795,15 @@ fn map_status(endpoint: &str, status: Status, instance: Option<&str>) -> Backend
             Some(id) => BackendError::NotFound(id.to_string()),
             None => BackendError::Other(format!("the sidecar reported not found: {message}")),
         },
+        // A connection that drops in the middle of a call surfaces from the
+        // HTTP/2 layer as `Unknown: transport error`, not `Unavailable`.
+        Code::Unknown if status.message().contains("transport error") => {
+            BackendError::Unavailable(format!(
+                "lost the connection to the sidecar at {endpoint} ({}); check that it is \
+                 running and listening there, or point the endpoint option (ENDPOINT) at it",
+                describe_transport_error(&status)
+            ))
+        }
         Code::Unavailable => BackendError::Unavailable(format!(
             "cannot reach the sidecar at {endpoint} ({}); check that it is running and \
              listening there, or point the endpoint option (ENDPOINT) at it",
@@ -1701,6 +1710,17 @@ mod tests {
             }
             other => panic!("expected PayloadTooLarge, got {other}"),
         }
+    }
+
+    #[test]
+    fn a_connection_lost_mid_call_is_unavailable() {
+        let e = map_status("http://h:1", Status::unknown("transport error"), None);
+        match e {
+            BackendError::Unavailable(msg) => assert!(msg.contains("http://h:1"), "{msg}"),
+            other => panic!("expected Unavailable, got {other}"),
+        }
+        let e = map_status("http://h:1", Status::unknown("something else"), None);
+        assert!(!matches!(e, BackendError::Unavailable(_)), "{e}");
     }
 
     #[test]
