@@ -70,8 +70,9 @@ pub use durable_grpc as grpc;
 pub mod prelude {
     pub use durable_macros::{activity, orchestrator};
     pub use durable_runtime::{
-        Activity, ActivityContext, ActivityError, Client, OrchestrationContext, OrchestrationError,
-        OrchestrationStatus, Orchestrator, Registry, RetryPolicy, TaskError, TestEnv, Worker,
+        Activity, ActivityContext, ActivityError, Client, Either, OrchestrationContext,
+        OrchestrationError, OrchestrationStatus, Orchestrator, Registry, RetryPolicy,
+        ScheduleOptions, TaskError, TestEnv, Worker,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -167,8 +167,8 @@ pub async fn order_with_approval(
             status: status.into(),
         };
         match ctx.when_any2(approval, timeout).await {
-            durable::Either::Second(()) => return Ok(not_processed("cancelled-timeout")),
-            durable::Either::First(approved) => {
+            Either::Second(()) => return Ok(not_processed("cancelled-timeout")),
+            Either::First(approved) => {
                 if !approved? {
                     return Ok(not_processed("rejected"));
                 }
