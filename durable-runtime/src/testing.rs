@@ -284,9 +284,6 @@ pub fn replay<O: Orchestrator>(
     if let Some(nd) = exec.non_determinism() {
         return Err(ReplayError::NonDeterminism(nd.clone()));
     }
-    let finished = history
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::ExecutionCompleted { .. }));
     if let Some(a) = result.actions.iter().find(|a| {
         !matches!(
             a.kind,
@@ -298,6 +295,5 @@ pub fn replay<O: Orchestrator>(
             code: a.kind.describe(),
         });
     }
-    let _ = finished;
     Ok(())
 }
