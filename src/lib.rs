@@ -70,9 +70,9 @@ pub use durable_grpc as grpc;
 pub mod prelude {
     pub use durable_macros::{activity, orchestrator};
     pub use durable_runtime::{
-        Activity, ActivityContext, ActivityError, Client, Either, OrchestrationContext,
-        OrchestrationError, OrchestrationStatus, Orchestrator, Registry, RetryPolicy,
-        ScheduleOptions, TaskError, TestEnv, Worker,
+        Activity, ActivityContext, ActivityError, ActivitySignature, Client, Either,
+        OrchestrationContext, OrchestrationError, OrchestrationStatus, Orchestrator,
+        OrchestratorSignature, Registry, RetryPolicy, ScheduleOptions, TaskError, TestEnv, Worker,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -81,9 +81,9 @@ pub mod prelude {
 /// without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use durable_runtime::registry::{
-        into_activity_error, into_orchestration_error, Activity, BoxFuture, Orchestrator,
-        Registration, Registry,
+    pub use durable_runtime::{
+        into_activity_error, into_orchestration_error, Activity, ActivitySignature, BoxFuture,
+        Orchestrator, OrchestratorSignature, Registration, Registry,
     };
 
     /// Implemented once for every type, and a second time for `Result`: so

@@ -98,11 +98,11 @@ async fn marked(ctx: OrchestrationContext) -> Result<bool, OrchestrationError> {
 
 #[test]
 fn handles_carry_names_versions_and_types() {
-    assert_eq!(<add as Activity>::NAME, "add");
-    assert_eq!(<divide as Activity>::NAME, "Checked.Divide");
-    assert_eq!(<plain_output as Orchestrator>::NAME, "Renamed");
-    assert_eq!(<plain_output as Orchestrator>::VERSION, Some("3"));
-    assert_eq!(<arithmetic as Orchestrator>::VERSION, None);
+    assert_eq!(<add as ActivitySignature>::NAME, "add");
+    assert_eq!(<divide as ActivitySignature>::NAME, "Checked.Divide");
+    assert_eq!(<plain_output as OrchestratorSignature>::NAME, "Renamed");
+    assert_eq!(<plain_output as OrchestratorSignature>::VERSION, Some("3"));
+    assert_eq!(<arithmetic as OrchestratorSignature>::VERSION, None);
     // The handle is a plain value: Copy, Default, Debug.
     let handle = add;
     let copy = handle;

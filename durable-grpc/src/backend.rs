@@ -14,8 +14,8 @@ use crate::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use async_trait::async_trait;
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
-    ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
-    InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
 use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
 use futures::future::BoxFuture;
@@ -1615,12 +1615,12 @@ impl Backend for GrpcBackend {
     async fn complete_activity_item(
         &self,
         item: &ActivityWorkItem,
-        outcome: ActivityOutcome,
+        outcome: durable_runtime::failure::TaskOutcome,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
         let (result, failure_details) = match outcome {
-            ActivityOutcome::Completed(result) => (result, None),
-            ActivityOutcome::Failed(mut failure) => {
+            Ok(result) => (result, None),
+            Err(mut failure) => {
                 // Sidecars tell failure from success by a non-empty message.
                 if failure.message.is_empty() {
                     failure.message = if failure.error_type.is_empty() {
@@ -2340,7 +2340,7 @@ mod tests {
             completion_token: "act".into(),
         };
         backend
-            .complete_activity_item(&activity, ActivityOutcome::Completed(Some(big.clone())))
+            .complete_activity_item(&activity, Ok(Some(big.clone())))
             .await
             .expect("the activity is reported, as failed");
 

@@ -603,7 +603,7 @@ mod delegate {
         async fn complete_activity_item(
             &self,
             item: &ActivityWorkItem,
-            outcome: ActivityOutcome,
+            outcome: durable_runtime::failure::TaskOutcome,
         ) -> Result<(), BackendError> {
             self.backend.complete_activity_item(item, outcome).await
         }

@@ -6,8 +6,8 @@ use durable_grpc::testing::{eventually, PeerServer};
 use durable_grpc::{GrpcBackend, GrpcOptions};
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
-    ActivityOutcome, Backend, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceQuery,
-    PurgeTarget, WaitFor,
+    Backend, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceQuery, PurgeTarget,
+    WaitFor,
 };
 use durable_runtime::history::{EventKind, FailureDetails, OrchestrationStatus};
 use std::time::Duration;
@@ -117,12 +117,9 @@ async fn an_orchestration_driven_by_hand_goes_through_every_protocol_step() {
     assert_eq!(act.instance_id, "hand-1");
     assert_eq!(act.task_id, 0);
     assert_eq!(act.input.as_deref(), Some(r#""world""#));
-    b.complete_activity_item(
-        &act,
-        ActivityOutcome::Completed(Some(r#""Hello, world!""#.into())),
-    )
-    .await
-    .unwrap();
+    b.complete_activity_item(&act, Ok(Some(r#""Hello, world!""#.into())))
+        .await
+        .unwrap();
 
     let item = next_orchestration(&b).await;
     let past: Vec<_> = item
@@ -321,7 +318,7 @@ async fn failures_travel_intact_both_ways() {
         inner: Some(Box::new(FailureDetails::new("Cause", "smoke"))),
         non_retriable: true,
     };
-    b.complete_activity_item(&act, ActivityOutcome::Failed(failure.clone()))
+    b.complete_activity_item(&act, Err(failure.clone()))
         .await
         .unwrap();
     let item = next_orchestration(&b).await;
@@ -381,12 +378,9 @@ async fn failures_travel_intact_both_ways() {
     .await
     .unwrap();
     let act = next_activity(&b).await;
-    b.complete_activity_item(
-        &act,
-        ActivityOutcome::Failed(FailureDetails::new("Silent", "")),
-    )
-    .await
-    .unwrap();
+    b.complete_activity_item(&act, Err(FailureDetails::new("Silent", "")))
+        .await
+        .unwrap();
     let item = next_orchestration(&b).await;
     match &item.new_events.last().unwrap().kind {
         EventKind::TaskFailed { failure, .. } => {

@@ -5,8 +5,9 @@
 //! [`crate::backend::transition`] core does that for in-process backends) or
 //! sends them to a sidecar.
 
-use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// One action with its sequence number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,28 +62,146 @@ pub enum ActionKind {
     },
 }
 
+/// A durable task as messages name it: `activity "ship_item"`, `timer`,
+/// `sub-orchestration "payment"`, `external event "approval"`, `send event
+/// "done" to "order-7"`. The one place these descriptions are written, for
+/// actions, their history records, task errors and limit messages alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task<'a> {
+    /// An activity, by name.
+    Activity(&'a str),
+    /// A sub-orchestration, by orchestrator name.
+    SubOrchestration(&'a str),
+    /// A durable timer.
+    Timer,
+    /// An event sent to another instance.
+    SendEvent {
+        /// Event name.
+        name: &'a str,
+        /// Target instance.
+        instance_id: &'a str,
+    },
+    /// A wait for an external event, by event name.
+    ExternalEvent(&'a str),
+}
+
+impl<'a> Task<'a> {
+    /// The task a history event records the scheduling of (`TaskScheduled`,
+    /// `TimerCreated`, `SubOrchestrationInstanceCreated`, `EventSent`).
+    pub fn scheduled_by(kind: &'a EventKind) -> Option<Task<'a>> {
+        Some(match kind {
+            EventKind::TaskScheduled { name, .. } => Task::Activity(name),
+            EventKind::TimerCreated { .. } => Task::Timer,
+            EventKind::SubOrchestrationInstanceCreated { name, .. } => Task::SubOrchestration(name),
+            EventKind::EventSent {
+                name, instance_id, ..
+            } => Task::SendEvent { name, instance_id },
+            _ => return None,
+        })
+    }
+
+    /// Whether a recorded task and a task the code schedules now are the
+    /// same for replay: the same kind and name (an event's target may be
+    /// computed differently, so it is not compared).
+    pub fn replays_as(&self, other: &Task<'_>) -> bool {
+        match (self, other) {
+            (Task::Activity(a), Task::Activity(b))
+            | (Task::SubOrchestration(a), Task::SubOrchestration(b))
+            | (Task::ExternalEvent(a), Task::ExternalEvent(b)) => a == b,
+            (Task::Timer, Task::Timer) => true,
+            (Task::SendEvent { name: a, .. }, Task::SendEvent { name: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Task<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Task::Activity(name) => write!(f, "activity \"{name}\""),
+            Task::SubOrchestration(name) => write!(f, "sub-orchestration \"{name}\""),
+            Task::Timer => f.write_str("timer"),
+            Task::SendEvent { name, instance_id } => {
+                write!(f, "send event \"{name}\" to \"{instance_id}\"")
+            }
+            Task::ExternalEvent(name) => write!(f, "external event \"{name}\""),
+        }
+    }
+}
+
 impl ActionKind {
+    /// The task this action schedules; `None` for completing or
+    /// terminating an orchestration.
+    pub fn task(&self) -> Option<Task<'_>> {
+        Some(match self {
+            ActionKind::ScheduleTask { name, .. } => Task::Activity(name),
+            ActionKind::CreateSubOrchestration { name, .. } => Task::SubOrchestration(name),
+            ActionKind::CreateTimer { .. } => Task::Timer,
+            ActionKind::SendEvent {
+                name, instance_id, ..
+            } => Task::SendEvent { name, instance_id },
+            ActionKind::CompleteOrchestration { .. }
+            | ActionKind::TerminateOrchestration { .. } => return None,
+        })
+    }
+
     /// Short human description used in non-determinism reports, e.g.
     /// `activity "ship_item"`.
     pub fn describe(&self) -> String {
         match self {
-            ActionKind::ScheduleTask { name, .. } => format!("activity \"{name}\""),
-            ActionKind::CreateSubOrchestration { name, .. } => {
-                format!("sub-orchestration \"{name}\"")
-            }
-            ActionKind::CreateTimer { .. } => "timer".to_string(),
-            ActionKind::SendEvent {
-                name, instance_id, ..
-            } => {
-                format!("send event \"{name}\" to \"{instance_id}\"")
-            }
             ActionKind::CompleteOrchestration { status, .. } => {
                 format!("complete orchestration ({status})")
             }
             ActionKind::TerminateOrchestration { instance_id, .. } => {
                 format!("terminate \"{instance_id}\"")
             }
+            other => other.task().map(|t| t.to_string()).unwrap_or_default(),
         }
+    }
+
+    /// Finish with an output.
+    pub fn completed(output: Option<String>) -> Self {
+        Self::finish(OrchestrationStatus::Completed, output, None)
+    }
+
+    /// Finish with a failure.
+    pub fn failed(failure: FailureDetails) -> Self {
+        Self::finish(OrchestrationStatus::Failed, None, Some(failure))
+    }
+
+    /// Finish as terminated, recording the termination's output.
+    pub fn terminated(output: Option<String>) -> Self {
+        Self::finish(OrchestrationStatus::Terminated, output, None)
+    }
+
+    /// Start over with a new input, carrying these external events over.
+    pub fn continued_as_new(input: Option<String>, carryover_events: Vec<HistoryEvent>) -> Self {
+        ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::ContinuedAsNew,
+            result: input,
+            failure: None,
+            new_version: None,
+            carryover_events,
+        }
+    }
+
+    fn finish(
+        status: OrchestrationStatus,
+        result: Option<String>,
+        failure: Option<FailureDetails>,
+    ) -> Self {
+        ActionKind::CompleteOrchestration {
+            status,
+            result,
+            failure,
+            new_version: None,
+            carryover_events: Vec::new(),
+        }
+    }
+
+    /// Whether this action finishes the orchestration with `status`.
+    pub fn completes_as(&self, status: OrchestrationStatus) -> bool {
+        matches!(self, ActionKind::CompleteOrchestration { status: s, .. } if *s == status)
     }
 }
 

@@ -2,14 +2,32 @@
 //! client and backends. Most users depend on the `durable` facade crate,
 //! which re-exports all of this with the macros.
 
+//!
+//! Modules form a ladder; each uses only those on the rungs below it:
+//!
+//! 1. [`history`], [`codec`]: the history model and payload encoding;
+//! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
+//!    for, failures, handler signatures, retry policies;
+//! 3. [`context`]: what orchestrator code calls;
+//! 4. [`registry`]: handlers by name;
+//! 5. [`replay`]: the replay engine; [`backend`]: the `Backend` trait, the
+//!    transition core, the in-memory backend;
+//! 6. [`error`], [`client`], [`worker`];
+//! 7. [`testing`], and the conformance suite.
+
 pub mod actions;
 pub mod backend;
 pub mod client;
+pub mod codec;
 pub mod conformance;
+pub mod context;
 pub mod error;
+pub mod failure;
+pub mod handler;
 pub mod history;
 pub mod registry;
 pub mod replay;
+pub mod retry;
 pub mod testing;
 pub mod worker;
 
@@ -17,16 +35,16 @@ pub use backend::{Backend, BackendError, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.
 pub use chrono;
 pub use client::{Client, OrchestrationState, ScheduleOptions};
-pub use error::{
-    into_activity_error, into_orchestration_error, ActivityError, Error, OrchestrationError,
-    TaskError,
+pub use context::{
+    DurableFuture, Either, OrchestrationContext, SubOrchestratorOptions, TimerFuture, TimerSpec,
 };
+pub use error::Error;
+pub use failure::{
+    into_activity_error, into_orchestration_error, ActivityError, OrchestrationError, TaskError,
+};
+pub use handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSignature};
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
-pub use registry::{Activity, BoxFuture, Orchestrator, Registration, Registry, RegistryError};
-pub use replay::context::{
-    ActivityContext, DurableFuture, Either, OrchestrationContext, SubOrchestratorOptions,
-    TimerFuture, TimerSpec,
-};
-pub use replay::retry::RetryPolicy;
+pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
+pub use retry::RetryPolicy;
 pub use testing::{run_test, TestEnv};
 pub use worker::{Worker, WorkerHandle, WorkerOptions};

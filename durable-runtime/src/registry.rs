@@ -6,32 +6,20 @@
 //! that the worker runs. [`Registry::discover`] collects everything annotated
 //! in the binary.
 
-use crate::error::{ActivityError, OrchestrationError};
+use crate::codec;
+use crate::context::OrchestrationContext;
+use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
+use crate::handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSignature};
 use crate::history::FailureDetails;
-use crate::replay::context::{ActivityContext, OrchestrationContext};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-pub use crate::error::{into_activity_error, into_orchestration_error};
-
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// An orchestrator: deterministic code that schedules durable tasks.
-/// Implemented by `#[orchestrator]`.
-pub trait Orchestrator: Default + Copy + Send + Sync + 'static {
-    /// Wire name.
-    const NAME: &'static str;
-    /// Version, if any.
-    const VERSION: Option<&'static str> = None;
-    /// Input type.
-    type Input: Serialize + DeserializeOwned + Send + 'static;
-    /// Output type.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
+/// Implemented by `#[orchestrator]`, with its [`OrchestratorSignature`].
+pub trait Orchestrator: OrchestratorSignature {
     /// Runs the orchestrator body.
     fn run(
         self,
@@ -41,14 +29,8 @@ pub trait Orchestrator: Default + Copy + Send + Sync + 'static {
 }
 
 /// An activity: ordinary async code that does the work. Implemented by
-/// `#[activity]`.
-pub trait Activity: Default + Copy + Send + Sync + 'static {
-    /// Wire name.
-    const NAME: &'static str;
-    /// Input type.
-    type Input: Serialize + DeserializeOwned + Send + 'static;
-    /// Output type.
-    type Output: Serialize + DeserializeOwned + Send + 'static;
+/// `#[activity]`, with its [`ActivitySignature`].
+pub trait Activity: ActivitySignature {
     /// Runs the activity.
     fn run(
         self,
@@ -192,34 +174,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-fn decode<T: DeserializeOwned>(input: Option<&str>, what: &str) -> Result<T, FailureDetails> {
-    let text = input.unwrap_or("null");
-    serde_json::from_str(text).map_err(|e| {
-        FailureDetails::new(
-            "InputDeserializationError",
-            format!(
-                "the input of {what} does not deserialise into `{}`: {e}",
-                std::any::type_name::<T>()
-            ),
-        )
-    })
-}
-
-pub(crate) fn encode<T: Serialize>(
-    value: &T,
-    what: &str,
-) -> Result<Option<String>, FailureDetails> {
-    serde_json::to_string(value).map(Some).map_err(|e| {
-        FailureDetails::new(
-            "OutputSerializationError",
-            format!(
-                "the output of {what} (`{}`) could not be serialised: {e}",
-                std::any::type_name::<T>()
-            ),
-        )
-    })
-}
-
 /// Errors user code returns, turned into the failure details recorded.
 trait IntoFailure {
     fn into_failure(self) -> FailureDetails;
@@ -238,11 +192,8 @@ impl IntoFailure for ActivityError {
 }
 
 /// A type-erased handler: JSON input in, JSON output out.
-pub type Erased<C> = Arc<
-    dyn Fn(C, Option<String>) -> BoxFuture<'static, Result<Option<String>, FailureDetails>>
-        + Send
-        + Sync,
->;
+pub type Erased<C> =
+    Arc<dyn Fn(C, Option<String>) -> BoxFuture<'static, TaskOutcome> + Send + Sync>;
 
 /// Wraps a typed function (`what` names it in errors) into a JSON-in,
 /// JSON-out handler.
@@ -256,16 +207,21 @@ where
     Fut: Future<Output = Result<O, E>> + Send + 'static,
 {
     Arc::new(
-        move |ctx, input| match decode::<I>(input.as_deref(), &what) {
+        move |ctx, input| match codec::decode::<I>(input.as_deref()) {
             Ok(i) => {
                 let fut = f(ctx, i);
                 let what = what.clone();
                 Box::pin(async move {
                     let out = fut.await.map_err(IntoFailure::into_failure)?;
-                    encode(&out, &what)
+                    codec::encode(&out).map_err(|e| {
+                        e.about(format!("the output of {what}"))
+                            .into_failure("OutputSerializationError")
+                    })
                 })
             }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Err(e) => Box::pin(std::future::ready(Err(e
+                .about(format!("the input of {what}"))
+                .into_failure("InputDeserializationError")))),
         },
     )
 }

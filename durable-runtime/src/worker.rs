@@ -5,13 +5,12 @@
 //! start at every step. Activities run as ordinary tokio tasks. Panics in
 //! user code fail that one instance or task, never the worker.
 
-use crate::backend::{
-    ActivityOutcome, ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem,
-};
+use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
+use crate::failure::{panic_details, TaskOutcome};
+use crate::handler::ActivityContext;
 use crate::history::FailureDetails;
 use crate::registry::{Registry, RegistryError};
-use crate::replay::{panic_details, Execution};
-use crate::ActivityContext;
+use crate::replay::Execution;
 use futures::FutureExt;
 use std::collections::HashMap;
 use std::future::Future;
@@ -387,10 +386,10 @@ async fn renew_lease(backend: &dyn Backend, item: &ActivityWorkItem) {
 }
 
 /// Runs one activity work item against a registry (panics become failures).
-pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> ActivityOutcome {
+pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskOutcome {
     let Some(handler) = registry.get_activity(&item.name) else {
         let known = registry.activity_names().join(", ");
-        return ActivityOutcome::Failed(FailureDetails {
+        return Err(FailureDetails {
             non_retriable: true,
             ..FailureDetails::new(
                 "ActivityNotRegistered",
@@ -410,11 +409,10 @@ pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> Activ
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
     {
         Ok(f) => f,
-        Err(p) => return ActivityOutcome::Failed(panic_details(p)),
+        Err(p) => return Err(panic_details(p)),
     };
     match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(Ok(result)) => ActivityOutcome::Completed(result),
-        Ok(Err(details)) => ActivityOutcome::Failed(details),
-        Err(p) => ActivityOutcome::Failed(panic_details(p)),
+        Ok(outcome) => outcome,
+        Err(p) => Err(panic_details(p)),
     }
 }

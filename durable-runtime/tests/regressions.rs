@@ -1,7 +1,7 @@
 //! Regression tests for edge cases found in review: each drives the
 //! in-memory backend and the engine step by step.
 
-use durable_runtime::backend::{ActivityOutcome, Backend, CreateInstanceRequest, IdReusePolicy};
+use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy};
 use durable_runtime::history::{EventKind, HistoryEvent};
 use durable_runtime::replay::Execution;
 use durable_runtime::testing::TestError;
@@ -66,7 +66,7 @@ async fn a_result_for_the_old_execution_does_not_complete_the_new_ones_task() {
     // The timer episode (which continues as new) is leased...
     let item = b.next_orchestration_item().await.unwrap();
     // ...when the old execution's activity finishes.
-    b.complete_activity_item(&slow, ActivityOutcome::Completed(Some("\"stale\"".into())))
+    b.complete_activity_item(&slow, Ok(Some("\"stale\"".into())))
         .await
         .unwrap();
     let result = Execution::new(reg.clone(), "i").run_episode(&item.past_events, &item.new_events);
@@ -107,7 +107,7 @@ async fn a_cached_execution_is_not_continued_for_a_replaced_instance() {
     let r = Execution::new(reg.clone(), "i").run_episode(&item.past_events, &item.new_events);
     b.complete_orchestration_item(item, r).await.unwrap();
     let act = b.next_activity_item().await.unwrap();
-    b.complete_activity_item(&act, ActivityOutcome::Completed(Some("0".into())))
+    b.complete_activity_item(&act, Ok(Some("0".into())))
         .await
         .unwrap();
     let item = b.next_orchestration_item().await.unwrap();
@@ -130,7 +130,7 @@ async fn terminate_dispatches_nothing_the_last_episode_would_have() {
     b.create_instance(request("i", "o", "0")).await.unwrap();
     run_episode(&b, &reg).await;
     let first = b.next_activity_item().await.unwrap();
-    b.complete_activity_item(&first, ActivityOutcome::Completed(Some("\"ok\"".into())))
+    b.complete_activity_item(&first, Ok(Some("\"ok\"".into())))
         .await
         .unwrap();
     b.terminate("i", None, false).await.unwrap();

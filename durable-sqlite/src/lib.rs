@@ -74,9 +74,10 @@ use async_trait::async_trait;
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::ControlRequest;
 use durable_runtime::backend::{
-    ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
-    InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
+use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{HashMap, VecDeque};
@@ -581,7 +582,7 @@ impl Backend for SqliteBackend {
     async fn complete_activity_item(
         &self,
         item: &ActivityWorkItem,
-        outcome: ActivityOutcome,
+        outcome: TaskOutcome,
     ) -> Result<(), BackendError> {
         let item = item.clone();
         self.write(move |conn, ctx, fx| store::complete_activity(conn, ctx, &item, outcome, fx))

@@ -8,9 +8,10 @@ use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
 };
 use durable_runtime::backend::{
-    ActivityOutcome, ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata,
-    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage,
+    ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
+    OrchestrationWorkItem, PurgeTarget, QueryPage,
 };
+use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -1007,7 +1008,7 @@ pub(crate) fn complete_activity(
     conn: &Connection,
     ctx: &Ctx,
     item: &ActivityWorkItem,
-    outcome: ActivityOutcome,
+    outcome: TaskOutcome,
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
     let now_ts = chrono::Utc::now();

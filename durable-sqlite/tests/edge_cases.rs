@@ -1,9 +1,7 @@
 //! Edge cases where the SQLite backend must behave like the in-memory one.
 
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
-use durable_runtime::backend::{
-    ActivityOutcome, Backend, CreateInstanceRequest, IdReusePolicy, InstanceQuery,
-};
+use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy, InstanceQuery};
 use durable_runtime::history::OrchestrationStatus;
 use durable_runtime::Client;
 use durable_sqlite::{SqliteBackend, SqliteOptions};
@@ -65,12 +63,9 @@ async fn a_result_for_the_old_execution_is_dropped_on_continue_as_new() {
         .await
         .unwrap();
     // The old execution's activity finishes while the restarting episode runs.
-    b.complete_activity_item(
-        &activity,
-        ActivityOutcome::Completed(Some("\"old\"".into())),
-    )
-    .await
-    .unwrap();
+    b.complete_activity_item(&activity, Ok(Some("\"old\"".into())))
+        .await
+        .unwrap();
     let restart = ActionKind::CompleteOrchestration {
         status: OrchestrationStatus::ContinuedAsNew,
         result: Some("1".into()),

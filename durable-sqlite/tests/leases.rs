@@ -3,9 +3,7 @@
 //! share one database.
 
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
-use durable_runtime::backend::{
-    ActivityOutcome, Backend, BackendError, CreateInstanceRequest, IdReusePolicy,
-};
+use durable_runtime::backend::{Backend, BackendError, CreateInstanceRequest, IdReusePolicy};
 use durable_runtime::{ActivityError, Client, Registry, ScheduleOptions, Worker};
 use durable_sqlite::{SqliteBackend, SqliteOptions};
 use std::sync::Arc;
@@ -113,11 +111,10 @@ async fn an_expired_lease_delivers_the_work_to_another_process() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((again.instance_id.as_str(), again.task_id), ("x", 0));
     assert!(matches!(
-        a.complete_activity_item(&lost, ActivityOutcome::Completed(Some("2".into())))
-            .await,
+        a.complete_activity_item(&lost, Ok(Some("2".into()))).await,
         Err(BackendError::LeaseLost(_))
     ));
-    b.complete_activity_item(&again, ActivityOutcome::Completed(Some("2".into())))
+    b.complete_activity_item(&again, Ok(Some("2".into())))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let next = within("the completion's episode", a.next_orchestration_item())

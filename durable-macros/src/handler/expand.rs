@@ -113,6 +113,7 @@ impl<'a> Attrs<'a> {
 
 struct Paths {
     trait_: TokenStream,
+    signature: TokenStream,
     context: TokenStream,
     error: TokenStream,
     register: TokenStream,
@@ -122,12 +123,14 @@ fn paths(kind: Kind) -> Paths {
     match kind {
         Kind::Orchestrator => Paths {
             trait_: quote!(::durable::__private::Orchestrator),
+            signature: quote!(::durable::__private::OrchestratorSignature),
             context: quote!(::durable::__private::OrchestrationContext),
             error: quote!(::durable::__private::OrchestrationError),
             register: quote!(::durable::__private::Registration::orchestrator),
         },
         Kind::Activity => Paths {
             trait_: quote!(::durable::__private::Activity),
+            signature: quote!(::durable::__private::ActivitySignature),
             context: quote!(::durable::__private::ActivityContext),
             error: quote!(::durable::__private::ActivityError),
             register: quote!(::durable::__private::Registration::activity),
@@ -167,6 +170,7 @@ fn implementation(
 ) -> TokenStream {
     let Paths {
         trait_,
+        signature,
         context,
         error,
         register,
@@ -247,18 +251,21 @@ fn implementation(
         async fn #body_fn(#(#params),*) #output #block
 
         #[automatically_derived]
-        impl #trait_ for #ident {
+        impl #signature for #ident {
             #constants
             #input_assoc
             #output_assoc
+        }
 
+        #[automatically_derived]
+        impl #trait_ for #ident {
             fn run(
                 self,
                 #ctx: #context,
-                #input: <Self as #trait_>::Input,
+                #input: <Self as #signature>::Input,
             ) -> ::durable::__private::BoxFuture<
                 'static,
-                ::core::result::Result<<Self as #trait_>::Output, #error>,
+                ::core::result::Result<<Self as #signature>::Output, #error>,
             > {
                 ::std::boxed::Box::pin(async move { #convert })
             }
@@ -286,6 +293,7 @@ fn registration(ident: &syn::Ident, register: &TokenStream) -> TokenStream {
 fn stub(kind: Kind, handler: &Handler, options: &Options, attrs: &Attrs<'_>) -> TokenStream {
     let Paths {
         trait_,
+        signature,
         context,
         error,
         ..
@@ -320,18 +328,21 @@ fn stub(kind: Kind, handler: &Handler, options: &Options, attrs: &Attrs<'_>) -> 
         #sig #block
 
         #[automatically_derived]
-        impl #trait_ for #ident {
+        impl #signature for #ident {
             #constants
             type Input = #input_ty;
             type Output = #output_ty;
+        }
 
+        #[automatically_derived]
+        impl #trait_ for #ident {
             fn run(
                 self,
                 _: #context,
-                _: <Self as #trait_>::Input,
+                _: <Self as #signature>::Input,
             ) -> ::durable::__private::BoxFuture<
                 'static,
-                ::core::result::Result<<Self as #trait_>::Output, #error>,
+                ::core::result::Result<<Self as #signature>::Output, #error>,
             > {
                 ::core::unreachable!()
             }

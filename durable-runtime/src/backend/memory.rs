@@ -5,14 +5,13 @@
 //! With a virtual clock ([`MemoryBackend::with_virtual_clock`]) timers fire
 //! only when a test advances time, which lets a 30-day timer fire at once.
 
-use super::transition::{
-    self, ActivityTask, ControlRequest, HistoryUpdate, InstanceMessage, Limits, Reuse,
-};
+use super::transition::{self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, Reuse};
 use super::{
-    ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
-    InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
 use crate::actions::OrchestratorResult;
+use crate::failure::TaskOutcome;
 use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -33,8 +32,8 @@ struct State {
     instances: BTreeMap<String, Instance>,
     ready: VecDeque<String>,
     ready_set: HashSet<String>,
-    activities: VecDeque<ActivityTask>,
-    leased_activities: HashMap<u64, ActivityTask>,
+    activities: VecDeque<ActivityWorkItem>,
+    leased_activities: HashMap<u64, ActivityWorkItem>,
     timers: BTreeMap<(Timestamp, u64), InstanceMessage>,
     next_token: u64,
     leased_orchestrations: usize,
@@ -696,19 +695,11 @@ impl Backend for MemoryBackend {
             notified.as_mut().enable();
             {
                 let mut s = self.state();
-                if let Some(task) = s.activities.pop_front() {
+                if let Some(mut item) = s.activities.pop_front() {
                     let token = s.next_token;
                     s.next_token += 1;
-                    let item = ActivityWorkItem {
-                        instance_id: task.instance_id.clone(),
-                        execution_id: task.execution_id.clone(),
-                        name: task.name.clone(),
-                        version: task.version.clone(),
-                        input: task.input.clone(),
-                        task_id: task.task_id,
-                        completion_token: format!("activity#{token}"),
-                    };
-                    s.leased_activities.insert(token, task);
+                    item.completion_token = format!("activity#{token}");
+                    s.leased_activities.insert(token, item.clone());
                     return Ok(item);
                 }
             }
@@ -719,7 +710,7 @@ impl Backend for MemoryBackend {
     async fn complete_activity_item(
         &self,
         item: &ActivityWorkItem,
-        outcome: ActivityOutcome,
+        outcome: TaskOutcome,
     ) -> Result<(), BackendError> {
         let now = self.now();
         let token = parse_token(&item.completion_token);

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod transition;
 
 use crate::actions::OrchestratorResult;
+use crate::failure::TaskOutcome;
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -283,7 +284,8 @@ pub struct OrchestrationWorkItem {
     pub completion_token: String,
 }
 
-/// An activity to run.
+/// An activity to run: what an episode schedules (the transition core's
+/// outbox) and, once a backend leases it, what a worker runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivityWorkItem {
     /// The orchestration instance that scheduled it.
@@ -298,17 +300,9 @@ pub struct ActivityWorkItem {
     pub input: Option<String>,
     /// Sequence number of the `ScheduleTask` action.
     pub task_id: i32,
-    /// Lease token to pass back on completion.
+    /// Lease token to pass back on completion; empty until a backend
+    /// leases the item.
     pub completion_token: String,
-}
-
-/// How an activity ended.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ActivityOutcome {
-    /// Returned this JSON result.
-    Completed(Option<String>),
-    /// Failed.
-    Failed(FailureDetails),
 }
 
 /// Storage and transport of orchestrations. See the module docs.
@@ -393,7 +387,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn complete_activity_item(
         &self,
         item: &ActivityWorkItem,
-        outcome: ActivityOutcome,
+        outcome: TaskOutcome,
     ) -> Result<(), BackendError>;
 
     /// Gives the activity back, to be delivered again.

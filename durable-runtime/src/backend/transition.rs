@@ -8,9 +8,10 @@
 //! and SQLite backends cannot disagree about what an episode means.
 
 use super::{
-    ActivityOutcome, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata,
+    ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata,
 };
 use crate::actions::{ActionKind, OrchestratorResult};
+use crate::failure::TaskOutcome;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -54,23 +55,6 @@ impl Limits {
     }
 }
 
-/// An activity to enqueue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActivityTask {
-    /// The scheduling instance.
-    pub instance_id: String,
-    /// Its execution.
-    pub execution_id: String,
-    /// Sequence number of the task.
-    pub task_id: i32,
-    /// Activity name.
-    pub name: String,
-    /// Activity version.
-    pub version: Option<String>,
-    /// JSON input.
-    pub input: Option<String>,
-}
-
 /// An event to deliver to an instance's inbox, possibly later.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMessage {
@@ -97,7 +81,7 @@ pub struct NewInstance {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outbox {
     /// Activities to enqueue.
-    pub activities: Vec<ActivityTask>,
+    pub activities: Vec<ActivityWorkItem>,
     /// Events for instances (this one included: timers), possibly delayed.
     pub messages: Vec<InstanceMessage>,
     /// Sub-orchestrations to create.
@@ -285,13 +269,13 @@ pub fn check_reuse(
 /// the payload limit becomes a failure saying so.
 pub fn activity_completion(
     task_id: i32,
-    outcome: ActivityOutcome,
+    outcome: TaskOutcome,
     name: &str,
     now: Timestamp,
     limits: &Limits,
 ) -> HistoryEvent {
     let kind = match outcome {
-        ActivityOutcome::Completed(result) => {
+        Ok(result) => {
             match limits.check_payload(
                 || format!("the result of activity \"{name}\""),
                 result.as_deref(),
@@ -309,7 +293,7 @@ pub fn activity_completion(
                 },
             }
         }
-        ActivityOutcome::Failed(failure) => EventKind::TaskFailed {
+        Err(failure) => EventKind::TaskFailed {
             task_scheduled_id: task_id,
             failure,
         },
@@ -381,11 +365,7 @@ fn fail_outcome(
     }
 }
 
-fn notify_parent(
-    p: &ParentInstance,
-    result: Result<Option<String>, FailureDetails>,
-    now: Timestamp,
-) -> InstanceMessage {
+fn notify_parent(p: &ParentInstance, result: TaskOutcome, now: Timestamp) -> InstanceMessage {
     let kind = match result {
         Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
             task_scheduled_id: p.task_scheduled_id,
@@ -466,13 +446,14 @@ pub fn apply_episode(
                         input: input.clone(),
                     },
                 ));
-                outbox.activities.push(ActivityTask {
+                outbox.activities.push(ActivityWorkItem {
                     instance_id: instance_id.clone(),
                     execution_id: meta.execution_id.clone(),
                     task_id: id,
                     name: name.clone(),
                     version: version.clone(),
                     input: input.clone(),
+                    completion_token: String::new(),
                 });
             }),
             ActionKind::CreateTimer { fire_at } => {

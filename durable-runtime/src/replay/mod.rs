@@ -11,15 +11,16 @@
 //! execution): it is then fed only the new events. Both paths produce the
 //! same actions; the tests check it on the same histories.
 
-pub mod context;
-pub mod retry;
 #[cfg(test)]
 mod tests;
 
-use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
+use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult, Task};
+use crate::context::state::CtxState;
+use crate::context::OrchestrationContext;
+use crate::failure::{panic_details, TaskOutcome};
+use crate::handler::BoxFuture;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
-use crate::registry::{BoxFuture, OrchestratorFn, Registry};
-use context::{CtxState, OrchestrationContext, Outcome};
+use crate::registry::{OrchestratorFn, Registry};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,31 +54,10 @@ impl std::fmt::Display for NonDeterminism {
 
 impl std::error::Error for NonDeterminism {}
 
-fn describe_event(kind: &EventKind) -> Option<String> {
-    match kind {
-        EventKind::TaskScheduled { name, .. } => Some(format!("activity \"{name}\"")),
-        EventKind::TimerCreated { .. } => Some("timer".into()),
-        EventKind::SubOrchestrationInstanceCreated { name, .. } => {
-            Some(format!("sub-orchestration \"{name}\""))
-        }
-        EventKind::EventSent {
-            name, instance_id, ..
-        } => Some(format!("send event \"{name}\" to \"{instance_id}\"")),
-        _ => None,
-    }
-}
-
+/// Whether a recorded scheduling event records this action.
 fn same_action(kind: &EventKind, action: &ActionKind) -> bool {
-    match (kind, action) {
-        (EventKind::TaskScheduled { name: a, .. }, ActionKind::ScheduleTask { name: b, .. }) => {
-            a == b
-        }
-        (EventKind::TimerCreated { .. }, ActionKind::CreateTimer { .. }) => true,
-        (
-            EventKind::SubOrchestrationInstanceCreated { name: a, .. },
-            ActionKind::CreateSubOrchestration { name: b, .. },
-        ) => a == b,
-        (EventKind::EventSent { name: a, .. }, ActionKind::SendEvent { name: b, .. }) => a == b,
+    match (Task::scheduled_by(kind), action.task()) {
+        (Some(recorded), Some(now)) => recorded.replays_as(&now),
         _ => false,
     }
 }
@@ -93,7 +73,7 @@ impl Wake for RootWaker {
     }
 }
 
-type RootFuture = BoxFuture<'static, Result<Option<String>, FailureDetails>>;
+type RootFuture = BoxFuture<'static, TaskOutcome>;
 
 /// One live execution of an orchestration.
 pub struct Execution {
@@ -232,7 +212,7 @@ impl Execution {
             match &e.kind {
                 EventKind::OrchestratorCompleted => {}
                 EventKind::OrchestratorStarted => {}
-                k if describe_event(k).is_some() => match expected.next() {
+                k if Task::scheduled_by(k).is_some() => match expected.next() {
                     Some(a) if a.id == e.event_id && same_action(k, &a.kind) => {}
                     _ => return false,
                 },
@@ -260,13 +240,7 @@ impl Execution {
 
     fn finish_episode(&mut self) -> OrchestratorResult {
         let deferred = self.ctx.lock().deferred_failure.take();
-        let terminated = matches!(
-            self.completion,
-            Some(ActionKind::CompleteOrchestration {
-                status: OrchestrationStatus::Terminated,
-                ..
-            })
-        );
+        let terminated = self.is_terminated();
         if let Some(d) = deferred {
             if self.non_determinism.is_none() && !terminated {
                 self.fail(d);
@@ -292,13 +266,7 @@ impl Execution {
             s = self.ctx.lock();
         }
         let pending = std::mem::take(&mut s.pending_actions);
-        let terminated = matches!(
-            self.completion,
-            Some(ActionKind::CompleteOrchestration {
-                status: OrchestrationStatus::Terminated,
-                ..
-            })
-        );
+        let terminated = self.is_terminated();
         // A terminated orchestration dispatches nothing more.
         let mut actions: Vec<OrchestratorAction> = if terminated {
             Vec::new()
@@ -322,14 +290,14 @@ impl Execution {
         }
     }
 
+    fn is_terminated(&self) -> bool {
+        self.completion
+            .as_ref()
+            .is_some_and(|c| c.completes_as(OrchestrationStatus::Terminated))
+    }
+
     fn fail(&mut self, details: FailureDetails) {
-        self.completion = Some(ActionKind::CompleteOrchestration {
-            status: OrchestrationStatus::Failed,
-            result: None,
-            failure: Some(details),
-            new_version: None,
-            carryover_events: Vec::new(),
-        });
+        self.completion = Some(ActionKind::failed(details));
         self.drop_root();
     }
 
@@ -352,7 +320,7 @@ impl Execution {
             // Records of actions after the code finished must still match
             // what the code scheduled (e.g. changed code that now returns
             // early is non-deterministic).
-            if self.non_determinism.is_none() && describe_event(&e.kind).is_some() {
+            if self.non_determinism.is_none() && Task::scheduled_by(&e.kind).is_some() {
                 self.match_scheduled(e);
             }
             return;
@@ -432,10 +400,7 @@ impl Execution {
             | EventKind::SubOrchestrationInstanceCompleted {
                 task_scheduled_id: id,
                 result,
-            } if *id >= 0 => self
-                .ctx
-                .lock()
-                .resolve(*id as i64, Outcome::Ok(result.clone())),
+            } if *id >= 0 => self.ctx.lock().resolve(*id as i64, Ok(result.clone())),
             EventKind::TaskFailed {
                 task_scheduled_id: id,
                 failure,
@@ -443,24 +408,15 @@ impl Execution {
             | EventKind::SubOrchestrationInstanceFailed {
                 task_scheduled_id: id,
                 failure,
-            } if *id >= 0 => self
-                .ctx
-                .lock()
-                .resolve(*id as i64, Outcome::Err(failure.clone())),
+            } if *id >= 0 => self.ctx.lock().resolve(*id as i64, Err(failure.clone())),
             EventKind::TimerFired { timer_id, .. } if *timer_id >= 0 => {
-                self.ctx.lock().resolve(*timer_id as i64, Outcome::Ok(None))
+                self.ctx.lock().resolve(*timer_id as i64, Ok(None))
             }
             EventKind::EventRaised { name, input } => {
                 self.ctx.lock().deliver_event(name, input.clone())
             }
             EventKind::ExecutionTerminated { input, .. } => {
-                self.completion = Some(ActionKind::CompleteOrchestration {
-                    status: OrchestrationStatus::Terminated,
-                    result: input.clone(),
-                    failure: None,
-                    new_version: None,
-                    carryover_events: Vec::new(),
-                });
+                self.completion = Some(ActionKind::terminated(input.clone()));
                 self.drop_root();
                 return;
             }
@@ -491,7 +447,7 @@ impl Execution {
             Some(a) if same_action(&e.kind, &a) => {}
             other => self.report_non_determinism(NonDeterminism {
                 sequence_id: e.event_id,
-                history: describe_event(&e.kind),
+                history: Task::scheduled_by(&e.kind).map(|t| t.to_string()),
                 code: other.map(|a| a.describe()),
             }),
         }
@@ -522,47 +478,14 @@ impl Execution {
                     let completion = match (s.continue_as_new.take(), result) {
                         (Some((input, keep)), Ok(_)) => {
                             let carryover = if keep {
-                                let mut out = Vec::new();
-                                let order = std::mem::take(&mut s.event_buffer_order);
-                                for name in order {
-                                    if let Some(payload) =
-                                        s.event_buffer.get_mut(&name).and_then(|q| q.pop_front())
-                                    {
-                                        out.push(HistoryEvent::new(
-                                            s.now,
-                                            EventKind::EventRaised {
-                                                name,
-                                                input: payload,
-                                            },
-                                        ));
-                                    }
-                                }
-                                out
+                                s.take_unconsumed_events()
                             } else {
                                 Vec::new()
                             };
-                            ActionKind::CompleteOrchestration {
-                                status: OrchestrationStatus::ContinuedAsNew,
-                                result: input,
-                                failure: None,
-                                new_version: None,
-                                carryover_events: carryover,
-                            }
+                            ActionKind::continued_as_new(input, carryover)
                         }
-                        (_, Ok(output)) => ActionKind::CompleteOrchestration {
-                            status: OrchestrationStatus::Completed,
-                            result: output,
-                            failure: None,
-                            new_version: None,
-                            carryover_events: Vec::new(),
-                        },
-                        (_, Err(details)) => ActionKind::CompleteOrchestration {
-                            status: OrchestrationStatus::Failed,
-                            result: None,
-                            failure: Some(details),
-                            new_version: None,
-                            carryover_events: Vec::new(),
-                        },
+                        (_, Ok(output)) => ActionKind::completed(output),
+                        (_, Err(details)) => ActionKind::failed(details),
                     };
                     drop(s);
                     self.completion = Some(completion);
@@ -575,17 +498,6 @@ impl Execution {
             }
         }
     }
-}
-
-pub(crate) fn panic_details(p: Box<dyn std::any::Any + Send>) -> FailureDetails {
-    let msg = if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    };
-    FailureDetails::new("Panic", format!("panicked: {msg}"))
 }
 
 /// Runs one episode from scratch (no cache): the reference behaviour that

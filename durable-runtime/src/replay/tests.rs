@@ -7,7 +7,8 @@
 use super::{replay_episode, Execution};
 use crate::actions::{ActionKind, OrchestratorResult};
 use crate::backend::transition::{self, HistoryUpdate, Limits};
-use crate::backend::{ActivityOutcome, CreateInstanceRequest, IdReusePolicy, InstanceMetadata};
+use crate::backend::{CreateInstanceRequest, IdReusePolicy, InstanceMetadata};
+use crate::failure::TaskOutcome;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::{ActivityError, Either, OrchestrationError, Registry, RetryPolicy};
 use std::sync::Arc;
@@ -119,7 +120,7 @@ impl Sim {
     }
 
     /// Completes every pending activity with `f(name, input)`, one episode each.
-    fn run_activities(&mut self, mut f: impl FnMut(&str, Option<&str>) -> ActivityOutcome) {
+    fn run_activities(&mut self, mut f: impl FnMut(&str, Option<&str>) -> TaskOutcome) {
         while let Some((id, name, input)) =
             (!self.pending.is_empty()).then(|| self.pending.remove(0))
         {
@@ -220,8 +221,8 @@ fn strip(r: &OrchestratorResult) -> Vec<(i32, String)> {
         .collect()
 }
 
-fn ok(v: impl serde::Serialize) -> ActivityOutcome {
-    ActivityOutcome::Completed(Some(serde_json::to_string(&v).unwrap()))
+fn ok(v: impl serde::Serialize) -> TaskOutcome {
+    Ok(Some(serde_json::to_string(&v).unwrap()))
 }
 
 fn registry() -> Registry {
@@ -308,7 +309,7 @@ fn registry() -> Registry {
         })
 }
 
-fn inc(_: &str, input: Option<&str>) -> ActivityOutcome {
+fn inc(_: &str, input: Option<&str>) -> TaskOutcome {
     let x: i64 = serde_json::from_str(input.unwrap_or("0")).unwrap();
     ok(x + 1)
 }
@@ -341,7 +342,7 @@ fn sticky_and_full_replay_give_identical_histories() {
                 sim.run_activities(|n, i| {
                     if name == "retrying" && fails < 2 {
                         fails += 1;
-                        ActivityOutcome::Failed(FailureDetails::new("E", "transient"))
+                        Err(FailureDetails::new("E", "transient"))
                     } else {
                         inc(n, i)
                     }
@@ -533,7 +534,7 @@ fn retries_wait_on_growing_durable_timers() {
     let mut sim = Sim::start(registry(), "retrying", "null", true);
     let mut delays = Vec::new();
     for _ in 0..2 {
-        sim.run_activities(|_, _| ActivityOutcome::Failed(FailureDetails::new("E", "transient")));
+        sim.run_activities(|_, _| Err(FailureDetails::new("E", "transient")));
         let (_, at) = sim.timers[0];
         delays.push((at - sim.now).num_seconds());
         sim.fire_timers();
@@ -548,18 +549,16 @@ fn retries_wait_on_growing_durable_timers() {
 fn retries_exhausted_and_non_retriable() {
     let mut sim = Sim::start(registry(), "retrying", "null", true);
     for _ in 0..3 {
-        sim.run_activities(|_, _| ActivityOutcome::Failed(FailureDetails::new("E", "always")));
+        sim.run_activities(|_, _| Err(FailureDetails::new("E", "always")));
         sim.fire_timers();
     }
     assert_eq!(sim.status(), OrchestrationStatus::Failed);
 
     let mut sim = Sim::start(registry(), "retrying", "null", true);
     sim.run_activities(|_, _| {
-        ActivityOutcome::Failed(
-            ActivityError::new("Fatal", "no")
-                .non_retriable()
-                .into_details(),
-        )
+        Err(ActivityError::new("Fatal", "no")
+            .non_retriable()
+            .into_details())
     });
     assert_eq!(
         sim.status(),

@@ -33,10 +33,10 @@ async fn process_order(ctx: OrchestrationContext, order: Order) -> Result<Vec<St
 async fn no_input(_ctx: OrchestrationContext) {}
 
 fn main() {
-    assert_eq!(<process_order as Orchestrator>::NAME, "ProcessOrder");
-    assert_eq!(<process_order as Orchestrator>::VERSION, Some("2"));
-    assert_eq!(<ship_item as Activity>::NAME, "ship_item");
-    assert_eq!(<validate as Activity>::NAME, "Validate");
-    assert_eq!(<no_input as Orchestrator>::VERSION, None);
+    assert_eq!(<process_order as OrchestratorSignature>::NAME, "ProcessOrder");
+    assert_eq!(<process_order as OrchestratorSignature>::VERSION, Some("2"));
+    assert_eq!(<ship_item as ActivitySignature>::NAME, "ship_item");
+    assert_eq!(<validate as ActivitySignature>::NAME, "Validate");
+    assert_eq!(<no_input as OrchestratorSignature>::VERSION, None);
     let _ = Registry::new().orchestrator(process_order).activity(ship_item);
 }

@@ -74,7 +74,7 @@ async fn counted(ctx: OrchestrationContext, order: Order) -> Result<usize> {
 async fn compiled_out(ctx: OrchestrationContext) -> DoesNotExist {}
 
 fn main() {
-    assert_eq!(<r#match as Orchestrator>::NAME, "match");
+    assert_eq!(<r#match as OrchestratorSignature>::NAME, "match");
     let _ = (full_paths, task_error, push);
     #[allow(deprecated)]
     let _ = Registry::new().orchestrator(counted);

@@ -1,139 +1,23 @@
-//! `OrchestrationContext`, `ActivityContext` and the durable futures.
+//! [`OrchestrationContext`]: what orchestrator code calls to schedule
+//! durable work, and the options of those calls.
 //!
 //! Every scheduling call takes the next sequence number and records an action
 //! at call time; the returned future resolves when the history holds the
-//! matching completion. The futures never wake themselves: only the replay
-//! engine resolves them, one history event at a time, which keeps the
-//! orchestration deterministic.
+//! matching completion.
 
-use super::retry::RetryPolicy;
-use crate::actions::ActionKind;
-use crate::error::TaskError;
+use super::futures::{DurableFuture, TimerFuture, WhenAny, WhenAny2};
+use super::state::CtxState;
+use crate::actions::{ActionKind, Task};
+use crate::codec;
+use crate::failure::TaskError;
+use crate::handler::{ActivitySignature, BoxFuture, OrchestratorSignature};
 use crate::history::{FailureDetails, Timestamp};
-use crate::registry::{encode, Activity, BoxFuture, Orchestrator};
+use crate::retry::RetryPolicy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-
-/// Outcome stored for a durable task.
-#[derive(Clone, Debug)]
-pub(crate) enum Outcome {
-    Ok(Option<String>),
-    Err(FailureDetails),
-}
-
-pub(crate) struct Slot {
-    pub(crate) outcome: Option<Outcome>,
-    pub(crate) waker: Option<Waker>,
-    pub(crate) describe: String,
-}
-
-/// Mutable state of one orchestration execution, shared by the context,
-/// its futures and the replay engine.
-pub(crate) struct CtxState {
-    pub(crate) instance_id: String,
-    pub(crate) name: String,
-    /// Identifies the execution (its id, or its start time) for `new_uuid`.
-    pub(crate) execution_key: String,
-    pub(crate) now: Timestamp,
-    pub(crate) is_replaying: bool,
-    pub(crate) next_seq: i32,
-    next_event_key: i64,
-    uuid_counter: u64,
-    /// Actions created by the code and not yet matched by history events.
-    pub(crate) pending_actions: BTreeMap<i32, ActionKind>,
-    /// Unresolved or not-yet-consumed durable tasks; task ids are the keys,
-    /// external-event waits use negative keys.
-    pub(crate) slots: HashMap<i64, Slot>,
-    pub(crate) event_waiters: HashMap<String, VecDeque<i64>>,
-    pub(crate) event_buffer: HashMap<String, VecDeque<Option<String>>>,
-    /// Order in which events were buffered, to carry them over on continue-as-new.
-    pub(crate) event_buffer_order: VecDeque<String>,
-    pub(crate) custom_status: Option<String>,
-    pub(crate) continue_as_new: Option<(Option<String>, bool)>,
-    /// A value the code handed to the context could not be serialised; the
-    /// orchestration fails with this at the end of the episode.
-    pub(crate) deferred_failure: Option<FailureDetails>,
-}
-
-impl CtxState {
-    pub(crate) fn new(instance_id: String, name: String, now: Timestamp) -> Self {
-        CtxState {
-            instance_id,
-            name,
-            execution_key: String::new(),
-            now,
-            is_replaying: false,
-            next_seq: 0,
-            next_event_key: -1,
-            uuid_counter: 0,
-            pending_actions: BTreeMap::new(),
-            slots: HashMap::new(),
-            event_waiters: HashMap::new(),
-            event_buffer: HashMap::new(),
-            event_buffer_order: VecDeque::new(),
-            custom_status: None,
-            continue_as_new: None,
-            deferred_failure: None,
-        }
-    }
-
-    fn schedule(&mut self, kind: ActionKind, describe: String) -> i32 {
-        let id = self.next_seq;
-        self.next_seq += 1;
-        self.pending_actions.insert(id, kind);
-        self.slots.insert(
-            id as i64,
-            Slot {
-                outcome: None,
-                waker: None,
-                describe,
-            },
-        );
-        id
-    }
-
-    /// Resolves a slot; returns the waker to wake (outside the lock).
-    pub(crate) fn resolve(&mut self, key: i64, outcome: Outcome) -> Option<Waker> {
-        let slot = self.slots.get_mut(&key)?;
-        if slot.outcome.is_some() {
-            return None;
-        }
-        slot.outcome = Some(outcome);
-        slot.waker.take()
-    }
-
-    /// Delivers an external event to the first waiter, or buffers it.
-    pub(crate) fn deliver_event(&mut self, name: &str, input: Option<String>) -> Option<Waker> {
-        let key = name.to_ascii_lowercase();
-        if let Some(q) = self.event_waiters.get_mut(&key) {
-            if let Some(slot) = q.pop_front() {
-                if q.is_empty() {
-                    self.event_waiters.remove(&key);
-                }
-                return self.resolve(slot, Outcome::Ok(input));
-            }
-        }
-        self.event_buffer
-            .entry(key.clone())
-            .or_default()
-            .push_back(input);
-        self.event_buffer_order.push_back(key);
-        None
-    }
-
-    /// Whether any durable work is outstanding (so a pending orchestrator is
-    /// legitimately waiting).
-    pub(crate) fn has_outstanding(&self) -> bool {
-        !self.pending_actions.is_empty() || self.slots.values().any(|s| s.outcome.is_none())
-    }
-}
 
 /// The handle an orchestrator uses to schedule durable work. Cheap to clone.
 ///
@@ -154,11 +38,12 @@ impl std::fmt::Debug for OrchestrationContext {
     }
 }
 
-fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Option<String>, FailureDetails> {
-    encode(value, what).map_err(|mut d| {
-        d.error_type = "InputSerializationError".into();
-        d.message = d.message.replace("the output of", "the input of");
-        d
+/// A task's input as a payload; a value that cannot be serialised fails
+/// the task (not the orchestration) with a message naming it.
+fn encode_input<T: Serialize>(value: &T, task: &str) -> Result<Option<String>, FailureDetails> {
+    codec::encode(value).map_err(|e| {
+        e.about(format!("the input of {task}"))
+            .into_failure("InputSerializationError")
     })
 }
 
@@ -190,15 +75,6 @@ impl From<Timestamp> for TimerSpec {
     fn from(t: Timestamp) -> Self {
         TimerSpec::At(t)
     }
-}
-
-/// Which of two futures finished first, with its output.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Either<A, B> {
-    /// The first future won.
-    First(A),
-    /// The second future won.
-    Second(B),
 }
 
 impl OrchestrationContext {
@@ -262,19 +138,12 @@ impl OrchestrationContext {
     /// Serialises a value handed to the context; a failure fails the
     /// orchestration at the end of the episode, naming `what` and the type.
     fn serialize<T: Serialize>(&self, value: &T, what: &str) -> Option<String> {
-        match serde_json::to_string(value) {
-            Ok(json) => Some(json),
+        match codec::encode(value) {
+            Ok(json) => json,
             Err(e) => {
                 let mut s = self.lock();
-                s.deferred_failure.get_or_insert_with(|| {
-                    FailureDetails::new(
-                        "SerializationError",
-                        format!(
-                            "{what} (`{}`) could not be serialised: {e}",
-                            std::any::type_name::<T>()
-                        ),
-                    )
-                });
+                s.deferred_failure
+                    .get_or_insert_with(|| e.about(what).into_failure("SerializationError"));
                 None
             }
         }
@@ -305,7 +174,7 @@ impl OrchestrationContext {
     }
 
     /// Schedules a typed activity. The input type is checked at compile time.
-    pub fn call_activity<A: Activity>(
+    pub fn call_activity<A: ActivitySignature>(
         &self,
         _activity: A,
         input: A::Input,
@@ -320,8 +189,8 @@ impl OrchestrationContext {
         name: &str,
         input: &impl Serialize,
     ) -> DurableFuture<O> {
-        let describe = format!("activity \"{name}\"");
-        match to_json(input, &describe) {
+        let describe = Task::Activity(name).to_string();
+        match encode_input(input, &describe) {
             Ok(input) => self.schedule(
                 ActionKind::ScheduleTask {
                     name: name.to_string(),
@@ -336,7 +205,7 @@ impl OrchestrationContext {
 
     /// Schedules a typed activity with a retry policy. Retries wait on
     /// durable timers, so they survive restarts.
-    pub fn call_activity_with_retry<A: Activity>(
+    pub fn call_activity_with_retry<A: ActivitySignature>(
         &self,
         _activity: A,
         input: A::Input,
@@ -353,8 +222,8 @@ impl OrchestrationContext {
         policy: RetryPolicy,
     ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
-        let describe = format!("activity \"{name}\"");
-        let input = to_json(input, &describe);
+        let describe = Task::Activity(name).to_string();
+        let input = encode_input(input, &describe);
         let name = name.to_string();
         Box::pin(async move {
             let input = input.map_err(|details| TaskError {
@@ -362,7 +231,7 @@ impl OrchestrationContext {
                 task_id: -1,
                 details,
             })?;
-            super::retry::with_retry(&ctx, &policy, || {
+            with_retry(&ctx, &policy, || {
                 ctx.schedule::<O>(
                     ActionKind::ScheduleTask {
                         name: name.clone(),
@@ -378,7 +247,7 @@ impl OrchestrationContext {
 
     /// Starts a typed sub-orchestration and waits for its output. Its
     /// instance id is `"{this instance id}:{sequence number}"`.
-    pub fn call_sub_orchestrator<O: Orchestrator>(
+    pub fn call_sub_orchestrator<O: OrchestratorSignature>(
         &self,
         _orchestrator: O,
         input: O::Input,
@@ -387,7 +256,7 @@ impl OrchestrationContext {
     }
 
     /// Starts a typed sub-orchestration with options (instance id, retries).
-    pub fn call_sub_orchestrator_with<O: Orchestrator>(
+    pub fn call_sub_orchestrator_with<O: OrchestratorSignature>(
         &self,
         _orchestrator: O,
         input: O::Input,
@@ -407,8 +276,8 @@ impl OrchestrationContext {
         options: SubOrchestratorOptions,
     ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
-        let describe = format!("sub-orchestration \"{name}\"");
-        let input = to_json(input, &describe);
+        let describe = Task::SubOrchestration(name).to_string();
+        let input = encode_input(input, &describe);
         let (name, version) = (name.to_string(), version.map(str::to_string));
         Box::pin(async move {
             let input = input.map_err(|details| TaskError {
@@ -435,7 +304,7 @@ impl OrchestrationContext {
                 None => make(0).await,
                 Some(policy) => {
                     let mut attempt = 0;
-                    super::retry::with_retry(&ctx, policy, || {
+                    with_retry(&ctx, policy, || {
                         let f = make(attempt);
                         attempt += 1;
                         f
@@ -455,8 +324,8 @@ impl OrchestrationContext {
         input: &impl Serialize,
         instance_id: Option<String>,
     ) -> DurableFuture<O> {
-        let describe = format!("sub-orchestration \"{name}\"");
-        match to_json(input, &describe) {
+        let describe = Task::SubOrchestration(name).to_string();
+        match encode_input(input, &describe) {
             Ok(input) => self.sub_orchestration_raw(name, version, input, instance_id),
             Err(d) => DurableFuture::failed(self.clone(), describe, d),
         }
@@ -472,7 +341,7 @@ impl OrchestrationContext {
         let mut s = self.lock();
         let seq = s.next_seq;
         let instance_id = instance_id.unwrap_or_else(|| format!("{}:{seq:04}", s.instance_id));
-        let describe = format!("sub-orchestration \"{name}\"");
+        let describe = Task::SubOrchestration(name).to_string();
         let id = s.schedule(
             ActionKind::CreateSubOrchestration {
                 instance_id,
@@ -498,52 +367,20 @@ impl OrchestrationContext {
                     .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
             }
         };
-        TimerFuture(self.schedule(ActionKind::CreateTimer { fire_at }, "timer".to_string()))
+        TimerFuture(self.schedule(ActionKind::CreateTimer { fire_at }, Task::Timer.to_string()))
     }
 
     /// Waits for an external event with this name (case-insensitive),
     /// decoding its payload into `T`. An event raised before anyone waits is
     /// kept for the first waiter.
     pub fn wait_for_external_event<T: DeserializeOwned>(&self, name: &str) -> DurableFuture<T> {
-        let mut s = self.lock();
-        let key = name.to_ascii_lowercase();
-        let slot = s.next_event_key;
-        s.next_event_key -= 1;
-        let describe = format!("external event \"{name}\"");
-        let buffered = s.event_buffer.get_mut(&key).and_then(|q| q.pop_front());
-        match buffered {
-            Some(payload) => {
-                if let Some(pos) = s.event_buffer_order.iter().position(|k| *k == key) {
-                    s.event_buffer_order.remove(pos);
-                }
-                s.slots.insert(
-                    slot,
-                    Slot {
-                        outcome: Some(Outcome::Ok(payload)),
-                        waker: None,
-                        describe,
-                    },
-                );
-            }
-            None => {
-                s.slots.insert(
-                    slot,
-                    Slot {
-                        outcome: None,
-                        waker: None,
-                        describe,
-                    },
-                );
-                s.event_waiters.entry(key).or_default().push_back(slot);
-            }
-        }
-        drop(s);
+        let slot = self.lock().wait_for_event(name);
         DurableFuture::new(self.clone(), slot)
     }
 
     /// Raises an event on another orchestration instance (fire and forget).
     pub fn send_event(&self, instance_id: &str, name: &str, data: &impl Serialize) {
-        let describe = format!("send event \"{name}\"");
+        let describe = Task::SendEvent { name, instance_id }.to_string();
         let data = self.serialize(data, &format!("the data of event \"{name}\""));
         let id = self.lock().schedule(
             ActionKind::SendEvent {
@@ -607,199 +444,37 @@ impl OrchestrationContext {
     }
 }
 
-/// A durable task's result: activity, sub-orchestration or external event.
-#[must_use = "durable futures do nothing unless awaited (the task is scheduled, but its result is lost)"]
-pub struct DurableFuture<T> {
-    ctx: OrchestrationContext,
-    key: i64,
-    failed: Option<(String, FailureDetails)>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T> DurableFuture<T> {
-    fn new(ctx: OrchestrationContext, key: i64) -> Self {
-        DurableFuture {
-            ctx,
-            key,
-            failed: None,
-            _t: PhantomData,
-        }
-    }
-
-    fn failed(ctx: OrchestrationContext, describe: String, d: FailureDetails) -> Self {
-        DurableFuture {
-            ctx,
-            key: i64::MIN,
-            failed: Some((describe, d)),
-            _t: PhantomData,
-        }
-    }
-
-    /// The sequence number of the task (negative for external events).
-    pub fn task_id(&self) -> i64 {
-        self.key
-    }
-}
-
-impl<T> Unpin for DurableFuture<T> {}
-
-impl<T: DeserializeOwned> Future for DurableFuture<T> {
-    type Output = Result<T, TaskError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some((task, details)) = self.failed.take() {
-            return Poll::Ready(Err(TaskError {
-                task,
-                task_id: -1,
-                details,
-            }));
-        }
-        let mut s = self.ctx.lock();
-        let Some(slot) = s.slots.get_mut(&self.key) else {
-            return Poll::Ready(Err(TaskError {
-                task: "durable task".into(),
-                task_id: self.key.max(-1) as i32,
-                details: FailureDetails::new(
-                    "InvalidState",
-                    "this durable future was polled after it completed",
-                ),
-            }));
+/// Runs attempts until one succeeds, the policy gives up, or its timeout
+/// would pass; each wait between attempts is a durable timer.
+async fn with_retry<T, F, Fut>(
+    ctx: &OrchestrationContext,
+    policy: &RetryPolicy,
+    mut attempt_fn: F,
+) -> Result<T, TaskError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TaskError>>,
+{
+    let started = ctx.current_utc_datetime();
+    let mut attempt = 1;
+    loop {
+        let err = match attempt_fn().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
         };
-        match slot.outcome.take() {
-            None => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Some(outcome) => {
-                let slot = s.slots.remove(&self.key);
-                drop(s);
-                let describe = slot.map(|s| s.describe).unwrap_or_default();
-                let task_id = if self.key >= 0 { self.key as i32 } else { -1 };
-                Poll::Ready(match outcome {
-                    Outcome::Ok(json) => {
-                        serde_json::from_str::<T>(json.as_deref().unwrap_or("null")).map_err(|e| {
-                            TaskError {
-                                details: FailureDetails::new(
-                                    "OutputDeserializationError",
-                                    format!(
-                                    "the result of {describe} does not deserialise into `{}`: {e}",
-                                    std::any::type_name::<T>()
-                                ),
-                                ),
-                                task: describe,
-                                task_id,
-                            }
-                        })
-                    }
-                    Outcome::Err(details) => Err(TaskError {
-                        task: describe,
-                        task_id,
-                        details,
-                    }),
-                })
+        if attempt >= policy.max_attempts() || !policy.should_retry(&err) {
+            return Err(err);
+        }
+        let delay = policy.delay_for_attempt(attempt);
+        if let Some(timeout) = policy.timeout_limit() {
+            let elapsed = (ctx.current_utc_datetime() - started)
+                .to_std()
+                .unwrap_or_default();
+            if elapsed + delay > timeout {
+                return Err(err);
             }
         }
-    }
-}
-
-impl<T> Drop for DurableFuture<T> {
-    fn drop(&mut self) {
-        if self.key == i64::MIN {
-            return;
-        }
-        let mut s = self.ctx.lock();
-        if s.slots.remove(&self.key).is_some() && self.key < 0 {
-            // An abandoned event wait must not swallow the next event.
-            for q in s.event_waiters.values_mut() {
-                q.retain(|k| *k != self.key);
-            }
-            s.event_waiters.retain(|_, q| !q.is_empty());
-        }
-    }
-}
-
-/// A durable timer; completes when it fires.
-#[must_use = "a timer does nothing unless awaited"]
-pub struct TimerFuture(DurableFuture<()>);
-
-impl Future for TimerFuture {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
-    }
-}
-
-/// Future returned by [`OrchestrationContext::when_any`].
-pub struct WhenAny<F> {
-    futures: Vec<F>,
-}
-
-impl<F: Future + Unpin> Future for WhenAny<F> {
-    type Output = (usize, F::Output);
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        for (i, f) in self.futures.iter_mut().enumerate() {
-            if let Poll::Ready(v) = Pin::new(f).poll(cx) {
-                return Poll::Ready((i, v));
-            }
-        }
-        Poll::Pending
-    }
-}
-
-/// Future returned by [`OrchestrationContext::when_any2`].
-pub struct WhenAny2<A, B> {
-    a: Option<A>,
-    b: Option<B>,
-}
-
-impl<A: Future + Unpin, B: Future + Unpin> Future for WhenAny2<A, B> {
-    type Output = Either<A::Output, B::Output>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(a) = self.a.as_mut() {
-            if let Poll::Ready(v) = Pin::new(a).poll(cx) {
-                self.a = None;
-                self.b = None;
-                return Poll::Ready(Either::First(v));
-            }
-        }
-        if let Some(b) = self.b.as_mut() {
-            if let Poll::Ready(v) = Pin::new(b).poll(cx) {
-                self.a = None;
-                self.b = None;
-                return Poll::Ready(Either::Second(v));
-            }
-        }
-        Poll::Pending
-    }
-}
-
-/// What an activity knows about itself.
-#[derive(Clone, Debug)]
-pub struct ActivityContext {
-    pub(crate) instance_id: String,
-    pub(crate) task_id: i32,
-    pub(crate) name: String,
-}
-
-impl ActivityContext {
-    /// A context for calling an activity function directly (e.g. in a unit test).
-    pub fn new(instance_id: impl Into<String>, task_id: i32, name: impl Into<String>) -> Self {
-        ActivityContext {
-            instance_id: instance_id.into(),
-            task_id,
-            name: name.into(),
-        }
-    }
-    /// Instance id of the orchestration that scheduled this activity.
-    pub fn instance_id(&self) -> &str {
-        &self.instance_id
-    }
-    /// Sequence number of the task within that orchestration.
-    pub fn task_id(&self) -> i32 {
-        self.task_id
-    }
-    /// The activity's name.
-    pub fn name(&self) -> &str {
-        &self.name
+        ctx.create_timer(delay).await;
+        attempt += 1;
     }
 }

@@ -4,10 +4,8 @@
 //! each wait a durable timer, so a retry schedule survives restarts and
 //! replays exactly.
 
-use super::context::OrchestrationContext;
-use crate::error::TaskError;
+use crate::failure::TaskError;
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,40 +106,13 @@ impl RetryPolicy {
         }
     }
 
-    fn should_retry(&self, e: &TaskError) -> bool {
-        !e.details.non_retriable && self.predicate.as_ref().is_none_or(|p| p(e))
+    /// The timeout set with [`timeout`](Self::timeout), if any.
+    pub(crate) fn timeout_limit(&self) -> Option<Duration> {
+        self.timeout
     }
-}
 
-pub(crate) async fn with_retry<T, F, Fut>(
-    ctx: &OrchestrationContext,
-    policy: &RetryPolicy,
-    mut attempt_fn: F,
-) -> Result<T, TaskError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, TaskError>>,
-{
-    let started = ctx.current_utc_datetime();
-    let mut attempt = 1;
-    loop {
-        let err = match attempt_fn().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        if attempt >= policy.max_attempts || !policy.should_retry(&err) {
-            return Err(err);
-        }
-        let delay = policy.delay_for_attempt(attempt);
-        if let Some(timeout) = policy.timeout {
-            let elapsed = (ctx.current_utc_datetime() - started)
-                .to_std()
-                .unwrap_or_default();
-            if elapsed + delay > timeout {
-                return Err(err);
-            }
-        }
-        ctx.create_timer(delay).await;
-        attempt += 1;
+    /// Whether a failure may be retried (never a non-retriable one).
+    pub(crate) fn should_retry(&self, e: &TaskError) -> bool {
+        !e.details.non_retriable && self.predicate.as_ref().is_none_or(|p| p(e))
     }
 }

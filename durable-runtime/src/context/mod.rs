@@ -1,0 +1,15 @@
+//! What orchestrator code sees: [`OrchestrationContext`], its durable
+//! futures, and the execution state they share with the replay engine.
+//!
+//! - `orchestration`: the context's public API (scheduling calls, time,
+//!   ids, logging) and the options of those calls;
+//! - `futures`: [`DurableFuture`], [`TimerFuture`], `when_any`'s futures;
+//! - `state`: the state of one execution, which only the context and the
+//!   replay engine touch.
+
+mod futures;
+mod orchestration;
+pub(crate) mod state;
+
+pub use futures::{DurableFuture, Either, TimerFuture, WhenAny, WhenAny2};
+pub use orchestration::{OrchestrationContext, SubOrchestratorOptions, TimerSpec};

@@ -1,0 +1,179 @@
+//! The state of one orchestration execution, shared by the context, its
+//! futures and the replay engine: the next sequence number, the actions not
+//! yet matched by history, the slot of every outstanding durable task and
+//! the external events buffered for later waits.
+
+use crate::actions::{ActionKind, Task};
+use crate::failure::TaskOutcome;
+use crate::history::{EventKind, FailureDetails, HistoryEvent, Timestamp};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::task::Waker;
+
+/// One outstanding (or resolved, not yet consumed) durable task.
+pub(crate) struct Slot {
+    pub(crate) outcome: Option<TaskOutcome>,
+    pub(crate) waker: Option<Waker>,
+    pub(crate) describe: String,
+}
+
+/// Mutable state of one orchestration execution, shared by the context,
+/// its futures and the replay engine.
+pub(crate) struct CtxState {
+    pub(crate) instance_id: String,
+    pub(crate) name: String,
+    /// Identifies the execution (its id, or its start time) for `new_uuid`.
+    pub(crate) execution_key: String,
+    pub(crate) now: Timestamp,
+    pub(crate) is_replaying: bool,
+    pub(crate) next_seq: i32,
+    pub(super) next_event_key: i64,
+    pub(super) uuid_counter: u64,
+    /// Actions created by the code and not yet matched by history events.
+    pub(crate) pending_actions: BTreeMap<i32, ActionKind>,
+    /// Unresolved or not-yet-consumed durable tasks; task ids are the keys,
+    /// external-event waits use negative keys.
+    pub(crate) slots: HashMap<i64, Slot>,
+    pub(crate) event_waiters: HashMap<String, VecDeque<i64>>,
+    pub(crate) event_buffer: HashMap<String, VecDeque<Option<String>>>,
+    /// Order in which events were buffered, to carry them over on continue-as-new.
+    pub(crate) event_buffer_order: VecDeque<String>,
+    pub(crate) custom_status: Option<String>,
+    pub(crate) continue_as_new: Option<(Option<String>, bool)>,
+    /// A value the code handed to the context could not be serialised; the
+    /// orchestration fails with this at the end of the episode.
+    pub(crate) deferred_failure: Option<FailureDetails>,
+}
+
+impl CtxState {
+    pub(crate) fn new(instance_id: String, name: String, now: Timestamp) -> Self {
+        CtxState {
+            instance_id,
+            name,
+            execution_key: String::new(),
+            now,
+            is_replaying: false,
+            next_seq: 0,
+            next_event_key: -1,
+            uuid_counter: 0,
+            pending_actions: BTreeMap::new(),
+            slots: HashMap::new(),
+            event_waiters: HashMap::new(),
+            event_buffer: HashMap::new(),
+            event_buffer_order: VecDeque::new(),
+            custom_status: None,
+            continue_as_new: None,
+            deferred_failure: None,
+        }
+    }
+
+    pub(super) fn schedule(&mut self, kind: ActionKind, describe: String) -> i32 {
+        let id = self.next_seq;
+        self.next_seq += 1;
+        self.pending_actions.insert(id, kind);
+        self.slots.insert(
+            id as i64,
+            Slot {
+                outcome: None,
+                waker: None,
+                describe,
+            },
+        );
+        id
+    }
+
+    /// Resolves a slot; returns the waker to wake (outside the lock).
+    pub(crate) fn resolve(&mut self, key: i64, outcome: TaskOutcome) -> Option<Waker> {
+        let slot = self.slots.get_mut(&key)?;
+        if slot.outcome.is_some() {
+            return None;
+        }
+        slot.outcome = Some(outcome);
+        slot.waker.take()
+    }
+
+    /// Delivers an external event to the first waiter, or buffers it.
+    pub(crate) fn deliver_event(&mut self, name: &str, input: Option<String>) -> Option<Waker> {
+        let key = name.to_ascii_lowercase();
+        if let Some(q) = self.event_waiters.get_mut(&key) {
+            if let Some(slot) = q.pop_front() {
+                if q.is_empty() {
+                    self.event_waiters.remove(&key);
+                }
+                return self.resolve(slot, Ok(input));
+            }
+        }
+        self.event_buffer
+            .entry(key.clone())
+            .or_default()
+            .push_back(input);
+        self.event_buffer_order.push_back(key);
+        None
+    }
+
+    /// Starts a wait for the external event `name` (case-insensitive): a
+    /// buffered event resolves it at once. Returns the wait's slot key.
+    pub(super) fn wait_for_event(&mut self, name: &str) -> i64 {
+        let key = name.to_ascii_lowercase();
+        let slot = self.next_event_key;
+        self.next_event_key -= 1;
+        let describe = Task::ExternalEvent(name).to_string();
+        let buffered = self.event_buffer.get_mut(&key).and_then(|q| q.pop_front());
+        let outcome = match buffered {
+            Some(payload) => {
+                if let Some(pos) = self.event_buffer_order.iter().position(|k| *k == key) {
+                    self.event_buffer_order.remove(pos);
+                }
+                Some(Ok(payload))
+            }
+            None => {
+                self.event_waiters.entry(key).or_default().push_back(slot);
+                None
+            }
+        };
+        self.slots.insert(
+            slot,
+            Slot {
+                outcome,
+                waker: None,
+                describe,
+            },
+        );
+        slot
+    }
+
+    /// Takes the external events that arrived and were not consumed, in
+    /// arrival order, as `EventRaised` events stamped `now` (to carry them
+    /// over on continue-as-new).
+    pub(crate) fn take_unconsumed_events(&mut self) -> Vec<HistoryEvent> {
+        let mut out = Vec::new();
+        for name in std::mem::take(&mut self.event_buffer_order) {
+            if let Some(payload) = self.event_buffer.get_mut(&name).and_then(|q| q.pop_front()) {
+                out.push(HistoryEvent::new(
+                    self.now,
+                    EventKind::EventRaised {
+                        name,
+                        input: payload,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Forgets a slot whose future was dropped; an abandoned event wait
+    /// must not swallow the next event.
+    pub(super) fn forget(&mut self, key: i64) {
+        if self.slots.remove(&key).is_some() && key < 0 {
+            for q in self.event_waiters.values_mut() {
+                q.retain(|k| *k != key);
+            }
+            self.event_waiters.retain(|_, q| !q.is_empty());
+        }
+    }
+
+    /// Whether any durable work is outstanding (so a pending orchestrator is
+    /// legitimately waiting).
+    pub(crate) fn has_outstanding(&self) -> bool {
+        !self.pending_actions.is_empty() || self.slots.values().any(|s| s.outcome.is_none())
+    }
+}
