@@ -13,7 +13,7 @@ use durable_runtime::backend::{
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
-    EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+    EventKind, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -291,6 +291,19 @@ fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, Backen
     Ok(out)
 }
 
+/// The events queued for an instance, in delivery order.
+fn load_inbox(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at, seq")
+        .db()?;
+    let rows = stmt.query_map([id], |r| r.get::<_, String>(0)).db()?;
+    let mut out = Vec::new();
+    for text in rows {
+        out.push(parse_event(&text.db()?)?);
+    }
+    Ok(out)
+}
+
 /// Routes a message: into the target's inbox (now or, for timers and
 /// delayed starts, later) or nowhere (unknown or finished instance, another
 /// execution), exactly as the in-memory backend does.
@@ -346,6 +359,18 @@ pub(crate) fn create(
 ) -> Result<(), BackendError> {
     let existing = load(conn, &request.instance_id, false)?.map(|r| r.meta);
     let decision = transition::check_reuse(existing.as_ref(), &request.reuse_policy)?;
+    if decision == Reuse::TerminateAndReplace {
+        let id = &request.instance_id;
+        let notice = transition::terminated_for_replacement(
+            id,
+            &load_history(conn, id)?,
+            &load_inbox(conn, id)?,
+            now,
+        );
+        if let Some(notice) = notice {
+            deliver(conn, &notice, micros(now), fx)?;
+        }
+    }
     if decision != Reuse::Create {
         // Replace: the old instance goes away; a worker still holding its
         // lease gets LeaseLost.
@@ -379,27 +404,7 @@ fn create_child(
         Err(e) => {
             conn.execute_batch("ROLLBACK TO child; RELEASE child")
                 .db()?;
-            let p = &child.parent;
-            deliver(
-                conn,
-                &InstanceMessage {
-                    instance_id: p.instance_id.clone(),
-                    execution_id: p.execution_id.clone(),
-                    event: HistoryEvent::new(
-                        now,
-                        EventKind::SubOrchestrationInstanceFailed {
-                            task_scheduled_id: p.task_scheduled_id,
-                            failure: FailureDetails::new(
-                                "SubOrchestrationCreationFailed",
-                                e.to_string(),
-                            ),
-                        },
-                    ),
-                    visible_at: None,
-                },
-                micros(now),
-                fx,
-            )
+            deliver(conn, &child.creation_failed(&e, now), micros(now), fx)
         }
     }
 }

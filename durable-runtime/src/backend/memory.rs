@@ -12,7 +12,7 @@ use super::{
 };
 use crate::actions::OrchestratorResult;
 use crate::failure::TaskOutcome;
-use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::history::{HistoryEvent, OrchestrationStatus, Timestamp};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -232,6 +232,16 @@ impl MemoryBackend {
             if let Some(old) = s.instances.remove(&request.instance_id) {
                 if old.lease.is_some() {
                     s.leased_orchestrations -= 1;
+                }
+                if decision == Reuse::TerminateAndReplace {
+                    if let Some(notice) = transition::terminated_for_replacement(
+                        &request.instance_id,
+                        &old.history,
+                        &old.inbox,
+                        now,
+                    ) {
+                        deliver(s, notice, now);
+                    }
                 }
             }
         }
@@ -629,25 +639,7 @@ impl Backend for MemoryBackend {
             if let Err(e) =
                 self.create_locked(&mut s, &child.request, Some(child.parent.clone()), now)
             {
-                deliver(
-                    &mut s,
-                    InstanceMessage {
-                        instance_id: child.parent.instance_id.clone(),
-                        execution_id: child.parent.execution_id.clone(),
-                        event: HistoryEvent::new(
-                            now,
-                            EventKind::SubOrchestrationInstanceFailed {
-                                task_scheduled_id: child.parent.task_scheduled_id,
-                                failure: crate::history::FailureDetails::new(
-                                    "SubOrchestrationCreationFailed",
-                                    e.to_string(),
-                                ),
-                            },
-                        ),
-                        visible_at: None,
-                    },
-                    now,
-                );
+                deliver(&mut s, child.creation_failed(&e, now), now);
             }
         }
         for msg in out.messages {

@@ -7,10 +7,13 @@
 //! create. Backends only persist and queue what it returns, so the memory
 //! and SQLite backends cannot disagree about what an episode means.
 
+mod episode;
+
+pub use episode::apply_episode;
+
 use super::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata,
 };
-use crate::actions::{ActionKind, OrchestratorResult};
 use crate::failure::TaskOutcome;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
@@ -75,6 +78,29 @@ pub struct NewInstance {
     pub request: CreateInstanceRequest,
     /// The parent, to notify if creation fails.
     pub parent: ParentInstance,
+}
+
+impl NewInstance {
+    /// What the parent is told when the sub-orchestration could not be
+    /// created (its id is taken, its input is too large, ...).
+    pub fn creation_failed(&self, error: &BackendError, now: Timestamp) -> InstanceMessage {
+        episode::notify_parent(
+            &self.parent,
+            Err(FailureDetails::new(
+                "SubOrchestrationCreationFailed",
+                error.to_string(),
+            )),
+            now,
+        )
+    }
+}
+
+/// The failure a parent sees when its sub-orchestration was terminated.
+fn terminated_notice(instance_id: &str) -> FailureDetails {
+    FailureDetails::new(
+        "SubOrchestrationTerminated",
+        format!("sub-orchestration \"{instance_id}\" was terminated"),
+    )
 }
 
 /// Everything an episode sends elsewhere.
@@ -242,8 +268,27 @@ pub enum Reuse {
     Create,
     /// Replace the existing (finished) instance: purge it, then create.
     Replace,
-    /// Terminate the live instance, then replace it.
+    /// Terminate the live instance, telling its parent (see
+    /// [`terminated_for_replacement`]), then replace it.
     TerminateAndReplace,
+}
+
+/// What a live instance that is terminated to be replaced by a new one
+/// with the same id sends: if it is a sub-orchestration, its parent learns
+/// that it was terminated. `history` and `inbox` are the old instance's (a
+/// pending instance's start is still in its inbox).
+pub fn terminated_for_replacement(
+    instance_id: &str,
+    history: &[HistoryEvent],
+    inbox: &[HistoryEvent],
+    now: Timestamp,
+) -> Option<InstanceMessage> {
+    let parent = parent_of(history, inbox)?;
+    let mut notice = terminated_notice(instance_id);
+    notice
+        .message
+        .push_str(": a new instance with the same id replaced it");
+    Some(episode::notify_parent(&parent, Err(notice), now))
 }
 
 /// Applies an id reuse policy.
@@ -299,435 +344,6 @@ pub fn activity_completion(
         },
     };
     HistoryEvent::new(now, kind)
-}
-
-/// Status implied by suspend/resume events delivered in an episode.
-fn status_after(current: OrchestrationStatus, new_events: &[HistoryEvent]) -> OrchestrationStatus {
-    let mut status = current;
-    for e in new_events {
-        match e.kind {
-            EventKind::ExecutionStarted { .. } if status == OrchestrationStatus::Pending => {
-                status = OrchestrationStatus::Running
-            }
-            EventKind::ExecutionSuspended { .. } => status = OrchestrationStatus::Suspended,
-            EventKind::ExecutionResumed { .. } => status = OrchestrationStatus::Running,
-            _ => {}
-        }
-    }
-    status
-}
-
-fn fail_outcome(
-    meta: &InstanceMetadata,
-    history: &[HistoryEvent],
-    new_events: &[HistoryEvent],
-    details: FailureDetails,
-    now: Timestamp,
-) -> EpisodeOutcome {
-    let mut appended = new_events.to_vec();
-    appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
-    appended.push(HistoryEvent::new(
-        now,
-        EventKind::ExecutionCompleted {
-            status: OrchestrationStatus::Failed,
-            result: None,
-            failure: Some(details.clone()),
-        },
-    ));
-    let mut metadata = meta.clone();
-    metadata.status = OrchestrationStatus::Failed;
-    metadata.failure = Some(details.clone());
-    metadata.output = None;
-    metadata.last_updated_at = now;
-    metadata.completed_at = Some(now);
-    let mut outbox = Outbox::default();
-    if let Some(p) = parent_of(history, new_events) {
-        outbox.messages.push(notify_parent(
-            &p,
-            Err(FailureDetails::new(
-                "SubOrchestrationFailed",
-                format!(
-                    "sub-orchestration \"{}\" failed: {}",
-                    meta.instance_id, details.message
-                ),
-            )
-            // A child that cannot succeed (e.g. non-deterministic) must not
-            // be retried by the parent's retry policy.
-            .non_retriable_if(details.non_retriable)
-            .with_inner(details)),
-            now,
-        ));
-    }
-    EpisodeOutcome {
-        metadata,
-        history: HistoryUpdate::Append(appended),
-        outbox,
-    }
-}
-
-fn notify_parent(p: &ParentInstance, result: TaskOutcome, now: Timestamp) -> InstanceMessage {
-    let kind = match result {
-        Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
-            task_scheduled_id: p.task_scheduled_id,
-            result,
-        },
-        Err(failure) => EventKind::SubOrchestrationInstanceFailed {
-            task_scheduled_id: p.task_scheduled_id,
-            failure,
-        },
-    };
-    InstanceMessage {
-        instance_id: p.instance_id.clone(),
-        execution_id: p.execution_id.clone(),
-        event: HistoryEvent::new(now, kind),
-        visible_at: None,
-    }
-}
-
-/// Applies one episode. `history` is the execution's history before the
-/// episode, `new_events` what was delivered (starting with
-/// `OrchestratorStarted`).
-pub fn apply_episode(
-    meta: &InstanceMetadata,
-    history: &[HistoryEvent],
-    new_events: &[HistoryEvent],
-    result: &OrchestratorResult,
-    now: Timestamp,
-    limits: &Limits,
-) -> EpisodeOutcome {
-    let mut appended: Vec<HistoryEvent> = new_events.to_vec();
-    let mut outbox = Outbox::default();
-    let instance_id = &meta.instance_id;
-
-    if let Err(e) = limits.check_payload(
-        || format!("the custom status of \"{instance_id}\""),
-        result.custom_status.as_deref(),
-    ) {
-        return fail_outcome(
-            meta,
-            history,
-            new_events,
-            FailureDetails::new("PayloadTooLarge", e.to_string()),
-            now,
-        );
-    }
-
-    // A terminated orchestration dispatches nothing more, whatever else the
-    // episode asked for.
-    let terminated = result.actions.iter().any(|a| {
-        matches!(
-            a.kind,
-            ActionKind::CompleteOrchestration {
-                status: OrchestrationStatus::Terminated,
-                ..
-            }
-        )
-    });
-    let mut completion = None;
-    for action in &result.actions {
-        if terminated && !matches!(action.kind, ActionKind::CompleteOrchestration { .. }) {
-            continue;
-        }
-        let id = action.id;
-        let too_large =
-            |what: String, p: Option<&String>| limits.check_payload(|| what, p.map(String::as_str));
-        let checked = match &action.kind {
-            ActionKind::ScheduleTask {
-                name,
-                version,
-                input,
-            } => too_large(format!("the input of activity \"{name}\""), input.as_ref()).map(|()| {
-                appended.push(HistoryEvent::with_id(
-                    id,
-                    now,
-                    EventKind::TaskScheduled {
-                        name: name.clone(),
-                        version: version.clone(),
-                        input: input.clone(),
-                    },
-                ));
-                outbox.activities.push(ActivityWorkItem {
-                    instance_id: instance_id.clone(),
-                    execution_id: meta.execution_id.clone(),
-                    task_id: id,
-                    name: name.clone(),
-                    version: version.clone(),
-                    input: input.clone(),
-                    completion_token: String::new(),
-                });
-            }),
-            ActionKind::CreateTimer { fire_at } => {
-                appended.push(HistoryEvent::with_id(
-                    id,
-                    now,
-                    EventKind::TimerCreated { fire_at: *fire_at },
-                ));
-                outbox.messages.push(InstanceMessage {
-                    instance_id: instance_id.clone(),
-                    execution_id: Some(meta.execution_id.clone()),
-                    event: HistoryEvent::new(
-                        *fire_at,
-                        EventKind::TimerFired {
-                            fire_at: *fire_at,
-                            timer_id: id,
-                        },
-                    ),
-                    visible_at: Some(*fire_at),
-                });
-                Ok(())
-            }
-            ActionKind::CreateSubOrchestration {
-                instance_id: child,
-                name,
-                version,
-                input,
-            } => too_large(
-                format!("the input of sub-orchestration \"{name}\""),
-                input.as_ref(),
-            )
-            .map(|()| {
-                appended.push(HistoryEvent::with_id(
-                    id,
-                    now,
-                    EventKind::SubOrchestrationInstanceCreated {
-                        instance_id: child.clone(),
-                        name: name.clone(),
-                        version: version.clone(),
-                        input: input.clone(),
-                    },
-                ));
-                outbox.new_instances.push(NewInstance {
-                    request: CreateInstanceRequest {
-                        instance_id: child.clone(),
-                        name: name.clone(),
-                        version: version.clone(),
-                        input: input.clone(),
-                        scheduled_start: None,
-                        reuse_policy: IdReusePolicy::default(),
-                    },
-                    parent: ParentInstance {
-                        instance_id: instance_id.clone(),
-                        execution_id: Some(meta.execution_id.clone()),
-                        name: Some(meta.name.clone()),
-                        task_scheduled_id: id,
-                    },
-                });
-            }),
-            ActionKind::SendEvent {
-                instance_id: target,
-                name,
-                data,
-            } => too_large(format!("the data of event \"{name}\""), data.as_ref()).map(|()| {
-                appended.push(HistoryEvent::with_id(
-                    id,
-                    now,
-                    EventKind::EventSent {
-                        instance_id: target.clone(),
-                        name: name.clone(),
-                        input: data.clone(),
-                    },
-                ));
-                outbox.messages.push(InstanceMessage {
-                    instance_id: target.clone(),
-                    execution_id: None,
-                    event: HistoryEvent::new(
-                        now,
-                        EventKind::EventRaised {
-                            name: name.clone(),
-                            input: data.clone(),
-                        },
-                    ),
-                    visible_at: None,
-                });
-            }),
-            ActionKind::TerminateOrchestration {
-                instance_id: target,
-                reason,
-                recurse,
-            } => {
-                outbox.messages.push(InstanceMessage {
-                    instance_id: target.clone(),
-                    execution_id: None,
-                    event: HistoryEvent::new(
-                        now,
-                        EventKind::ExecutionTerminated {
-                            input: reason.clone(),
-                            recurse: *recurse,
-                        },
-                    ),
-                    visible_at: None,
-                });
-                Ok(())
-            }
-            ActionKind::CompleteOrchestration { .. } => {
-                completion = Some(&action.kind);
-                Ok(())
-            }
-        };
-        if let Err(e) = checked {
-            return fail_outcome(
-                meta,
-                history,
-                new_events,
-                FailureDetails::new("PayloadTooLarge", e.to_string()),
-                now,
-            );
-        }
-    }
-    appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
-
-    if history.len() + appended.len() > limits.max_history_events {
-        return fail_outcome(
-            meta,
-            history,
-            new_events,
-            FailureDetails::new(
-                "HistoryTooLarge",
-                format!(
-                    "the history of \"{instance_id}\" would grow to {} events, over the limit of {}; \
-                     use continue_as_new to start a fresh history, or raise the backend's history limit",
-                    history.len() + appended.len(),
-                    limits.max_history_events
-                ),
-            ),
-            now,
-        );
-    }
-
-    let mut metadata = meta.clone();
-    metadata.last_updated_at = now;
-    metadata.custom_status = result.custom_status.clone();
-    metadata.status = status_after(meta.status, new_events);
-
-    let Some(ActionKind::CompleteOrchestration {
-        status,
-        result: output,
-        failure,
-        carryover_events,
-        ..
-    }) = completion
-    else {
-        return EpisodeOutcome {
-            metadata,
-            history: HistoryUpdate::Append(appended),
-            outbox,
-        };
-    };
-
-    if *status == OrchestrationStatus::ContinuedAsNew {
-        if let Err(e) = limits.check_payload(
-            || format!("the new input of \"{instance_id}\""),
-            output.as_deref(),
-        ) {
-            return fail_outcome(
-                meta,
-                history,
-                new_events,
-                FailureDetails::new("PayloadTooLarge", e.to_string()),
-                now,
-            );
-        }
-        let execution_id = new_execution_id();
-        metadata.execution_id = execution_id.clone();
-        metadata.status = OrchestrationStatus::Running;
-        metadata.input = output.clone();
-        metadata.output = None;
-        metadata.failure = None;
-        let parent = parent_of(history, new_events);
-        let mut inbox_front = vec![HistoryEvent::new(
-            now,
-            EventKind::ExecutionStarted {
-                name: meta.name.clone(),
-                version: meta.version.clone(),
-                input: output.clone(),
-                instance_id: instance_id.clone(),
-                execution_id: Some(execution_id),
-                parent: parent.map(Box::new),
-                scheduled_start: None,
-            },
-        )];
-        inbox_front.extend(carryover_events.iter().cloned());
-        return EpisodeOutcome {
-            metadata,
-            history: HistoryUpdate::Restart { inbox_front },
-            outbox,
-        };
-    }
-
-    let output_check = limits.check_payload(
-        || format!("the output of \"{instance_id}\""),
-        output.as_deref(),
-    );
-    if let Err(e) = output_check {
-        return fail_outcome(
-            meta,
-            history,
-            new_events,
-            FailureDetails::new("PayloadTooLarge", e.to_string()),
-            now,
-        );
-    }
-    if *status == OrchestrationStatus::Failed {
-        let details = failure.clone().unwrap_or_else(|| {
-            FailureDetails::new("OrchestrationError", "the orchestration failed")
-        });
-        return fail_outcome(meta, history, new_events, details, now);
-    }
-    appended.push(HistoryEvent::new(
-        now,
-        EventKind::ExecutionCompleted {
-            status: *status,
-            result: output.clone(),
-            failure: failure.clone(),
-        },
-    ));
-    metadata.status = *status;
-    metadata.output = output.clone();
-    metadata.failure = failure.clone();
-    metadata.completed_at = Some(now);
-    if let Some(p) = parent_of(history, new_events) {
-        let msg = if *status == OrchestrationStatus::Completed {
-            notify_parent(&p, Ok(output.clone()), now)
-        } else {
-            notify_parent(
-                &p,
-                Err(FailureDetails::new(
-                    "SubOrchestrationTerminated",
-                    format!("sub-orchestration \"{instance_id}\" was terminated"),
-                )),
-                now,
-            )
-        };
-        outbox.messages.push(msg);
-    }
-    if *status == OrchestrationStatus::Terminated {
-        let recurse = new_events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::ExecutionTerminated { recurse: true, .. }));
-        if recurse {
-            let mut all = history.to_vec();
-            all.extend(appended.iter().cloned());
-            for child in running_children(&all) {
-                outbox.messages.push(InstanceMessage {
-                    instance_id: child,
-                    execution_id: None,
-                    event: HistoryEvent::new(
-                        now,
-                        EventKind::ExecutionTerminated {
-                            input: output.clone(),
-                            recurse: true,
-                        },
-                    ),
-                    visible_at: None,
-                });
-            }
-        }
-    }
-    EpisodeOutcome {
-        metadata,
-        history: HistoryUpdate::Append(appended),
-        outbox,
-    }
 }
 
 /// The events delivered with a new episode: `OrchestratorStarted` then the inbox.
@@ -877,6 +493,7 @@ pub fn accepts_message(meta: &InstanceMetadata, msg: &InstanceMessage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::{ActionKind, OrchestratorResult};
     use OrchestrationStatus::*;
 
     fn decide(
@@ -946,13 +563,7 @@ mod tests {
         let result = OrchestratorResult {
             actions: vec![crate::actions::OrchestratorAction {
                 id: 0,
-                kind: ActionKind::CompleteOrchestration {
-                    status: Failed,
-                    result: None,
-                    failure: Some(nd),
-                    new_version: None,
-                    carryover_events: Vec::new(),
-                },
+                kind: ActionKind::failed(nd),
             }],
             custom_status: None,
         };
@@ -1039,5 +650,62 @@ mod tests {
             "a started instance runs"
         );
         assert!(runnable(true, &[raised, term]), "terminate needs no start");
+    }
+
+    #[test]
+    fn replacing_a_live_child_tells_its_parent() {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let request = CreateInstanceRequest {
+            instance_id: "kid".into(),
+            name: "child".into(),
+            version: None,
+            input: None,
+            scheduled_start: None,
+            reuse_policy: IdReusePolicy::default(),
+        };
+        let parent = ParentInstance {
+            instance_id: "parent".into(),
+            execution_id: Some("e1".into()),
+            name: None,
+            task_scheduled_id: 4,
+        };
+        let (_, start) = create_instance(&request, Some(parent), t, &Limits::default()).unwrap();
+        // Still pending: the start is in the inbox. Running: in the history.
+        for (history, inbox) in [
+            (vec![], vec![start.event.clone()]),
+            (vec![start.event.clone()], vec![]),
+        ] {
+            let notice = terminated_for_replacement("kid", &history, &inbox, t)
+                .expect("the parent is told");
+            assert_eq!(notice.instance_id, "parent");
+            assert_eq!(notice.execution_id.as_deref(), Some("e1"));
+            match notice.event.kind {
+                EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id,
+                    failure,
+                } => {
+                    assert_eq!(task_scheduled_id, 4);
+                    assert_eq!(failure.error_type, "SubOrchestrationTerminated");
+                    assert!(failure.message.contains("\"kid\" was terminated"));
+                    assert!(failure.message.contains("replaced"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // A top-level instance has no one to tell.
+        let (_, top) = create_instance(&request, None, t, &Limits::default()).unwrap();
+        assert!(terminated_for_replacement("kid", &[top.event], &[], t).is_none());
+        // The decision itself: live instances are terminated, finished ones purged.
+        let (mut meta, _) = create_instance(&request, None, t, &Limits::default()).unwrap();
+        meta.status = Running;
+        assert_eq!(
+            check_reuse(Some(&meta), &IdReusePolicy::always()).unwrap(),
+            Reuse::TerminateAndReplace
+        );
+        meta.status = Completed;
+        assert_eq!(
+            check_reuse(Some(&meta), &IdReusePolicy::always()).unwrap(),
+            Reuse::Replace
+        );
     }
 }

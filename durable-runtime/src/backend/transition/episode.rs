@@ -1,0 +1,503 @@
+//! [`apply_episode`]: what one episode's result does to an instance. Each
+//! action kind is recorded by a function of its own; the episode then ends
+//! in one of four ways: still running, continued as new, failed, or
+//! finished (completed or terminated).
+
+use super::{
+    new_execution_id, parent_of, running_children, terminated_notice, EpisodeOutcome,
+    HistoryUpdate, InstanceMessage, Limits, NewInstance, Outbox,
+};
+use crate::actions::{ActionKind, OrchestratorResult, Task};
+use crate::backend::InstanceMetadata;
+use crate::backend::{ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy};
+use crate::failure::TaskOutcome;
+use crate::history::{
+    EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+};
+
+/// Applies one episode. `history` is the execution's history before the
+/// episode, `new_events` what was delivered (starting with
+/// `OrchestratorStarted`).
+pub fn apply_episode(
+    meta: &InstanceMetadata,
+    history: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+    result: &OrchestratorResult,
+    now: Timestamp,
+    limits: &Limits,
+) -> EpisodeOutcome {
+    let mut ep = Episode {
+        meta,
+        history,
+        new_events,
+        now,
+        limits,
+        appended: new_events.to_vec(),
+        outbox: Outbox::default(),
+    };
+    let instance_id = &meta.instance_id;
+    if let Err(e) = limits.check_payload(
+        || format!("the custom status of \"{instance_id}\""),
+        result.custom_status.as_deref(),
+    ) {
+        return ep.fail(too_large(e));
+    }
+
+    // A terminated orchestration dispatches nothing more, whatever else the
+    // episode asked for.
+    let terminated = result
+        .actions
+        .iter()
+        .any(|a| a.kind.completes_as(OrchestrationStatus::Terminated));
+    let mut completion = None;
+    for action in &result.actions {
+        let recorded = match &action.kind {
+            ActionKind::CompleteOrchestration { .. } => {
+                completion = Some(&action.kind);
+                Ok(())
+            }
+            _ if terminated => Ok(()),
+            kind => ep.record(action.id, kind),
+        };
+        if let Err(e) = recorded {
+            return ep.fail(too_large(e));
+        }
+    }
+    ep.appended
+        .push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+
+    let events = history.len() + ep.appended.len();
+    if events > limits.max_history_events {
+        return ep.fail(FailureDetails::new(
+            "HistoryTooLarge",
+            format!(
+                "the history of \"{instance_id}\" would grow to {events} events, over the limit of {}; \
+                 use continue_as_new to start a fresh history, or raise the backend's history limit",
+                limits.max_history_events
+            ),
+        ));
+    }
+
+    let mut metadata = meta.clone();
+    metadata.last_updated_at = now;
+    metadata.custom_status = result.custom_status.clone();
+    metadata.status = status_after(meta.status, new_events);
+
+    match completion {
+        Some(ActionKind::CompleteOrchestration {
+            status,
+            result: output,
+            failure,
+            carryover_events,
+            ..
+        }) => match status {
+            OrchestrationStatus::ContinuedAsNew => {
+                ep.continue_as_new(metadata, output.clone(), carryover_events)
+            }
+            OrchestrationStatus::Failed => match ep.check_output(output) {
+                Err(e) => ep.fail(e),
+                Ok(()) => ep.fail(failure.clone().unwrap_or_else(|| {
+                    FailureDetails::new("OrchestrationError", "the orchestration failed")
+                })),
+            },
+            status => ep.finish(metadata, *status, output.clone(), failure.clone()),
+        },
+        _ => EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Append(ep.appended),
+            outbox: ep.outbox,
+        },
+    }
+}
+
+/// The failure an over-limit payload turns into.
+fn too_large(e: BackendError) -> FailureDetails {
+    FailureDetails::new("PayloadTooLarge", e.to_string())
+}
+
+/// Status implied by suspend/resume events delivered in an episode.
+fn status_after(current: OrchestrationStatus, new_events: &[HistoryEvent]) -> OrchestrationStatus {
+    let mut status = current;
+    for e in new_events {
+        match e.kind {
+            EventKind::ExecutionStarted { .. } if status == OrchestrationStatus::Pending => {
+                status = OrchestrationStatus::Running
+            }
+            EventKind::ExecutionSuspended { .. } => status = OrchestrationStatus::Suspended,
+            EventKind::ExecutionResumed { .. } => status = OrchestrationStatus::Running,
+            _ => {}
+        }
+    }
+    status
+}
+
+/// The episode being applied: what it appends and what it sends.
+struct Episode<'a> {
+    meta: &'a InstanceMetadata,
+    history: &'a [HistoryEvent],
+    new_events: &'a [HistoryEvent],
+    now: Timestamp,
+    limits: &'a Limits,
+    appended: Vec<HistoryEvent>,
+    outbox: Outbox,
+}
+
+impl Episode<'_> {
+    /// Records a scheduling action (not a completion); an over-limit
+    /// payload is refused.
+    fn record(&mut self, id: i32, kind: &ActionKind) -> Result<(), BackendError> {
+        match kind {
+            ActionKind::ScheduleTask {
+                name,
+                version,
+                input,
+            } => self.schedule_task(id, name, version, input),
+            ActionKind::CreateTimer { fire_at } => {
+                self.create_timer(id, *fire_at);
+                Ok(())
+            }
+            ActionKind::CreateSubOrchestration {
+                instance_id,
+                name,
+                version,
+                input,
+            } => self.create_sub_orchestration(id, instance_id, name, version, input),
+            ActionKind::SendEvent {
+                instance_id,
+                name,
+                data,
+            } => self.send_event(id, instance_id, name, data),
+            ActionKind::TerminateOrchestration {
+                instance_id,
+                reason,
+                recurse,
+            } => {
+                self.send(terminate_message(instance_id, reason, *recurse, self.now));
+                Ok(())
+            }
+            ActionKind::CompleteOrchestration { .. } => Ok(()),
+        }
+    }
+
+    fn check_input(&self, task: Task<'_>, input: &Option<String>) -> Result<(), BackendError> {
+        self.limits
+            .check_payload(|| format!("the input of {task}"), input.as_deref())
+    }
+
+    fn check_output(&self, output: &Option<String>) -> Result<(), FailureDetails> {
+        let instance_id = &self.meta.instance_id;
+        self.limits
+            .check_payload(
+                || format!("the output of \"{instance_id}\""),
+                output.as_deref(),
+            )
+            .map_err(too_large)
+    }
+
+    fn append(&mut self, id: i32, kind: EventKind) {
+        self.appended
+            .push(HistoryEvent::with_id(id, self.now, kind));
+    }
+
+    fn send(&mut self, message: InstanceMessage) {
+        self.outbox.messages.push(message);
+    }
+
+    fn schedule_task(
+        &mut self,
+        id: i32,
+        name: &str,
+        version: &Option<String>,
+        input: &Option<String>,
+    ) -> Result<(), BackendError> {
+        self.check_input(Task::Activity(name), input)?;
+        self.append(
+            id,
+            EventKind::TaskScheduled {
+                name: name.to_string(),
+                version: version.clone(),
+                input: input.clone(),
+            },
+        );
+        self.outbox.activities.push(ActivityWorkItem {
+            instance_id: self.meta.instance_id.clone(),
+            execution_id: self.meta.execution_id.clone(),
+            task_id: id,
+            name: name.to_string(),
+            version: version.clone(),
+            input: input.clone(),
+            completion_token: String::new(),
+        });
+        Ok(())
+    }
+
+    fn create_timer(&mut self, id: i32, fire_at: Timestamp) {
+        self.append(id, EventKind::TimerCreated { fire_at });
+        self.send(InstanceMessage {
+            instance_id: self.meta.instance_id.clone(),
+            execution_id: Some(self.meta.execution_id.clone()),
+            event: HistoryEvent::new(
+                fire_at,
+                EventKind::TimerFired {
+                    fire_at,
+                    timer_id: id,
+                },
+            ),
+            visible_at: Some(fire_at),
+        });
+    }
+
+    fn create_sub_orchestration(
+        &mut self,
+        id: i32,
+        child: &str,
+        name: &str,
+        version: &Option<String>,
+        input: &Option<String>,
+    ) -> Result<(), BackendError> {
+        self.check_input(Task::SubOrchestration(name), input)?;
+        self.append(
+            id,
+            EventKind::SubOrchestrationInstanceCreated {
+                instance_id: child.to_string(),
+                name: name.to_string(),
+                version: version.clone(),
+                input: input.clone(),
+            },
+        );
+        self.outbox.new_instances.push(NewInstance {
+            request: CreateInstanceRequest {
+                instance_id: child.to_string(),
+                name: name.to_string(),
+                version: version.clone(),
+                input: input.clone(),
+                scheduled_start: None,
+                reuse_policy: IdReusePolicy::default(),
+            },
+            parent: ParentInstance {
+                instance_id: self.meta.instance_id.clone(),
+                execution_id: Some(self.meta.execution_id.clone()),
+                name: Some(self.meta.name.clone()),
+                task_scheduled_id: id,
+            },
+        });
+        Ok(())
+    }
+
+    fn send_event(
+        &mut self,
+        id: i32,
+        target: &str,
+        name: &str,
+        data: &Option<String>,
+    ) -> Result<(), BackendError> {
+        self.limits
+            .check_payload(|| format!("the data of event \"{name}\""), data.as_deref())?;
+        self.append(
+            id,
+            EventKind::EventSent {
+                instance_id: target.to_string(),
+                name: name.to_string(),
+                input: data.clone(),
+            },
+        );
+        self.send(InstanceMessage {
+            instance_id: target.to_string(),
+            execution_id: None,
+            event: HistoryEvent::new(
+                self.now,
+                EventKind::EventRaised {
+                    name: name.to_string(),
+                    input: data.clone(),
+                },
+            ),
+            visible_at: None,
+        });
+        Ok(())
+    }
+
+    fn parent(&self) -> Option<ParentInstance> {
+        parent_of(self.history, self.new_events)
+    }
+
+    /// The episode fails the orchestration instead: only the delivered
+    /// events are kept, the actions are dropped, and the parent is told.
+    fn fail(self, details: FailureDetails) -> EpisodeOutcome {
+        let now = self.now;
+        let mut appended = self.new_events.to_vec();
+        appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
+        appended.push(HistoryEvent::new(
+            now,
+            EventKind::ExecutionCompleted {
+                status: OrchestrationStatus::Failed,
+                result: None,
+                failure: Some(details.clone()),
+            },
+        ));
+        let mut metadata = self.meta.clone();
+        metadata.status = OrchestrationStatus::Failed;
+        metadata.failure = Some(details.clone());
+        metadata.output = None;
+        metadata.last_updated_at = now;
+        metadata.completed_at = Some(now);
+        let mut outbox = Outbox::default();
+        if let Some(p) = self.parent() {
+            let failure = FailureDetails::new(
+                "SubOrchestrationFailed",
+                format!(
+                    "sub-orchestration \"{}\" failed: {}",
+                    self.meta.instance_id, details.message
+                ),
+            )
+            // A child that cannot succeed (e.g. non-deterministic) must not
+            // be retried by the parent's retry policy.
+            .non_retriable_if(details.non_retriable)
+            .with_inner(details);
+            outbox.messages.push(notify_parent(&p, Err(failure), now));
+        }
+        EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Append(appended),
+            outbox,
+        }
+    }
+
+    /// The execution starts over with a new input (and the carried-over
+    /// events); the old history is dropped.
+    fn continue_as_new(
+        self,
+        mut metadata: InstanceMetadata,
+        input: Option<String>,
+        carryover_events: &[HistoryEvent],
+    ) -> EpisodeOutcome {
+        let instance_id = &self.meta.instance_id;
+        if let Err(e) = self.limits.check_payload(
+            || format!("the new input of \"{instance_id}\""),
+            input.as_deref(),
+        ) {
+            return self.fail(too_large(e));
+        }
+        let execution_id = new_execution_id();
+        metadata.execution_id = execution_id.clone();
+        metadata.status = OrchestrationStatus::Running;
+        metadata.input = input.clone();
+        metadata.output = None;
+        metadata.failure = None;
+        let mut inbox_front = vec![HistoryEvent::new(
+            self.now,
+            EventKind::ExecutionStarted {
+                name: self.meta.name.clone(),
+                version: self.meta.version.clone(),
+                input,
+                instance_id: instance_id.clone(),
+                execution_id: Some(execution_id),
+                parent: self.parent().map(Box::new),
+                scheduled_start: None,
+            },
+        )];
+        inbox_front.extend(carryover_events.iter().cloned());
+        EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Restart { inbox_front },
+            outbox: self.outbox,
+        }
+    }
+
+    /// The orchestration completed or was terminated: record it, tell the
+    /// parent and, for a recursive terminate, the running children.
+    fn finish(
+        mut self,
+        mut metadata: InstanceMetadata,
+        status: OrchestrationStatus,
+        output: Option<String>,
+        failure: Option<FailureDetails>,
+    ) -> EpisodeOutcome {
+        let now = self.now;
+        if let Err(e) = self.check_output(&output) {
+            return self.fail(e);
+        }
+        let instance_id = &self.meta.instance_id;
+        self.appended.push(HistoryEvent::new(
+            now,
+            EventKind::ExecutionCompleted {
+                status,
+                result: output.clone(),
+                failure: failure.clone(),
+            },
+        ));
+        metadata.status = status;
+        metadata.output = output.clone();
+        metadata.failure = failure;
+        metadata.completed_at = Some(now);
+        if let Some(p) = self.parent() {
+            let result = if status == OrchestrationStatus::Completed {
+                Ok(output.clone())
+            } else {
+                Err(terminated_notice(instance_id))
+            };
+            self.send(notify_parent(&p, result, now));
+        }
+        let recurse = status == OrchestrationStatus::Terminated
+            && self
+                .new_events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::ExecutionTerminated { recurse: true, .. }));
+        if recurse {
+            let mut all = self.history.to_vec();
+            all.extend(self.appended.iter().cloned());
+            for child in running_children(&all) {
+                self.send(terminate_message(&child, &output, true, now));
+            }
+        }
+        EpisodeOutcome {
+            metadata,
+            history: HistoryUpdate::Append(self.appended),
+            outbox: self.outbox,
+        }
+    }
+}
+
+/// An `ExecutionTerminated` for another instance.
+fn terminate_message(
+    instance_id: &str,
+    reason: &Option<String>,
+    recurse: bool,
+    now: Timestamp,
+) -> InstanceMessage {
+    InstanceMessage {
+        instance_id: instance_id.to_string(),
+        execution_id: None,
+        event: HistoryEvent::new(
+            now,
+            EventKind::ExecutionTerminated {
+                input: reason.clone(),
+                recurse,
+            },
+        ),
+        visible_at: None,
+    }
+}
+
+/// What a finished sub-orchestration tells its parent.
+pub(super) fn notify_parent(
+    p: &ParentInstance,
+    result: TaskOutcome,
+    now: Timestamp,
+) -> InstanceMessage {
+    let kind = match result {
+        Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id: p.task_scheduled_id,
+            result,
+        },
+        Err(failure) => EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: p.task_scheduled_id,
+            failure,
+        },
+    };
+    InstanceMessage {
+        instance_id: p.instance_id.clone(),
+        execution_id: p.execution_id.clone(),
+        event: HistoryEvent::new(now, kind),
+        visible_at: None,
+    }
+}
