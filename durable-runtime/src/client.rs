@@ -4,6 +4,7 @@ use crate::backend::{
     Backend, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery, PurgeTarget,
     WaitFor,
 };
+use crate::codec;
 use crate::error::Error;
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::registry::Orchestrator;
@@ -114,31 +115,16 @@ impl OrchestrationState {
 }
 
 fn decode<T: DeserializeOwned>(json: Option<&str>, what: &str, id: &str) -> Result<T, Error> {
-    let text = json.ok_or_else(|| Error::Serde {
-        what: format!(
+    let text = json.ok_or_else(|| {
+        Error::NotAvailable(format!(
             "{what} \"{id}\" is not available (not finished, or fetched without payloads)"
-        ),
-        source: serde::de::Error::custom("no value"),
+        ))
     })?;
-    serde_json::from_str(text).map_err(|source| Error::Serde {
-        what: format!(
-            "{what} \"{id}\" does not deserialise into `{}`",
-            std::any::type_name::<T>()
-        ),
-        source,
-    })
+    codec::decode(Some(text)).map_err(|e| Error::Codec(e.about(format!("{what} \"{id}\""))))
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Option<String>, Error> {
-    serde_json::to_string(value)
-        .map(Some)
-        .map_err(|source| Error::Serde {
-            what: format!(
-                "{what} (`{}`) could not be serialised",
-                std::any::type_name::<T>()
-            ),
-            source,
-        })
+    codec::encode(value).map_err(|e| Error::Codec(e.about(what)))
 }
 
 /// Schedules and controls orchestrations on a backend. Cheap to clone.

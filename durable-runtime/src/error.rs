@@ -14,14 +14,13 @@ pub enum Error {
     /// The backend reported an error.
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
-    /// A value could not be serialised or deserialised.
-    #[error("{what}: {source}")]
-    Serde {
-        /// What was being converted (names the type).
-        what: String,
-        /// The serde error.
-        source: serde_json::Error,
-    },
+    /// A value could not be encoded, or a payload could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    /// A value the call reads is not there (e.g. the output of an instance
+    /// that has not finished, or was fetched without payloads).
+    #[error("{0}")]
+    NotAvailable(String),
     /// Registration was inconsistent (e.g. duplicate names).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),

@@ -675,8 +675,8 @@ mod tests {
             (vec![], vec![start.event.clone()]),
             (vec![start.event.clone()], vec![]),
         ] {
-            let notice = terminated_for_replacement("kid", &history, &inbox, t)
-                .expect("the parent is told");
+            let notice =
+                terminated_for_replacement("kid", &history, &inbox, t).expect("the parent is told");
             assert_eq!(notice.instance_id, "parent");
             assert_eq!(notice.execution_id.as_deref(), Some("e1"));
             match notice.event.kind {
