@@ -17,7 +17,9 @@ use durable_runtime::backend::{
     ActivityOutcome, ActivityWorkItem, Backend, BackendError, CreateInstanceRequest,
     InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
-use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
+use durable_runtime::history::{
+    self, FailureDetails, HistoryEvent, OrchestrationStatus, SubOrchestration,
+};
 use futures::future::BoxFuture;
 use prost::Message;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -529,39 +531,15 @@ impl Rpc {
     async fn children(
         &self,
         instance_id: &str,
-    ) -> Result<Option<Vec<(String, bool)>>, BackendError> {
-        let history = match self.fetch_history(instance_id, None, false).await {
-            Ok(history) => history,
+    ) -> Result<Option<Vec<SubOrchestration>>, BackendError> {
+        match self.fetch_history(instance_id, None, false).await {
+            Ok(history) => Ok(Some(history::sub_orchestrations(&history))),
             Err(ItemError::Unsupported(e)) => {
                 tracing::debug!(instance_id, error = %e, "no history to find sub-orchestrations in; the sidecar's own recursion is relied on");
-                return Ok(None);
+                Ok(None)
             }
-            Err(e) => return Err(e.into_inner()),
-        };
-        let mut created = Vec::new();
-        let mut finished = std::collections::HashSet::new();
-        for e in &history {
-            match &e.kind {
-                EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
-                    created.push((e.event_id, instance_id.clone()));
-                }
-                EventKind::SubOrchestrationInstanceCompleted {
-                    task_scheduled_id, ..
-                }
-                | EventKind::SubOrchestrationInstanceFailed {
-                    task_scheduled_id, ..
-                } => {
-                    finished.insert(*task_scheduled_id);
-                }
-                _ => {}
-            }
+            Err(e) => Err(e.into_inner()),
         }
-        Ok(Some(
-            created
-                .into_iter()
-                .map(|(seq, id)| (id, finished.contains(&seq)))
-                .collect(),
-        ))
     }
 
     /// Terminates an instance and, if `recursive`, its running
@@ -599,8 +577,8 @@ impl Rpc {
                     .await?
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|(_, done)| !done)
-                    .map(|(id, _)| id)
+                    .filter(|child| !child.finished)
+                    .map(|child| child.instance_id)
                     .collect()
             } else {
                 Vec::new()
@@ -637,7 +615,7 @@ impl Rpc {
                     .await?
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(id, _)| id)
+                    .map(|child| child.instance_id)
                     .collect()
             } else {
                 Vec::new()
@@ -1667,6 +1645,7 @@ impl Backend for GrpcBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use durable_runtime::history::EventKind;
 
     #[test]
     fn the_backoff_restarts_only_after_a_stream_that_was_worth_it() {
