@@ -326,6 +326,47 @@ impl fmt::Display for FailureDetails {
     }
 }
 
+/// A sub-orchestration an instance started, as its history records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubOrchestration {
+    /// The sub-orchestration's instance id.
+    pub instance_id: String,
+    /// Whether the history also records its end (completed or failed).
+    pub finished: bool,
+}
+
+/// The sub-orchestrations `events` record the start of, in the order they
+/// were started, each with whether it has finished: a
+/// `SubOrchestrationInstanceCompleted` or `SubOrchestrationInstanceFailed`
+/// answers the `SubOrchestrationInstanceCreated` whose `event_id` is its
+/// `task_scheduled_id`.
+pub fn sub_orchestrations(events: &[HistoryEvent]) -> Vec<SubOrchestration> {
+    let finished: std::collections::HashSet<i32> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id, ..
+            }
+            | EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => Some(*task_scheduled_id),
+            _ => None,
+        })
+        .collect();
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                Some(SubOrchestration {
+                    instance_id: instance_id.clone(),
+                    finished: finished.contains(&e.event_id),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +421,61 @@ mod tests {
         assert_eq!(OrchestrationStatus::Suspended.as_i32(), 7);
         assert!(OrchestrationStatus::Terminated.is_terminal());
         assert!(!OrchestrationStatus::Suspended.is_terminal());
+    }
+
+    #[test]
+    fn sub_orchestrations_are_listed_with_whether_they_finished() {
+        let created = |seq: i32, id: &str| {
+            HistoryEvent::with_id(
+                seq,
+                t(),
+                EventKind::SubOrchestrationInstanceCreated {
+                    instance_id: id.into(),
+                    name: "child".into(),
+                    version: None,
+                    input: None,
+                },
+            )
+        };
+        let events = vec![
+            created(0, "done"),
+            created(1, "running"),
+            created(2, "failed"),
+            HistoryEvent::new(
+                t(),
+                EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+            HistoryEvent::new(
+                t(),
+                EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id: 2,
+                    failure: FailureDetails::new("Boom", "no"),
+                },
+            ),
+            // An activity's completion with the same number is not a child's.
+            HistoryEvent::new(
+                t(),
+                EventKind::TaskCompleted {
+                    task_scheduled_id: 1,
+                    result: None,
+                },
+            ),
+        ];
+        let child = |id: &str, finished: bool| SubOrchestration {
+            instance_id: id.into(),
+            finished,
+        };
+        assert_eq!(
+            sub_orchestrations(&events),
+            [
+                child("done", true),
+                child("running", false),
+                child("failed", true)
+            ]
+        );
+        assert_eq!(sub_orchestrations(&[]), []);
     }
 }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::failure::TaskOutcome;
 use crate::history::{
-    EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+    sub_orchestrations, EventKind, FailureDetails, HistoryEvent, OrchestrationStatus,
+    ParentInstance, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -156,41 +157,18 @@ fn parent_of(history: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<Pa
 
 /// Instance ids of sub-orchestrations started and not finished.
 pub fn running_children(events: &[HistoryEvent]) -> Vec<String> {
-    let mut created: Vec<(i32, String)> = Vec::new();
-    let mut done = std::collections::HashSet::new();
-    for e in events {
-        match &e.kind {
-            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
-                created.push((e.event_id, instance_id.clone()))
-            }
-            EventKind::SubOrchestrationInstanceCompleted {
-                task_scheduled_id, ..
-            }
-            | EventKind::SubOrchestrationInstanceFailed {
-                task_scheduled_id, ..
-            } => {
-                done.insert(*task_scheduled_id);
-            }
-            _ => {}
-        }
-    }
-    created
+    sub_orchestrations(events)
         .into_iter()
-        .filter(|(id, _)| !done.contains(id))
-        .map(|(_, i)| i)
+        .filter(|c| !c.finished)
+        .map(|c| c.instance_id)
         .collect()
 }
 
 /// Every sub-orchestration instance id an execution ever started.
 pub fn all_children(events: &[HistoryEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
-                Some(instance_id.clone())
-            }
-            _ => None,
-        })
+    sub_orchestrations(events)
+        .into_iter()
+        .map(|c| c.instance_id)
         .collect()
 }
 

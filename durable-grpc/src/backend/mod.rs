@@ -1,0 +1,658 @@
+//! [`GrpcBackend`]: the [`Backend`] trait spoken over `TaskHubSidecarService`.
+//!
+//! Client calls map one to one onto unary RPCs. The worker side is one
+//! long-lived `GetWorkItems` stream owned by a background task, which sorts
+//! the items into an orchestration queue and an activity queue (what
+//! [`Backend::next_orchestration_item`] and [`Backend::next_activity_item`]
+//! wait on) and reopens the stream with capped, jittered exponential backoff
+//! whenever it breaks, e.g. when the sidecar restarts.
+//!
+//! This module holds the backend and its [`Backend`] impl; the parts it is
+//! built from live in its submodules: `rpc` (what every call needs),
+//! `instance` (status and history reads), `tree` (recursive terminate and
+//! purge), `pump` (the task owning the stream), `lifecycle` (when the
+//! stream runs), `completion` (finishing with work items) and `error`
+//! (failures as backend errors).
+
+mod completion;
+mod error;
+mod instance;
+mod lifecycle;
+mod pump;
+mod rpc;
+#[cfg(test)]
+mod scripted;
+mod tree;
+
+use completion::{fail_orchestration, send_activity_response, too_large_failure};
+use error::unreadable;
+use instance::instance_from_response;
+use rpc::Rpc;
+
+use crate::convert;
+use crate::options::GrpcOptions;
+use crate::proto;
+use async_trait::async_trait;
+use durable_runtime::actions::OrchestratorResult;
+use durable_runtime::backend::{
+    ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+};
+use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+/// The longest single wait call; longer waits are several calls.
+const WAIT_CALL: Duration = Duration::from_secs(300);
+
+/// A [`Backend`] whose instances live in a Durable Task sidecar: the Azure
+/// Durable Task Scheduler or its emulator, Dapr Workflow, durabletask-go, or
+/// any other server of `TaskHubSidecarService`.
+///
+/// Cloning is cheap and clones share one connection and one work-item stream.
+///
+/// ```no_run
+/// use durable_grpc::{GrpcBackend, GrpcOptions};
+///
+/// # async fn run() -> Result<(), durable_runtime::backend::BackendError> {
+/// // The Durable Task Scheduler emulator's defaults.
+/// let backend = GrpcBackend::connect(GrpcOptions::new("http://localhost:8080").task_hub("default")).await?;
+/// # let _ = backend;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GrpcBackend {
+    inner: Arc<Inner>,
+}
+
+/// What the clones of a [`GrpcBackend`] share.
+struct Inner {
+    rpc: Rpc,
+    options: GrpcOptions,
+    orchestrations: Mutex<mpsc::UnboundedReceiver<OrchestrationWorkItem>>,
+    activities: Mutex<mpsc::UnboundedReceiver<ActivityWorkItem>>,
+    orchestration_tx: mpsc::UnboundedSender<OrchestrationWorkItem>,
+    activity_tx: mpsc::UnboundedSender<ActivityWorkItem>,
+    /// The task owning the work-item stream, while it runs.
+    pump: StdMutex<Option<JoinHandle<()>>>,
+    /// `next_*` calls waiting now.
+    waiting: AtomicUsize,
+    /// Workers that announced themselves (`Backend::worker_started`) and
+    /// have not stopped.
+    workers: AtomicUsize,
+    /// `next_*` calls ever made (to tell a pause from a shutdown).
+    calls: AtomicU64,
+    /// Woken when the stream is closed, so that waiting `next_*` calls
+    /// reopen it.
+    stream_closed: Notify,
+}
+
+impl std::fmt::Debug for GrpcBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBackend")
+            .field("endpoint", &self.inner.options.endpoint)
+            .field("task_hub", &self.inner.options.task_hub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcBackend {
+    /// A backend for `options`, connecting lazily: nothing is sent until the
+    /// first call, and an unreachable sidecar shows up as
+    /// [`BackendError::Unavailable`] from that call. Must be called inside a
+    /// Tokio runtime.
+    ///
+    /// Fails with [`BackendError::InvalidRequest`] if the endpoint is not an
+    /// `http://` or `https://` URL or the task hub is not valid header text.
+    pub fn new(options: GrpcOptions) -> Result<Self, BackendError> {
+        let rpc = Rpc::new(&options)?;
+        let (orchestration_tx, orch_rx) = mpsc::unbounded_channel();
+        let (activity_tx, act_rx) = mpsc::unbounded_channel();
+        Ok(GrpcBackend {
+            inner: Arc::new(Inner {
+                rpc,
+                options,
+                orchestrations: Mutex::new(orch_rx),
+                activities: Mutex::new(act_rx),
+                orchestration_tx,
+                activity_tx,
+                pump: StdMutex::new(None),
+                waiting: AtomicUsize::new(0),
+                workers: AtomicUsize::new(0),
+                calls: AtomicU64::new(0),
+                stream_closed: Notify::new(),
+            }),
+        })
+    }
+
+    /// Like [`GrpcBackend::new`], then says hello to the sidecar, so that a
+    /// wrong endpoint is reported here, with what to do about it.
+    pub async fn connect(options: GrpcOptions) -> Result<Self, BackendError> {
+        let backend = GrpcBackend::new(options)?;
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// Calls the sidecar's `Hello`.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc.request((), "a hello").await?;
+        rpc.client()
+            .hello(req)
+            .await
+            .map_err(|s| rpc.error(s, None))?;
+        Ok(())
+    }
+
+    /// Closes the work-item stream now and gives back the items it brought
+    /// that no worker took, so the sidecar hands them to other workers. The
+    /// stream reopens on the next `next_*` call (at once if calls are
+    /// waiting).
+    ///
+    /// The backend does this by itself shortly after a worker stops; call it
+    /// to be certain, e.g. right after shutting a worker down when the
+    /// backend lives on for a client: a sidecar whose abandon of activities
+    /// is a no-op (the Python SDK's test sidecar) would lose activities
+    /// delivered to a stream no worker reads.
+    pub fn close_work_stream(&self) {
+        self.inner.stop_pump();
+    }
+
+    /// The options this backend was built with.
+    pub fn options(&self) -> &GrpcOptions {
+        &self.inner.options
+    }
+}
+
+#[async_trait]
+impl Backend for GrpcBackend {
+    async fn worker_started(&self) {
+        self.inner.workers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn worker_stopped(&self) {
+        // The stopped worker's calls are gone. If no other worker uses this
+        // backend (none announced, and no `next_*` call is waiting), nobody
+        // will run what the stream delivers now: close it so the sidecar
+        // hands that work to another worker.
+        let left = self
+            .inner
+            .workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_or(0, |n| n - 1);
+        if left == 0 && self.inner.waiting.load(Ordering::SeqCst) == 0 {
+            self.close_work_stream();
+        } else {
+            tracing::debug!(
+                "a worker stopped; others still use this backend, so the work-item stream stays open"
+            );
+        }
+    }
+
+    async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let id = request.instance_id.clone();
+        let what = format!("the input of orchestration \"{}\"", request.name);
+        let message = proto::CreateInstanceRequest {
+            instance_id: request.instance_id,
+            name: request.name,
+            version: request.version,
+            input: request.input,
+            scheduled_start_timestamp: request
+                .scheduled_start
+                .as_ref()
+                .map(convert::timestamp_to_proto),
+            orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
+                replaceable_status: request
+                    .reuse_policy
+                    .replaceable
+                    .iter()
+                    .map(|s| convert::status_to_proto(*s))
+                    .collect(),
+            }),
+        };
+        let req = rpc.request(message, &what).await?;
+        match rpc.client().start_instance(req).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let current = rpc.get_instance(&id, false).await.ok().flatten();
+                Err(BackendError::AlreadyExists {
+                    id,
+                    status: current.map_or(OrchestrationStatus::Running, |m| m.status),
+                })
+            }
+            Err(status) => Err(rpc.error(status, Some(&id))),
+        }
+    }
+
+    async fn get_instance(
+        &self,
+        instance_id: &str,
+        with_payloads: bool,
+    ) -> Result<Option<InstanceMetadata>, BackendError> {
+        self.inner
+            .rpc
+            .get_instance(instance_id, with_payloads)
+            .await
+    }
+
+    async fn wait_for_instance(
+        &self,
+        instance_id: &str,
+        wait_for: WaitFor,
+        timeout: Duration,
+    ) -> Result<InstanceMetadata, BackendError> {
+        let rpc = &self.inner.rpc;
+        let done = |m: &InstanceMetadata| match wait_for {
+            WaitFor::Start => m.status != OrchestrationStatus::Pending,
+            WaitFor::Completion => m.status.is_terminal(),
+        };
+        // Ask first: an unknown id is reported at once (some sidecars would
+        // hold the call for the whole timeout), a finished one needs no wait.
+        match rpc.get_instance(instance_id, true).await? {
+            None => return Err(BackendError::NotFound(instance_id.to_string())),
+            Some(m) if done(&m) => return Ok(m),
+            Some(_) => {}
+        }
+        // One call waits at most WAIT_CALL, so a long wait neither needs a
+        // deadline the header cannot express nor pins a sidecar thread forever.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let now = tokio::time::Instant::now();
+            let left = deadline.map_or(WAIT_CALL, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                return Err(BackendError::Timeout(timeout, instance_id.to_string()));
+            }
+            let mut req = rpc
+                .request(
+                    proto::GetInstanceRequest {
+                        instance_id: instance_id.to_string(),
+                        get_inputs_and_outputs: true,
+                    },
+                    "a wait request",
+                )
+                .await?;
+            req.set_timeout(left.min(WAIT_CALL));
+            let mut client = rpc.client();
+            let result = match wait_for {
+                WaitFor::Start => client.wait_for_instance_start(req).await,
+                WaitFor::Completion => client.wait_for_instance_completion(req).await,
+            };
+            match result {
+                Ok(resp) => {
+                    return instance_from_response(resp.into_inner(), true)?
+                        .ok_or_else(|| BackendError::NotFound(instance_id.to_string()));
+                }
+                Err(status)
+                    if status.code() == Code::DeadlineExceeded
+                        || (status.code() == Code::Cancelled
+                            && status.message().contains("Timeout expired")) => {}
+                Err(status) => return Err(rpc.error(status, Some(instance_id))),
+            }
+        }
+    }
+
+    async fn raise_event(
+        &self,
+        instance_id: &str,
+        name: &str,
+        input: Option<String>,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let what = format!("the data of event \"{name}\"");
+        rpc.require_instance(instance_id, Some("raise an event on"))
+            .await?;
+        let req = rpc
+            .request(
+                proto::RaiseEventRequest {
+                    instance_id: instance_id.to_string(),
+                    name: name.to_string(),
+                    input,
+                },
+                &what,
+            )
+            .await?;
+        rpc.client()
+            .raise_event(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        Ok(())
+    }
+
+    async fn terminate(
+        &self,
+        instance_id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<(), BackendError> {
+        self.inner
+            .rpc
+            .terminate_tree(instance_id, output, recursive)
+            .await
+    }
+
+    async fn suspend(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        // Sent even if the instance reads as suspended: a resume sent just
+        // before may not have been applied yet (the sidecar decides).
+        rpc.require_instance(instance_id, Some("suspend")).await?;
+        let req = rpc
+            .request(
+                proto::SuspendRequest {
+                    instance_id: instance_id.to_string(),
+                    reason,
+                },
+                "the reason of a suspend request",
+            )
+            .await?;
+        rpc.client()
+            .suspend_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        rpc.settle(instance_id, OrchestrationStatus::Running).await
+    }
+
+    async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        // Sent even if the instance reads as running: a suspend sent just
+        // before may not have been applied yet (the sidecar decides).
+        rpc.require_instance(instance_id, Some("resume")).await?;
+        let req = rpc
+            .request(
+                proto::ResumeRequest {
+                    instance_id: instance_id.to_string(),
+                    reason,
+                },
+                "the reason of a resume request",
+            )
+            .await?;
+        rpc.client()
+            .resume_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        rpc.settle(instance_id, OrchestrationStatus::Suspended)
+            .await
+    }
+
+    async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
+        let rpc = &self.inner.rpc;
+        if let PurgeTarget::Instance(id) = &target {
+            return rpc.purge_tree(id, recursive).await;
+        }
+        let req = rpc
+            .request(
+                convert::purge_to_proto(&target, recursive),
+                "a purge request",
+            )
+            .await?;
+        let resp = rpc
+            .client()
+            .purge_instances(req)
+            .await
+            .map_err(|s| rpc.error(s, None))?
+            .into_inner();
+        Ok(usize::try_from(resp.deleted_instance_count).unwrap_or(0))
+    }
+
+    async fn query_instances(&self, query: InstanceQuery) -> Result<QueryPage, BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::QueryInstancesRequest {
+                    query: Some(convert::query_to_proto(&query)),
+                },
+                "a query",
+            )
+            .await?;
+        let resp = rpc
+            .client()
+            .query_instances(req)
+            .await
+            .map_err(|s| rpc.error(s, None))?
+            .into_inner();
+        let mut instances = Vec::with_capacity(resp.orchestration_state.len());
+        for state in resp.orchestration_state {
+            let id = state.instance_id.clone();
+            let m = convert::metadata_from_proto(state)
+                .map_err(|e| unreadable("the status of", &id, e))?;
+            instances.push(if query.fetch_payloads {
+                m
+            } else {
+                m.without_payloads()
+            });
+        }
+        Ok(QueryPage {
+            instances,
+            continuation_token: convert::payload(resp.continuation_token),
+        })
+    }
+
+    async fn get_history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+        self.inner.rpc.history(instance_id, None, false).await
+    }
+
+    async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
+        self.next_item(&self.inner.orchestrations).await
+    }
+
+    async fn complete_orchestration_item(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let what = format!(
+            "the result of an episode of instance \"{}\"",
+            item.instance_id
+        );
+        let sent = async {
+            let req = rpc
+                .request(
+                    proto::OrchestratorResponse {
+                        instance_id: item.instance_id.clone(),
+                        actions: result
+                            .actions
+                            .iter()
+                            .map(convert::action_to_proto)
+                            .collect(),
+                        custom_status: result.custom_status,
+                        completion_token: item.completion_token.clone(),
+                    },
+                    &what,
+                )
+                .await?;
+            rpc.client()
+                .complete_orchestrator_task(req)
+                .await
+                .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
+            Ok(())
+        };
+        match sent.await {
+            // Too large for us or for the sidecar: sending it again would
+            // fail again, and the worker can only log an error. Fail the
+            // orchestration instead, as durable's other backends do.
+            Err(e @ BackendError::PayloadTooLarge { .. }) => {
+                tracing::warn!(instance_id = %item.instance_id, error = %e, "an episode's result is too large to send; failing its orchestration");
+                fail_orchestration(
+                    rpc,
+                    &item.instance_id,
+                    item.completion_token.clone(),
+                    too_large_failure(&e),
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    async fn abandon_orchestration_item(
+        &self,
+        item: OrchestrationWorkItem,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::AbandonOrchestrationTaskRequest {
+                    completion_token: item.completion_token.clone(),
+                },
+                "an abandon request",
+            )
+            .await?;
+        rpc.client()
+            .abandon_task_orchestrator_work_item(req)
+            .await
+            .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
+        Ok(())
+    }
+
+    async fn next_activity_item(&self) -> Result<ActivityWorkItem, BackendError> {
+        self.next_item(&self.inner.activities).await
+    }
+
+    async fn complete_activity_item(
+        &self,
+        item: &ActivityWorkItem,
+        outcome: durable_runtime::failure::TaskOutcome,
+    ) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let (result, failure_details) = match outcome {
+            Ok(result) => (result, None),
+            Err(mut failure) => {
+                // Sidecars tell failure from success by a non-empty message.
+                if failure.message.is_empty() {
+                    failure.message = if failure.error_type.is_empty() {
+                        "the activity failed".to_string()
+                    } else {
+                        failure.error_type.clone()
+                    };
+                }
+                (None, Some(convert::failure_to_proto(&failure)))
+            }
+        };
+        let what = format!("the result of activity \"{}\"", item.name);
+        match send_activity_response(rpc, item, result, failure_details, &what).await {
+            // Too large for us or for the sidecar: the orchestration gets a
+            // failure saying so (not retried: the result would not shrink),
+            // as with durable's other backends.
+            Err(e @ BackendError::PayloadTooLarge { .. }) => {
+                tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, "an activity's result is too large to send; reporting it as failed");
+                let failure = convert::failure_to_proto(&too_large_failure(&e));
+                send_activity_response(rpc, item, None, Some(failure), &what).await
+            }
+            other => other,
+        }
+    }
+
+    async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let req = rpc
+            .request(
+                proto::AbandonActivityTaskRequest {
+                    completion_token: item.completion_token.clone(),
+                },
+                "an abandon request",
+            )
+            .await?;
+        rpc.client()
+            .abandon_task_activity_work_item(req)
+            .await
+            .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use durable_runtime::actions::{ActionKind, OrchestratorAction};
+
+    #[tokio::test]
+    async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let backend =
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}")).max_message_size(1024))
+                .unwrap();
+        let big = format!("\"{}\"", "x".repeat(2000));
+
+        let activity = ActivityWorkItem {
+            instance_id: "parent".into(),
+            execution_id: "e".into(),
+            name: "huge".into(),
+            version: None,
+            input: None,
+            task_id: 4,
+            completion_token: "act".into(),
+        };
+        backend
+            .complete_activity_item(&activity, Ok(Some(big.clone())))
+            .await
+            .expect("the activity is reported, as failed");
+
+        let episode = OrchestrationWorkItem {
+            instance_id: "parent".into(),
+            execution_id: "e".into(),
+            past_events: Arc::new(vec![]),
+            new_events: vec![],
+            completion_token: "orch".into(),
+        };
+        let result = OrchestratorResult {
+            actions: vec![OrchestratorAction {
+                id: 5,
+                kind: ActionKind::completed(Some(big)),
+            }],
+            custom_status: None,
+        };
+        backend
+            .complete_orchestration_item(episode, result)
+            .await
+            .expect("the episode is completed, as a failure");
+
+        let seen = sidecar.seen.lock().unwrap();
+        let [done] = &seen.activity_completions[..] else {
+            panic!(
+                "one activity completion, got {:?}",
+                seen.activity_completions
+            );
+        };
+        assert_eq!(
+            (
+                done.instance_id.as_str(),
+                done.task_id,
+                done.completion_token.as_str()
+            ),
+            ("parent", 4, "act")
+        );
+        assert_eq!(done.result, None);
+        let f = done.failure_details.as_ref().expect("a failure");
+        assert_eq!(f.error_type, "PayloadTooLarge");
+        assert!(f.is_non_retriable);
+        assert!(f.error_message.contains("huge"), "{}", f.error_message);
+
+        let [done] = &seen.completions[..] else {
+            panic!("one episode completion, got {:?}", seen.completions);
+        };
+        assert_eq!(done.completion_token, "orch");
+        let [action] = &done.actions[..] else {
+            panic!("one action, got {:?}", done.actions);
+        };
+        match convert::action_from_proto(action.clone()).unwrap().kind {
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Failed,
+                result: None,
+                failure: Some(f),
+                ..
+            } => {
+                assert_eq!(f.error_type, "PayloadTooLarge");
+                assert!(f.non_retriable);
+                assert!(f.message.contains("parent"), "{}", f.message);
+            }
+            other => panic!("expected a failed completion, got {other:?}"),
+        }
+    }
+}
