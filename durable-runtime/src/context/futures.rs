@@ -2,7 +2,7 @@
 //! themselves; only the replay engine resolves them, one history event at a
 //! time, which keeps the orchestration deterministic.
 
-use super::OrchestrationContext;
+use super::state::{lock, SharedState};
 use crate::codec;
 use crate::failure::TaskError;
 use crate::history::FailureDetails;
@@ -24,25 +24,25 @@ pub enum Either<A, B> {
 /// A durable task's result: activity, sub-orchestration or external event.
 #[must_use = "durable futures do nothing unless awaited (the task is scheduled, but its result is lost)"]
 pub struct DurableFuture<T> {
-    ctx: OrchestrationContext,
+    state: SharedState,
     key: i64,
     failed: Option<(String, FailureDetails)>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T> DurableFuture<T> {
-    pub(super) fn new(ctx: OrchestrationContext, key: i64) -> Self {
+    pub(super) fn new(state: SharedState, key: i64) -> Self {
         DurableFuture {
-            ctx,
+            state,
             key,
             failed: None,
             _t: PhantomData,
         }
     }
 
-    pub(super) fn failed(ctx: OrchestrationContext, describe: String, d: FailureDetails) -> Self {
+    pub(super) fn failed(state: SharedState, describe: String, d: FailureDetails) -> Self {
         DurableFuture {
-            ctx,
+            state,
             key: i64::MIN,
             failed: Some((describe, d)),
             _t: PhantomData,
@@ -68,7 +68,7 @@ impl<T: DeserializeOwned> Future for DurableFuture<T> {
                 details,
             }));
         }
-        let mut s = self.ctx.lock();
+        let mut s = lock(&self.state);
         let Some(slot) = s.slots.get_mut(&self.key) else {
             return Poll::Ready(Err(TaskError {
                 task: "durable task".into(),
@@ -113,7 +113,7 @@ impl<T> Drop for DurableFuture<T> {
         if self.key == i64::MIN {
             return;
         }
-        self.ctx.lock().forget(self.key);
+        lock(&self.state).forget(self.key);
     }
 }
 
@@ -128,7 +128,7 @@ impl Future for TimerFuture {
     }
 }
 
-/// Future returned by [`OrchestrationContext::when_any`].
+/// Future returned by [`OrchestrationContext::when_any`](super::OrchestrationContext::when_any).
 pub struct WhenAny<F> {
     pub(super) futures: Vec<F>,
 }
@@ -145,7 +145,7 @@ impl<F: Future + Unpin> Future for WhenAny<F> {
     }
 }
 
-/// Future returned by [`OrchestrationContext::when_any2`].
+/// Future returned by [`OrchestrationContext::when_any2`](super::OrchestrationContext::when_any2).
 pub struct WhenAny2<A, B> {
     pub(super) a: Option<A>,
     pub(super) b: Option<B>,

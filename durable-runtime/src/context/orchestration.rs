@@ -6,7 +6,7 @@
 //! matching completion.
 
 use super::futures::{DurableFuture, TimerFuture, WhenAny, WhenAny2};
-use super::state::CtxState;
+use super::state::{self, CtxState, SharedState};
 use crate::actions::{ActionKind, Task};
 use crate::codec;
 use crate::failure::TaskError;
@@ -25,7 +25,7 @@ use std::time::Duration;
 /// through this context, so that replaying the history reproduces it.
 #[derive(Clone)]
 pub struct OrchestrationContext {
-    pub(crate) state: Arc<Mutex<CtxState>>,
+    pub(crate) state: SharedState,
 }
 
 impl std::fmt::Debug for OrchestrationContext {
@@ -85,10 +85,7 @@ impl OrchestrationContext {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, CtxState> {
-        // A panic in user code never happens while this lock is held (the
-        // engine only locks around its own bookkeeping), so poisoning can be
-        // ignored safely.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        state::lock(&self.state)
     }
 
     /// The instance id.
@@ -199,7 +196,7 @@ impl OrchestrationContext {
                 },
                 describe,
             ),
-            Err(d) => DurableFuture::failed(self.clone(), describe, d),
+            Err(d) => DurableFuture::failed(self.state.clone(), describe, d),
         }
     }
 
@@ -327,7 +324,7 @@ impl OrchestrationContext {
         let describe = Task::SubOrchestration(name).to_string();
         match encode_input(input, &describe) {
             Ok(input) => self.sub_orchestration_raw(name, version, input, instance_id),
-            Err(d) => DurableFuture::failed(self.clone(), describe, d),
+            Err(d) => DurableFuture::failed(self.state.clone(), describe, d),
         }
     }
 
@@ -352,7 +349,7 @@ impl OrchestrationContext {
             describe,
         );
         drop(s);
-        DurableFuture::new(self.clone(), id as i64)
+        DurableFuture::new(self.state.clone(), id as i64)
     }
 
     /// A durable timer: fires after a delay or at a time. Survives restarts.
@@ -375,7 +372,7 @@ impl OrchestrationContext {
     /// kept for the first waiter.
     pub fn wait_for_external_event<T: DeserializeOwned>(&self, name: &str) -> DurableFuture<T> {
         let slot = self.lock().wait_for_event(name);
-        DurableFuture::new(self.clone(), slot)
+        DurableFuture::new(self.state.clone(), slot)
     }
 
     /// Raises an event on another orchestration instance (fire and forget).
@@ -440,7 +437,7 @@ impl OrchestrationContext {
         describe: String,
     ) -> DurableFuture<T> {
         let id = self.lock().schedule(kind, describe);
-        DurableFuture::new(self.clone(), id as i64)
+        DurableFuture::new(self.state.clone(), id as i64)
     }
 }
 

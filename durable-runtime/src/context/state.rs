@@ -7,7 +7,18 @@ use crate::actions::{ActionKind, Task};
 use crate::failure::TaskOutcome;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, Timestamp};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+
+/// The state as the context and its futures share it.
+pub(crate) type SharedState = Arc<Mutex<CtxState>>;
+
+/// Locks the state. A panic in user code never happens while this lock is
+/// held (the engine only locks around its own bookkeeping), so poisoning
+/// can be ignored safely.
+pub(crate) fn lock(state: &SharedState) -> MutexGuard<'_, CtxState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// One outstanding (or resolved, not yet consumed) durable task.
 pub(crate) struct Slot {

@@ -4,13 +4,12 @@
 //! finished (completed or terminated).
 
 use super::{
-    new_execution_id, parent_of, running_children, terminated_notice, EpisodeOutcome,
-    HistoryUpdate, InstanceMessage, Limits, NewInstance, Outbox,
+    new_execution_id, notify_parent, parent_of, running_children, terminated_notice,
+    EpisodeOutcome, HistoryUpdate, InstanceMessage, Limits, NewInstance, Outbox,
 };
 use crate::actions::{ActionKind, OrchestratorResult, Task};
 use crate::backend::InstanceMetadata;
 use crate::backend::{ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy};
-use crate::failure::TaskOutcome;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -474,30 +473,6 @@ fn terminate_message(
                 recurse,
             },
         ),
-        visible_at: None,
-    }
-}
-
-/// What a finished sub-orchestration tells its parent.
-pub(super) fn notify_parent(
-    p: &ParentInstance,
-    result: TaskOutcome,
-    now: Timestamp,
-) -> InstanceMessage {
-    let kind = match result {
-        Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
-            task_scheduled_id: p.task_scheduled_id,
-            result,
-        },
-        Err(failure) => EventKind::SubOrchestrationInstanceFailed {
-            task_scheduled_id: p.task_scheduled_id,
-            failure,
-        },
-    };
-    InstanceMessage {
-        instance_id: p.instance_id.clone(),
-        execution_id: p.execution_id.clone(),
-        event: HistoryEvent::new(now, kind),
         visible_at: None,
     }
 }

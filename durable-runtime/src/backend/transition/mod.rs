@@ -85,7 +85,7 @@ impl NewInstance {
     /// What the parent is told when the sub-orchestration could not be
     /// created (its id is taken, its input is too large, ...).
     pub fn creation_failed(&self, error: &BackendError, now: Timestamp) -> InstanceMessage {
-        episode::notify_parent(
+        notify_parent(
             &self.parent,
             Err(FailureDetails::new(
                 "SubOrchestrationCreationFailed",
@@ -93,6 +93,26 @@ impl NewInstance {
             )),
             now,
         )
+    }
+}
+
+/// What a finished sub-orchestration tells its parent.
+fn notify_parent(p: &ParentInstance, result: TaskOutcome, now: Timestamp) -> InstanceMessage {
+    let kind = match result {
+        Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id: p.task_scheduled_id,
+            result,
+        },
+        Err(failure) => EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id: p.task_scheduled_id,
+            failure,
+        },
+    };
+    InstanceMessage {
+        instance_id: p.instance_id.clone(),
+        execution_id: p.execution_id.clone(),
+        event: HistoryEvent::new(now, kind),
+        visible_at: None,
     }
 }
 
@@ -266,7 +286,7 @@ pub fn terminated_for_replacement(
     notice
         .message
         .push_str(": a new instance with the same id replaced it");
-    Some(episode::notify_parent(&parent, Err(notice), now))
+    Some(notify_parent(&parent, Err(notice), now))
 }
 
 /// Applies an id reuse policy.
