@@ -280,22 +280,24 @@ fn next_start_or_terminate(conn: &Connection, id: &str) -> Result<Option<i64>, B
 }
 
 fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq")
-        .db()?;
-    let rows = stmt.query_map([id], |r| r.get::<_, String>(0)).db()?;
-    let mut out = Vec::new();
-    for text in rows {
-        out.push(parse_event(&text.db()?)?);
-    }
-    Ok(out)
+    load_events(
+        conn,
+        "SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq",
+        id,
+    )
 }
 
 /// The events queued for an instance, in delivery order.
 fn load_inbox(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at, seq")
-        .db()?;
+    load_events(
+        conn,
+        "SELECT event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at, seq",
+        id,
+    )
+}
+
+fn load_events(conn: &Connection, sql: &str, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+    let mut stmt = conn.prepare_cached(sql).db()?;
     let rows = stmt.query_map([id], |r| r.get::<_, String>(0)).db()?;
     let mut out = Vec::new();
     for text in rows {

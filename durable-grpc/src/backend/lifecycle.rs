@@ -178,18 +178,7 @@ mod tests {
                 )),
                 completion_token: "orch-token".into(),
             },
-            proto::WorkItem {
-                request: Some(proto::work_item::Request::ActivityRequest(
-                    proto::ActivityRequest {
-                        name: "a".into(),
-                        version: None,
-                        input: None,
-                        orchestration_instance: None,
-                        task_id: 0,
-                    },
-                )),
-                completion_token: "act-token".into(),
-            },
+            scripted::activity_item(),
         ];
         let addr = sidecar.clone().serve().await;
         let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();

@@ -219,19 +219,24 @@ pub(super) fn streamed_item_then_activity() -> Vec<proto::WorkItem> {
             )),
             completion_token: "orch-token".into(),
         },
-        proto::WorkItem {
-            request: Some(proto::work_item::Request::ActivityRequest(
-                proto::ActivityRequest {
-                    name: "a".into(),
-                    version: None,
-                    input: None,
-                    orchestration_instance: None,
-                    task_id: 0,
-                },
-            )),
-            completion_token: "act-token".into(),
-        },
+        activity_item(),
     ]
+}
+
+/// An activity work item for activity "a", token "act-token".
+pub(super) fn activity_item() -> proto::WorkItem {
+    proto::WorkItem {
+        request: Some(proto::work_item::Request::ActivityRequest(
+            proto::ActivityRequest {
+                name: "a".into(),
+                version: None,
+                input: None,
+                orchestration_instance: None,
+                task_id: 0,
+            },
+        )),
+        completion_token: "act-token".into(),
+    }
 }
 
 /// Options for a sidecar at `addr` that retry within milliseconds.

@@ -47,6 +47,15 @@ fn encode_input<T: Serialize>(value: &T, task: &str) -> Result<Option<String>, F
     })
 }
 
+/// [`encode_input`] for calls that return a `TaskError` (retried calls).
+fn encode_task_input<T: Serialize>(value: &T, task: &str) -> Result<Option<String>, TaskError> {
+    encode_input(value, task).map_err(|details| TaskError {
+        task: task.to_string(),
+        task_id: -1,
+        details,
+    })
+}
+
 /// Options for a sub-orchestration call.
 #[derive(Clone, Debug, Default)]
 pub struct SubOrchestratorOptions {
@@ -220,14 +229,10 @@ impl OrchestrationContext {
     ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
         let describe = Task::Activity(name).to_string();
-        let input = encode_input(input, &describe);
+        let input = encode_task_input(input, &describe);
         let name = name.to_string();
         Box::pin(async move {
-            let input = input.map_err(|details| TaskError {
-                task: describe.clone(),
-                task_id: -1,
-                details,
-            })?;
+            let input = input?;
             with_retry(&ctx, &policy, || {
                 ctx.schedule::<O>(
                     ActionKind::ScheduleTask {
@@ -274,14 +279,10 @@ impl OrchestrationContext {
     ) -> BoxFuture<'static, Result<O, TaskError>> {
         let ctx = self.clone();
         let describe = Task::SubOrchestration(name).to_string();
-        let input = encode_input(input, &describe);
+        let input = encode_task_input(input, &describe);
         let (name, version) = (name.to_string(), version.map(str::to_string));
         Box::pin(async move {
-            let input = input.map_err(|details| TaskError {
-                task: describe.clone(),
-                task_id: -1,
-                details,
-            })?;
+            let input = input?;
             let make = |attempt: u32| {
                 let instance_id = options.instance_id.as_ref().map(|id| {
                     if attempt == 0 {

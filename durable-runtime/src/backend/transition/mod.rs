@@ -541,14 +541,7 @@ mod tests {
     #[test]
     fn a_child_that_cannot_succeed_is_not_retried_by_its_parent() {
         let t = chrono::Utc::now();
-        let request = CreateInstanceRequest {
-            instance_id: "child".into(),
-            name: "c".into(),
-            version: None,
-            input: None,
-            scheduled_start: None,
-            reuse_policy: IdReusePolicy::default(),
-        };
+        let request = child_request("child", "c");
         let parent = ParentInstance {
             instance_id: "parent".into(),
             execution_id: None,
@@ -650,17 +643,21 @@ mod tests {
         assert!(runnable(true, &[raised, term]), "terminate needs no start");
     }
 
-    #[test]
-    fn replacing_a_live_child_tells_its_parent() {
-        let t = chrono::DateTime::UNIX_EPOCH;
-        let request = CreateInstanceRequest {
-            instance_id: "kid".into(),
-            name: "child".into(),
+    fn child_request(instance_id: &str, name: &str) -> CreateInstanceRequest {
+        CreateInstanceRequest {
+            instance_id: instance_id.into(),
+            name: name.into(),
             version: None,
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn replacing_a_live_child_tells_its_parent() {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let request = child_request("kid", "child");
         let parent = ParentInstance {
             instance_id: "parent".into(),
             execution_id: Some("e1".into()),
