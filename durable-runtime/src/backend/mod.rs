@@ -98,7 +98,8 @@ pub fn deadline_after(timeout: Duration) -> tokio::time::Instant {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdReusePolicy {
     /// Statuses of an existing instance that may be replaced. A running,
-    /// pending or suspended instance listed here is terminated first.
+    /// pending or suspended instance listed here is terminated first (a
+    /// sub-orchestration's parent then sees it fail as terminated).
     pub replaceable: Vec<OrchestrationStatus>,
 }
 
