@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod backend;
 pub mod client;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 pub mod history;
