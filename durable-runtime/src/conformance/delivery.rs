@@ -132,6 +132,39 @@ async fn history(backend: &Arc<dyn Backend>, id: &str) -> Vec<HistoryEvent> {
     )
 }
 
+/// The next episode carries exactly one activity result: task 0's, `text`.
+async fn expect_result(backend: &Arc<dyn Backend>, text: &str, why: &str) {
+    let next = episode(backend, "the episode with the activity's result").await;
+    assert_eq!(
+        completions(&next.new_events),
+        [(0, Some(format!("\"{text}\"")))],
+        "{why}"
+    );
+}
+
+/// `id`'s history holds one `TaskScheduled`: its first episode's result
+/// (one activity) was applied once.
+async fn applied_once(backend: &Arc<dyn Backend>, id: &str) {
+    assert_eq!(
+        count(&history(backend, id).await, "TaskScheduled"),
+        1,
+        "the episode was applied more than once"
+    );
+}
+
+/// `take` run by another caller (a task of its own, as a second worker).
+async fn from_another_caller<I, T, TF>(backend: &Arc<dyn Backend>, what: &str, take: T) -> I
+where
+    I: Send + 'static,
+    T: FnOnce(Arc<dyn Backend>) -> TF,
+    TF: Future<Output = Result<I, BackendError>> + Send + 'static,
+{
+    let taken = within(what, tokio::spawn(take(backend.clone())))
+        .await
+        .unwrap_or_else(|e| panic!("the other caller panicked: {e}"));
+    ok(what, taken)
+}
+
 /// Creates `id` and completes its first episode with one activity
 /// ("work", sequence number 0).
 async fn start_with_activity(backend: &Arc<dyn Backend>, id: &str) {
@@ -251,11 +284,7 @@ cases! { ($) __conformance_delivery_rules, delivery;
                 .complete_orchestration_item(second, result(0, [task("work")]))
                 .await,
         );
-        assert_eq!(
-            count(&history(&backend, "stale").await, "TaskScheduled"),
-            1,
-            "the episode was applied more than once"
-        );
+        applied_once(&backend, "stale").await;
     }
 
     /// Needs `stale_tokens`. An activity work item's token is stale once the
@@ -283,12 +312,8 @@ cases! { ($) __conformance_delivery_rules, delivery;
             "completing an activity a second time",
             backend.complete_activity_item(&second, done("again")).await,
         );
-        let next = episode(&backend, "the episode with the activity's result").await;
-        assert_eq!(
-            completions(&next.new_events),
-            [(0, Some("\"current\"".to_string()))],
-            "the orchestration must get the current delivery's result, once"
-        );
+        let why = "the orchestration must get the current delivery's result, once";
+        expect_result(&backend, "current", why).await;
     }
 
     /// An abandoned episode is delivered again, with the events that arrived
@@ -353,11 +378,8 @@ cases! { ($) __conformance_delivery_rules, delivery;
             "completing the redelivered activity",
             backend.complete_activity_item(&again, done("redelivered")).await,
         );
-        let next = episode(&backend, "the episode with the activity's result").await;
-        assert_eq!(
-            completions(&next.new_events),
-            [(0, Some("\"redelivered\"".to_string()))]
-        );
+        let why = "the orchestration must get the redelivered activity's result, once";
+        expect_result(&backend, "redelivered", why).await;
     }
 
     /// Results of the tasks of an execution that continued as new are
@@ -423,12 +445,7 @@ cases! { ($) __conformance_delivery_rules, delivery;
             "completing the new execution's activity",
             backend.complete_activity_item(&new_task, done("new")).await,
         );
-        let next = episode(&backend, "the episode with the new activity's result").await;
-        assert_eq!(
-            completions(&next.new_events),
-            [(0, Some("\"new\"".to_string()))],
-            "a result of the old execution reached the new one"
-        );
+        expect_result(&backend, "new", "a result of the old execution reached the new one").await;
     }
 
     /// A timer of an execution that continued as new never fires in the new
@@ -533,14 +550,12 @@ cases! { ($) __conformance_delivery_rules, delivery;
     {
         create(&backend, "expires", None).await;
         let first = episode(&backend, "the first delivery").await;
-        let other = backend.clone();
-        let again = within(
+        let again = from_another_caller(
+            &backend,
             "the redelivery of an episode whose lease expired",
-            tokio::spawn(async move { other.next_orchestration_item().await }),
+            |b| async move { b.next_orchestration_item().await },
         )
-        .await
-        .unwrap_or_else(|e| panic!("the other caller panicked: {e}"));
-        let again = ok("the other caller's delivery", again);
+        .await;
         assert_eq!(again.instance_id, "expires");
         lease_lost(
             "completing with an expired lease",
@@ -554,11 +569,7 @@ cases! { ($) __conformance_delivery_rules, delivery;
                 .complete_orchestration_item(again, result(0, [task("work")]))
                 .await,
         );
-        assert_eq!(
-            count(&history(&backend, "expires").await, "TaskScheduled"),
-            1,
-            "the episode was applied more than once"
-        );
+        applied_once(&backend, "expires").await;
     }
 
     /// Needs `lease_expiry` and `stale_tokens`; runs on the `short_leases`
@@ -575,14 +586,12 @@ cases! { ($) __conformance_delivery_rules, delivery;
         );
         start_with_activity(&backend, "expires").await;
         let first = activity(&backend, "the activity").await;
-        let other = backend.clone();
-        let again = within(
+        let again = from_another_caller(
+            &backend,
             "the redelivery of an activity whose lease expired",
-            tokio::spawn(async move { other.next_activity_item().await }),
+            |b| async move { b.next_activity_item().await },
         )
-        .await
-        .unwrap_or_else(|e| panic!("the other caller panicked: {e}"));
-        let again = ok("the other caller's delivery", again);
+        .await;
         assert_eq!(
             (&again.instance_id, again.task_id),
             (&first.instance_id, first.task_id)
@@ -599,11 +608,8 @@ cases! { ($) __conformance_delivery_rules, delivery;
             "completing the redelivered activity",
             backend.complete_activity_item(&again, done("redelivered")).await,
         );
-        let next = episode(&backend, "the episode with the activity's result").await;
-        assert_eq!(
-            completions(&next.new_events),
-            [(0, Some("\"redelivered\"".to_string()))]
-        );
+        let why = "the orchestration must get the redelivered activity's result, once";
+        expect_result(&backend, "redelivered", why).await;
     }
 
     /// Competing callers of `next_orchestration_item` never get the same
@@ -725,11 +731,7 @@ cases! { ($) __conformance_delivery_rules, delivery;
             r.unwrap_or_else(|e| panic!("a racing caller panicked: {e}"))
         };
         one_wins("two completions of one episode", join(a), join(b));
-        assert_eq!(
-            count(&history(&backend, "race").await, "TaskScheduled"),
-            1,
-            "the episode was applied more than once"
-        );
+        applied_once(&backend, "race").await;
         let work = activity(&backend, "the activity").await;
         let race = |text: &'static str| {
             let (b, work) = (backend.clone(), work.clone());
