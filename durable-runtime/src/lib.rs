@@ -13,12 +13,13 @@
 //! 5. [`replay`]: the replay engine; [`backend`]: the `Backend` trait, the
 //!    transition core, the in-memory backend;
 //! 6. [`error`], [`client`], [`worker`];
-//! 7. [`testing`], and the conformance suite.
+//! 7. [`testing`], and the conformance suite (feature `conformance`).
 
 pub mod actions;
 pub mod backend;
 pub mod client;
 pub mod codec;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod context;
 pub mod error;

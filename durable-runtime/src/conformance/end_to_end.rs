@@ -1,0 +1,877 @@
+//! The end-to-end tier: each case runs a [`Worker`] and a [`Client`] on a
+//! fresh backend and checks what users see: statuses, outputs, failure
+//! messages, histories.
+//!
+//! Cases use real time: timers and retry delays are tens of milliseconds.
+//! Every case needs only the basic `Backend` contract except
+//! [`scheduled_start`], which needs the `delayed_start` capability (see
+//! [the module docs](super#capabilities)).
+
+use super::WAIT;
+use crate::backend::{Backend, BackendError, InstanceQuery, PurgeTarget};
+use crate::history::{EventKind, OrchestrationStatus};
+use crate::{
+    ActivityError, Client, Either, Error, OrchestrationError, OrchestrationState, Registry,
+    RetryPolicy, ScheduleOptions, Worker, WorkerHandle,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Attempts per instance of the "flaky" activity.
+static ATTEMPTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+/// The orchestrators and activities the cases use, registered by name.
+pub fn registry() -> Registry {
+    Registry::new()
+        .activity_fn(
+            "inc",
+            |_c, x: i64| async move { Ok::<_, ActivityError>(x + 1) },
+        )
+        .activity_fn("double", |_c, x: i64| async move {
+            Ok::<_, ActivityError>(x * 2)
+        })
+        .activity_fn("fail", |_c, msg: String| async move {
+            Err::<(), _>(ActivityError::new("Boom", msg))
+        })
+        .activity_fn("panic", |_c, _: ()| async move {
+            if true {
+                panic!("activity exploded");
+            }
+            Ok::<(), ActivityError>(())
+        })
+        .activity_fn("flaky", |c, succeed_on: u32| async move {
+            let n = {
+                let mut map = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+                let n = map
+                    .get_or_insert_with(HashMap::new)
+                    .entry(c.instance_id().to_string())
+                    .or_default();
+                *n += 1;
+                *n
+            };
+            if n >= succeed_on {
+                Ok(n)
+            } else {
+                Err(ActivityError::new("Flaky", format!("attempt {n} failed")))
+            }
+        })
+        .activity_fn(
+            "flaky_key",
+            |_c, (key, succeed_on): (String, u32)| async move {
+                let n = {
+                    let mut map = ATTEMPTS.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = map.get_or_insert_with(HashMap::new).entry(key).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n >= succeed_on {
+                    Ok(n)
+                } else {
+                    Err(ActivityError::new("Flaky", format!("attempt {n} failed")))
+                }
+            },
+        )
+        .orchestrator_fn("flaky_child", |ctx, input: (String, u32)| async move {
+            let n: u32 = ctx.call_activity_by_name("flaky_key", &input).await?;
+            Ok(n)
+        })
+        .orchestrator_fn("retry_child", |ctx, succeed_on: u32| async move {
+            let options = crate::SubOrchestratorOptions {
+                instance_id: None,
+                retry: Some(RetryPolicy::new(3, Duration::from_millis(10))),
+            };
+            let key = ctx.instance_id();
+            let n: u32 = ctx
+                .call_sub_orchestrator_by_name_with(
+                    "flaky_child",
+                    None,
+                    &(key, succeed_on),
+                    options,
+                )
+                .await?;
+            Ok(n)
+        })
+        .orchestrator_fn("chain", |ctx, x: i64| async move {
+            let a: i64 = ctx.call_activity_by_name("inc", &x).await?;
+            let b: i64 = ctx.call_activity_by_name("double", &a).await?;
+            let c: i64 = ctx.call_activity_by_name("inc", &b).await?;
+            Ok(c)
+        })
+        .orchestrator_fn("fan", |ctx, n: i64| async move {
+            let calls = (0..n).map(|i| ctx.call_activity_by_name::<i64>("double", &i));
+            let all = ctx.when_all(calls).await?;
+            Ok(all.iter().sum::<i64>())
+        })
+        .orchestrator_fn("parent", |ctx, x: i64| async move {
+            let child: i64 = ctx
+                .call_sub_orchestrator_by_name("chain", None, &x, None)
+                .await?;
+            Ok(child * 10)
+        })
+        .orchestrator_fn("parent_of_failing", |ctx, _: ()| async move {
+            match ctx
+                .call_sub_orchestrator_by_name::<()>("failing", None, &(), None)
+                .await
+            {
+                Ok(()) => Ok("unexpected success".to_string()),
+                Err(e) => Ok(format!("caught: {}", e.message())),
+            }
+        })
+        .orchestrator_fn("failing", |ctx, _: ()| async move {
+            ctx.call_activity_by_name::<()>("fail", &"card declined")
+                .await?;
+            Ok(())
+        })
+        .orchestrator_fn("parent_catches_waiting", |ctx, _: ()| async move {
+            match ctx
+                .call_sub_orchestrator_by_name::<String>("wait_event", None, &(), None)
+                .await
+            {
+                Ok(out) => Ok(format!("child finished: {out}")),
+                Err(e) => Ok(format!("caught: {}", e.message())),
+            }
+        })
+        .orchestrator_fn("wait_event", |ctx, _: ()| async move {
+            let v: String = ctx.wait_for_external_event("go").await?;
+            Ok(format!("got {v}"))
+        })
+        .orchestrator_fn("timer", |ctx, ms: u64| async move {
+            let start = ctx.current_utc_datetime();
+            ctx.create_timer(Duration::from_millis(ms)).await;
+            let elapsed = (ctx.current_utc_datetime() - start).num_milliseconds();
+            Ok(elapsed)
+        })
+        .orchestrator_fn("approval", |ctx, timeout_ms: u64| async move {
+            let event = ctx.wait_for_external_event::<bool>("approval");
+            let timer = ctx.create_timer(Duration::from_millis(timeout_ms));
+            Ok(match ctx.when_any2(event, timer).await {
+                Either::First(Ok(true)) => "approved",
+                Either::First(Ok(false)) => "rejected",
+                Either::First(Err(_)) => "bad event",
+                Either::Second(()) => "timed out",
+            }
+            .to_string())
+        })
+        .orchestrator_fn("retry", |ctx, succeed_on: u32| async move {
+            let policy = RetryPolicy::new(4, Duration::from_millis(10)).backoff_coefficient(2.0);
+            let n: u32 = ctx
+                .call_activity_by_name_with_retry("flaky", &succeed_on, policy)
+                .await?;
+            Ok(n)
+        })
+        .orchestrator_fn("counter", |ctx, n: u32| async move {
+            if n < 5 {
+                ctx.continue_as_new(&(n + 1));
+            }
+            Ok(n)
+        })
+        .orchestrator_fn("custom_status", |ctx, _: ()| async move {
+            ctx.set_custom_status(&"halfway");
+            let _: String = ctx.wait_for_external_event("go").await?;
+            Ok(())
+        })
+        .orchestrator_fn("parent_waits", |ctx, _: ()| async move {
+            let _: String = ctx
+                .call_sub_orchestrator_by_name("wait_event", None, &(), None)
+                .await?;
+            Ok(())
+        })
+        .orchestrator_fn("calls_missing", |ctx, _: ()| async move {
+            ctx.call_activity_by_name::<()>("no_such_activity", &())
+                .await?;
+            Ok(())
+        })
+        .orchestrator_fn("calls_panic", |ctx, _: ()| async move {
+            match ctx.call_activity_by_name::<()>("panic", &()).await {
+                Ok(()) => Ok("no panic".to_string()),
+                Err(e) => Ok(e.message().to_string()),
+            }
+        })
+        .orchestrator_fn("sends", |ctx, target: String| async move {
+            ctx.send_event(&target, "go", &"from a friend");
+            Ok(())
+        })
+        .orchestrator_fn("takes_number", |_ctx, x: i64| async move { Ok(x) })
+        .orchestrator_fn("fails_directly", |_ctx, _: ()| async move {
+            Err::<(), _>(OrchestrationError::new("order has no items"))
+        })
+}
+
+/// A worker and client on a backend, stopped on drop of the handle.
+pub struct Harness {
+    /// The client.
+    pub client: Client,
+    worker: Option<WorkerHandle>,
+}
+
+impl Harness {
+    /// Starts a worker with [`registry`] on `backend`.
+    pub fn start(backend: Arc<dyn Backend>) -> Self {
+        let worker = Worker::new(backend.clone(), registry())
+            .start()
+            .unwrap_or_else(|e| panic!("worker failed to start: {e}"));
+        Harness {
+            client: Client::new(backend),
+            worker: Some(worker),
+        }
+    }
+
+    /// Schedules by name and waits for completion.
+    pub async fn run(&self, name: &str, input: &impl serde::Serialize) -> OrchestrationState {
+        let id = self
+            .client
+            .schedule_by_name(name, input, ScheduleOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("scheduling {name} failed: {e}"));
+        self.wait(&id).await
+    }
+
+    /// Waits for completion, failing clearly on timeout.
+    pub async fn wait(&self, id: &str) -> OrchestrationState {
+        self.client
+            .wait_for_completion(id, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("instance {id} did not complete: {e}"))
+    }
+
+    /// Waits until the instance is running.
+    pub async fn started(&self, id: &str) {
+        self.client
+            .wait_for_start(id, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("instance {id} did not start: {e}"));
+    }
+
+    /// Stops the worker.
+    pub async fn stop(mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await;
+        }
+    }
+}
+
+fn completed(state: &OrchestrationState) {
+    assert_eq!(
+        state.status(),
+        OrchestrationStatus::Completed,
+        "instance {} ended {} with failure {:?}",
+        state.instance_id(),
+        state.status(),
+        state.failure()
+    );
+}
+
+cases! { ($) __conformance_end_to_end_cases, end_to_end;
+    /// Three chained activities.
+    async fn activity_chaining(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("chain", &1).await;
+        completed(&s);
+        assert_eq!(s.output::<i64>().unwrap(), 5);
+        h.stop().await;
+    }
+
+    /// Fan-out/fan-in over 50 activities.
+    async fn fan_out_fan_in(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("fan", &50).await;
+        completed(&s);
+        assert_eq!(
+            s.output::<i64>().unwrap(),
+            (0..50).map(|i| i * 2).sum::<i64>()
+        );
+        h.stop().await;
+    }
+
+    /// A sub-orchestration's output reaches its parent.
+    async fn sub_orchestration(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("parent", &1).await;
+        completed(&s);
+        assert_eq!(s.output::<i64>().unwrap(), 50);
+        h.stop().await;
+    }
+
+    /// A failing sub-orchestration's failure reaches its parent with the cause.
+    async fn sub_orchestration_failure(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("parent_of_failing", &()).await;
+        completed(&s);
+        let out: String = s.output().unwrap();
+        assert!(out.starts_with("caught:"), "{out}");
+        assert!(
+            out.contains("card declined"),
+            "the child's failure message is lost: {out}"
+        );
+        h.stop().await;
+    }
+
+    /// A failing activity fails the orchestration with its message.
+    async fn activity_failure(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("failing", &()).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let f = s.failure().expect("failure details");
+        assert!(f.message.contains("card declined"), "{f:?}");
+        let inner = f
+            .inner
+            .as_deref()
+            .expect("the activity failure as the inner cause");
+        assert_eq!(inner.error_type, "Boom");
+        h.stop().await;
+    }
+
+    /// An event raised after the orchestration started waiting.
+    async fn external_event_after_wait(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        h.client.raise_event(&id, "go", &"now").await.unwrap();
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert_eq!(s.output::<String>().unwrap(), "got now");
+        h.stop().await;
+    }
+
+    /// An event raised before the orchestration waits is kept for it.
+    async fn external_event_before_wait(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name(
+                "wait_event",
+                &(),
+                ScheduleOptions {
+                    instance_id: Some("early-event".into()),
+                    start_at: Some(chrono::Utc::now() + chrono::Duration::milliseconds(300)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        h.client.raise_event(&id, "go", &"early").await.unwrap();
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert_eq!(s.output::<String>().unwrap(), "got early");
+        h.stop().await;
+    }
+
+    /// A durable timer fires and advances the orchestration's clock.
+    async fn timer(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("timer", &100u64).await;
+        completed(&s);
+        assert!(
+            s.output::<i64>().unwrap() >= 100,
+            "the orchestration's clock did not advance by the timer"
+        );
+        h.stop().await;
+    }
+
+    /// `when_any` of an event and a timer: the event wins when raised in time.
+    async fn when_any_event_wins(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("approval", &60_000u64, ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        h.client.raise_event(&id, "approval", &true).await.unwrap();
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert_eq!(s.output::<String>().unwrap(), "approved");
+        h.stop().await;
+    }
+
+    /// `when_any` of an event and a timer: the timer wins when nobody raises.
+    async fn when_any_timer_wins(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("approval", &50u64).await;
+        completed(&s);
+        assert_eq!(s.output::<String>().unwrap(), "timed out");
+        h.stop().await;
+    }
+
+    /// A retry policy retries until the activity succeeds, on durable timers.
+    async fn retry_succeeds(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("retry", &3u32).await;
+        completed(&s);
+        assert_eq!(
+            s.output::<u32>().unwrap(),
+            3,
+            "succeeds on the third attempt"
+        );
+        let timers = h
+            .client
+            .history(s.instance_id())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TimerCreated { .. }))
+            .count();
+        assert_eq!(
+            timers, 2,
+            "two failed attempts should wait on two durable timers"
+        );
+        h.stop().await;
+    }
+
+    /// A retry policy gives up after its maximum attempts.
+    async fn retry_exhausted(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("retry", &u32::MAX).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let f = s.failure().unwrap();
+        assert!(f.message.contains("failed"), "{f:?}");
+        let tasks = h
+            .client
+            .history(s.instance_id())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TaskScheduled { .. }))
+            .count();
+        assert_eq!(tasks, 4, "max_attempts = 4");
+        h.stop().await;
+    }
+
+    /// A sub-orchestration retried by policy: each attempt is a new child.
+    async fn sub_orchestration_retry(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("retry_child", &3u32).await;
+        completed(&s);
+        assert_eq!(s.output::<u32>().unwrap(), 3, "the third child succeeds");
+        let created = h
+            .client
+            .history(s.instance_id())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::SubOrchestrationInstanceCreated { .. }))
+            .count();
+        assert_eq!(created, 3);
+        let s = h.run("retry_child", &9u32).await;
+        assert_eq!(
+            s.status(),
+            OrchestrationStatus::Failed,
+            "three attempts, all failed"
+        );
+        h.stop().await;
+    }
+
+    /// Suspend holds events; resume releases them.
+    async fn suspend_resume(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        h.client.suspend(&id, Some("maintenance")).await.unwrap();
+        h.client
+            .raise_event(&id, "go", &"while suspended")
+            .await
+            .unwrap();
+        let st = h.client.get_status(&id).await.unwrap().unwrap();
+        assert_eq!(st.status(), OrchestrationStatus::Suspended);
+        assert!(
+            h.client
+                .wait_for_completion(&id, Duration::from_millis(300))
+                .await
+                .is_err(),
+            "a suspended instance must not complete"
+        );
+        h.client.resume(&id, None).await.unwrap();
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert_eq!(s.output::<String>().unwrap(), "got while suspended");
+        h.stop().await;
+    }
+
+    /// Terminate stops an instance with the given output.
+    async fn terminate(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        h.client.terminate(&id, &"stopped by test").await.unwrap();
+        let s = h.wait(&id).await;
+        assert_eq!(s.status(), OrchestrationStatus::Terminated);
+        assert_eq!(s.output::<String>().unwrap(), "stopped by test");
+        h.stop().await;
+    }
+
+    /// Recursive terminate also stops running sub-orchestrations.
+    async fn terminate_recursive(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("parent_waits", &(), ScheduleOptions::with_id("tparent"))
+            .await
+            .unwrap();
+        let child = "tparent:0000";
+        h.started(&id).await;
+        h.started(child).await;
+        h.client.terminate_recursive(&id, &"cascade").await.unwrap();
+        assert_eq!(h.wait(&id).await.status(), OrchestrationStatus::Terminated);
+        assert_eq!(
+            h.wait(child).await.status(),
+            OrchestrationStatus::Terminated
+        );
+        h.stop().await;
+    }
+
+    /// Purge removes finished instances (one, by filter, recursively) and
+    /// refuses running ones.
+    async fn purge(backend) {
+        let h = Harness::start(backend);
+        let a = h.run("chain", &1).await;
+        let running = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&running).await;
+        assert_eq!(h.client.purge(a.instance_id(), false).await.unwrap(), 1);
+        assert!(h
+            .client
+            .get_status(a.instance_id())
+            .await
+            .unwrap()
+            .is_none());
+        match h.client.purge(&running, false).await {
+            Err(Error::Backend(BackendError::InvalidState { .. })) => {}
+            other => panic!("purging a running instance must be refused, got {other:?}"),
+        }
+        let p = h
+            .client
+            .schedule_by_name("parent", &1, ScheduleOptions::with_id("pp"))
+            .await
+            .unwrap();
+        h.wait(&p).await;
+        assert_eq!(
+            h.client.purge(&p, true).await.unwrap(),
+            2,
+            "parent and child"
+        );
+        assert!(h.client.get_status("pp:0000").await.unwrap().is_none());
+        h.run("chain", &2).await;
+        h.run("chain", &3).await;
+        let n = h
+            .client
+            .purge_where(
+                PurgeTarget::Filter {
+                    created_from: None,
+                    created_to: None,
+                    statuses: vec![OrchestrationStatus::Completed],
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert!(
+            h.client.get_status(&running).await.unwrap().is_some(),
+            "a running instance was purged"
+        );
+        h.stop().await;
+    }
+
+    /// Query by status and id prefix, in pages with continuation tokens.
+    async fn query_paging(backend) {
+        let h = Harness::start(backend);
+        for i in 0..7 {
+            let id = h
+                .client
+                .schedule_by_name("chain", &i, ScheduleOptions::with_id(format!("q-{i}")))
+                .await
+                .unwrap();
+            h.wait(&id).await;
+        }
+        let other = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::with_id("other"))
+            .await
+            .unwrap();
+        h.started(&other).await;
+        let query = InstanceQuery {
+            instance_id_prefix: Some("q-".into()),
+            page_size: 3,
+            ..Default::default()
+        };
+        let (first, token) = h.client.query(query.clone()).await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert!(token.is_some());
+        let all = h.client.query_all(query).await.unwrap();
+        let mut ids: Vec<_> = all.iter().map(|s| s.instance_id().to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, (0..7).map(|i| format!("q-{i}")).collect::<Vec<_>>());
+        let running = h
+            .client
+            .query_all(InstanceQuery {
+                statuses: vec![OrchestrationStatus::Running],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].instance_id(), "other");
+        h.stop().await;
+    }
+
+    /// Continue-as-new restarts with new input until done.
+    async fn continue_as_new(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("counter", &0u32).await;
+        completed(&s);
+        assert_eq!(s.output::<u32>().unwrap(), 5);
+        h.stop().await;
+    }
+
+    /// Custom status is visible to clients.
+    async fn custom_status(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("custom_status", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        let mut status = None;
+        for _ in 0..200 {
+            // Bounded: the first episode sets it right after start.
+            let st = h.client.get_state(&id).await.unwrap().unwrap();
+            if let Ok(s) = st.custom_status::<String>() {
+                status = Some(s);
+                break;
+            }
+            h.client
+                .wait_for_completion(&id, Duration::from_millis(10))
+                .await
+                .ok();
+        }
+        assert_eq!(status.as_deref(), Some("halfway"));
+        h.client.raise_event(&id, "go", &"x").await.unwrap();
+        completed(&h.wait(&id).await);
+        h.stop().await;
+    }
+
+    /// Unknown orchestrator and activity names fail clearly; the worker goes on.
+    async fn unknown_names(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("no_such_orchestrator", &()).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let msg = &s.failure().unwrap().message;
+        assert!(
+            msg.contains("no_such_orchestrator") && msg.contains("not registered"),
+            "{msg}"
+        );
+        let s = h.run("calls_missing", &()).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let msg = &s.failure().unwrap().message;
+        assert!(
+            msg.contains("no_such_activity") && msg.contains("not registered"),
+            "{msg}"
+        );
+        completed(&h.run("chain", &1).await);
+        h.stop().await;
+    }
+
+    /// Input that does not deserialise fails naming the type.
+    async fn bad_input(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("takes_number", &"not a number").await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let msg = &s.failure().unwrap().message;
+        assert!(msg.contains("i64") && msg.contains("takes_number"), "{msg}");
+        h.stop().await;
+    }
+
+    /// An orchestrator's own error is its failure.
+    async fn orchestration_error(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("fails_directly", &()).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        assert_eq!(s.failure().unwrap().message, "order has no items");
+        h.stop().await;
+    }
+
+    /// A panicking activity fails that task only.
+    async fn activity_panic(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("calls_panic", &()).await;
+        completed(&s);
+        assert!(s.output::<String>().unwrap().contains("activity exploded"));
+        completed(&h.run("chain", &1).await);
+        h.stop().await;
+    }
+
+    /// Operations on unknown instances are NotFound.
+    async fn not_found(backend) {
+        let h = Harness::start(backend);
+        let nf = |r: Result<(), Error>| matches!(r, Err(Error::Backend(BackendError::NotFound(_))));
+        assert!(nf(h.client.raise_event("nope", "e", &1).await));
+        assert!(nf(h.client.terminate("nope", &()).await));
+        assert!(nf(h.client.suspend("nope", None).await));
+        assert!(nf(h.client.resume("nope", None).await));
+        assert!(h.client.get_state("nope").await.unwrap().is_none());
+        h.stop().await;
+    }
+
+    /// A taken id is AlreadyExists while running; finished ids may be reused.
+    async fn id_reuse(backend) {
+        let h = Harness::start(backend);
+        let opts = || ScheduleOptions::with_id("dup");
+        h.client
+            .schedule_by_name("wait_event", &(), opts())
+            .await
+            .unwrap();
+        match h.client.schedule_by_name("wait_event", &(), opts()).await {
+            Err(Error::Backend(BackendError::AlreadyExists { .. })) => {}
+            other => panic!("expected AlreadyExists, got {other:?}"),
+        }
+        h.client.raise_event("dup", "go", &"1").await.unwrap();
+        h.wait("dup").await;
+        h.client
+            .schedule_by_name("chain", &1, opts())
+            .await
+            .unwrap();
+        let s = h.wait("dup").await;
+        assert_eq!(s.output::<i64>().unwrap(), 5);
+        let never = ScheduleOptions {
+            reuse_policy: Some(crate::backend::IdReusePolicy::never()),
+            ..opts()
+        };
+        assert!(h.client.schedule_by_name("chain", &1, never).await.is_err());
+        h.stop().await;
+    }
+
+    /// Replacing a live sub-orchestration (a reuse policy that allows it)
+    /// terminates it first: its parent sees it fail as terminated, and the
+    /// new instance runs under the id.
+    async fn replacing_a_live_child(backend) needs(replace_live) {
+        let h = Harness::start(backend);
+        let parent = h
+            .client
+            .schedule_by_name("parent_catches_waiting", &(), ScheduleOptions::with_id("rparent"))
+            .await
+            .unwrap();
+        let child = "rparent:0000";
+        // The parent's first episode creates the child.
+        h.started(&parent).await;
+        h.started(child).await;
+        let replace = ScheduleOptions {
+            reuse_policy: Some(crate::backend::IdReusePolicy::always()),
+            ..ScheduleOptions::with_id(child)
+        };
+        h.client.schedule_by_name("chain", &1, replace).await.unwrap();
+        let s = h.wait(&parent).await;
+        completed(&s);
+        let out: String = s.output().unwrap();
+        assert!(
+            out.starts_with("caught:") && out.contains("was terminated"),
+            "the parent should see its replaced child as terminated: {out}"
+        );
+        let replacement = h.wait(child).await;
+        completed(&replacement);
+        assert_eq!(replacement.name(), "chain");
+        assert_eq!(replacement.output::<i64>().unwrap(), 5);
+        h.stop().await;
+    }
+
+    /// Oversized payloads are refused with a clear error.
+    async fn payload_too_large(backend) {
+        let h = Harness::start(backend);
+        let big = "x".repeat(5 * 1024 * 1024);
+        match h
+            .client
+            .schedule_by_name("takes_number", &big, ScheduleOptions::default())
+            .await
+        {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("bytes") || msg.to_lowercase().contains("large"),
+                    "{msg}"
+                );
+            }
+            Ok(id) => panic!("a 5 MiB input was accepted as {id}"),
+        }
+        completed(&h.run("chain", &1).await);
+        h.stop().await;
+    }
+
+    /// The history records the run in protocol order.
+    async fn history(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("chain", &1).await;
+        let hist = h.client.history(s.instance_id()).await.unwrap();
+        let kinds: Vec<&str> = hist.iter().map(|e| e.kind.type_name()).collect();
+        assert!(kinds.contains(&"ExecutionStarted"), "{kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "TaskScheduled").count(),
+            3,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "TaskCompleted").count(),
+            3,
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last(), Some(&"ExecutionCompleted"), "{kinds:?}");
+        h.stop().await;
+    }
+
+    /// One orchestration raises an event on another.
+    async fn send_event(backend) {
+        let h = Harness::start(backend);
+        let target = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::with_id("receiver"))
+            .await
+            .unwrap();
+        h.started(&target).await;
+        completed(&h.run("sends", &"receiver").await);
+        let s = h.wait(&target).await;
+        assert_eq!(s.output::<String>().unwrap(), "got from a friend");
+        h.stop().await;
+    }
+
+    /// An orchestration scheduled for later stays pending until then.
+    async fn scheduled_start(backend) needs(delayed_start) {
+        let h = Harness::start(backend);
+        let at = chrono::Utc::now() + chrono::Duration::milliseconds(200);
+        let id = h
+            .client
+            .schedule_by_name(
+                "chain",
+                &1,
+                ScheduleOptions {
+                    start_at: Some(at),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let st = h.client.get_status(&id).await.unwrap().unwrap();
+        assert_eq!(st.status(), OrchestrationStatus::Pending);
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert!(
+            s.completed_at().unwrap() >= at,
+            "completed before its start time"
+        );
+        h.stop().await;
+    }
+}
