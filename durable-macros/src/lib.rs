@@ -68,7 +68,9 @@ use proc_macro::TokenStream;
 ///
 /// The function's name becomes a unit struct (same visibility, doc comments
 /// kept; it derives `Clone`, `Copy`, `Debug`, `Default`) implementing
-/// `durable::Orchestrator`, so it is a typed handle:
+/// `durable::OrchestratorSignature` (its `NAME`, `VERSION`, `Input` and
+/// `Output`) and `durable::Orchestrator` (running it), so it is a typed
+/// handle:
 /// `ctx.call_sub_orchestrator(greet_all, names)`,
 /// `client.schedule(greet_all, names)`,
 /// `Registry::new().orchestrator(greet_all)`. A wrong input type is a compile
@@ -181,8 +183,9 @@ pub fn orchestrator(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # What it generates
 ///
-/// A unit struct named after the function implementing `durable::Activity`,
-/// usable as `ctx.call_activity(process_payment, payment)` and
+/// A unit struct named after the function implementing
+/// `durable::ActivitySignature` (its `NAME`, `Input` and `Output`) and
+/// `durable::Activity` (running it), usable as `ctx.call_activity(process_payment, payment)` and
 /// `Registry::new().activity(process_payment)`, and a registration for
 /// `Registry::discover()`.
 ///

@@ -65,7 +65,8 @@ pub enum ActionKind {
 /// A durable task as messages name it: `activity "ship_item"`, `timer`,
 /// `sub-orchestration "payment"`, `external event "approval"`, `send event
 /// "done" to "order-7"`. The one place these descriptions are written, for
-/// actions, their history records, task errors and limit messages alike.
+/// actions, their history records, task errors and limit messages alike
+/// (an event's data is named by the event, not as a task).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task<'a> {
     /// An activity, by name.

@@ -3,7 +3,9 @@
 //! which re-exports all of this with the macros.
 
 //!
-//! Modules form a ladder; each uses only those on the rungs below it:
+//! Modules form a ladder: each uses only modules on its own rung or below,
+//! and no dependency runs in a circle (`tests/module_graph.rs` checks
+//! both):
 //!
 //! 1. [`history`], [`codec`]: the history model and payload encoding;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks

@@ -5,8 +5,10 @@
 //! `#[cfg(test)]` modules are left out), finds every `crate::`, `super::`
 //! and `self::` path in `use` declarations and in code, follows `pub use`
 //! re-exports to the module that defines the item, and looks for a cycle
-//! among the resulting file-to-file dependencies. `mod` declarations and
-//! `pub use` re-exports themselves are the crate's façade, not dependencies.
+//! among the resulting file-to-file dependencies, and for a dependency that
+//! climbs the ladder of docs/design.md. `mod` declarations, and `pub use`
+//! re-exports of a module's own descendants (or anything, from the crate
+//! root), are the crate's façade, not dependencies.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,17 +38,119 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The text with comments and the contents of string and character
+/// literals blanked out (line breaks kept), so neither can be taken for code.
+fn blank_comments_and_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !chars
+                .get(i.wrapping_sub(1))
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            // A raw string: r"..." or r#"..."#.
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while chars.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if chars.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            out.push_str(&" ".repeat(j - i + 1));
+            i = j + 1;
+            while i < chars.len() {
+                if chars[i] == '"' && (0..hashes).all(|k| chars.get(i + 1 + k) == Some(&'#')) {
+                    out.push_str(&" ".repeat(hashes + 1));
+                    i += hashes + 1;
+                    break;
+                }
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' {
+            // A character literal ('x', '\n', '\u{..}'), not a lifetime.
+            let end = if next == Some('\\') {
+                (i + 2..chars.len().min(i + 12)).find(|&k| chars[k] == '\'')
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(e) => {
+                    out.push_str(&" ".repeat(e - i + 1));
+                    i = e + 1;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// The file's code without comments and without its `#[cfg(test)]` items.
 fn production_code(text: &str) -> String {
+    let text = blank_comments_and_literals(text);
     let mut out = String::new();
     let mut skip_depth: Option<i32> = None;
     let mut depth = 0i32;
     let mut cfg_test = false;
-    for line in text.lines() {
-        let code = match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        };
+    for code in text.lines() {
         let trimmed = code.trim();
         if skip_depth.is_none() && trimmed == "#[cfg(test)]" {
             cfg_test = true;
@@ -72,12 +176,12 @@ fn production_code(text: &str) -> String {
     out
 }
 
-/// Expands a use tree (`a::{b, c::{d, e}}`) into flat paths.
+/// Expands a use tree (`a::{b, c::{d, e as f}}`) into flat paths; a
+/// renamed import keeps its new name after ` as `.
 fn expand_use(tree: &str) -> Vec<String> {
     let tree = tree.trim();
     let Some(open) = tree.find('{') else {
-        let path = tree.split(" as ").next().unwrap().trim();
-        return vec![path.to_string()];
+        return vec![tree.split_whitespace().collect::<Vec<_>>().join(" ")];
     };
     let prefix = tree[..open].trim_end_matches("::").trim();
     let inner = &tree[open + 1..tree.rfind('}').unwrap()];
@@ -100,8 +204,8 @@ fn expand_use(tree: &str) -> Vec<String> {
         .filter(|p| !p.trim().is_empty())
         .flat_map(expand_use)
         .map(|p| {
-            if p == "self" {
-                prefix.to_string()
+            if p == "self" || p.starts_with("self as ") {
+                format!("{prefix}{}", &p[4..])
             } else if prefix.is_empty() {
                 p
             } else {
@@ -177,6 +281,15 @@ fn code_paths(code: &str) -> Vec<String> {
                     break;
                 }
             }
+            // A macro (`crate::conformance_tests!`) is exported at the root
+            // and expands where it is invoked: not a module dependency.
+            if bytes.get(end) == Some(&b'!') {
+                continue;
+            }
+            // `$crate::$name` in a macro: the item is not named here.
+            if end == at + start.len() {
+                continue;
+            }
             out.push(code[at..end].trim_end_matches(':').to_string());
         }
     }
@@ -185,22 +298,26 @@ fn code_paths(code: &str) -> Vec<String> {
 
 /// Paths through this module's child modules (`child::item`) used in code.
 fn child_paths(module: &Module, modules: &BTreeSet<Module>, code: &str) -> Vec<String> {
+    modules
+        .iter()
+        .filter(|child| child.len() == module.len() + 1 && child.starts_with(module))
+        .flat_map(|child| paths_after(code, child.last().unwrap()))
+        .collect()
+}
+
+/// Paths in code that start with `name::`.
+fn paths_after(code: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}::");
     let mut out = Vec::new();
-    for child in modules {
-        if child.len() != module.len() + 1 || !child.starts_with(module) {
+    for (at, _) in code.match_indices(&prefix) {
+        let prev = code[..at].chars().next_back();
+        if prev.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
-        let prefix = format!("{}::", child.last().unwrap());
-        for (at, _) in code.match_indices(&prefix) {
-            let prev = code[..at].chars().next_back();
-            if prev.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
-                continue;
-            }
-            let end = code[at..]
-                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                .map_or(code.len(), |e| at + e);
-            out.push(code[at..end].trim_end_matches(':').to_string());
-        }
+        let end = code[at..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(code.len(), |e| at + e);
+        out.push(code[at..end].trim_end_matches(':').to_string());
     }
     out
 }
@@ -279,6 +396,24 @@ fn name(m: &Module) -> String {
     }
 }
 
+/// The ladder of docs/design.md ("The module map of durable-runtime"):
+/// each module's rung, by its top-level module.
+fn rung(m: &Module) -> u8 {
+    match m.first().map(String::as_str) {
+        Some("history" | "codec") => 1,
+        Some("actions" | "failure" | "handler" | "retry") => 2,
+        Some("context") => 3,
+        Some("registry") => 4,
+        Some("replay" | "backend") => 5,
+        Some("error" | "client" | "worker") => 6,
+        Some("testing" | "conformance") => 7,
+        None => 8, // the crate root only re-exports
+        Some(other) => panic!(
+            "module `{other}` has no rung: place it on the ladder here and in docs/design.md"
+        ),
+    }
+}
+
 #[test]
 fn durable_runtime_modules_have_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -302,41 +437,93 @@ fn durable_runtime_modules_have_no_cycle() {
         modules: modules.clone(),
         reexports: BTreeMap::new(),
     };
-    let mut uses_of = Vec::new();
+    // (module, use path, the name it is imported as, is `pub use`)
+    let mut imports = Vec::new();
     for (module, code) in &parsed {
-        let (uses, rest) = split_uses(code);
-        for (public, path) in &uses {
-            let Some(abs) = absolute(module, path, &modules) else {
-                continue;
-            };
-            if *public {
-                let item = abs.last().unwrap().clone();
-                if !modules.contains(&abs) {
-                    krate.reexports.insert((module.clone(), item), abs);
+        let (uses, _) = split_uses(code);
+        for (public, written) in uses {
+            let (path, alias) = match written.split_once(" as ") {
+                Some((path, alias)) => (path.trim().to_string(), alias.trim().to_string()),
+                None => {
+                    let last = written.rsplit("::").next().unwrap().to_string();
+                    (written.clone(), last)
                 }
-            }
-        }
-        uses_of.push((module.clone(), uses, rest));
-    }
-
-    let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
-    for (module, uses, rest) in &uses_of {
-        let referenced = uses
-            .iter()
-            .filter(|(public, _)| !public)
-            .map(|(_, p)| p.clone())
-            .chain(code_paths(rest))
-            .chain(child_paths(module, &modules, rest));
-        for path in referenced {
+            };
             let Some(abs) = absolute(module, &path, &modules) else {
                 continue;
             };
+            if public && alias != "_" && alias != "*" && !modules.contains(&abs) {
+                krate
+                    .reexports
+                    .insert((module.clone(), alias.clone()), abs.clone());
+            }
+            imports.push((module.clone(), abs, alias, public));
+        }
+    }
+
+    let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+    let mut add = |from: &Module, to: Module| {
+        if to != *from {
+            edges.entry(from.clone()).or_default().insert(to);
+        }
+    };
+    // Module aliases a file imports (`use super::transition;`), by name.
+    let mut aliases: BTreeMap<Module, BTreeMap<String, Module>> = BTreeMap::new();
+    for (module, abs, alias, public) in &imports {
+        let target = krate.defining_module(abs.clone());
+        // A `pub use` of the module's own descendants (or anything, from the
+        // crate root) is the façade; any other re-export is a dependency.
+        let facade = *public && (module.is_empty() || target.starts_with(module));
+        if !facade {
+            add(module, target.clone());
+        }
+        if modules.contains(abs) {
+            aliases
+                .entry(module.clone())
+                .or_default()
+                .insert(alias.clone(), abs.clone());
+        }
+    }
+    for (module, code) in &parsed {
+        let (_, rest) = split_uses(code);
+        let mut referenced: Vec<Vec<String>> = code_paths(&rest)
+            .into_iter()
+            .chain(child_paths(module, &modules, &rest))
+            .filter_map(|p| absolute(module, &p, &modules))
+            .collect();
+        for (alias, target) in aliases.get(module).into_iter().flatten() {
+            for path in paths_after(&rest, alias) {
+                let mut abs = target.clone();
+                abs.extend(path.split("::").skip(1).map(str::to_string));
+                referenced.push(abs);
+            }
+        }
+        for abs in referenced {
             let target = krate.defining_module(abs);
-            if target != *module {
-                edges.entry(module.clone()).or_default().insert(target);
+            add(module, target);
+        }
+    }
+    // Every dependency goes to the same rung or a lower one.
+    let mut misplaced = Vec::new();
+    for (from, targets) in &edges {
+        for to in targets {
+            if rung(from) < rung(to) {
+                misplaced.push(format!(
+                    "{} (rung {}) uses {} (rung {})",
+                    name(from),
+                    rung(from),
+                    name(to),
+                    rung(to)
+                ));
             }
         }
     }
+    assert!(
+        misplaced.is_empty(),
+        "dependencies that climb the ladder (see docs/design.md, \"The module map\"):\n  {}",
+        misplaced.join("\n  ")
+    );
+
     // Sanity: the check sees real dependencies.
     let replay = vec!["replay".to_string()];
     assert!(
@@ -401,7 +588,7 @@ fn use_trees_expand() {
         [
             "crate::a::b",
             "crate::a::c::d",
-            "crate::a::c::e",
+            "crate::a::c::e as f",
             "crate::a"
         ]
     );
@@ -411,10 +598,19 @@ fn use_trees_expand() {
         [(false, "crate::x".to_string()), (true, "y::Z".to_string())]
     );
     assert_eq!(code_paths(&rest), ["crate::q::r"]);
-    let code =
-        production_code("use a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\nfn g() {}\n");
+    let code = production_code(
+        "use a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n    let _ = '}';\n}\nfn g() {}\n",
+    );
     assert!(
         !code.contains("crate::b") && code.contains("fn g"),
         "{code}"
+    );
+    let code = production_code(
+        "let s = \"// crate::x {\"; // crate::y\nlet c = '{'; let r = r#\"crate::w\"#; crate::z();\n",
+    );
+    assert_eq!(code_paths(&code), ["crate::z"], "{code}");
+    assert_eq!(
+        paths_after("transition::apply(x); my_transition::no", "transition"),
+        ["transition::apply"]
     );
 }

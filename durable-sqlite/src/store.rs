@@ -287,6 +287,17 @@ fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, Backen
     )
 }
 
+/// The first events of an instance's history: enough to hold its
+/// `ExecutionStarted` (after `OrchestratorStarted`), without reading a long
+/// history.
+fn load_history_start(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+    load_events(
+        conn,
+        "SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq LIMIT 8",
+        id,
+    )
+}
+
 /// The events queued for an instance, in delivery order.
 fn load_inbox(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
     load_events(
@@ -361,11 +372,13 @@ pub(crate) fn create(
 ) -> Result<(), BackendError> {
     let existing = load(conn, &request.instance_id, false)?.map(|r| r.meta);
     let decision = transition::check_reuse(existing.as_ref(), &request.reuse_policy)?;
+    // Validate the new instance before touching the old one.
+    let (meta, start) = transition::create_instance(request, parent, now, &ctx.limits)?;
     if decision == Reuse::TerminateAndReplace {
         let id = &request.instance_id;
         let notice = transition::terminated_for_replacement(
             id,
-            &load_history(conn, id)?,
+            &load_history_start(conn, id)?,
             &load_inbox(conn, id)?,
             now,
         );
@@ -378,7 +391,6 @@ pub(crate) fn create(
         // lease gets LeaseLost.
         delete_instance(conn, &request.instance_id)?;
     }
-    let (meta, start) = transition::create_instance(request, parent, now, &ctx.limits)?;
     insert_instance(conn, &meta)?;
     deliver(conn, &start, micros(now), fx)?;
     fx.touched.push(request.instance_id.clone());

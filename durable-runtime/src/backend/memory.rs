@@ -226,6 +226,9 @@ impl MemoryBackend {
             s.instances.get(&request.instance_id).map(|i| &i.meta),
             &request.reuse_policy,
         )?;
+        // Validate the new instance before touching the old one: a refused
+        // request changes nothing.
+        let (meta, start) = transition::create_instance(request, parent, now, &self.shared.limits)?;
         if decision != Reuse::Create {
             // Replace: the old instance (finished, or terminated here) goes
             // away; a worker still holding its lease will get LeaseLost.
@@ -245,7 +248,6 @@ impl MemoryBackend {
                 }
             }
         }
-        let (meta, start) = transition::create_instance(request, parent, now, &self.shared.limits)?;
         s.instances.insert(
             request.instance_id.clone(),
             Instance {

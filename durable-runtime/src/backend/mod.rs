@@ -126,7 +126,8 @@ impl IdReusePolicy {
         }
     }
 
-    /// Always reuse: terminate a live instance and replace it.
+    /// Always reuse: terminate a live instance (a sub-orchestration's
+    /// parent then sees it fail as terminated) and replace it.
     pub fn always() -> Self {
         IdReusePolicy {
             replaceable: OrchestrationStatus::ALL.to_vec(),

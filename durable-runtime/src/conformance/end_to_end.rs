@@ -759,24 +759,41 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
 
     /// Replacing a live sub-orchestration (a reuse policy that allows it)
     /// terminates it first: its parent sees it fail as terminated, and the
-    /// new instance runs under the id.
+    /// new instance runs under the id. A replacement the backend refuses
+    /// (here: no orchestrator name) changes nothing.
     async fn replacing_a_live_child(backend) needs(replace_live) {
         let h = Harness::start(backend);
-        let parent = h
-            .client
-            .schedule_by_name("parent_catches_waiting", &(), ScheduleOptions::with_id("rparent"))
-            .await
-            .unwrap();
-        let child = "rparent:0000";
-        // The parent's first episode creates the child.
-        h.started(&parent).await;
-        h.started(child).await;
-        let replace = ScheduleOptions {
+        let replace = |id: &str| ScheduleOptions {
             reuse_policy: Some(crate::backend::IdReusePolicy::always()),
-            ..ScheduleOptions::with_id(child)
+            ..ScheduleOptions::with_id(id)
         };
-        h.client.schedule_by_name("chain", &1, replace).await.unwrap();
-        let s = h.wait(&parent).await;
+        for parent in ["kparent", "rparent"] {
+            h.client
+                .schedule_by_name("parent_catches_waiting", &(), ScheduleOptions::with_id(parent))
+                .await
+                .unwrap();
+            // The parent's first episode creates the child.
+            h.started(parent).await;
+            h.started(&format!("{parent}:0000")).await;
+        }
+
+        let kept = "kparent:0000";
+        match h.client.schedule_by_name("", &1, replace(kept)).await {
+            Err(Error::Backend(BackendError::InvalidRequest(_))) => {}
+            other => panic!("a replacement without a name must be refused, got {other:?}"),
+        }
+        h.client.raise_event(kept, "go", &"on").await.unwrap();
+        let s = h.wait("kparent").await;
+        completed(&s);
+        assert_eq!(
+            s.output::<String>().unwrap(),
+            "child finished: got on",
+            "a refused replacement must leave the child and its parent as they were"
+        );
+
+        let child = "rparent:0000";
+        h.client.schedule_by_name("chain", &1, replace(child)).await.unwrap();
+        let s = h.wait("rparent").await;
         completed(&s);
         let out: String = s.output().unwrap();
         assert!(

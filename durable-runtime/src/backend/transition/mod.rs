@@ -14,6 +14,7 @@ pub use episode::apply_episode;
 use super::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata,
 };
+use crate::actions::Task;
 use crate::failure::TaskOutcome;
 use crate::history::{
     sub_orchestrations, EventKind, FailureDetails, HistoryEvent, OrchestrationStatus,
@@ -320,7 +321,7 @@ pub fn activity_completion(
     let kind = match outcome {
         Ok(result) => {
             match limits.check_payload(
-                || format!("the result of activity \"{name}\""),
+                || format!("the result of {}", Task::Activity(name)),
                 result.as_deref(),
             ) {
                 Ok(()) => EventKind::TaskCompleted {
