@@ -127,6 +127,14 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Option<String>, Error> 
     codec::encode(value).map_err(|e| Error::Codec(e.about(what)))
 }
 
+/// A suspend or resume reason as a payload (a JSON string).
+fn encode_reason(reason: Option<&str>) -> Result<Option<String>, Error> {
+    match reason {
+        Some(r) => encode(&r, "the reason"),
+        None => Ok(None),
+    }
+}
+
 /// Schedules and controls orchestrations on a backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
@@ -283,10 +291,7 @@ impl Client {
     pub async fn suspend(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
         Ok(self
             .backend
-            .suspend(
-                instance_id,
-                reason.map(|r| serde_json::Value::from(r).to_string()),
-            )
+            .suspend(instance_id, encode_reason(reason)?)
             .await?)
     }
 
@@ -294,10 +299,7 @@ impl Client {
     pub async fn resume(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
         Ok(self
             .backend
-            .resume(
-                instance_id,
-                reason.map(|r| serde_json::Value::from(r).to_string()),
-            )
+            .resume(instance_id, encode_reason(reason)?)
             .await?)
     }
 
