@@ -134,13 +134,21 @@ pub(crate) fn failure_to_proto(f: &FailureDetails) -> proto::TaskFailureDetails 
     }
 }
 
-/// Converts the protocol's failure details.
+/// Converts the protocol's failure details, within durable's bounds on a
+/// failure's depth and size (see `FailureDetails::bounded`): a chain another
+/// SDK sent is kept as far as durable keeps its own.
 pub(crate) fn failure_from_proto(f: proto::TaskFailureDetails) -> FailureDetails {
+    failure_chain_from_proto(f).bounded()
+}
+
+fn failure_chain_from_proto(f: proto::TaskFailureDetails) -> FailureDetails {
     FailureDetails {
         error_type: f.error_type,
         message: f.error_message,
         stack_trace: opt_string(f.stack_trace),
-        inner: f.inner_failure.map(|i| Box::new(failure_from_proto(*i))),
+        inner: f
+            .inner_failure
+            .map(|i| Box::new(failure_chain_from_proto(*i))),
         non_retriable: f.is_non_retriable,
     }
 }

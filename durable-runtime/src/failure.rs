@@ -236,8 +236,8 @@ pub fn into_orchestration_error<E: fmt::Display + 'static>(e: E) -> Orchestratio
 fn task_failed(task: &TaskError) -> OrchestrationError {
     // Keep the task's failure as the inner cause so callers can see which
     // activity failed and why.
-    let mut details = FailureDetails::new("TaskFailedError", task.to_string());
-    details.inner = Some(Box::new(task.details.clone()));
+    let details =
+        FailureDetails::new("TaskFailedError", task.to_string()).with_inner(task.details.clone());
     OrchestrationError { details }
 }
 

@@ -313,11 +313,77 @@ impl FailureDetails {
         self
     }
 
-    /// The same failure with `inner` as its cause.
+    /// The same failure with `inner` as its cause (the chain is then
+    /// [`bounded`](Self::bounded)).
     pub fn with_inner(mut self, inner: FailureDetails) -> Self {
         self.inner = Some(Box::new(inner));
+        self.bounded()
+    }
+
+    /// The same failure within bounds, so a failure that travels up many
+    /// levels of sub-orchestrations (each wrapping its child's) stays
+    /// storable and readable: at most [`MAX_FAILURE_DEPTH`] causes are kept
+    /// (the deepest kept one says how many were dropped), and each message
+    /// and stack trace is cut to [`MAX_FAILURE_TEXT`] bytes with a note.
+    ///
+    /// ```
+    /// use durable_runtime::history::{FailureDetails, MAX_FAILURE_DEPTH};
+    /// let mut f = FailureDetails::new("E", "level 0");
+    /// for level in 1..100 {
+    ///     f = FailureDetails::new("E", format!("level {level}")).with_inner(f);
+    /// }
+    /// assert_eq!(f.chain().count(), MAX_FAILURE_DEPTH);
+    /// assert!(f.chain().last().unwrap().message.contains("deeper causes omitted"));
+    /// ```
+    pub fn bounded(mut self) -> Self {
+        let mut level = &mut self;
+        for depth in 1.. {
+            truncate_text(&mut level.message);
+            if let Some(trace) = level.stack_trace.as_mut() {
+                truncate_text(trace);
+            }
+            if depth == MAX_FAILURE_DEPTH {
+                if let Some(rest) = level.inner.take() {
+                    let omitted = rest.chain().count();
+                    level
+                        .message
+                        .push_str(&format!(" ({omitted} deeper causes omitted)"));
+                }
+                break;
+            }
+            match level.inner.as_deref_mut() {
+                Some(inner) => level = inner,
+                None => break,
+            }
+        }
         self
     }
+
+    /// This failure, then its causes, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &FailureDetails> {
+        std::iter::successors(Some(self), |f| f.inner.as_deref())
+    }
+}
+
+/// How many causes a failure keeps (itself included); see
+/// [`FailureDetails::bounded`].
+pub const MAX_FAILURE_DEPTH: usize = 10;
+
+/// The longest message or stack trace a failure keeps, in bytes; see
+/// [`FailureDetails::bounded`].
+pub const MAX_FAILURE_TEXT: usize = 8 * 1024;
+
+fn truncate_text(text: &mut String) {
+    if text.len() <= MAX_FAILURE_TEXT {
+        return;
+    }
+    let mut cut = MAX_FAILURE_TEXT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("... ({dropped} more bytes cut)"));
 }
 
 impl fmt::Display for FailureDetails {
@@ -477,5 +543,46 @@ mod tests {
             ]
         );
         assert_eq!(sub_orchestrations(&[]), []);
+    }
+
+    #[test]
+    fn failures_are_bounded_in_depth_and_size() {
+        // Multi-byte text cut at a character boundary, with a note.
+        let long = "é".repeat(MAX_FAILURE_TEXT);
+        let f = FailureDetails {
+            stack_trace: Some(long.clone()),
+            ..FailureDetails::new("E", long)
+        }
+        .bounded();
+        assert!(f.message.len() < MAX_FAILURE_TEXT + 64);
+        assert!(
+            f.message.ends_with("more bytes cut)"),
+            "{}",
+            &f.message[f.message.len() - 40..]
+        );
+        assert!(f.stack_trace.unwrap().ends_with("more bytes cut)"));
+        // A deep chain keeps MAX_FAILURE_DEPTH causes and says how many it dropped.
+        let mut f = FailureDetails::new("E", "0");
+        for i in 1..=30 {
+            f = FailureDetails {
+                inner: Some(Box::new(f)),
+                ..FailureDetails::new("E", i.to_string())
+            };
+        }
+        let f = f.bounded();
+        let kept: Vec<&str> = f.chain().map(|c| c.message.as_str()).collect();
+        assert_eq!(kept.len(), MAX_FAILURE_DEPTH);
+        assert_eq!(kept[0], "30");
+        assert_eq!(
+            kept[MAX_FAILURE_DEPTH - 1],
+            format!(
+                "{} ({} deeper causes omitted)",
+                31 - MAX_FAILURE_DEPTH,
+                31 - MAX_FAILURE_DEPTH
+            )
+        );
+        // Within bounds, nothing changes.
+        let small = FailureDetails::new("E", "x").with_inner(FailureDetails::new("F", "y"));
+        assert_eq!(small.clone().bounded(), small);
     }
 }

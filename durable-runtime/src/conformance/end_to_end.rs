@@ -132,6 +132,16 @@ pub fn registry() -> Registry {
                 Err(e) => Ok(format!("caught: {}", e.message())),
             }
         })
+        .orchestrator_fn("nest", |ctx, depth: u32| async move {
+            if depth == 0 {
+                ctx.call_activity_by_name::<()>("fail", &"at the bottom")
+                    .await?;
+            } else {
+                ctx.call_sub_orchestrator_by_name::<()>("nest", None, &(depth - 1), None)
+                    .await?;
+            }
+            Ok(())
+        })
         .orchestrator_fn("wait_event", |ctx, _: ()| async move {
             let v: String = ctx.wait_for_external_event("go").await?;
             Ok(format!("got {v}"))
@@ -804,6 +814,55 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         completed(&replacement);
         assert_eq!(replacement.name(), "chain");
         assert_eq!(replacement.output::<i64>().unwrap(), 5);
+        h.stop().await;
+    }
+
+    /// A failure that travels up 100 levels of sub-orchestrations (each
+    /// wrapping its child's) stays bounded in depth and size, so every
+    /// instance of the tree stays readable, listable and purgeable.
+    async fn deep_failure_chain(backend) {
+        use crate::history::{MAX_FAILURE_DEPTH, MAX_FAILURE_TEXT};
+        let h = Harness::start(backend.clone());
+        let root = h
+            .client
+            .schedule_by_name("nest", &100u32, ScheduleOptions::with_id("deep"))
+            .await
+            .unwrap();
+        let s = h.wait(&root).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let failure = s.failure().expect("the root failed with details");
+        let depth = failure.chain().count();
+        assert!(depth <= MAX_FAILURE_DEPTH, "a chain of {depth} causes was kept");
+        for f in failure.chain() {
+            assert!(
+                f.message.len() <= MAX_FAILURE_TEXT + 64,
+                "a message of {} bytes was kept",
+                f.message.len()
+            );
+        }
+        // Every level is readable: the deepest child, its history, the list.
+        let mut id = root.clone();
+        for _ in 0..100 {
+            id.push_str(":0000");
+        }
+        let bottom = h.wait(&id).await;
+        assert_eq!(bottom.status(), OrchestrationStatus::Failed);
+        assert!(bottom.failure().unwrap().message.contains("at the bottom"));
+        h.client.history(&root).await.unwrap();
+        let page = backend
+            .query_instances(InstanceQuery {
+                instance_id_prefix: Some("deep".into()),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.instances.len(), 101, "every level is listed");
+        assert_eq!(
+            h.client.purge(&root, true).await.unwrap(),
+            101,
+            "the whole tree is purged"
+        );
         h.stop().await;
     }
 

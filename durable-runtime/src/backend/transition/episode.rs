@@ -322,6 +322,7 @@ impl Episode<'_> {
     /// The episode fails the orchestration instead: only the delivered
     /// events are kept, the actions are dropped, and the parent is told.
     fn fail(self, details: FailureDetails) -> EpisodeOutcome {
+        let details = details.bounded();
         let now = self.now;
         let mut appended = self.new_events.to_vec();
         appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));

@@ -339,7 +339,7 @@ pub fn activity_completion(
         }
         Err(failure) => EventKind::TaskFailed {
             task_scheduled_id: task_id,
-            failure,
+            failure: failure.bounded(),
         },
     };
     HistoryEvent::new(now, kind)
