@@ -200,6 +200,16 @@ impl ActionKind {
         }
     }
 
+    /// Whether the action expects no result (sending an event, terminating
+    /// another instance): such actions still go out when the episode that
+    /// took them fails the orchestration.
+    pub fn is_fire_and_forget(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::SendEvent { .. } | ActionKind::TerminateOrchestration { .. }
+        )
+    }
+
     /// Whether this action finishes the orchestration with `status`.
     pub fn completes_as(&self, status: OrchestrationStatus) -> bool {
         matches!(self, ActionKind::CompleteOrchestration { status: s, .. } if *s == status)

@@ -142,6 +142,11 @@ pub fn registry() -> Registry {
             }
             Ok(())
         })
+        .orchestrator_fn("sends_then_fails", |ctx, target: String| async move {
+            ctx.set_custom_status(&"stage-2");
+            ctx.send_event(&target, "go", &"from a failing episode");
+            Err::<(), _>(OrchestrationError::new("failed after sending"))
+        })
         .orchestrator_fn("wait_event", |ctx, _: ()| async move {
             let v: String = ctx.wait_for_external_event("go").await?;
             Ok(format!("got {v}"))
@@ -863,6 +868,35 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
             101,
             "the whole tree is purged"
         );
+        h.stop().await;
+    }
+
+    /// An orchestration whose code fails keeps its last episode: the
+    /// custom status it set and the events it sent.
+    async fn failing_episode_keeps_its_events(backend) {
+        let h = Harness::start(backend);
+        let listener = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::with_id("listener"))
+            .await
+            .unwrap();
+        h.started(&listener).await;
+        let failing = h
+            .client
+            .schedule_by_name("sends_then_fails", &listener, ScheduleOptions::default())
+            .await
+            .unwrap();
+        let s = h.wait(&failing).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        assert_eq!(s.failure().unwrap().message, "failed after sending");
+        assert_eq!(
+            s.custom_status::<String>().unwrap(),
+            "stage-2",
+            "the failing episode's custom status is kept"
+        );
+        let got = h.wait(&listener).await;
+        completed(&got);
+        assert_eq!(got.output::<String>().unwrap(), "got from a failing episode");
         h.stop().await;
     }
 

@@ -266,16 +266,24 @@ impl Execution {
             s = self.ctx.lock();
         }
         let pending = std::mem::take(&mut s.pending_actions);
-        let terminated = self.is_terminated();
-        // A terminated orchestration dispatches nothing more.
-        let mut actions: Vec<OrchestratorAction> = if terminated {
-            Vec::new()
-        } else {
-            pending
-                .into_iter()
-                .map(|(id, kind)| OrchestratorAction { id, kind })
-                .collect()
-        };
+        // A terminated orchestration dispatches nothing more, nor does one
+        // whose code no longer matches its history. One that failed
+        // dispatches what expects no result (events it sent): the episode
+        // happened, only its tasks would never be awaited.
+        let failed = self
+            .completion
+            .as_ref()
+            .is_some_and(|c| c.completes_as(OrchestrationStatus::Failed));
+        let mut actions: Vec<OrchestratorAction> =
+            if self.is_terminated() || self.non_determinism.is_some() {
+                Vec::new()
+            } else {
+                pending
+                    .into_iter()
+                    .filter(|(_, kind)| !failed || kind.is_fire_and_forget())
+                    .map(|(id, kind)| OrchestratorAction { id, kind })
+                    .collect()
+            };
         // Actions handed out stay matched: the next history will record them.
         self.last_actions = actions.clone();
         if let Some(c) = &self.completion {

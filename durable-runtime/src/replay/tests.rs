@@ -5,7 +5,7 @@
 //! from scratch and (2) compare sticky and non-sticky runs event by event.
 
 use super::{replay_episode, Execution};
-use crate::actions::{ActionKind, OrchestratorResult};
+use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use crate::backend::transition::{self, HistoryUpdate, Limits};
 use crate::backend::{CreateInstanceRequest, IdReusePolicy, InstanceMetadata};
 use crate::failure::TaskOutcome;
@@ -307,6 +307,16 @@ fn registry() -> Registry {
         .orchestrator_fn("errs", |_ctx, _: ()| async move {
             Err::<(), _>(OrchestrationError::new("nope"))
         })
+        .orchestrator_fn("sends_then_fails", |ctx, panic: bool| async move {
+            ctx.set_custom_status(&"stage-2");
+            ctx.send_event("other", "go", &"from a failing episode");
+            // Scheduled, never awaited: it must not be dispatched.
+            let _unawaited = ctx.call_activity_by_name::<i64>("inc", &1);
+            if panic {
+                panic!("exploded after sending");
+            }
+            Err::<(), _>(OrchestrationError::new("failed after sending"))
+        })
 }
 
 fn inc(_: &str, input: Option<&str>) -> TaskOutcome {
@@ -491,6 +501,59 @@ fn a_panicking_orchestrator_fails_only_itself() {
         .unwrap()
         .message
         .contains("bad orchestrator"));
+}
+
+#[test]
+fn a_failing_episode_keeps_its_custom_status_and_sent_events() {
+    for panic in [false, true] {
+        let sim = Sim::start(registry(), "sends_then_fails", &panic.to_string(), false);
+        assert_eq!(sim.status(), OrchestrationStatus::Failed);
+        assert_eq!(sim.meta.custom_status.as_deref(), Some("\"stage-2\""));
+        let actions: Vec<&ActionKind> = sim.results[0].actions.iter().map(|a| &a.kind).collect();
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [ActionKind::SendEvent { name, .. }, ActionKind::CompleteOrchestration { .. }]
+                    if name == "go"
+            ),
+            "only the sent event goes out with the failure: {actions:?}"
+        );
+        assert!(sim
+            .history
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::EventSent { instance_id, .. } if instance_id == "other")));
+        assert!(!sim
+            .history
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::TaskScheduled { .. })));
+        sim.check_replay_of_every_prefix();
+    }
+}
+
+#[test]
+fn a_non_deterministic_episode_dispatches_nothing() {
+    let mut sim = Sim::start(registry(), "seq", "1", false);
+    sim.run_activities(inc);
+    let (past, new) = sim.history.split_at(sim.history.len() - 1);
+    // Changed code that now sends an event first: what it sends must not go out.
+    let changed = Registry::new().orchestrator_fn("seq", |ctx, x: i64| async move {
+        ctx.send_event("other", "go", &x);
+        let a: i64 = ctx.call_activity_by_name("dec", &x).await?;
+        Ok(a)
+    });
+    let r = replay_episode(Arc::new(changed), "inst", past, new);
+    match r.actions.as_slice() {
+        [OrchestratorAction {
+            kind:
+                ActionKind::CompleteOrchestration {
+                    status: OrchestrationStatus::Failed,
+                    failure: Some(f),
+                    ..
+                },
+            ..
+        }] => assert_eq!(f.error_type, "NonDeterminismError"),
+        other => panic!("a non-deterministic episode sends nothing but its failure: {other:?}"),
+    }
 }
 
 #[test]

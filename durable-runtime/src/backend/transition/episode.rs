@@ -48,6 +48,11 @@ pub fn apply_episode(
         .actions
         .iter()
         .any(|a| a.kind.completes_as(OrchestrationStatus::Terminated));
+    // A failing episode still sends what expects no result (its events).
+    let failed = result
+        .actions
+        .iter()
+        .any(|a| a.kind.completes_as(OrchestrationStatus::Failed));
     let mut completion = None;
     for action in &result.actions {
         let recorded = match &action.kind {
@@ -56,6 +61,7 @@ pub fn apply_episode(
                 Ok(())
             }
             _ if terminated => Ok(()),
+            kind if failed && !kind.is_fire_and_forget() => Ok(()),
             kind => ep.record(action.id, kind),
         };
         if let Err(e) = recorded {
@@ -95,9 +101,12 @@ pub fn apply_episode(
             }
             OrchestrationStatus::Failed => match ep.check_output(output) {
                 Err(e) => ep.fail(e),
-                Ok(()) => ep.fail(failure.clone().unwrap_or_else(|| {
-                    FailureDetails::new("OrchestrationError", "the orchestration failed")
-                })),
+                Ok(()) => ep.fail_with_episode(
+                    metadata,
+                    failure.clone().unwrap_or_else(|| {
+                        FailureDetails::new("OrchestrationError", "the orchestration failed")
+                    }),
+                ),
             },
             status => ep.finish(metadata, *status, output.clone(), failure.clone()),
         },
@@ -320,12 +329,41 @@ impl Episode<'_> {
     }
 
     /// The episode fails the orchestration instead: only the delivered
-    /// events are kept, the actions are dropped, and the parent is told.
+    /// events are kept, the actions and the custom status are dropped, and
+    /// the parent is told. (An episode over a limit, for example.)
     fn fail(self, details: FailureDetails) -> EpisodeOutcome {
+        let mut appended = self.new_events.to_vec();
+        appended.push(HistoryEvent::new(
+            self.now,
+            EventKind::OrchestratorCompleted,
+        ));
+        let metadata = self.meta.clone();
+        self.failed(appended, metadata, Outbox::default(), details)
+    }
+
+    /// The orchestrator's code failed the orchestration: the episode is
+    /// kept as it ran (its custom status, and the events it sent, which
+    /// expect no result), and the parent is told.
+    fn fail_with_episode(
+        mut self,
+        metadata: InstanceMetadata,
+        details: FailureDetails,
+    ) -> EpisodeOutcome {
+        let appended = std::mem::take(&mut self.appended);
+        let outbox = std::mem::take(&mut self.outbox);
+        self.failed(appended, metadata, outbox, details)
+    }
+
+    /// Ends the history with the failure and tells the parent.
+    fn failed(
+        self,
+        mut appended: Vec<HistoryEvent>,
+        mut metadata: InstanceMetadata,
+        mut outbox: Outbox,
+        details: FailureDetails,
+    ) -> EpisodeOutcome {
         let details = details.bounded();
         let now = self.now;
-        let mut appended = self.new_events.to_vec();
-        appended.push(HistoryEvent::new(now, EventKind::OrchestratorCompleted));
         appended.push(HistoryEvent::new(
             now,
             EventKind::ExecutionCompleted {
@@ -334,13 +372,11 @@ impl Episode<'_> {
                 failure: Some(details.clone()),
             },
         ));
-        let mut metadata = self.meta.clone();
         metadata.status = OrchestrationStatus::Failed;
         metadata.failure = Some(details.clone());
         metadata.output = None;
         metadata.last_updated_at = now;
         metadata.completed_at = Some(now);
-        let mut outbox = Outbox::default();
         if let Some(p) = self.parent() {
             let failure = FailureDetails::new(
                 "SubOrchestrationFailed",
