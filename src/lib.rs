@@ -70,9 +70,11 @@ pub use durable_grpc as grpc;
 pub mod prelude {
     pub use durable_macros::{activity, orchestrator};
     pub use durable_runtime::{
-        Activity, ActivityContext, ActivityError, ActivitySignature, Client, Either,
-        OrchestrationContext, OrchestrationError, OrchestrationStatus, Orchestrator,
-        OrchestratorSignature, Registry, RetryPolicy, ScheduleOptions, TaskError, TestEnv, Worker,
+        Activity, ActivityContext, ActivityError, ActivitySignature, Client, DurableFuture, Either,
+        IdReusePolicy, OrchestrationContext, OrchestrationError, OrchestrationState,
+        OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry, RetryPolicy,
+        ScheduleOptions, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec, Worker,
+        WorkerOptions,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -63,9 +63,31 @@ impl OrchestrationState {
     pub fn status(&self) -> OrchestrationStatus {
         self.meta.status
     }
-    /// The output decoded into `T`. Fails if there is none (not finished, or
-    /// fetched without payloads) or it does not decode.
+    /// The output decoded into `T`. Fails if there is none (the instance
+    /// failed, was terminated, has not finished, or was fetched without
+    /// payloads; the error says which) or it does not decode.
     pub fn output<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        if self.meta.output.is_none() {
+            let id = &self.meta.instance_id;
+            match (self.meta.status, &self.meta.failure) {
+                (OrchestrationStatus::Failed, Some(f)) => {
+                    return Err(Error::NotAvailable(format!(
+                        "instance \"{id}\" has no output: it failed with {f}"
+                    )))
+                }
+                (OrchestrationStatus::Failed, None) => {
+                    return Err(Error::NotAvailable(format!(
+                        "instance \"{id}\" has no output: it failed"
+                    )))
+                }
+                (OrchestrationStatus::Terminated, _) => {
+                    return Err(Error::NotAvailable(format!(
+                        "instance \"{id}\" has no output: it was terminated"
+                    )))
+                }
+                _ => {}
+            }
+        }
         decode(
             self.meta.output.as_deref(),
             "the output of",
@@ -352,5 +374,56 @@ impl Client {
     /// serde (see `docs/history-format.md`) to replay it in a test.
     pub async fn history(&self, instance_id: &str) -> Result<Vec<HistoryEvent>, Error> {
         Ok(self.backend.get_history(instance_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(status: OrchestrationStatus, failure: Option<FailureDetails>) -> OrchestrationState {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        OrchestrationState::from_metadata(InstanceMetadata {
+            instance_id: "order-1".into(),
+            execution_id: "e".into(),
+            name: "checkout".into(),
+            version: None,
+            status,
+            input: None,
+            output: None,
+            custom_status: None,
+            failure,
+            created_at: t,
+            last_updated_at: t,
+            completed_at: None,
+            scheduled_start: None,
+            parent_instance_id: None,
+        })
+    }
+
+    #[test]
+    fn a_missing_output_says_why() {
+        let failed = state(
+            OrchestrationStatus::Failed,
+            Some(FailureDetails::new("PaymentDeclined", "card expired")),
+        );
+        let e = failed.output::<u32>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "instance \"order-1\" has no output: it failed with PaymentDeclined: card expired"
+        );
+        let e = state(OrchestrationStatus::Terminated, None)
+            .output::<u32>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it was terminated"), "{e}");
+        let e = state(OrchestrationStatus::Running, None)
+            .output::<u32>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not finished, or fetched without payloads"),
+            "{e}"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub mod retry;
 pub mod testing;
 pub mod worker;
 
-pub use backend::{Backend, BackendError, MemoryBackend};
+pub use backend::{Backend, BackendError, IdReusePolicy, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.
 pub use chrono;
 pub use client::{Client, OrchestrationState, ScheduleOptions};

@@ -22,7 +22,7 @@ pub enum Either<A, B> {
 }
 
 /// A durable task's result: activity, sub-orchestration or external event.
-#[must_use = "durable futures do nothing unless awaited (the task is scheduled, but its result is lost)"]
+#[must_use = "the task is scheduled when this future is made; drop it unawaited and its result is never seen"]
 pub struct DurableFuture<T> {
     state: SharedState,
     key: i64,
@@ -118,7 +118,7 @@ impl<T> Drop for DurableFuture<T> {
 }
 
 /// A durable timer; completes when it fires.
-#[must_use = "a timer does nothing unless awaited"]
+#[must_use = "the timer is scheduled when this future is made; drop it unawaited and the orchestration does not wait for it"]
 pub struct TimerFuture(pub(super) DurableFuture<()>);
 
 impl Future for TimerFuture {
