@@ -553,11 +553,14 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
     let mut args: Vec<rusqlite::types::Value> =
         vec![q.continuation_token.clone().unwrap_or_default().into()];
     if let Some(p) = &q.instance_id_prefix {
+        // A range rather than `substr`/`length`, which stop at a NUL
+        // character; it also uses the primary key's index.
         args.push(p.clone().into());
-        sql += &format!(
-            " AND substr(instance_id, 1, length(?{n})) = ?{n}",
-            n = args.len()
-        );
+        sql += &format!(" AND instance_id >= ?{}", args.len());
+        if let Some(end) = prefix_successor(p) {
+            args.push(end.into());
+            sql += &format!(" AND instance_id < ?{}", args.len());
+        }
     }
     if let Some(t) = q.created_from {
         args.push(micros(t).into());
@@ -617,6 +620,22 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
         instances,
         continuation_token,
     })
+}
+
+/// The smallest string greater than every string that starts with `prefix`,
+/// or `None` if there is none (an empty prefix, or one of only `char::MAX`).
+/// Text compares byte-wise, and UTF-8 byte order is code point order, so
+/// bumping the last character that can be bumped is enough.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Leases up to `max` items with `lease_one`, in one transaction.
