@@ -540,8 +540,8 @@ impl Backend for SqliteBackend {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let next = match self
-                .write(|conn, ctx, _| {
-                    store::lease_many(PREFETCH, || store::lease_orchestration(conn, ctx))
+                .write(|conn, ctx, fx| {
+                    store::lease_many(PREFETCH, || store::lease_orchestration(conn, ctx, fx))
                 })
                 .await?
             {
