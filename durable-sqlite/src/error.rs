@@ -139,9 +139,155 @@ impl<T> SqlResult<T> for Result<T, rusqlite::Error> {
     }
 }
 
-/// A stored value that does not parse: the file was altered outside durable.
-pub(crate) fn bad_row(what: &str, detail: impl std::fmt::Display) -> BackendError {
-    BackendError::Other(format!(
-        "the database holds an unreadable {what} ({detail}); was the file changed outside durable?"
-    ))
+/// A stored row this build cannot read: written by a newer durable, or
+/// changed outside durable. It concerns one instance, which is set aside
+/// (see `store::SET_ASIDE`); the rest of the database keeps working.
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    /// The instance the row belongs to (lossily decoded if the id itself is
+    /// not UTF-8).
+    pub(crate) instance_id: String,
+    /// Which row: `history row 3`, `inbox row 17`, `instance row`.
+    pub(crate) row: String,
+    /// What is wrong with it.
+    pub(crate) problem: Problem,
+}
+
+/// What is wrong with an [`Unreadable`] row.
+#[derive(Debug)]
+pub(crate) enum Problem {
+    /// A column that must hold UTF-8 text holds something else.
+    NotText {
+        /// The column.
+        column: &'static str,
+        /// What it holds instead.
+        found: &'static str,
+    },
+    /// An event of a kind this build does not know.
+    NewerEvent(String),
+    /// Text that does not parse.
+    Malformed(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Unreadable {
+            instance_id: id,
+            row,
+            problem,
+        } = self;
+        match problem {
+            Problem::NewerEvent(kind) => write!(
+                f,
+                "instance \"{id}\" cannot run: its {row} holds a \"{kind}\" event, which was \
+                 written by a newer version of durable than this one; upgrade durable in every \
+                 process that uses this database, then reopen it"
+            )?,
+            Problem::NotText { column, found } => write!(
+                f,
+                "instance \"{id}\" cannot be read: the {column} of its {row} is {found}, which \
+                 durable never writes, so the file was changed outside durable or is damaged; \
+                 restore the database from a backup (or delete the instance), then reopen it"
+            )?,
+            Problem::Malformed(detail) => write!(
+                f,
+                "instance \"{id}\" cannot be read: its {row} does not parse ({detail}); it was \
+                 written by a newer version of durable or changed outside durable. Upgrade \
+                 durable, or restore the database from a backup, then reopen it"
+            )?,
+        }
+        f.write_str(". Durable does not run this instance; other instances are not affected")
+    }
+}
+
+impl From<Unreadable> for BackendError {
+    fn from(e: Unreadable) -> Self {
+        BackendError::Other(e.to_string())
+    }
+}
+
+/// Why reading an instance's rows failed: the database, or one of its rows.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The database failed; nothing is known about the rows.
+    Db(BackendError),
+    /// A row of the instance cannot be read.
+    Row(Unreadable),
+}
+
+impl From<BackendError> for ReadError {
+    fn from(e: BackendError) -> Self {
+        ReadError::Db(e)
+    }
+}
+
+impl From<Unreadable> for ReadError {
+    fn from(e: Unreadable) -> Self {
+        ReadError::Row(e)
+    }
+}
+
+impl From<ReadError> for BackendError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Db(e) => e,
+            ReadError::Row(e) => e.into(),
+        }
+    }
+}
+
+/// A text column read without assuming it holds UTF-8 text, so that one
+/// damaged row is reported as such instead of failing the whole query.
+#[derive(Debug)]
+pub(crate) struct Text(Result<String, NotText>);
+
+/// What a [`Text`] column holds instead of UTF-8 text.
+#[derive(Debug)]
+pub(crate) struct NotText {
+    /// What it holds, e.g. "not UTF-8 text".
+    pub(crate) found: &'static str,
+    /// Its bytes as text, invalid sequences replaced, for log messages.
+    pub(crate) lossy: String,
+}
+
+impl rusqlite::types::FromSql for Text {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::ValueRef;
+        let not = |found, lossy: &[u8]| NotText {
+            found,
+            lossy: String::from_utf8_lossy(lossy).into_owned(),
+        };
+        Ok(Text(match v {
+            ValueRef::Text(b) => {
+                String::from_utf8(b.to_vec()).map_err(|_| not("not UTF-8 text", b))
+            }
+            ValueRef::Null => Err(not("NULL", b"")),
+            ValueRef::Blob(b) => Err(not("a blob, not text", b)),
+            ValueRef::Integer(_) | ValueRef::Real(_) => Err(not("a number, not text", b"")),
+        }))
+    }
+}
+
+impl Text {
+    /// The text, or what the column holds instead.
+    pub(crate) fn text(self) -> Result<String, NotText> {
+        self.0
+    }
+
+    /// The text, or why `column` of `row` of instance `id` is unreadable.
+    pub(crate) fn of(
+        self,
+        id: &str,
+        row: &str,
+        column: &'static str,
+    ) -> Result<String, Unreadable> {
+        self.0.map_err(|e| Unreadable {
+            instance_id: id.to_string(),
+            row: row.to_string(),
+            problem: Problem::NotText {
+                column,
+                found: e.found,
+            },
+        })
+    }
 }

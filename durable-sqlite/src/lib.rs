@@ -138,6 +138,47 @@ impl Drop for Shared {
     }
 }
 
+/// One waiter's share of an instance's entry in `Shared::watchers`. The
+/// entry goes away with its last waiter, however the wait ends: finished,
+/// or its future dropped (a `timeout`, a `select!`).
+struct Watch<'a> {
+    shared: &'a Shared,
+    instance_id: &'a str,
+    notify: Option<Arc<Notify>>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(shared: &'a Shared, instance_id: &'a str) -> Self {
+        let notify = lock(&shared.watchers)
+            .entry(instance_id.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        Watch {
+            shared,
+            instance_id,
+            notify: Some(notify),
+        }
+    }
+
+    fn notify(&self) -> &Notify {
+        self.notify.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        // Waiters join and leave under the lock, so the count is exact.
+        let mut watchers = lock(&self.shared.watchers);
+        drop(self.notify.take());
+        if watchers
+            .get(self.instance_id)
+            .is_some_and(|w| Arc::strong_count(w) == 1)
+        {
+            watchers.remove(self.instance_id);
+        }
+    }
+}
+
 /// Items leased per database round trip when work is plentiful.
 const PREFETCH: usize = 16;
 
@@ -406,10 +447,8 @@ impl Backend for SqliteBackend {
         wait_for: WaitFor,
         timeout: Duration,
     ) -> Result<InstanceMetadata, BackendError> {
-        let watcher = lock(&self.shared.watchers)
-            .entry(instance_id.to_string())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
+        let watch = Watch::new(&self.shared, instance_id);
+        let watcher = watch.notify();
         let deadline = durable_runtime::backend::deadline_after(timeout);
         let result = loop {
             let notified = watcher.notified();
@@ -436,14 +475,6 @@ impl Backend for SqliteBackend {
             let wait = (deadline - now).min(self.shared.options.poll_interval);
             let _ = tokio::time::timeout(wait, notified).await;
         };
-        drop(watcher);
-        let mut watchers = lock(&self.shared.watchers);
-        if watchers
-            .get(instance_id)
-            .is_some_and(|w| Arc::strong_count(w) == 1)
-        {
-            watchers.remove(instance_id);
-        }
         result
     }
 
@@ -509,8 +540,8 @@ impl Backend for SqliteBackend {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let next = match self
-                .write(|conn, ctx, _| {
-                    store::lease_many(PREFETCH, || store::lease_orchestration(conn, ctx))
+                .write(|conn, ctx, fx| {
+                    store::lease_many(PREFETCH, || store::lease_orchestration(conn, ctx, fx))
                 })
                 .await?
             {
@@ -607,5 +638,60 @@ impl Backend for SqliteBackend {
         let item = item.clone();
         self.write(move |conn, ctx, _| store::renew_activity(conn, ctx, &item))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use durable_runtime::backend::IdReusePolicy;
+
+    fn watched(b: &SqliteBackend) -> usize {
+        lock(&b.shared.watchers).len()
+    }
+
+    /// Polls a wait once (so it registers its watcher) and drops it.
+    async fn start_and_drop_wait(b: &SqliteBackend, id: &str) {
+        tokio::select! {
+            biased;
+            r = b.wait_for_instance(id, WaitFor::Completion, Duration::from_secs(3600)) => {
+                panic!("the wait for {id} ended: {r:?}")
+            }
+            () = std::future::ready(()) => {}
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_waits_leave_no_watchers_behind() {
+        let b = SqliteBackend::in_memory().unwrap();
+        for i in 0..50 {
+            let id = format!("w{i}");
+            b.create_instance(CreateInstanceRequest {
+                instance_id: id.clone(),
+                name: "orch".into(),
+                version: None,
+                input: None,
+                scheduled_start: None,
+                reuse_policy: IdReusePolicy::default(),
+            })
+            .await
+            .unwrap();
+            start_and_drop_wait(&b, &id).await;
+            start_and_drop_wait(&b, &id).await;
+        }
+        assert_eq!(watched(&b), 0, "dropped waits left watcher entries");
+
+        // A waiter that stays keeps the entry while others come and go.
+        let mut staying =
+            Box::pin(b.wait_for_instance("w0", WaitFor::Completion, Duration::from_secs(3600)));
+        tokio::select! {
+            biased;
+            r = &mut staying => panic!("the wait ended: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        start_and_drop_wait(&b, "w0").await;
+        assert_eq!(watched(&b), 1, "the remaining waiter lost its entry");
+        drop(staying);
+        assert_eq!(watched(&b), 0, "the last waiter left its entry behind");
     }
 }

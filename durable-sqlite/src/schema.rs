@@ -208,6 +208,24 @@ pub(crate) fn prepare(
             conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
                 .map_err(err)?;
         }
+        // Instances set aside because a row could not be read get another
+        // chance at every open: the row may have been repaired, or this
+        // build may read what an older one could not.
+        let retried = conn
+            .execute(
+                "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
+                        ready_at = (SELECT MIN(visible_at) FROM inbox
+                                    WHERE inbox.instance_id = instances.instance_id)
+                 WHERE lease_token = ?1",
+                [crate::store::SET_ASIDE],
+            )
+            .map_err(err)?;
+        if retried > 0 {
+            tracing::info!(
+                retried,
+                "retrying instances set aside because a row could not be read"
+            );
+        }
         Ok(())
     };
     match migrate() {

@@ -2,7 +2,7 @@
 //! transaction (see [`crate::writer`]) and only persists and queues what the
 //! pure transition core decides: no orchestration logic lives here.
 
-use crate::error::{bad_row, SqlResult};
+use crate::error::{Problem, ReadError, SqlResult, Text, Unreadable};
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
@@ -111,8 +111,49 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, BackendError> {
     serde_json::to_string(v).map_err(|e| BackendError::Other(format!("serialising: {e}")))
 }
 
-fn parse_event(text: &str) -> Result<HistoryEvent, BackendError> {
-    serde_json::from_str(text).map_err(|e| bad_row("history event", e))
+/// Marks an instance as set aside in `instances.lease_token`: one of its
+/// rows cannot be read, so no worker gets it (its `ready_at` is NULL) and
+/// clients asking about it are told why, until a backend opens the file
+/// again (`schema::prepare` retries it then). Real tokens are never negative.
+pub(crate) const SET_ASIDE: i64 = -1;
+
+fn malformed(id: &str, row: &str, e: impl std::fmt::Display) -> Unreadable {
+    Unreadable {
+        instance_id: id.to_string(),
+        row: row.to_string(),
+        problem: Problem::Malformed(e.to_string()),
+    }
+}
+
+/// Parses the event stored in `row` (e.g. `history row 3`) of instance `id`.
+fn parse_event(id: &str, row: &str, text: Text) -> Result<HistoryEvent, Unreadable> {
+    let text = text.of(id, row, "event")?;
+    serde_json::from_str(&text).map_err(|e| match newer_event_kind(&text) {
+        Some(kind) => Unreadable {
+            instance_id: id.to_string(),
+            row: row.to_string(),
+            problem: Problem::NewerEvent(kind),
+        },
+        None => malformed(id, row, e),
+    })
+}
+
+/// The event, or `None` if it cannot be read (for scans that only look for
+/// some kinds of event; the row is reported when the instance is leased).
+fn event_of(text: Text) -> Option<HistoryEvent> {
+    serde_json::from_str(&text.text().ok()?).ok()
+}
+
+/// The kind of the stored event `text`, if it is one this build does not
+/// know (a newer durable wrote it).
+fn newer_event_kind(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let kind = value.get("type")?.as_str()?;
+    let probe = serde_json::json!({ "type": kind });
+    match serde_json::from_value::<EventKind>(probe) {
+        Err(e) if e.to_string().starts_with("unknown variant") => Some(kind.to_string()),
+        _ => None,
+    }
 }
 
 /// An instance row.
@@ -122,7 +163,7 @@ struct Row {
     lease_token: Option<i64>,
 }
 
-fn load(conn: &Connection, id: &str, payloads: bool) -> Result<Option<Row>, BackendError> {
+fn load(conn: &Connection, id: &str, payloads: bool) -> Result<Option<Row>, ReadError> {
     let row = conn
         .prepare_cached(
             "SELECT meta, input, output, custom_status, history_len, lease_token
@@ -131,10 +172,10 @@ fn load(conn: &Connection, id: &str, payloads: bool) -> Result<Option<Row>, Back
         .db()?
         .query_row([id], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Text>(0)?,
+                r.get::<_, Option<Text>>(1)?,
+                r.get::<_, Option<Text>>(2)?,
+                r.get::<_, Option<Text>>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, Option<i64>>(5)?,
             ))
@@ -144,18 +185,39 @@ fn load(conn: &Connection, id: &str, payloads: bool) -> Result<Option<Row>, Back
     let Some((meta, input, output, custom_status, history_len, lease_token)) = row else {
         return Ok(None);
     };
-    let mut meta: InstanceMetadata =
-        serde_json::from_str(&meta).map_err(|e| bad_row("instance", e))?;
+    let mut meta = parse_meta(id, meta)?;
     if payloads {
-        meta.input = input;
-        meta.output = output;
-        meta.custom_status = custom_status;
+        (meta.input, meta.output, meta.custom_status) =
+            parse_payloads(id, input, output, custom_status)?;
     }
     Ok(Some(Row {
         meta,
         history_len,
         lease_token,
     }))
+}
+
+const INSTANCE_ROW: &str = "instance row";
+
+fn parse_meta(id: &str, meta: Text) -> Result<InstanceMetadata, Unreadable> {
+    let meta = meta.of(id, INSTANCE_ROW, "meta")?;
+    serde_json::from_str(&meta).map_err(|e| malformed(id, INSTANCE_ROW, e))
+}
+
+type Payloads = (Option<String>, Option<String>, Option<String>);
+
+fn parse_payloads(
+    id: &str,
+    input: Option<Text>,
+    output: Option<Text>,
+    custom_status: Option<Text>,
+) -> Result<Payloads, Unreadable> {
+    let text = |t: Option<Text>, column| t.map(|t| t.of(id, INSTANCE_ROW, column)).transpose();
+    Ok((
+        text(input, "input")?,
+        text(output, "output")?,
+        text(custom_status, "custom_status")?,
+    ))
 }
 
 fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
@@ -263,11 +325,11 @@ fn next_start_or_terminate(conn: &Connection, id: &str) -> Result<Option<i64>, B
         )
         .db()?;
     let rows = stmt
-        .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
         .db()?;
     for r in rows {
         let (at, text) = r.db()?;
-        if parse_event(&text).is_ok_and(|e| {
+        if event_of(text).is_some_and(|e| {
             matches!(
                 e.kind,
                 EventKind::ExecutionStarted { .. } | EventKind::ExecutionTerminated { .. }
@@ -279,10 +341,11 @@ fn next_start_or_terminate(conn: &Connection, id: &str) -> Result<Option<i64>, B
     Ok(None)
 }
 
-fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, ReadError> {
     load_events(
         conn,
-        "SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq",
+        "history",
+        "SELECT seq, event FROM history WHERE instance_id = ?1 ORDER BY seq",
         id,
     )
 }
@@ -290,31 +353,54 @@ fn load_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, Backen
 /// The first events of an instance's history: enough to hold its
 /// `ExecutionStarted` (after `OrchestratorStarted`), without reading a long
 /// history.
-fn load_history_start(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+fn load_history_start(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, ReadError> {
     load_events(
         conn,
-        "SELECT event FROM history WHERE instance_id = ?1 ORDER BY seq LIMIT 8",
+        "history",
+        "SELECT seq, event FROM history WHERE instance_id = ?1 ORDER BY seq LIMIT 8",
         id,
     )
 }
 
 /// The events queued for an instance, in delivery order.
-fn load_inbox(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+fn load_inbox(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, ReadError> {
     load_events(
         conn,
-        "SELECT event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at, seq",
+        "inbox",
+        "SELECT seq, event FROM inbox WHERE instance_id = ?1 ORDER BY visible_at, seq",
         id,
     )
 }
 
-fn load_events(conn: &Connection, sql: &str, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
+/// Reads events with `sql` (selecting `seq, event` of instance `?1`) from
+/// `table`, naming the first unreadable row if there is one.
+fn load_events(
+    conn: &Connection,
+    table: &str,
+    sql: &str,
+    id: &str,
+) -> Result<Vec<HistoryEvent>, ReadError> {
     let mut stmt = conn.prepare_cached(sql).db()?;
-    let rows = stmt.query_map([id], |r| r.get::<_, String>(0)).db()?;
+    let rows = stmt
+        .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
+        .db()?;
     let mut out = Vec::new();
-    for text in rows {
-        out.push(parse_event(&text.db()?)?);
+    for row in rows {
+        let (seq, text) = row.db()?;
+        out.push(parse_event(id, &format!("{table} row {seq}"), text)?);
     }
     Ok(out)
+}
+
+/// Why a set-aside instance was set aside: its first unreadable row.
+fn set_aside_error(conn: &Connection, id: &str) -> BackendError {
+    match load_history(conn, id).and_then(|_| load_inbox(conn, id)) {
+        Err(e) => e.into(),
+        Ok(_) => BackendError::Other(format!(
+            "instance \"{id}\" was set aside because one of its rows could not be read, and its \
+             rows read fine now; open the database again to run it"
+        )),
+    }
 }
 
 /// Routes a message: into the target's inbox (now or, for timers and
@@ -326,13 +412,27 @@ fn deliver(
     now: i64,
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
-    let Some(target) = load(conn, &msg.instance_id, false)? else {
-        tracing::debug!(instance_id = %msg.instance_id, "dropping message for unknown instance");
-        return Ok(());
+    let target = match load(conn, &msg.instance_id, false) {
+        Ok(Some(target)) => Some(target.meta),
+        Ok(None) => {
+            tracing::debug!(instance_id = %msg.instance_id, "dropping message for unknown instance");
+            return Ok(());
+        }
+        // Kept unchecked, for when the row can be read again.
+        Err(ReadError::Row(e)) => {
+            tracing::error!(instance_id = %msg.instance_id, error = %e, "queueing a message for an instance whose row cannot be read");
+            None
+        }
+        Err(ReadError::Db(e)) => return Err(e),
     };
     let delayed = msg.visible_at.map(micros).filter(|t| *t > now);
     // A delayed message is checked when it becomes due, like a timer firing.
-    if delayed.is_none() && !transition::accepts_message(&target.meta, msg) {
+    let checked = delayed.is_none() && target.is_some();
+    if checked
+        && target
+            .as_ref()
+            .is_some_and(|t| !transition::accepts_message(t, msg))
+    {
         tracing::debug!(instance_id = %msg.instance_id, event = msg.event.kind.type_name(), "dropping message for finished instance or old execution");
         return Ok(());
     }
@@ -346,7 +446,7 @@ fn deliver(
         msg.instance_id,
         msg.execution_id,
         visible,
-        delayed.is_none(),
+        checked,
         to_json(&msg.event)?,
     ])
     .db()?;
@@ -428,14 +528,17 @@ pub(crate) fn get_instance(
     id: &str,
     payloads: bool,
 ) -> Result<Option<InstanceMetadata>, BackendError> {
-    Ok(load(conn, id, payloads)?.map(|r| r.meta))
+    match load(conn, id, payloads)? {
+        Some(row) if row.lease_token == Some(SET_ASIDE) => Err(set_aside_error(conn, id)),
+        row => Ok(row.map(|r| r.meta)),
+    }
 }
 
 pub(crate) fn get_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEvent>, BackendError> {
     if load(conn, id, false)?.is_none() {
         return Err(BackendError::NotFound(id.to_string()));
     }
-    load_history(conn, id)
+    Ok(load_history(conn, id)?)
 }
 
 /// Queues a client's event (raise, terminate, suspend, resume), optionally
@@ -517,11 +620,16 @@ pub(crate) fn purge(
                             created_from.map(micros).unwrap_or(i64::MIN),
                             created_to.map(micros).unwrap_or(i64::MAX),
                         ],
-                        |r| r.get::<_, String>(0),
+                        |r| r.get::<_, Text>(0),
                     )
                     .db()?;
                 for id in rows {
-                    ids.push(id.db()?);
+                    match id.db()?.text() {
+                        Ok(id) => ids.push(id),
+                        Err(e) => {
+                            tracing::error!(instance_id = %e.lossy, "purge skips an instance whose id is {}", e.found);
+                        }
+                    }
                 }
             }
             ids
@@ -529,15 +637,27 @@ pub(crate) fn purge(
     };
     let mut count = 0;
     while let Some(id) = roots.pop() {
-        let Some(row) = load(conn, &id, false)? else {
-            continue;
+        let children = load(conn, &id, false).and_then(|row| match row {
+            Some(row) if row.meta.status.is_terminal() => Ok(Some(if recursive {
+                transition::all_children(&load_history(conn, &id)?)
+            } else {
+                Vec::new()
+            })),
+            _ => Ok(None),
+        });
+        let children = match children {
+            Ok(Some(children)) => children,
+            Ok(None) => continue,
+            // One unreadable instance does not stop a purge by filter, nor
+            // the purge of another instance's children.
+            Err(ReadError::Row(e)) if !matches!(target, PurgeTarget::Instance(named) if *named == id) =>
+            {
+                tracing::error!(instance_id = %id, error = %e, "purge skips an instance whose rows cannot be read");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
-        if !row.meta.status.is_terminal() {
-            continue;
-        }
-        if recursive {
-            roots.extend(transition::all_children(&load_history(conn, &id)?));
-        }
+        roots.extend(children);
         delete_instance(conn, &id)?;
         fx.touched.push(id);
         count += 1;
@@ -548,16 +668,20 @@ pub(crate) fn purge(
 pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, BackendError> {
     let page = q.effective_page_size();
     let mut sql = String::from(
-        "SELECT meta, input, output, custom_status FROM instances WHERE instance_id > ?1",
+        "SELECT instance_id, meta, input, output, custom_status FROM instances
+         WHERE instance_id > ?1",
     );
     let mut args: Vec<rusqlite::types::Value> =
         vec![q.continuation_token.clone().unwrap_or_default().into()];
     if let Some(p) = &q.instance_id_prefix {
+        // A range rather than `substr`/`length`, which stop at a NUL
+        // character; it also uses the primary key's index.
         args.push(p.clone().into());
-        sql += &format!(
-            " AND substr(instance_id, 1, length(?{n})) = ?{n}",
-            n = args.len()
-        );
+        sql += &format!(" AND instance_id >= ?{}", args.len());
+        if let Some(end) = prefix_successor(p) {
+            args.push(end.into());
+            sql += &format!(" AND instance_id < ?{}", args.len());
+        }
     }
     if let Some(t) = q.created_from {
         args.push(micros(t).into());
@@ -575,36 +699,51 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
         }
         sql += &format!(" AND status IN ({})", marks.join(", "));
     }
-    // One more than the page, to know whether another page follows.
-    let limit = page.saturating_add(1).min(i64::MAX as usize);
-    sql += &format!(" ORDER BY instance_id LIMIT {limit}");
+    // No LIMIT: rows are read one at a time until the page is full and one
+    // more row shows that another page follows; unreadable rows, which are
+    // skipped, do not count.
+    sql += " ORDER BY instance_id";
     let mut stmt = conn.prepare(&sql).db()?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Text>(0)?,
+                r.get::<_, Text>(1)?,
+                r.get::<_, Option<Text>>(2)?,
+                r.get::<_, Option<Text>>(3)?,
+                r.get::<_, Option<Text>>(4)?,
             ))
         })
         .db()?;
     let mut instances = Vec::new();
     let mut more = false;
     for row in rows {
-        let (meta, input, output, custom_status) = row.db()?;
+        let (id, meta, input, output, custom_status) = row.db()?;
         if instances.len() == page {
             more = true;
             break;
         }
-        let mut m: InstanceMetadata =
-            serde_json::from_str(&meta).map_err(|e| bad_row("instance", e))?;
-        if q.fetch_payloads {
-            m.input = input;
-            m.output = output;
-            m.custom_status = custom_status;
+        let id = match id.text() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(instance_id = %e.lossy, "the query skips an instance whose id is {}", e.found);
+                continue;
+            }
+        };
+        let read = || -> Result<InstanceMetadata, Unreadable> {
+            let mut m = parse_meta(&id, meta)?;
+            if q.fetch_payloads {
+                (m.input, m.output, m.custom_status) =
+                    parse_payloads(&id, input, output, custom_status)?;
+            }
+            Ok(m)
+        };
+        match read() {
+            Ok(m) => instances.push(m),
+            Err(e) => {
+                tracing::error!(instance_id = %id, error = %e, "the query skips an instance whose row cannot be read");
+            }
         }
-        instances.push(m);
     }
     let continuation_token = if more {
         instances
@@ -617,6 +756,22 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
         instances,
         continuation_token,
     })
+}
+
+/// The smallest string greater than every string that starts with `prefix`,
+/// or `None` if there is none (an empty prefix, or one of only `char::MAX`).
+/// Text compares byte-wise, and UTF-8 byte order is code point order, so
+/// bumping the last character that can be bumped is enough.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Leases up to `max` items with `lease_one`, in one transaction.
@@ -635,23 +790,27 @@ pub(crate) fn lease_many<T>(
     Ok(Leased::Item(items))
 }
 
-/// Leases the instance that has waited longest for a worker.
+/// Leases the instance that has waited longest for a worker. An instance
+/// one of whose rows cannot be read is set aside ([`SET_ASIDE`]), logged,
+/// and the next one is tried: it must not stop everyone else's work.
 pub(crate) fn lease_orchestration(
     conn: &Connection,
     ctx: &Ctx,
+    fx: &mut Effects,
 ) -> Result<Leased<OrchestrationWorkItem>, BackendError> {
     let now_ts = chrono::Utc::now();
     let now = micros(now_ts);
     loop {
-        let id: Option<String> = conn
+        let next = conn
             .prepare_cached(
-                "SELECT instance_id FROM instances WHERE ready_at <= ?1 ORDER BY ready_at LIMIT 1",
+                "SELECT rowid, instance_id FROM instances WHERE ready_at <= ?1
+                 ORDER BY ready_at LIMIT 1",
             )
             .db()?
-            .query_row([now], |r| r.get(0))
+            .query_row([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
             .optional()
             .db()?;
-        let Some(id) = id else {
+        let Some((rowid, id)) = next else {
             let next: Option<i64> = conn
                 .prepare_cached("SELECT MIN(ready_at) FROM instances")
                 .db()?
@@ -659,125 +818,149 @@ pub(crate) fn lease_orchestration(
                 .db()?;
             return Ok(Leased::Idle(next));
         };
-        let Some(row) = load(conn, &id, false)? else {
-            continue;
+        let leased = match id.text() {
+            Ok(id) => lease_instance(conn, ctx, id, now_ts),
+            Err(e) => Err(ReadError::Row(Unreadable {
+                instance_id: e.lossy,
+                row: INSTANCE_ROW.into(),
+                problem: Problem::NotText {
+                    column: "instance_id",
+                    found: e.found,
+                },
+            })),
         };
-        if row.meta.status.is_terminal() {
-            conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")
-                .db()?
-                .execute([&id])
-                .db()?;
-            release(conn, &id)?;
-            continue;
-        }
-        let mut events = Vec::new();
-        let mut dropped = Vec::new();
-        let mut unreadable = None;
-        {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, execution_id, checked, event FROM inbox
-                     WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq",
+        match leased {
+            Ok(Some(item)) => return Ok(Leased::Item(item)),
+            Ok(None) => {}
+            Err(ReadError::Row(e)) => {
+                tracing::error!(instance_id = %e.instance_id, error = %e, "a row of the instance cannot be read; the instance is set aside");
+                conn.prepare_cached(
+                    "UPDATE instances SET lease_token = ?2, lease_expires = NULL, ready_at = NULL
+                     WHERE rowid = ?1",
                 )
+                .db()?
+                .execute(params![rowid, SET_ASIDE])
                 .db()?;
-            let rows = stmt
-                .query_map(params![id, now], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })
-                .db()?;
-            for r in rows {
-                let (seq, execution_id, checked, text) = r.db()?;
-                let event = match parse_event(&text) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        unreadable = Some(e);
-                        break;
-                    }
-                };
-                if !checked {
-                    let msg = InstanceMessage {
-                        instance_id: id.clone(),
-                        execution_id,
-                        event,
-                        visible_at: None,
-                    };
-                    if !transition::accepts_message(&row.meta, &msg) {
-                        dropped.push(seq);
-                        continue;
-                    }
-                    events.push(msg.event);
-                } else {
-                    events.push(event);
-                }
+                fx.touched.push(e.instance_id);
             }
+            Err(ReadError::Db(e)) => return Err(e),
         }
-        for seq in dropped {
-            conn.prepare_cached("DELETE FROM inbox WHERE seq = ?1")
-                .db()?
-                .execute([seq])
-                .db()?;
-        }
-        if let Some(e) = unreadable {
-            // One bad row (e.g. written by a newer durable) must not stop
-            // the work of every other instance: set this one aside.
-            tracing::error!(instance_id = %id, error = %e, "an inbox event cannot be read; the instance is set aside");
-            conn.prepare_cached("UPDATE instances SET ready_at = NULL WHERE instance_id = ?1")
-                .db()?
-                .execute([&id])
-                .db()?;
-            continue;
-        }
-        if events.is_empty() {
-            release(conn, &id)?;
-            continue;
-        }
-        if !transition::runnable(row.history_len == 0, &events) {
-            // Not started yet (e.g. an event raised before a delayed start):
-            // wait for the start, or a terminate, whichever is queued first.
-            let next = next_start_or_terminate(conn, &id)?;
-            conn.prepare_cached("UPDATE instances SET ready_at = ?2 WHERE instance_id = ?1")
-                .db()?
-                .execute(params![id, next])
-                .db()?;
-            continue;
-        }
-        let token = new_token();
-        let expires = now.saturating_add(ctx.lease_micros);
-        conn.prepare_cached(
-            "UPDATE inbox SET lease_token = ?3 WHERE instance_id = ?1 AND visible_at <= ?2",
-        )
-        .db()?
-        .execute(params![id, now, token])
-        .db()?;
-        conn.prepare_cached(
-            "UPDATE instances SET lease_token = ?2, lease_expires = ?3, ready_at = ?3
-             WHERE instance_id = ?1",
-        )
-        .db()?
-        .execute(params![id, token, expires])
-        .db()?;
-        let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len);
-        let past_events = match cached {
-            Some(h) => h,
-            None => {
-                let h = Arc::new(load_history(conn, &id)?);
-                cache(ctx).put(id.clone(), row.meta.execution_id.clone(), h.clone());
-                h
-            }
-        };
-        return Ok(Leased::Item(OrchestrationWorkItem {
-            instance_id: id,
-            execution_id: row.meta.execution_id,
-            past_events,
-            new_events: transition::episode_events(events, now_ts),
-            completion_token: token.to_string(),
-        }));
     }
+}
+
+/// Leases instance `id` if it has work that can run now.
+fn lease_instance(
+    conn: &Connection,
+    ctx: &Ctx,
+    id: String,
+    now_ts: Timestamp,
+) -> Result<Option<OrchestrationWorkItem>, ReadError> {
+    let now = micros(now_ts);
+    let Some(row) = load(conn, &id, false)? else {
+        return Ok(None);
+    };
+    if row.meta.status.is_terminal() {
+        conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")
+            .db()?
+            .execute([&id])
+            .db()?;
+        release(conn, &id)?;
+        return Ok(None);
+    }
+    let mut events = Vec::new();
+    let mut dropped = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, execution_id, checked, event FROM inbox
+                     WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY visible_at, seq",
+            )
+            .db()?;
+        let rows = stmt
+            .query_map(params![id, now], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<Text>>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, Text>(3)?,
+                ))
+            })
+            .db()?;
+        for r in rows {
+            let (seq, execution_id, checked, text) = r.db()?;
+            let row_name = format!("inbox row {seq}");
+            let event = parse_event(&id, &row_name, text)?;
+            let execution_id = execution_id
+                .map(|t| t.of(&id, &row_name, "execution_id"))
+                .transpose()?;
+            if !checked {
+                let msg = InstanceMessage {
+                    instance_id: id.clone(),
+                    execution_id,
+                    event,
+                    visible_at: None,
+                };
+                if !transition::accepts_message(&row.meta, &msg) {
+                    dropped.push(seq);
+                    continue;
+                }
+                events.push(msg.event);
+            } else {
+                events.push(event);
+            }
+        }
+    }
+    for seq in dropped {
+        conn.prepare_cached("DELETE FROM inbox WHERE seq = ?1")
+            .db()?
+            .execute([seq])
+            .db()?;
+    }
+    if events.is_empty() {
+        release(conn, &id)?;
+        return Ok(None);
+    }
+    if !transition::runnable(row.history_len == 0, &events) {
+        // Not started yet (e.g. an event raised before a delayed start):
+        // wait for the start, or a terminate, whichever is queued first.
+        let next = next_start_or_terminate(conn, &id)?;
+        conn.prepare_cached("UPDATE instances SET ready_at = ?2 WHERE instance_id = ?1")
+            .db()?
+            .execute(params![id, next])
+            .db()?;
+        return Ok(None);
+    }
+    let token = new_token();
+    let expires = now.saturating_add(ctx.lease_micros);
+    conn.prepare_cached(
+        "UPDATE inbox SET lease_token = ?3 WHERE instance_id = ?1 AND visible_at <= ?2",
+    )
+    .db()?
+    .execute(params![id, now, token])
+    .db()?;
+    conn.prepare_cached(
+        "UPDATE instances SET lease_token = ?2, lease_expires = ?3, ready_at = ?3
+             WHERE instance_id = ?1",
+    )
+    .db()?
+    .execute(params![id, token, expires])
+    .db()?;
+    let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len);
+    let past_events = match cached {
+        Some(h) => h,
+        None => {
+            let h = Arc::new(load_history(conn, &id)?);
+            cache(ctx).put(id.clone(), row.meta.execution_id.clone(), h.clone());
+            h
+        }
+    };
+    Ok(Some(OrchestrationWorkItem {
+        instance_id: id,
+        execution_id: row.meta.execution_id,
+        past_events,
+        new_events: transition::episode_events(events, now_ts),
+        completion_token: token.to_string(),
+    }))
 }
 
 fn check_lease(
@@ -862,12 +1045,12 @@ pub(crate) fn complete_orchestration(
                     .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = ?1")
                     .db()?;
                 let rows = stmt
-                    .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .query_map([&id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
                     .db()?;
                 let mut stale = Vec::new();
                 for r in rows {
                     let (seq, text) = r.db()?;
-                    if parse_event(&text).is_ok_and(|e| !transition::survives_restart(&e)) {
+                    if event_of(text).is_some_and(|e| !transition::survives_restart(&e)) {
                         stale.push(seq);
                     }
                 }

@@ -173,3 +173,41 @@ async fn a_stopped_worker_gives_prefetched_work_back_at_once() {
     }
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_a_nul_character_matches_like_the_memory_backend() {
+    let (_d, path) = db();
+    let b = SqliteBackend::open(&path).unwrap();
+    let memory = durable_runtime::backend::memory::MemoryBackend::new();
+    let ids = [
+        "a",
+        "a\0",
+        "a\0b",
+        "a\0\0",
+        "a\u{1}",
+        "ab",
+        "b",
+        "\0",
+        "a\u{10FFFF}",
+        "a\u{10FFFF}z",
+    ];
+    for id in ids {
+        b.create_instance(request(id)).await.unwrap();
+        memory.create_instance(request(id)).await.unwrap();
+    }
+    for prefix in ["a\0", "\0", "a", "a\u{10FFFF}", "\u{10FFFF}", "", "a\0b"] {
+        let query = || InstanceQuery {
+            instance_id_prefix: Some(prefix.to_string()),
+            ..Default::default()
+        };
+        let found = |page: durable_runtime::backend::QueryPage| -> Vec<String> {
+            let mut ids: Vec<String> = page.instances.into_iter().map(|m| m.instance_id).collect();
+            ids.sort();
+            ids
+        };
+        let sqlite = found(b.query_instances(query()).await.unwrap());
+        let expected = found(memory.query_instances(query()).await.unwrap());
+        assert!(!expected.is_empty() || prefix == "\u{10FFFF}");
+        assert_eq!(sqlite, expected, "prefix {prefix:?}");
+    }
+}
