@@ -195,6 +195,7 @@ impl Backend for GrpcBackend {
     }
 
     async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
+        check_create(&request)?;
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();
         let what = format!("the input of orchestration \"{}\"", request.name);
@@ -566,10 +567,80 @@ impl Backend for GrpcBackend {
     }
 }
 
+/// Checks a creation before anything is sent. An empty id or name is
+/// refused as durable's other backends refuse it (a sidecar would make up
+/// an id the caller never learns). Empty input text is refused too: a
+/// sidecar reads it back as no input, so the orchestrator would run as if
+/// given `null`, where durable's other backends keep the text and the
+/// orchestrator fails to read it; refusing it up front keeps it from
+/// quietly meaning something else here.
+fn check_create(request: &CreateInstanceRequest) -> Result<(), BackendError> {
+    let refused = |why: String| Err(BackendError::InvalidRequest(why));
+    if request.instance_id.is_empty() {
+        return refused("instance id must not be empty".into());
+    }
+    if request.name.is_empty() {
+        return refused("orchestrator name must not be empty".into());
+    }
+    if request.input.as_deref() == Some("") {
+        return refused(format!(
+            "the input of orchestration \"{}\" is empty text, which is not JSON; \
+             pass no input, or JSON text such as null",
+            request.name
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use durable_runtime::actions::{ActionKind, OrchestratorAction};
+    use durable_runtime::{Client, Error, ScheduleOptions};
+
+    #[tokio::test]
+    async fn empty_ids_names_and_inputs_are_refused_before_anything_is_sent() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let client = Client::new(Arc::new(
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap(),
+        ));
+        let refused = |r: Result<String, Error>| match r {
+            Err(Error::Backend(BackendError::InvalidRequest(why))) => why,
+            other => panic!("expected an invalid request, got {other:?}"),
+        };
+        let why = refused(
+            client
+                .schedule_by_name("o", &(), ScheduleOptions::with_id(""))
+                .await,
+        );
+        assert_eq!(why, "instance id must not be empty");
+        let why = refused(
+            client
+                .schedule_by_name("", &(), ScheduleOptions::with_id("i"))
+                .await,
+        );
+        assert_eq!(why, "orchestrator name must not be empty");
+        let why = refused(
+            client
+                .schedule_raw("o", Some(String::new()), ScheduleOptions::with_id("i"))
+                .await,
+        );
+        assert!(why.contains("\"o\"") && why.contains("not JSON"), "{why}");
+        assert!(sidecar.seen.lock().unwrap().started.is_empty());
+
+        // No input at all is fine.
+        let id = client
+            .schedule_raw("o", None, ScheduleOptions::with_id("i"))
+            .await
+            .unwrap();
+        assert_eq!(id, "i");
+        let seen = sidecar.seen.lock().unwrap();
+        let [started] = &seen.started[..] else {
+            panic!("one start, got {:?}", seen.started);
+        };
+        assert_eq!((started.instance_id.as_str(), &started.input), ("i", &None));
+    }
 
     #[tokio::test]
     async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
