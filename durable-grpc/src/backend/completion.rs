@@ -1,13 +1,16 @@
 //! Finishing with work items on the sidecar's side: an activity's response,
 //! an episode completed as a failure of its orchestration (in place of a
-//! result that cannot be sent or read), and items given back unrun.
+//! result that cannot be sent or read, or that the sidecar refused for
+//! good), and items given back unrun.
 
+use super::error::map_status;
 use super::rpc::Rpc;
 use crate::convert;
 use crate::proto;
 use durable_runtime::actions::{ActionKind, OrchestratorAction};
 use durable_runtime::backend::{ActivityWorkItem, BackendError};
 use durable_runtime::history::FailureDetails;
+use tonic::{Code, Status};
 
 /// Sends the result or the failure of an activity; `what` names it in a
 /// size error.
@@ -64,6 +67,69 @@ pub(super) async fn fail_orchestration(
         .await
         .map_err(|s| rpc.lease_error(s, instance_id))?;
     Ok(())
+}
+
+/// What to record in place of an episode's result that the sidecar refused
+/// for good, i.e. would refuse again however often it is sent (the same
+/// history replays to the same result): a history or a message over the
+/// sidecar's limits, or a result it calls invalid. `None` for refusals
+/// that may pass: a lost lease, an unreachable sidecar, a quota.
+pub(super) fn refused_for_good(
+    rpc: &Rpc,
+    status: &Status,
+    instance_id: &str,
+) -> Option<FailureDetails> {
+    let endpoint = &rpc.endpoint;
+    let message = status.message();
+    match status.code() {
+        Code::ResourceExhausted if message.to_lowercase().contains("history") => {
+            Some(FailureDetails::new(
+                "HistoryTooLarge",
+                format!(
+                    "the history of \"{instance_id}\" would grow over the sidecar's maximum \
+                     history size (the sidecar at {endpoint} said: {message}); use \
+                     continue_as_new to start a fresh history, or raise the sidecar's history \
+                     limit"
+                ),
+            ))
+        }
+        Code::ResourceExhausted => match map_status(endpoint, status.clone(), Some(instance_id)) {
+            e @ BackendError::PayloadTooLarge { .. } => Some(too_large_failure(&e)),
+            _ => None,
+        },
+        Code::InvalidArgument => Some(FailureDetails::new(
+            "ResultRefused",
+            format!(
+                "the sidecar at {endpoint} refused the result of an episode of \
+                 \"{instance_id}\" as invalid ({message}); it would refuse it again, so the \
+                 orchestration fails; check that the sidecar supports what the orchestration \
+                 does"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// Completes an episode as `failure` in place of the result the sidecar
+/// refused for good. If the sidecar refuses that too, the instance cannot
+/// move on: the error says so, and nothing is sent again.
+pub(super) async fn fail_in_place(
+    rpc: &Rpc,
+    instance_id: &str,
+    token: String,
+    failure: FailureDetails,
+) -> Result<(), BackendError> {
+    tracing::warn!(instance_id, error = %failure.message, "the sidecar refused an episode's result for good; failing its orchestration");
+    let refused = failure.message.clone();
+    match fail_orchestration(rpc, instance_id, token, failure).await {
+        Err(e @ (BackendError::LeaseLost(_) | BackendError::Unavailable(_))) => Err(e),
+        Err(e) => Err(BackendError::Other(format!(
+            "the sidecar refused the result of an episode of instance \"{instance_id}\" \
+             ({refused}), then the failure sent in its place ({e}); the instance stays as it \
+             is until the sidecar accepts a result for it (e.g. once its limit is raised)"
+        ))),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// The failure standing in for a result too large to send, as durable's

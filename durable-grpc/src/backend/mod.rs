@@ -24,7 +24,7 @@ mod rpc;
 mod scripted;
 mod tree;
 
-use completion::{fail_orchestration, send_activity_response, too_large_failure};
+use completion::{fail_in_place, refused_for_good, send_activity_response, too_large_failure};
 use error::unreadable;
 use instance::instance_from_response;
 use rpc::Rpc;
@@ -195,6 +195,7 @@ impl Backend for GrpcBackend {
     }
 
     async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
+        check_create(&request)?;
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();
         let what = format!("the input of orchestration \"{}\"", request.name);
@@ -450,44 +451,33 @@ impl Backend for GrpcBackend {
             "the result of an episode of instance \"{}\"",
             item.instance_id
         );
-        let sent = async {
-            let req = rpc
-                .request(
-                    proto::OrchestratorResponse {
-                        instance_id: item.instance_id.clone(),
-                        actions: result
-                            .actions
-                            .iter()
-                            .map(convert::action_to_proto)
-                            .collect(),
-                        custom_status: result.custom_status,
-                        completion_token: item.completion_token.clone(),
-                    },
-                    &what,
-                )
-                .await?;
-            rpc.client()
-                .complete_orchestrator_task(req)
-                .await
-                .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
-            Ok(())
+        let response = proto::OrchestratorResponse {
+            instance_id: item.instance_id.clone(),
+            actions: result
+                .actions
+                .iter()
+                .map(convert::action_to_proto)
+                .collect(),
+            custom_status: result.custom_status,
+            completion_token: item.completion_token.clone(),
         };
-        match sent.await {
-            // Too large for us or for the sidecar: sending it again would
-            // fail again, and the worker can only log an error. Fail the
-            // orchestration instead, as durable's other backends do.
-            Err(e @ BackendError::PayloadTooLarge { .. }) => {
-                tracing::warn!(instance_id = %item.instance_id, error = %e, "an episode's result is too large to send; failing its orchestration");
-                fail_orchestration(
-                    rpc,
-                    &item.instance_id,
-                    item.completion_token.clone(),
-                    too_large_failure(&e),
-                )
-                .await
-            }
-            other => other,
-        }
+        // Refusals that sending again cannot fix (too large for us or for
+        // the sidecar, a history over its cap, a result it calls invalid)
+        // fail the orchestration instead, as durable's other backends do:
+        // left to the worker, the episode would be delivered, run and
+        // refused again without end.
+        let failure = match rpc.request(response, &what).await {
+            Err(e @ BackendError::PayloadTooLarge { .. }) => too_large_failure(&e),
+            Err(e) => return Err(e),
+            Ok(req) => match rpc.client().complete_orchestrator_task(req).await {
+                Ok(_) => return Ok(()),
+                Err(status) => match refused_for_good(rpc, &status, &item.instance_id) {
+                    Some(failure) => failure,
+                    None => return Err(rpc.lease_error(status, &item.instance_id)),
+                },
+            },
+        };
+        fail_in_place(rpc, &item.instance_id, item.completion_token, failure).await
     }
 
     async fn abandon_orchestration_item(
@@ -566,10 +556,81 @@ impl Backend for GrpcBackend {
     }
 }
 
+/// Checks a creation before anything is sent. An empty id or name is
+/// refused as durable's other backends refuse it (a sidecar would make up
+/// an id the caller never learns). Empty input text is refused too: a
+/// sidecar reads it back as no input, so the orchestrator would run as if
+/// given `null`, where durable's other backends keep the text and the
+/// orchestrator fails to read it; refusing it up front keeps it from
+/// quietly meaning something else here.
+fn check_create(request: &CreateInstanceRequest) -> Result<(), BackendError> {
+    let refused = |why: String| Err(BackendError::InvalidRequest(why));
+    if request.instance_id.is_empty() {
+        return refused("instance id must not be empty".into());
+    }
+    if request.name.is_empty() {
+        return refused("orchestrator name must not be empty".into());
+    }
+    if request.input.as_deref() == Some("") {
+        return refused(format!(
+            "the input of orchestration \"{}\" is empty text, which is not JSON; \
+             pass no input, or JSON text such as null",
+            request.name
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use durable_runtime::actions::{ActionKind, OrchestratorAction};
+    use durable_runtime::history::EventKind;
+    use durable_runtime::{Client, Error, ScheduleOptions};
+
+    #[tokio::test]
+    async fn empty_ids_names_and_inputs_are_refused_before_anything_is_sent() {
+        let sidecar = scripted::Sidecar::default();
+        let addr = sidecar.clone().serve().await;
+        let client = Client::new(Arc::new(
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap(),
+        ));
+        let refused = |r: Result<String, Error>| match r {
+            Err(Error::Backend(BackendError::InvalidRequest(why))) => why,
+            other => panic!("expected an invalid request, got {other:?}"),
+        };
+        let why = refused(
+            client
+                .schedule_by_name("o", &(), ScheduleOptions::with_id(""))
+                .await,
+        );
+        assert_eq!(why, "instance id must not be empty");
+        let why = refused(
+            client
+                .schedule_by_name("", &(), ScheduleOptions::with_id("i"))
+                .await,
+        );
+        assert_eq!(why, "orchestrator name must not be empty");
+        let why = refused(
+            client
+                .schedule_raw("o", Some(String::new()), ScheduleOptions::with_id("i"))
+                .await,
+        );
+        assert!(why.contains("\"o\"") && why.contains("not JSON"), "{why}");
+        assert!(sidecar.seen.lock().unwrap().started.is_empty());
+
+        // No input at all is fine.
+        let id = client
+            .schedule_raw("o", None, ScheduleOptions::with_id("i"))
+            .await
+            .unwrap();
+        assert_eq!(id, "i");
+        let seen = sidecar.seen.lock().unwrap();
+        let [started] = &seen.started[..] else {
+            panic!("one start, got {:?}", seen.started);
+        };
+        assert_eq!((started.instance_id.as_str(), &started.input), ("i", &None));
+    }
 
     #[tokio::test]
     async fn results_too_large_to_send_fail_the_activity_or_the_orchestration() {
@@ -594,13 +655,6 @@ mod tests {
             .await
             .expect("the activity is reported, as failed");
 
-        let episode = OrchestrationWorkItem {
-            instance_id: "parent".into(),
-            execution_id: "e".into(),
-            past_events: Arc::new(vec![]),
-            new_events: vec![],
-            completion_token: "orch".into(),
-        };
         let result = OrchestratorResult {
             actions: vec![OrchestratorAction {
                 id: 5,
@@ -609,7 +663,7 @@ mod tests {
             custom_status: None,
         };
         backend
-            .complete_orchestration_item(episode, result)
+            .complete_orchestration_item(episode("parent"), result)
             .await
             .expect("the episode is completed, as a failure");
 
@@ -638,6 +692,41 @@ mod tests {
             panic!("one episode completion, got {:?}", seen.completions);
         };
         assert_eq!(done.completion_token, "orch");
+        let f = failure_in(done);
+        assert_eq!(f.error_type, "PayloadTooLarge");
+        assert!(f.non_retriable);
+        assert!(f.message.contains("parent"), "{}", f.message);
+    }
+
+    /// An episode of `instance_id`, token "orch".
+    fn episode(instance_id: &str) -> OrchestrationWorkItem {
+        OrchestrationWorkItem {
+            instance_id: instance_id.into(),
+            execution_id: "e".into(),
+            past_events: Arc::new(vec![]),
+            new_events: vec![],
+            completion_token: "orch".into(),
+        }
+    }
+
+    /// An episode's result that schedules activity "a".
+    fn schedules_an_activity() -> OrchestratorResult {
+        OrchestratorResult {
+            actions: vec![OrchestratorAction {
+                id: 0,
+                kind: ActionKind::ScheduleTask {
+                    name: "a".into(),
+                    version: None,
+                    input: None,
+                },
+            }],
+            custom_status: None,
+        }
+    }
+
+    /// The failure a completion records; panics unless it is one failed
+    /// completion of the orchestration.
+    fn failure_in(done: &proto::OrchestratorResponse) -> durable_runtime::history::FailureDetails {
         let [action] = &done.actions[..] else {
             panic!("one action, got {:?}", done.actions);
         };
@@ -647,12 +736,145 @@ mod tests {
                 result: None,
                 failure: Some(f),
                 ..
-            } => {
-                assert_eq!(f.error_type, "PayloadTooLarge");
-                assert!(f.non_retriable);
-                assert!(f.message.contains("parent"), "{}", f.message);
-            }
+            } => f,
             other => panic!("expected a failed completion, got {other:?}"),
         }
+    }
+
+    /// A backend on a scripted sidecar that refuses the next episode
+    /// completions with `refusals`.
+    async fn refusing(refusals: Vec<tonic::Status>) -> (scripted::Sidecar, GrpcBackend) {
+        let sidecar = scripted::Sidecar::default();
+        sidecar.completion_refusals.lock().unwrap().extend(refusals);
+        let addr = sidecar.clone().serve().await;
+        let backend = GrpcBackend::new(GrpcOptions::new(format!("http://{addr}"))).unwrap();
+        (sidecar, backend)
+    }
+
+    #[tokio::test]
+    async fn a_result_refused_for_good_fails_the_orchestration_once() {
+        let cases = [
+            (
+                tonic::Status::resource_exhausted(
+                    "Orchestration 'big' would exceed maximum history size",
+                ),
+                "HistoryTooLarge",
+                ["maximum history size", "continue_as_new", "history limit"],
+            ),
+            (
+                tonic::Status::invalid_argument("unknown action type"),
+                "ResultRefused",
+                ["unknown action type", "\"big\"", "refused"],
+            ),
+        ];
+        for (status, error_type, mentions) in cases {
+            let (sidecar, backend) = refusing(vec![status]).await;
+            backend
+                .complete_orchestration_item(episode("big"), schedules_an_activity())
+                .await
+                .expect("the episode is completed, as a failure");
+            let seen = sidecar.seen.lock().unwrap();
+            let [refused, failed] = &seen.completions[..] else {
+                panic!(
+                    "{error_type}: the refused result, then the failure; got {:?}",
+                    seen.completions
+                );
+            };
+            assert_eq!(refused.actions.len(), 1, "{error_type}");
+            assert_eq!(failed.completion_token, "orch");
+            let f = failure_in(failed);
+            assert_eq!(f.error_type, error_type);
+            assert!(f.non_retriable, "{error_type}");
+            for text in mentions {
+                assert!(f.message.contains(text), "{text:?} in {}", f.message);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_episode_is_over_the_history_cap_fails_the_instance() {
+        let (sidecar, backend) = refusing(vec![tonic::Status::resource_exhausted(
+            "Orchestration 'big' would exceed maximum history size",
+        )])
+        .await;
+        let started = |kind| convert::event_to_proto(&HistoryEvent::new(Default::default(), kind));
+        sidecar.work.lock().unwrap().push(proto::WorkItem {
+            request: Some(proto::work_item::Request::OrchestratorRequest(
+                proto::OrchestratorRequest {
+                    instance_id: "big".into(),
+                    execution_id: Some("e".into()),
+                    past_events: vec![],
+                    new_events: vec![
+                        started(EventKind::OrchestratorStarted),
+                        started(EventKind::ExecutionStarted {
+                            name: "o".into(),
+                            version: None,
+                            input: None,
+                            instance_id: "big".into(),
+                            execution_id: Some("e".into()),
+                            parent: None,
+                            scheduled_start: None,
+                        }),
+                    ],
+                    requires_history_streaming: false,
+                },
+            )),
+            completion_token: "orch".into(),
+        });
+        let registry =
+            durable_runtime::Registry::new().orchestrator_fn("o", |ctx, (): ()| async move {
+                ctx.call_activity_by_name::<()>("a", &()).await?;
+                Ok(())
+            });
+        let worker = durable_runtime::Worker::new(Arc::new(backend), registry)
+            .start()
+            .unwrap();
+        scripted::until(&sidecar, "the episode is completed as a failure", |seen| {
+            seen.completions.len() >= 2
+        })
+        .await;
+        worker.shutdown().await;
+        let seen = sidecar.seen.lock().unwrap();
+        let [_, failed] = &seen.completions[..] else {
+            panic!(
+                "the refused episode, then its failure; got {:?}",
+                seen.completions
+            );
+        };
+        assert_eq!(failure_in(failed).error_type, "HistoryTooLarge");
+    }
+
+    #[tokio::test]
+    async fn a_refused_failure_is_reported_and_not_sent_again() {
+        let history = || {
+            tonic::Status::resource_exhausted(
+                "Orchestration 'big' would exceed maximum history size",
+            )
+        };
+        let (sidecar, backend) = refusing(vec![history(), history(), history()]).await;
+        let e = backend
+            .complete_orchestration_item(episode("big"), schedules_an_activity())
+            .await
+            .expect_err("neither the result nor the failure was accepted");
+        let text = e.to_string();
+        assert!(
+            text.contains("\"big\"") && text.contains("until the sidecar accepts"),
+            "{text}"
+        );
+        assert_eq!(sidecar.seen.lock().unwrap().completions.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_may_pass_is_left_to_redelivery() {
+        let (sidecar, backend) = refusing(vec![tonic::Status::resource_exhausted(
+            "too many requests; try again later",
+        )])
+        .await;
+        let e = backend
+            .complete_orchestration_item(episode("busy"), schedules_an_activity())
+            .await
+            .expect_err("a quota is not a reason to fail the orchestration");
+        assert!(e.to_string().contains("try again later"), "{e}");
+        assert_eq!(sidecar.seen.lock().unwrap().completions.len(), 1);
     }
 }

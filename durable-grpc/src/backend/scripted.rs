@@ -8,6 +8,7 @@ use crate::proto::task_hub_sidecar_service_server::{
 use crate::{convert, GrpcOptions};
 use durable_runtime::history::{EventKind, HistoryEvent};
 use futures::StreamExt;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub(super) struct Seen {
     pub(super) streams_closed: usize,
     pub(super) terminated: Vec<proto::TerminateRequest>,
     pub(super) purged: Vec<proto::PurgeInstancesRequest>,
+    pub(super) started: Vec<proto::CreateInstanceRequest>,
 }
 
 /// Counts, in `Seen`, work-item streams the client went away from.
@@ -51,6 +53,10 @@ pub(super) struct Sidecar {
     pub(super) history_stalls: Arc<Mutex<bool>>,
     /// The status `GetInstance` reports (`None`: no such instance).
     pub(super) instance_status: Arc<Mutex<Option<proto::OrchestrationStatus>>>,
+    /// What the next `CompleteOrchestratorTask` calls fail with, first
+    /// first; a call finding it empty succeeds. Failed calls are recorded
+    /// in `Seen::completions` too.
+    pub(super) completion_refusals: Arc<Mutex<VecDeque<Status>>>,
 }
 
 impl Sidecar {
@@ -103,6 +109,21 @@ impl TaskHubSidecarService for Sidecar {
         }))
     }
 
+    async fn start_instance(
+        &self,
+        req: Request<proto::CreateInstanceRequest>,
+    ) -> Result<Response<proto::CreateInstanceResponse>, Status> {
+        self.record("start_instance", &req);
+        let req = req.into_inner();
+        // As sidecars do: no id, and one is made up.
+        let instance_id = match req.instance_id.as_str() {
+            "" => "made-up-id".to_string(),
+            id => id.to_string(),
+        };
+        self.seen.lock().unwrap().started.push(req);
+        Ok(Response::new(proto::CreateInstanceResponse { instance_id }))
+    }
+
     async fn terminate_instance(
         &self,
         req: Request<proto::TerminateRequest>,
@@ -151,7 +172,10 @@ impl TaskHubSidecarService for Sidecar {
     ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
         self.record("complete_orchestrator_task", &req);
         self.seen.lock().unwrap().completions.push(req.into_inner());
-        Ok(Response::new(proto::CompleteTaskResponse {}))
+        match self.completion_refusals.lock().unwrap().pop_front() {
+            Some(status) => Err(status),
+            None => Ok(Response::new(proto::CompleteTaskResponse {})),
+        }
     }
 
     async fn complete_activity_task(
