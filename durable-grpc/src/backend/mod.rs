@@ -195,7 +195,9 @@ impl Backend for GrpcBackend {
     }
 
     async fn create_instance(&self, request: CreateInstanceRequest) -> Result<(), BackendError> {
-        check_create(&request)?;
+        // Refused here as on every backend (a sidecar would make up an id
+        // for an empty one, which the caller never learns).
+        request.validate()?;
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();
         let what = format!("the input of orchestration \"{}\"", request.name);
@@ -554,31 +556,6 @@ impl Backend for GrpcBackend {
             .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
         Ok(())
     }
-}
-
-/// Checks a creation before anything is sent. An empty id or name is
-/// refused as durable's other backends refuse it (a sidecar would make up
-/// an id the caller never learns). Empty input text is refused too: a
-/// sidecar reads it back as no input, so the orchestrator would run as if
-/// given `null`, where durable's other backends keep the text and the
-/// orchestrator fails to read it; refusing it up front keeps it from
-/// quietly meaning something else here.
-fn check_create(request: &CreateInstanceRequest) -> Result<(), BackendError> {
-    let refused = |why: String| Err(BackendError::InvalidRequest(why));
-    if request.instance_id.is_empty() {
-        return refused("instance id must not be empty".into());
-    }
-    if request.name.is_empty() {
-        return refused("orchestrator name must not be empty".into());
-    }
-    if request.input.as_deref() == Some("") {
-        return refused(format!(
-            "the input of orchestration \"{}\" is empty text, which is not JSON; \
-             pass no input, or JSON text such as null",
-            request.name
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

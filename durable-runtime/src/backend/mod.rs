@@ -152,6 +152,31 @@ pub struct CreateInstanceRequest {
     pub reuse_policy: IdReusePolicy,
 }
 
+impl CreateInstanceRequest {
+    /// Checks what every backend refuses before anything is stored or sent:
+    /// an empty instance id or orchestrator name, and input that is empty
+    /// text (not JSON: pass no input, or JSON such as `null`; a sidecar
+    /// would read it back as no input, so it would mean something else
+    /// there).
+    pub fn validate(&self) -> Result<(), BackendError> {
+        let refused = |why: String| Err(BackendError::InvalidRequest(why));
+        if self.instance_id.is_empty() {
+            return refused("instance id must not be empty".into());
+        }
+        if self.name.is_empty() {
+            return refused("orchestrator name must not be empty".into());
+        }
+        if self.input.as_deref() == Some("") {
+            return refused(format!(
+                "the input of orchestration \"{}\" is empty text, which is not JSON; \
+                 pass no input, or JSON text such as null",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An instance's metadata and status, as a backend stores it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceMetadata {

@@ -710,6 +710,25 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         assert_eq!(s.status(), OrchestrationStatus::Failed);
         let msg = &s.failure().unwrap().message;
         assert!(msg.contains("i64") && msg.contains("takes_number"), "{msg}");
+        // Requests no backend can mean the same way are refused up front.
+        let request = |id: &str, name: &str, input: Option<&str>| crate::backend::CreateInstanceRequest {
+            instance_id: id.into(),
+            name: name.into(),
+            version: None,
+            input: input.map(str::to_string),
+            scheduled_start: None,
+            reuse_policy: Default::default(),
+        };
+        for (req, why) in [
+            (request("", "chain", None), "instance id must not be empty"),
+            (request("named", "", None), "orchestrator name must not be empty"),
+            (request("empty-text", "chain", Some("")), "is empty text"),
+        ] {
+            match h.client.backend().create_instance(req).await {
+                Err(BackendError::InvalidRequest(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("expected InvalidRequest ({why}), got {other:?}"),
+            }
+        }
         h.stop().await;
     }
 

@@ -205,16 +205,7 @@ pub fn create_instance(
     now: Timestamp,
     limits: &Limits,
 ) -> Result<(InstanceMetadata, InstanceMessage), BackendError> {
-    if request.instance_id.is_empty() {
-        return Err(BackendError::InvalidRequest(
-            "instance id must not be empty".into(),
-        ));
-    }
-    if request.name.is_empty() {
-        return Err(BackendError::InvalidRequest(
-            "orchestrator name must not be empty".into(),
-        ));
-    }
+    request.validate()?;
     limits.check_payload(
         || format!("the input of orchestration \"{}\"", request.instance_id),
         request.input.as_deref(),
