@@ -5,10 +5,11 @@
 //! start at every step. Activities run as ordinary tokio tasks. Panics in
 //! user code fail that one instance or task, never the worker.
 
+use crate::actions::{ActionKind, OrchestratorResult};
 use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
 use crate::failure::{panic_details, TaskOutcome};
 use crate::handler::ActivityContext;
-use crate::history::FailureDetails;
+use crate::history::{FailureDetails, OrchestrationStatus};
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
 use futures::FutureExt;
@@ -128,6 +129,13 @@ impl Worker {
     /// if the registry has duplicate names.
     pub fn start(self) -> Result<WorkerHandle, RegistryError> {
         self.registry.check()?;
+        tracing::info!(
+            orchestrators = ?self.registry.orchestrator_names(),
+            activities = ?self.registry.activity_names(),
+            max_concurrent_orchestrations = self.options.max_concurrent_orchestrations,
+            max_concurrent_activities = self.options.max_concurrent_activities,
+            "worker started"
+        );
         let inner = Arc::new(Inner {
             backend: self.backend,
             registry: Arc::new(self.registry),
@@ -181,10 +189,15 @@ impl WorkerHandle {
         })
         .await;
         if drained.is_err() {
+            tracing::info!(
+                grace = ?self.grace,
+                "work still running after the shutdown grace period is given back for redelivery"
+            );
             let _ = self.abort.send(true);
             while self.loops.join_next().await.is_some() {}
         }
         self.backend.worker_stopped().await;
+        tracing::info!("worker stopped");
     }
 }
 
@@ -311,6 +324,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     };
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
+    log_episode(&instance_id, &exec, &result);
     // Cache before completing: completion makes the next episode of this
     // instance deliverable at once, and it must find the execution there.
     // A stale cached execution is harmless: `can_continue` rejects it.
@@ -327,6 +341,28 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             lock_cache(inner).take(&instance_id);
         }
         tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed; it will be delivered again");
+    }
+}
+
+/// What an episode did, at a level that matches: each step and the end are
+/// debug, a failure warn, a non-determinism error (the code changed under
+/// running instances).
+fn log_episode(instance_id: &str, exec: &Execution, result: &OrchestratorResult) {
+    let scheduled = result.actions.len();
+    match result.completion() {
+        None => tracing::debug!(instance_id, scheduled, "orchestration episode ran"),
+        Some(ActionKind::CompleteOrchestration {
+            status, failure, ..
+        }) => match (status, failure, exec.non_determinism()) {
+            (_, _, Some(nd)) => {
+                tracing::error!(instance_id, "orchestration failed: {nd}")
+            }
+            (OrchestrationStatus::Failed, Some(f), None) => {
+                tracing::warn!(instance_id, error_type = %f.error_type, "orchestration failed: {}", f.message)
+            }
+            (status, _, None) => tracing::debug!(instance_id, %status, "orchestration finished"),
+        },
+        Some(_) => {}
     }
 }
 
@@ -355,6 +391,10 @@ async fn activity_loop(
                     biased;
                     _ = renew => {}
                     outcome = run_activity(&a.registry, &item) => {
+                        match &outcome {
+                            Ok(_) => tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed"),
+                            Err(f) => tracing::warn!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, error_type = %f.error_type, "activity failed: {}", f.message),
+                        }
                         if let Err(e) = a.backend.complete_activity_item(&item, outcome).await {
                             tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
                         }
@@ -387,6 +427,7 @@ async fn renew_lease(backend: &dyn Backend, item: &ActivityWorkItem) {
 
 /// Runs one activity work item against a registry (panics become failures).
 pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskOutcome {
+    tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity started");
     let Some(handler) = registry.get_activity(&item.name) else {
         let known = registry.activity_names().join(", ");
         return Err(FailureDetails {

@@ -472,6 +472,16 @@ where
                 return Err(err);
             }
         }
+        if !ctx.is_replaying() {
+            tracing::info!(
+                instance_id = %ctx.instance_id(),
+                task = %err.task,
+                attempt,
+                ?delay,
+                "retrying after a failed attempt: {}",
+                err.details
+            );
+        }
         ctx.create_timer(delay).await;
         attempt += 1;
     }
