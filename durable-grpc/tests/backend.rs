@@ -336,13 +336,7 @@ async fn failures_travel_intact_both_ways() {
         OrchestratorResult {
             actions: vec![OrchestratorAction {
                 id: 1,
-                kind: ActionKind::CompleteOrchestration {
-                    status: OrchestrationStatus::Failed,
-                    result: None,
-                    failure: Some(orchestration_failure.clone()),
-                    new_version: None,
-                    carryover_events: vec![],
-                },
+                kind: ActionKind::failed(orchestration_failure.clone()),
             }],
             custom_status: None,
         },

@@ -6,6 +6,7 @@
 //! that the worker runs. [`Registry::discover`] collects everything annotated
 //! in the binary.
 
+use crate::actions::Task;
 use crate::codec;
 use crate::context::OrchestrationContext;
 use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
@@ -341,7 +342,7 @@ impl Registry {
         F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
     {
-        let handler = erase(format!("activity \"{name}\""), f);
+        let handler = erase(Task::Activity(name).to_string(), f);
         self.put_activity(name, handler, here(), std::any::TypeId::of::<F>());
         self
     }
@@ -354,7 +355,7 @@ impl Registry {
     }
 
     fn add_activity<A: Activity>(&mut self, at: DefinedAt) {
-        let handler = erase(format!("activity \"{}\"", A::NAME), |ctx, i| {
+        let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
             A::default().run(ctx, i)
         });
         self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>());

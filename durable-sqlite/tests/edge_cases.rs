@@ -2,7 +2,6 @@
 
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy, InstanceQuery};
-use durable_runtime::history::OrchestrationStatus;
 use durable_runtime::Client;
 use durable_sqlite::{SqliteBackend, SqliteOptions};
 use std::sync::Arc;
@@ -66,13 +65,7 @@ async fn a_result_for_the_old_execution_is_dropped_on_continue_as_new() {
     b.complete_activity_item(&activity, Ok(Some("\"old\"".into())))
         .await
         .unwrap();
-    let restart = ActionKind::CompleteOrchestration {
-        status: OrchestrationStatus::ContinuedAsNew,
-        result: Some("1".into()),
-        failure: None,
-        new_version: None,
-        carryover_events: Vec::new(),
-    };
+    let restart = ActionKind::continued_as_new(Some("1".into()), Vec::new());
     b.complete_orchestration_item(item, result(restart, 1))
         .await
         .unwrap();
