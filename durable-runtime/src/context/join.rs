@@ -270,5 +270,5 @@ joins! {
     (0 A TA, 1 B TB, 2 C TC)
     (0 A TA, 1 B TB, 2 C TC, 3 D TD)
     (0 A TA, 1 B TB, 2 C TC, 3 D TD, 4 E TE)
-    (0 A TA, 1 B TB, 2 C TC, 3 D TD, 4 E TE, 5 G TG)
+    (0 A TA, 1 B TB, 2 C TC, 3 D TD, 4 E TE, 5 F TF)
 }
