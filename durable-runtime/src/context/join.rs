@@ -127,13 +127,9 @@ pub trait JoinTuple: sealed::Sealed {
     label = "not a tuple of 2 to 6 `Unpin` futures of `Result<_, TaskError>`",
     note = "durable futures (`ctx.call_activity(..)`, `ctx.call_sub_orchestrator(..)`, retried calls) fit; a timer has no failure: use `ctx.join(..)`"
 )]
-pub trait TryJoinTuple: sealed::Sealed {
+pub trait TryJoinTuple: JoinTuple {
     /// The tuple of every child's value, in argument order.
     type Ok;
-    #[doc(hidden)]
-    type Children;
-    #[doc(hidden)]
-    fn start(self) -> Self::Children;
     #[doc(hidden)]
     fn poll_try_join(
         children: &mut Self::Children,
@@ -219,11 +215,6 @@ macro_rules! joins {
             for ($($F,)+)
         {
             type Ok = ($($T,)+);
-            type Children = ($(Child<$F>,)+);
-
-            fn start(self) -> Self::Children {
-                ($(Child::Running(self.$i),)+)
-            }
 
             fn poll_try_join(
                 c: &mut Self::Children,
