@@ -155,6 +155,7 @@ fn rule_for(path: &Path) -> Option<&'static str> {
     const RANDOM: &str = "derive values from `ctx.new_uuid()`, or draw them in an activity";
     const UUID: &str = "use `ctx.new_uuid()`";
     const SPAWN: &str = "schedule the work as activities or sub-orchestrations and await them with `ctx.when_all(..)`";
+    const JOIN_SET: &str = "a `JoinSet` runs its futures as tokio tasks, outside the replay engine; join durable tasks with `ctx.join((a, b))`, `ctx.when_all(..)` or `ctx.when_all_settled(..)`";
     const SLEEP: &str = "use `ctx.create_timer(duration).await`";
     const TIMEOUT: &str =
         "race the task against `ctx.create_timer(duration)` with `ctx.when_any(..)`";
@@ -212,6 +213,11 @@ fn rule_for(path: &Path) -> Option<&'static str> {
                 ) =>
         {
             SPAWN
+        }
+        // `JoinSet::new()`, `tokio::task::JoinSet::new()`: a user type of
+        // that name is unlikely, so the bare name counts too.
+        _ if has("JoinSet") && (first == "JoinSet" || matches!(first, "tokio" | "task")) => {
+            JOIN_SET
         }
         // A seeded generator is deterministic.
         (_, "seed_from_u64" | "from_seed") => return None,
@@ -440,6 +446,9 @@ mod tests {
             "UdpSocket::bind",
             "reqwest::get",
             "std::process::Command::new",
+            "JoinSet::new",
+            "tokio::task::JoinSet::new",
+            "task::JoinSet::from_iter",
         ] {
             assert!(check(path).is_some(), "{path} should be flagged");
         }
@@ -463,6 +472,11 @@ mod tests {
             "Command::new",
             "File",
             "time::Duration::from_secs",
+            "futures::stream::FuturesUnordered::new",
+            "futures::future::join_all",
+            "futures::future::try_join_all",
+            "futures::future::select",
+            "my_pool::JoinSet::new",
         ] {
             if let Ok(path) = syn::parse_str::<Path>(path) {
                 assert_eq!(

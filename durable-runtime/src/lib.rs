@@ -39,7 +39,8 @@ pub use backend::{Backend, BackendError, IdReusePolicy, MemoryBackend};
 pub use chrono;
 pub use client::{Client, OrchestrationState, ScheduleOptions};
 pub use context::{
-    DurableFuture, Either, OrchestrationContext, SubOrchestratorOptions, TimerFuture, TimerSpec,
+    DurableFuture, Either, Join, JoinTuple, OrchestrationContext, SubOrchestratorOptions,
+    TimerFuture, TimerSpec, TryJoin, TryJoinTuple,
 };
 pub use error::Error;
 pub use failure::{

@@ -86,6 +86,9 @@ impl<T: DeserializeOwned> Future for DurableFuture<T> {
             }
             Some(outcome) => {
                 let slot = s.slots.remove(&self.key);
+                if let Some(slot) = &slot {
+                    s.consumed = s.consumed.max(slot.finished_at);
+                }
                 drop(s);
                 let describe = slot.map(|s| s.describe).unwrap_or_default();
                 let task_id = if self.key >= 0 { self.key as i32 } else { -1 };

@@ -4,12 +4,16 @@
 //! - `orchestration`: the context's public API (scheduling calls, time,
 //!   ids, logging) and the options of those calls;
 //! - `futures`: [`DurableFuture`], [`TimerFuture`], `when_any`'s futures;
+//! - `join`: the typed joins [`Join`] and [`TryJoin`] over tuples of
+//!   futures of different types;
 //! - `state`: the state of one execution, which only the context and the
 //!   replay engine touch.
 
 mod futures;
+mod join;
 mod orchestration;
 pub(crate) mod state;
 
 pub use futures::{DurableFuture, Either, TimerFuture, WhenAny, WhenAny2};
+pub use join::{Join, JoinTuple, TryJoin, TryJoinTuple};
 pub use orchestration::{OrchestrationContext, SubOrchestratorOptions, TimerSpec};

@@ -6,6 +6,7 @@
 //! matching completion.
 
 use super::futures::{DurableFuture, TimerFuture, WhenAny, WhenAny2};
+use super::join::{Join, JoinState, JoinTuple, TryJoin, TryJoinTuple};
 use super::state::{self, CtxState, SharedState};
 use crate::actions::{ActionKind, Task};
 use crate::codec;
@@ -416,6 +417,121 @@ impl OrchestrationContext {
         I::Item: futures::TryFuture,
     {
         futures::future::try_join_all(futures)
+    }
+
+    /// Waits for every future and returns every output, in input order,
+    /// whether each succeeded or failed (the "all settled" form of
+    /// [`when_all`](Self::when_all)). Use it when each outcome matters, e.g.
+    /// to compensate the tasks that did succeed.
+    ///
+    /// It is `futures::future::join_all`: it polls only the children that
+    /// were woken, and its output order is the input order whatever order
+    /// the tasks finish in.
+    pub fn when_all_settled<I>(&self, futures: I) -> futures::future::JoinAll<I::Item>
+    where
+        I: IntoIterator,
+        I::Item: Future,
+    {
+        futures::future::join_all(futures)
+    }
+
+    /// Waits for 2 to 6 futures of different types, given as a tuple, and
+    /// returns the tuple of their outputs once all have finished: for
+    /// durable tasks `(Result<A, TaskError>, Result<B, TaskError>, ..)`.
+    /// Nothing is dropped early, so a saga sees which steps succeeded.
+    ///
+    /// The futures must be `Unpin`: durable futures, timers and retried
+    /// calls are; `Box::pin` an `async` block. The join is deterministic
+    /// under replay: it polls its futures in argument order and spawns
+    /// nothing (see the design notes, "Combinators inside orchestrators").
+    ///
+    /// ```
+    /// use durable_runtime::{ActivityError, Registry, TestEnv};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct FlightRef(String);
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct HotelRef(u32);
+    ///
+    /// let registry = Registry::new()
+    ///     .activity_fn("book_flight", |_, to: String| async move {
+    ///         Ok::<_, ActivityError>(FlightRef(format!("FL-{to}")))
+    ///     })
+    ///     .activity_fn("book_hotel", |_, _nights: u32| async move {
+    ///         Err::<HotelRef, _>(ActivityError::new("NoRooms", "fully booked"))
+    ///     })
+    ///     .activity_fn("cancel_flight", |_, flight: String| async move {
+    ///         Ok::<_, ActivityError>(format!("cancelled {flight}"))
+    ///     })
+    ///     .orchestrator_fn("trip", |ctx, to: String| async move {
+    ///         let flight = ctx.call_activity_by_name::<FlightRef>("book_flight", &to);
+    ///         let hotel = ctx.call_activity_by_name::<HotelRef>("book_hotel", &3);
+    ///         // Both outcomes, whatever each is: undo what did succeed.
+    ///         match ctx.join((flight, hotel)).await {
+    ///             (Ok(flight), Ok(hotel)) => Ok(format!("{} + room {}", flight.0, hotel.0)),
+    ///             (Ok(flight), Err(_)) => {
+    ///                 Ok(ctx.call_activity_by_name("cancel_flight", &flight.0).await?)
+    ///             }
+    ///             (Err(e), _) => Err(e.into()),
+    ///         }
+    ///     });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("trip", &"Oslo", Default::default()).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<String>().unwrap(), "cancelled FL-Oslo");
+    /// # });
+    /// ```
+    pub fn join<T: JoinTuple>(&self, futures: T) -> Join<T> {
+        Join {
+            children: futures.start(),
+            state: JoinState(self.state.clone()),
+        }
+    }
+
+    /// Waits for 2 to 6 futures of `Result<_, TaskError>` of different
+    /// types, given as a tuple: `Ok` with the tuple of their values, or the
+    /// first failure **in history order** (the task that failed first,
+    /// even if several failures are seen in one step; argument order
+    /// decides only between failures that consumed no history event, such
+    /// as an input that could not be serialised).
+    ///
+    /// On a failure the futures still running are dropped, as in
+    /// [`when_all`](Self::when_all): their tasks stay scheduled and their
+    /// results, when they come, are ignored. When the other outcomes matter
+    /// (to compensate), use [`join`](Self::join).
+    ///
+    /// ```
+    /// use durable_runtime::{ActivityError, Registry, TestEnv};
+    ///
+    /// let registry = Registry::new()
+    ///     .activity_fn("price", |_, item: String| async move {
+    ///         Ok::<_, ActivityError>(item.len() as u64 * 100)
+    ///     })
+    ///     .activity_fn("in_stock", |_, item: String| async move {
+    ///         Ok::<_, ActivityError>(!item.is_empty())
+    ///     })
+    ///     .orchestrator_fn("quote", |ctx, item: String| async move {
+    ///         let (price, available) = ctx
+    ///             .try_join((
+    ///                 ctx.call_activity_by_name::<u64>("price", &item),
+    ///                 ctx.call_activity_by_name::<bool>("in_stock", &item),
+    ///             ))
+    ///             .await?;
+    ///         Ok(available.then_some(price))
+    ///     });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("quote", &"pen", Default::default()).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<Option<u64>>().unwrap(), Some(300));
+    /// # });
+    /// ```
+    pub fn try_join<T: TryJoinTuple>(&self, futures: T) -> TryJoin<T> {
+        TryJoin {
+            children: Some(futures.start()),
+            state: JoinState(self.state.clone()),
+        }
     }
 
     /// Waits for the first of several futures; returns its index and output.

@@ -25,6 +25,9 @@ pub(crate) struct Slot {
     pub(crate) outcome: Option<TaskOutcome>,
     pub(crate) waker: Option<Waker>,
     pub(crate) describe: String,
+    /// When the task finished, as a position in the order of completions
+    /// (1 for the first); 0 while it runs.
+    pub(crate) finished_at: u64,
 }
 
 /// Mutable state of one orchestration execution, shared by the context,
@@ -39,6 +42,12 @@ pub(crate) struct CtxState {
     pub(crate) next_seq: i32,
     pub(super) next_event_key: i64,
     pub(super) uuid_counter: u64,
+    /// How many tasks have finished so far: completions, failures, fired
+    /// timers and delivered events, in history order.
+    pub(super) completions: u64,
+    /// The latest completion the last poll of a future consumed (see
+    /// `context::join`, which reads it to order failures as they happened).
+    pub(super) consumed: u64,
     /// Actions created by the code and not yet matched by history events.
     pub(crate) pending_actions: BTreeMap<i32, ActionKind>,
     /// Unresolved or not-yet-consumed durable tasks; task ids are the keys,
@@ -66,6 +75,8 @@ impl CtxState {
             next_seq: 0,
             next_event_key: -1,
             uuid_counter: 0,
+            completions: 0,
+            consumed: 0,
             pending_actions: BTreeMap::new(),
             slots: HashMap::new(),
             event_waiters: HashMap::new(),
@@ -87,6 +98,7 @@ impl CtxState {
                 outcome: None,
                 waker: None,
                 describe,
+                finished_at: 0,
             },
         );
         id
@@ -99,6 +111,8 @@ impl CtxState {
             return None;
         }
         slot.outcome = Some(outcome);
+        self.completions += 1;
+        slot.finished_at = self.completions;
         slot.waker.take()
     }
 
@@ -129,8 +143,11 @@ impl CtxState {
         self.next_event_key -= 1;
         let describe = Task::ExternalEvent(name).to_string();
         let buffered = self.event_buffer.get_mut(&key).and_then(|q| q.pop_front());
+        let mut finished_at = 0;
         let outcome = match buffered {
             Some(payload) => {
+                self.completions += 1;
+                finished_at = self.completions;
                 if let Some(pos) = self.event_buffer_order.iter().position(|k| *k == key) {
                     self.event_buffer_order.remove(pos);
                 }
@@ -147,6 +164,7 @@ impl CtxState {
                 outcome,
                 waker: None,
                 describe,
+                finished_at,
             },
         );
         slot

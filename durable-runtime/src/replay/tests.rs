@@ -704,3 +704,280 @@ fn is_replaying_is_true_only_for_past_events() {
     // Episode 1: [false]; episode 2 replays the start (true) then sees the result live (false).
     assert_eq!(*seen.lock().unwrap(), vec![false, true, false]);
 }
+
+/// A task's outcome as text: `ok:<value>` or `err:<task>#<id>:<message>`.
+fn outcome<T: std::fmt::Display>(r: &Result<T, crate::TaskError>) -> String {
+    match r {
+        Ok(v) => format!("ok:{v}"),
+        Err(e) => format!("err:{}#{}:{}", e.task, e.task_id, e.details.message),
+    }
+}
+
+/// Orchestrators that join differently typed tasks. Those named `*_gated`
+/// first wait for the event "go", so their tasks can finish (and fail)
+/// before the join is first polled.
+fn joins() -> Registry {
+    fn gate(
+        ctx: &crate::OrchestrationContext,
+        gated: bool,
+    ) -> impl std::future::Future<Output = ()> {
+        let wait = gated.then(|| ctx.wait_for_external_event::<()>("go"));
+        async move {
+            if let Some(w) = wait {
+                let _ = w.await;
+            }
+        }
+    }
+    let mut reg = Registry::new();
+    for gated in [false, true] {
+        let suffix = if gated { "_gated" } else { "" };
+        reg = reg
+            .orchestrator_fn(&format!("settled{suffix}"), move |ctx, _: ()| async move {
+                let flight = ctx.call_activity_by_name::<String>("flight", &"OSL");
+                let hotel = ctx.call_activity_by_name::<u32>("hotel", &3);
+                let nap = ctx.create_timer(Duration::from_secs(5));
+                gate(&ctx, gated).await;
+                let (f, h, ()) = ctx.join((flight, hotel, nap)).await;
+                Ok(format!("{} {}", outcome(&f), outcome(&h)))
+            })
+            .orchestrator_fn(&format!("try{suffix}"), move |ctx, _: ()| async move {
+                let a = ctx.call_activity_by_name::<String>("a", &0);
+                let b = ctx.call_activity_by_name::<i64>("b", &0);
+                let c = ctx.call_activity_by_name::<bool>("c", &0);
+                gate(&ctx, gated).await;
+                Ok(match ctx.try_join((a, b, c)).await {
+                    Ok((a, b, c)) => format!("ok:{a} {b} {c}"),
+                    Err(e) => outcome::<i64>(&Err(e)),
+                })
+            })
+            .orchestrator_fn(
+                &format!("tokio_try{suffix}"),
+                move |ctx, _: ()| async move {
+                    let a = ctx.call_activity_by_name::<String>("a", &0);
+                    let b = ctx.call_activity_by_name::<i64>("b", &0);
+                    let c = ctx.call_activity_by_name::<bool>("c", &0);
+                    gate(&ctx, gated).await;
+                    Ok(match tokio::try_join!(a, b, c) {
+                        Ok((a, b, c)) => format!("ok:{a} {b} {c}"),
+                        Err(e) => outcome::<i64>(&Err(e)),
+                    })
+                },
+            );
+    }
+    reg.orchestrator_fn("all_settled", |ctx, n: i64| async move {
+        let tasks = (0..n).map(|i| ctx.call_activity_by_name::<i64>("inc", &i));
+        let all = ctx.when_all_settled(tasks).await;
+        Ok(all.iter().map(outcome).collect::<Vec<_>>())
+    })
+    .orchestrator_fn("nested", |ctx, _: ()| async move {
+        // The inner join fails when "b" fails, after "c" (outer) failed.
+        let inner = ctx.try_join((
+            ctx.call_activity_by_name::<String>("a", &0),
+            ctx.call_activity_by_name::<i64>("b", &0),
+        ));
+        let c = ctx.call_activity_by_name::<bool>("c", &0);
+        gate(&ctx, true).await;
+        Ok(match ctx.try_join((inner, c)).await {
+            Ok(_) => "ok".to_string(),
+            Err(e) => outcome::<i64>(&Err(e)),
+        })
+    })
+    .orchestrator_fn("unordered", |ctx, _: ()| async move {
+        use futures::StreamExt;
+        let mut tasks: futures::stream::FuturesUnordered<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| {
+                let f = ctx.call_activity_by_name::<serde_json::Value>(n, &0);
+                async move { (n, f.await) }
+            })
+            .collect();
+        let mut seen = Vec::new();
+        while let Some((name, r)) = tasks.next().await {
+            seen.push(format!("{name}={}", outcome(&r)));
+        }
+        Ok(seen.join(" "))
+    })
+}
+
+/// Runs `drive` on a sticky and a non-sticky simulation of `name`, checks
+/// both give the same history and that every prefix replays, and returns
+/// the output.
+fn run_both(name: &str, input: &str, drive: impl Fn(&mut Sim)) -> String {
+    run_both_as(name, input, drive)
+}
+
+/// [`run_both`] for an output of type `T`.
+fn run_both_as<T: serde::de::DeserializeOwned>(
+    name: &str,
+    input: &str,
+    drive: impl Fn(&mut Sim),
+) -> T {
+    let sims: Vec<Sim> = [false, true]
+        .into_iter()
+        .map(|sticky| {
+            let mut sim = Sim::start(joins(), name, input, sticky);
+            drive(&mut sim);
+            assert_eq!(sim.status(), OrchestrationStatus::Completed, "{name}");
+            sim.check_replay_of_every_prefix();
+            sim
+        })
+        .collect();
+    assert_eq!(
+        sims[0].history, sims[1].history,
+        "{name}: sticky and full replay differ"
+    );
+    serde_json::from_str(sims[0].output().unwrap()).unwrap()
+}
+
+/// Completes the pending activities in the order `order` names them, one
+/// episode each, failing those in `failing`.
+fn complete_in_order(sim: &mut Sim, order: &[&str], failing: &[&str]) {
+    for &name in order {
+        let i = sim
+            .pending
+            .iter()
+            .position(|(_, n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is not pending"));
+        let (id, name, _) = sim.pending.remove(i);
+        let result = if failing.contains(&name.as_str()) {
+            Err(FailureDetails::new("E", format!("{name} failed")))
+        } else {
+            match name.as_str() {
+                "a" | "flight" => ok(format!("{name}-ref")),
+                "c" => ok(true),
+                _ => ok(7),
+            }
+        };
+        let ev = transition::activity_completion(id, result, &name, sim.now, &Limits::default());
+        sim.inbox.push(ev);
+        sim.episode();
+    }
+}
+
+#[test]
+fn join_returns_every_outcome_of_differently_typed_tasks() {
+    for name in ["settled", "settled_gated"] {
+        let out = run_both(name, "null", |sim| {
+            complete_in_order(sim, &["hotel", "flight"], &["hotel"]);
+            if name == "settled" {
+                assert_eq!(
+                    sim.status(),
+                    OrchestrationStatus::Running,
+                    "waits for the timer too"
+                );
+            }
+            sim.fire_timers();
+            sim.raise("go", "null");
+        });
+        assert_eq!(
+            out, r##"ok:flight-ref err:activity "hotel"#1:hotel failed"##,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn try_join_fails_with_the_first_failure_in_history_order() {
+    for name in ["try", "try_gated"] {
+        // "c" fails first, then "a": "c" is reported, whatever the argument order.
+        let out = run_both(name, "null", |sim| {
+            complete_in_order(sim, &["b", "c", "a"], &["c", "a"]);
+            sim.raise("go", "null");
+        });
+        assert_eq!(out, r##"err:activity "c"#2:c failed"##, "{name}");
+        let out = run_both(name, "null", |sim| {
+            complete_in_order(sim, &["c", "a", "b"], &["a", "b"]);
+            sim.raise("go", "null");
+        });
+        assert_eq!(out, r##"err:activity "a"#0:a failed"##, "{name}");
+    }
+}
+
+#[test]
+fn try_join_fails_without_waiting_for_the_others() {
+    let out = run_both("try", "null", |sim| {
+        complete_in_order(sim, &["b"], &["b"]);
+        assert_eq!(sim.status(), OrchestrationStatus::Completed);
+        assert_eq!(sim.pending.len(), 2, "a and c still run, unawaited");
+    });
+    assert_eq!(out, r##"err:activity "b"#1:b failed"##);
+}
+
+#[test]
+fn try_join_returns_every_value_in_argument_order() {
+    let out = run_both("try_gated", "null", |sim| {
+        sim.raise("go", "null");
+        complete_in_order(sim, &["c", "b", "a"], &[]);
+    });
+    assert_eq!(out, "ok:a-ref 7 true");
+}
+
+#[test]
+fn a_nested_join_is_placed_where_its_failure_happened() {
+    // "c" failed before "b": the outer join reports "c", although the
+    // inner join comes first and has failed too.
+    let out = run_both("nested", "null", |sim| {
+        complete_in_order(sim, &["c", "b"], &["c", "b"]);
+        sim.raise("go", "null");
+    });
+    assert_eq!(out, r##"err:activity "c"#2:c failed"##);
+    let out = run_both("nested", "null", |sim| {
+        complete_in_order(sim, &["b", "c"], &["c", "b"]);
+        sim.raise("go", "null");
+    });
+    assert_eq!(out, r##"err:activity "b"#1:b failed"##);
+}
+
+#[test]
+fn when_all_settled_returns_every_result_in_input_order() {
+    for n in [3, 40] {
+        let out: Vec<String> = run_both_as("all_settled", &n.to_string(), |sim| {
+            sim.pending.reverse();
+            sim.run_activities(|name, input| {
+                let x: i64 = serde_json::from_str(input.unwrap()).unwrap();
+                if x % 2 == 1 {
+                    Err(FailureDetails::new("E", format!("odd {x}")))
+                } else {
+                    inc(name, input)
+                }
+            });
+        });
+        let expected: Vec<String> = (0..n)
+            .map(|x| {
+                if x % 2 == 1 {
+                    format!(r##"err:activity "inc"#{x}:odd {x}"##)
+                } else {
+                    format!("ok:{}", x + 1)
+                }
+            })
+            .collect();
+        assert_eq!(out, expected, "n = {n}");
+    }
+}
+
+#[test]
+fn tokio_try_join_is_deterministic_under_the_engine() {
+    // One completion is applied between two polls, so tokio's rotating
+    // start only matters for failures already in when it is first polled;
+    // its first poll starts at the first branch.
+    let out = run_both("tokio_try", "null", |sim| {
+        complete_in_order(sim, &["b", "c", "a"], &["c", "a"]);
+    });
+    assert_eq!(out, r##"err:activity "c"#2:c failed"##);
+    let out = run_both("tokio_try_gated", "null", |sim| {
+        complete_in_order(sim, &["b", "c", "a"], &["c", "a"]);
+        sim.raise("go", "null");
+    });
+    assert_eq!(
+        out, r##"err:activity "a"#0:a failed"##,
+        "failures seen at once come in branch order, not history order"
+    );
+}
+
+#[test]
+fn futures_unordered_yields_in_history_order() {
+    let out = run_both("unordered", "null", |sim| {
+        complete_in_order(sim, &["c", "a", "b"], &["a"]);
+    });
+    assert_eq!(out, r##"c=ok:true a=err:activity "a"#0:a failed b=ok:7"##);
+}
