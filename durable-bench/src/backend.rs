@@ -262,6 +262,7 @@ impl BackendFactory {
                 s4_count: 50,
                 s5_count: 50,
                 s6_count: 50,
+                s1_idle_waiters: 0,
             },
         }
     }

@@ -89,6 +89,9 @@ pub(crate) struct Sizes {
     pub(crate) s5_count: usize,
     /// S6: orchestrations measured (after a few unmeasured warm-up ones).
     pub(crate) s6_count: usize,
+    /// S1: extra instances waiting for an event that never comes, each with
+    /// a client waiting for its completion throughout the run.
+    pub(crate) s1_idle_waiters: usize,
 }
 
 impl Default for Sizes {
@@ -103,6 +106,7 @@ impl Default for Sizes {
             s4_count: 10_000,
             s5_count: 1_000,
             s6_count: 200,
+            s1_idle_waiters: 0,
         }
     }
 }
@@ -135,6 +139,10 @@ pub(crate) struct SizeArgs {
     /// S6: number of measured orchestrations.
     #[arg(long)]
     s6_count: Option<usize>,
+    /// S1: extra instances that wait for an event that never comes, each
+    /// with a client waiting for its completion during the whole run.
+    #[arg(long = "idle-waiters")]
+    s1_idle_waiters: Option<usize>,
 }
 
 impl SizeArgs {
@@ -151,6 +159,7 @@ impl SizeArgs {
             s4_count: self.s4_count.unwrap_or(base.s4_count).max(1),
             s5_count: self.s5_count.unwrap_or(base.s5_count).max(1),
             s6_count: self.s6_count.unwrap_or(base.s6_count).max(1),
+            s1_idle_waiters: self.s1_idle_waiters.unwrap_or(base.s1_idle_waiters),
         }
     }
 }
@@ -195,6 +204,9 @@ static BODY_STARTS: AtomicUsize = AtomicUsize::new(0);
 
 /// S4 runs so far in this process.
 static S4_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// S1 runs with idle waiters so far in this process.
+static IDLE_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 fn body_started() {
     BODY_STARTS.fetch_add(1, Ordering::Relaxed);
@@ -395,6 +407,7 @@ impl Bench {
     async fn s1(&self) -> Result<Vec<Measurement>, BoxError> {
         let n = self.sizes.s1_count;
         let r = self.start_default().await?;
+        let idle = self.idle_waiters(&r.client).await?;
         let t0 = Instant::now();
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
@@ -408,10 +421,16 @@ impl Bench {
             self.expect_output(&r.client, id, i as i64 + 3).await?;
         }
         let secs = since(t0);
+        for waiter in &idle {
+            waiter.abort();
+        }
         // Stopping the worker closes its work-item stream on a sidecar, so
         // the Python worker below gets all of its own work.
         r.stop().await;
-        let params = format!("{} orchestrations x 3 activities", n_fmt(n));
+        let mut params = format!("{} orchestrations x 3 activities", n_fmt(n));
+        if !idle.is_empty() {
+            params += &format!(", {} idle waiters", n_fmt(idle.len()));
+        }
         let rust = n as f64 / secs;
         let mut out = vec![Measurement::new(
             "S1",
@@ -446,6 +465,40 @@ impl Bench {
             );
         }
         Ok(out)
+    }
+
+    /// S1's idle waiters: instances waiting for an event nobody raises, once
+    /// all of them are waiting, each with a client task waiting for its
+    /// completion (until aborted).
+    async fn idle_waiters(
+        &self,
+        client: &Client,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, BoxError> {
+        let n = self.sizes.s1_idle_waiters;
+        let run = IDLE_RUNS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = format!("idle-{pid}-{run}-{i:05}");
+            ids.push(
+                client
+                    .schedule_by_name("wait", &(), ScheduleOptions::with_id(id))
+                    .await?,
+            );
+        }
+        for id in &ids {
+            client.wait_for_start(id, self.timeout).await?;
+        }
+        let timeout = self.timeout;
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _ = client.wait_for_completion(&id, timeout).await;
+                })
+            })
+            .collect())
     }
 
     /// S2: one orchestration calling n activities at once and summing them.

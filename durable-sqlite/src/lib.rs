@@ -35,8 +35,12 @@
 //!
 //! Within a process, every write wakes waiting workers and clients at once
 //! (`tokio::sync::Notify`). Writes by other processes are noticed within
-//! [`SqliteOptions::poll_interval`] (100 ms by default); timers and expiring
-//! leases wake workers when they are due. SQLite work runs on a dedicated
+//! [`SqliteOptions::poll_interval`] (100 ms by default): idle workers look
+//! for work that often, and for waiting clients one check per backend
+//! (`PRAGMA data_version`, then the watched instances' statuses only if
+//! another connection committed) wakes those whose instance changed, so
+//! idle waiters cost no reads. Timers and expiring leases wake workers when
+//! they are due. SQLite work runs on a dedicated
 //! thread per backend, never on the async runtime's threads; concurrent
 //! writes are committed in one transaction (group commit).
 //!
@@ -65,6 +69,7 @@ mod error;
 mod options;
 mod schema;
 mod store;
+mod watch;
 mod writer;
 
 pub use error::OpenError;
@@ -80,13 +85,14 @@ use durable_runtime::backend::{
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
 use rusqlite::{Connection, OpenFlags};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::{Ctx, Effects, HistoryCache, Leased};
 use tokio::sync::Notify;
-use writer::Writer;
+use watch::{Watch, Watchers};
+use writer::{Periodic, Writer};
 
 /// The schema version this build of durable writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -98,7 +104,7 @@ struct Shared {
     path: Option<PathBuf>,
     orchestration_work: Notify,
     activity_work: Notify,
-    watchers: Mutex<HashMap<String, Arc<Notify>>>,
+    watchers: Arc<Watchers>,
     /// Items leased ahead in the same transaction as the one handed out,
     /// so a busy worker does not pay a round trip to the database per item.
     orchestration_prefetch: Mutex<VecDeque<(OrchestrationWorkItem, Instant)>>,
@@ -134,47 +140,6 @@ impl Drop for Shared {
         for (item, _) in lock(&self.activity_prefetch).drain(..) {
             self.writer
                 .detach(move |conn| give_back_activity(conn, item));
-        }
-    }
-}
-
-/// One waiter's share of an instance's entry in `Shared::watchers`. The
-/// entry goes away with its last waiter, however the wait ends: finished,
-/// or its future dropped (a `timeout`, a `select!`).
-struct Watch<'a> {
-    shared: &'a Shared,
-    instance_id: &'a str,
-    notify: Option<Arc<Notify>>,
-}
-
-impl<'a> Watch<'a> {
-    fn new(shared: &'a Shared, instance_id: &'a str) -> Self {
-        let notify = lock(&shared.watchers)
-            .entry(instance_id.to_string())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
-        Watch {
-            shared,
-            instance_id,
-            notify: Some(notify),
-        }
-    }
-
-    fn notify(&self) -> &Notify {
-        self.notify.as_deref().expect("present until dropped")
-    }
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        // Waiters join and leave under the lock, so the count is exact.
-        let mut watchers = lock(&self.shared.watchers);
-        drop(self.notify.take());
-        if watchers
-            .get(self.instance_id)
-            .is_some_and(|w| Arc::strong_count(w) == 1)
-        {
-            watchers.remove(self.instance_id);
         }
     }
 }
@@ -269,13 +234,20 @@ impl SqliteBackend {
             let ctx = ctx.clone();
             move || lock(&ctx.cache).clear()
         };
-        let writer =
-            Writer::spawn(conn, "durable-sqlite".into(), on_rollback).map_err(|source| {
-                OpenError::Io {
-                    path: path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
-                    source,
-                }
-            })?;
+        let watchers = Arc::new(Watchers::default());
+        let periodic = {
+            let watchers = watchers.clone();
+            Periodic {
+                every: options.poll_interval,
+                run: Box::new(move |conn| watchers.check(conn)),
+            }
+        };
+        let writer = Writer::spawn(conn, "durable-sqlite".into(), on_rollback, periodic).map_err(
+            |source| OpenError::Io {
+                path: path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
+                source,
+            },
+        )?;
         Ok(SqliteBackend {
             shared: Arc::new(Shared {
                 writer,
@@ -284,7 +256,7 @@ impl SqliteBackend {
                 path,
                 orchestration_work: Notify::new(),
                 activity_work: Notify::new(),
-                watchers: Mutex::new(HashMap::new()),
+                watchers,
                 orchestration_prefetch: Mutex::new(VecDeque::new()),
                 activity_prefetch: Mutex::new(VecDeque::new()),
             }),
@@ -344,13 +316,8 @@ impl SqliteBackend {
             self.shared.activity_work.notify_waiters();
             self.shared.activity_work.notify_one();
         }
-        if !fx.touched.is_empty() {
-            let watchers = lock(&self.shared.watchers);
-            for id in &fx.touched {
-                if let Some(w) = watchers.get(id) {
-                    w.notify_waiters();
-                }
-            }
+        for id in &fx.touched {
+            self.shared.watchers.wake(id);
         }
     }
 
@@ -447,14 +414,31 @@ impl Backend for SqliteBackend {
         wait_for: WaitFor,
         timeout: Duration,
     ) -> Result<InstanceMetadata, BackendError> {
-        let watch = Watch::new(&self.shared, instance_id);
+        // Commits through this backend wake the watch directly; the
+        // connection thread's periodic check wakes it when another process
+        // changed the instance. No reads on a timer of its own.
+        let watch = Watch::new(&self.shared.watchers, instance_id);
         let watcher = watch.notify();
         let deadline = durable_runtime::backend::deadline_after(timeout);
         let result = loop {
             let notified = watcher.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let meta = match self.get_instance(instance_id, true).await {
+            let read = {
+                let (watchers, id, waiter) = (
+                    self.shared.watchers.clone(),
+                    instance_id.to_string(),
+                    watch.waiter(),
+                );
+                self.shared.writer.read(move |conn| {
+                    let meta = store::get_instance(conn, &id, true)?;
+                    if let Some(m) = &meta {
+                        watchers.saw(&id, waiter, m.status.to_string());
+                    }
+                    Ok(meta)
+                })
+            };
+            let meta = match read.await {
                 Ok(Some(m)) => m,
                 Ok(None) => break Err(BackendError::NotFound(instance_id.to_string())),
                 Err(e) => break Err(e),
@@ -470,10 +454,7 @@ impl Backend for SqliteBackend {
             if now >= deadline {
                 break Err(BackendError::Timeout(timeout, instance_id.to_string()));
             }
-            // Another process may change it without notifying us: look
-            // again after the poll interval at the latest.
-            let wait = (deadline - now).min(self.shared.options.poll_interval);
-            let _ = tokio::time::timeout(wait, notified).await;
+            let _ = tokio::time::timeout(deadline - now, notified).await;
         };
         result
     }
@@ -647,7 +628,7 @@ mod tests {
     use durable_runtime::backend::IdReusePolicy;
 
     fn watched(b: &SqliteBackend) -> usize {
-        lock(&b.shared.watchers).len()
+        b.shared.watchers.watched()
     }
 
     /// Polls a wait once (so it registers its watcher) and drops it.
@@ -693,5 +674,143 @@ mod tests {
         assert_eq!(watched(&b), 1, "the remaining waiter lost its entry");
         drop(staying);
         assert_eq!(watched(&b), 0, "the last waiter left its entry behind");
+    }
+
+    fn request(id: &str) -> CreateInstanceRequest {
+        CreateInstanceRequest {
+            instance_id: id.to_string(),
+            name: "orch".into(),
+            version: None,
+            input: None,
+            scheduled_start: None,
+            reuse_policy: IdReusePolicy::default(),
+        }
+    }
+
+    /// Waits, at most 30 s, until `done` holds.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < give_up,
+                "gave up after 30 s waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts a task per id waiting for it with `wait_for`, and returns once
+    /// every one of them has read its instance.
+    async fn idle_waits(
+        b: &SqliteBackend,
+        ids: &[String],
+        wait_for: WaitFor,
+    ) -> Vec<tokio::task::JoinHandle<Result<InstanceMetadata, BackendError>>> {
+        let before = b.shared.watchers.settled();
+        let waits = ids
+            .iter()
+            .map(|id| {
+                let (b, id) = (b.clone(), id.clone());
+                tokio::spawn(async move {
+                    b.wait_for_instance(&id, wait_for, Duration::from_secs(3600))
+                        .await
+                })
+            })
+            .collect();
+        until("every waiter's first read", || {
+            b.shared.watchers.settled() == before + ids.len()
+        })
+        .await;
+        waits
+    }
+
+    #[tokio::test]
+    async fn idle_waiters_cost_one_check_per_interval_not_a_read_each() {
+        let poll = Duration::from_millis(20);
+        let b = SqliteBackend::in_memory_with(SqliteOptions {
+            poll_interval: poll,
+            ..SqliteOptions::default()
+        })
+        .unwrap();
+        let ids: Vec<String> = (0..1000).map(|i| format!("idle{i}")).collect();
+        for id in &ids {
+            b.create_instance(request(id)).await.unwrap();
+        }
+        let waits = idle_waits(&b, &ids, WaitFor::Completion).await;
+        assert_eq!(watched(&b), 1000);
+
+        let jobs = b.shared.writer.jobs();
+        let (checks, reads) = b.shared.watchers.counts();
+        let t0 = Instant::now();
+        until("five more checks for changes by other connections", || {
+            b.shared.watchers.counts().0 >= checks + 5
+        })
+        .await;
+        let (checks_now, reads_now) = b.shared.watchers.counts();
+        let intervals = (t0.elapsed().as_secs_f64() / poll.as_secs_f64()).ceil() as u64;
+        let jobs = b.shared.writer.jobs() - jobs;
+        assert_eq!(
+            jobs, 0,
+            "1,000 idle waiters ran {jobs} database jobs over {intervals} poll intervals"
+        );
+        assert!(
+            checks_now - checks <= intervals + 1,
+            "{} checks over {intervals} poll intervals: more than one per interval",
+            checks_now - checks
+        );
+        assert_eq!(
+            reads_now, reads,
+            "statuses were read although no other connection committed"
+        );
+
+        // A wait still ends by its timeout.
+        let short = b
+            .wait_for_instance("idle0", WaitFor::Completion, 3 * poll)
+            .await;
+        assert!(
+            matches!(short, Err(BackendError::Timeout(..))),
+            "a wait past its timeout returned {short:?}"
+        );
+        for w in &waits {
+            assert!(!w.is_finished(), "an idle wait ended");
+            w.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_by_another_connection_wakes_only_the_waiters_it_concerns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("durable.db");
+        let options = SqliteOptions {
+            poll_interval: Duration::from_millis(20),
+            ..SqliteOptions::default()
+        };
+        let a = SqliteBackend::open_with(&path, options.clone()).unwrap();
+        let other = SqliteBackend::open_with(&path, options).unwrap();
+        let ids: Vec<String> = (0..100).map(|i| format!("i{i}")).collect();
+        for id in &ids {
+            a.create_instance(request(id)).await.unwrap();
+        }
+        let mut waits = idle_waits(&a, &ids, WaitFor::Start).await;
+        let jobs = a.shared.writer.jobs();
+
+        // Suspending a pending instance sets its status at once.
+        other.suspend("i7", None).await.unwrap();
+        let woken = waits.swap_remove(7);
+        let meta = tokio::time::timeout(Duration::from_secs(30), woken)
+            .await
+            .expect("the other connection's commit did not wake the waiter within 30 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.status, OrchestrationStatus::Suspended);
+        let jobs = a.shared.writer.jobs() - jobs;
+        assert!(
+            jobs <= 3,
+            "one instance changed elsewhere, yet {jobs} reads followed (the other waiters were woken)"
+        );
+        for w in &waits {
+            assert!(!w.is_finished(), "a wait on an unchanged instance ended");
+            w.abort();
+        }
     }
 }

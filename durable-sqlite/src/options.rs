@@ -61,7 +61,9 @@ pub struct SqliteOptions {
     /// processes (default 100 ms). Work written through the same
     /// [`SqliteBackend`](crate::SqliteBackend) value (or its clones) wakes
     /// workers at once, and timers wake them when due, so this only bounds
-    /// the delay of cross-process hand-offs.
+    /// the delay of cross-process hand-offs. Waiting clients share one
+    /// check per interval and backend (see the [crate docs](crate)), not
+    /// one each.
     pub poll_interval: Duration,
     /// Payload and history size limits.
     pub limits: Limits,

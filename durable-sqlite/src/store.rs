@@ -812,7 +812,9 @@ pub(crate) fn lease_orchestration(
             .db()?;
         let Some((rowid, id)) = next else {
             let next: Option<i64> = conn
-                .prepare_cached("SELECT MIN(ready_at) FROM instances")
+                // The condition lets SQLite answer from the partial index
+                // instead of scanning every instance.
+                .prepare_cached("SELECT MIN(ready_at) FROM instances WHERE ready_at IS NOT NULL")
                 .db()?
                 .query_row([], |r| r.get(0))
                 .db()?;

@@ -11,7 +11,9 @@ use crate::error::db_err;
 use durable_runtime::BackendError;
 use rusqlite::Connection;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most jobs applied in one transaction.
@@ -88,6 +90,16 @@ struct Msg {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Jobs the thread has run (for tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    jobs: Arc<AtomicU64>,
+}
+
+/// Work the connection thread does by itself, between jobs, at most once
+/// per `every` (and at least that often while it is otherwise idle).
+pub(crate) struct Periodic {
+    pub(crate) every: Duration,
+    pub(crate) run: Box<dyn FnMut(&Connection) + Send>,
 }
 
 impl Drop for Writer {
@@ -111,15 +123,25 @@ impl Writer {
         conn: Connection,
         name: String,
         on_rollback: impl Fn() + Send + 'static,
+        periodic: Periodic,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
+        let jobs = Arc::new(AtomicU64::new(0));
+        let counted = jobs.clone();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, rx, &on_rollback))?;
+            .spawn(move || run(conn, rx, &on_rollback, periodic, &counted))?;
         Ok(Writer {
             tx,
             thread: Some(thread),
+            jobs,
         })
+    }
+
+    /// Jobs run so far.
+    #[cfg(test)]
+    pub(crate) fn jobs(&self) -> u64 {
+        self.jobs.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in a write transaction (batched with other writes).
@@ -169,21 +191,40 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Msg>, on_rollback: &dyn Fn()) {
-    while let Ok(first) = rx.recv() {
-        if !first.write {
-            first.job.run(&conn).finish(Ok(()));
-            continue;
-        }
-        let mut batch = vec![first.job];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m.job),
-                Err(_) => break,
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    on_rollback: &dyn Fn(),
+    mut periodic: Periodic,
+    jobs: &AtomicU64,
+) {
+    let every = periodic.every.max(Duration::from_millis(1));
+    let mut due = Instant::now() + every;
+    loop {
+        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Ok(first) if !first.write => {
+                jobs.fetch_add(1, Ordering::Relaxed);
+                first.job.run(&conn).finish(Ok(()));
             }
+            Ok(first) => {
+                let mut batch = vec![first.job];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m.job),
+                        Err(_) => break,
+                    }
+                }
+                jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if !run_batch(&conn, batch) {
+                    on_rollback();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if !run_batch(&conn, batch) {
-            on_rollback();
+        if Instant::now() >= due {
+            (periodic.run)(&conn);
+            due = Instant::now() + every;
         }
     }
 }
