@@ -111,6 +111,23 @@ struct Shared {
     activity_prefetch: Mutex<VecDeque<(ActivityWorkItem, Instant)>>,
 }
 
+impl Shared {
+    /// Wakes whoever a committed write's effects concern.
+    fn wake(&self, fx: &Effects) {
+        if fx.orchestrations {
+            self.orchestration_work.notify_waiters();
+            self.orchestration_work.notify_one();
+        }
+        if fx.activities {
+            self.activity_work.notify_waiters();
+            self.activity_work.notify_one();
+        }
+        for id in &fx.touched {
+            self.watchers.wake(id);
+        }
+    }
+}
+
 fn give_back_orchestration(
     conn: &Connection,
     item: OrchestrationWorkItem,
@@ -294,31 +311,27 @@ impl SqliteBackend {
         F: FnOnce(&Connection, &Ctx, &mut Effects) -> Result<T, BackendError> + Send + 'static,
     {
         let ctx = self.shared.ctx.clone();
-        let (value, fx) = self
+        // Woken from the connection thread once the writes are committed,
+        // so waiters learn of them even if this call is dropped meanwhile
+        // (a timeout, a select!, a worker aborting at shutdown).
+        let shared = Arc::downgrade(&self.shared);
+        let (value, _) = self
             .shared
             .writer
-            .write(move |conn| {
-                let mut fx = Effects::default();
-                let v = f(conn, &ctx, &mut fx)?;
-                Ok((v, fx))
-            })
+            .write_then(
+                move |conn| {
+                    let mut fx = Effects::default();
+                    let v = f(conn, &ctx, &mut fx)?;
+                    Ok((v, fx))
+                },
+                Box::new(move |(_, fx): &(T, Effects)| {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.wake(fx);
+                    }
+                }),
+            )
             .await?;
-        self.wake(fx);
         Ok(value)
-    }
-
-    fn wake(&self, fx: Effects) {
-        if fx.orchestrations {
-            self.shared.orchestration_work.notify_waiters();
-            self.shared.orchestration_work.notify_one();
-        }
-        if fx.activities {
-            self.shared.activity_work.notify_waiters();
-            self.shared.activity_work.notify_one();
-        }
-        for id in &fx.touched {
-            self.shared.watchers.wake(id);
-        }
     }
 
     /// How long an idle worker waits before looking again: until the next
@@ -674,6 +687,60 @@ mod tests {
         assert_eq!(watched(&b), 1, "the remaining waiter lost its entry");
         drop(staying);
         assert_eq!(watched(&b), 0, "the last waiter left its entry behind");
+    }
+
+    /// A write whose caller gives up before it finishes (a timeout, a
+    /// `select!`) still wakes the waiters of what it committed.
+    #[tokio::test]
+    async fn a_dropped_write_still_wakes_waiters() {
+        let b = SqliteBackend::in_memory().unwrap();
+        b.create_instance(request("p")).await.unwrap();
+        let waiter = b.wait_for_instance("p", WaitFor::Start, Duration::from_secs(3600));
+        let mut waiter = Box::pin(waiter);
+        tokio::select! {
+            biased;
+            r = &mut waiter => panic!("the wait ended early: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        // Let the check for other connections' commits settle first, so only
+        // this backend's own wake can end the wait.
+        let (checks, _) = b.shared.watchers.counts();
+        until("two checks for changes by other connections", || {
+            b.shared.watchers.counts().0 >= checks + 2
+        })
+        .await;
+        let (_, reads) = b.shared.watchers.counts();
+        // Hold the connection thread so the suspend below is still queued
+        // when its caller gives up.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let mut blocker = Box::pin(b.shared.writer.read(move |_| {
+            let _ = held.recv();
+            Ok(())
+        }));
+        tokio::select! {
+            biased;
+            r = &mut blocker => panic!("the blocking job ended early: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        // Submitted on the first poll, then dropped before it finishes.
+        // (Suspending a pending instance sets its status at once.)
+        tokio::select! {
+            biased;
+            r = b.suspend("p", None) => panic!("the suspend finished while the thread was held: {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        let state = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the waiter was not woken by the dropped suspend's commit")
+            .unwrap();
+        assert_eq!(state.status, OrchestrationStatus::Suspended);
+        assert_eq!(
+            b.shared.watchers.counts().1,
+            reads,
+            "the wake came from the check for other connections, not from the commit"
+        );
     }
 
     fn request(id: &str) -> CreateInstanceRequest {

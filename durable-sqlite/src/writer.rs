@@ -31,14 +31,20 @@ trait Job: Send {
     fn fail(self: Box<Self>, error: &rusqlite::Error);
 }
 
+/// Runs on the connection thread once a job's writes are committed, whether
+/// or not its caller still waits for the result.
+pub(crate) type AfterCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
 struct Typed<T, F> {
     f: F,
     tx: oneshot::Sender<Result<T, BackendError>>,
+    after: Option<AfterCommit<T>>,
 }
 
 struct Result_<T> {
     result: Result<T, BackendError>,
     tx: oneshot::Sender<Result<T, BackendError>>,
+    after: Option<AfterCommit<T>>,
 }
 
 impl<T: Send> Ran for Result_<T> {
@@ -51,6 +57,9 @@ impl<T: Send> Ran for Result_<T> {
             Ok(()) => self.result,
             Err(e) => Err(db_err(e)),
         };
+        if let (Ok(value), Some(after)) = (&out, self.after) {
+            after(value);
+        }
         // The caller may have given up waiting; nothing to do then.
         let _ = self.tx.send(out);
     }
@@ -71,6 +80,7 @@ where
         Box::new(Result_ {
             result,
             tx: self.tx,
+            after: self.after,
         })
     }
 
@@ -145,12 +155,18 @@ impl Writer {
     }
 
     /// Runs `f` in a write transaction (batched with other writes).
-    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, BackendError>
+    /// Runs `f` in a transaction, then `after` on the connection thread once
+    /// the writes are committed, even if the caller stopped waiting.
+    pub(crate) async fn write_then<T, F>(
+        &self,
+        f: F,
+        after: AfterCommit<T>,
+    ) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
     {
-        self.submit(true, f).await
+        self.submit(true, f, Some(after)).await
     }
 
     /// Runs `f` outside any explicit transaction (a consistent snapshot per
@@ -160,7 +176,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
     {
-        self.submit(false, f).await
+        self.submit(false, f, None).await
     }
 
     /// Queues a write nobody waits for.
@@ -171,11 +187,16 @@ impl Writer {
         let (tx, _rx) = oneshot::channel();
         let _ = self.tx.send(Msg {
             write: true,
-            job: Box::new(Typed { f, tx }),
+            job: Box::new(Typed { f, tx, after: None }),
         });
     }
 
-    async fn submit<T, F>(&self, write: bool, f: F) -> Result<T, BackendError>
+    async fn submit<T, F>(
+        &self,
+        write: bool,
+        f: F,
+        after: Option<AfterCommit<T>>,
+    ) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, BackendError> + Send + 'static,
@@ -184,7 +205,7 @@ impl Writer {
         self.tx
             .send(Msg {
                 write,
-                job: Box::new(Typed { f, tx }),
+                job: Box::new(Typed { f, tx, after }),
             })
             .map_err(|_| BackendError::Shutdown)?;
         rx.await.map_err(|_| BackendError::Shutdown)?
