@@ -123,13 +123,22 @@ pub(crate) fn status_from_proto(v: i32) -> Result<OrchestrationStatus> {
 
 // ---- failures ----
 
-/// Converts failure details to the protocol's message.
+/// Converts failure details to the protocol's message, within durable's
+/// bounds on a failure's depth and size (`FailureDetails::bounded`), so a
+/// huge stack trace does not push the whole message over a sidecar's limit.
 pub(crate) fn failure_to_proto(f: &FailureDetails) -> proto::TaskFailureDetails {
+    failure_chain_to_proto(&f.clone().bounded())
+}
+
+fn failure_chain_to_proto(f: &FailureDetails) -> proto::TaskFailureDetails {
     proto::TaskFailureDetails {
         error_type: f.error_type.clone(),
         error_message: f.message.clone(),
         stack_trace: f.stack_trace.clone(),
-        inner_failure: f.inner.as_deref().map(|i| Box::new(failure_to_proto(i))),
+        inner_failure: f
+            .inner
+            .as_deref()
+            .map(|i| Box::new(failure_chain_to_proto(i))),
         is_non_retriable: f.non_retriable,
     }
 }

@@ -241,6 +241,10 @@ fn task_failed(task: &TaskError) -> OrchestrationError {
     OrchestrationError { details }
 }
 
+/// The error type of the failure recorded when an orchestrator's code no
+/// longer matches its history.
+pub const NON_DETERMINISM_ERROR: &str = "NonDeterminismError";
+
 /// What a durable task produced: its result as JSON text, or its failure.
 /// Activities, sub-orchestrations, timers and external events all end in one.
 pub type TaskOutcome = Result<Option<String>, FailureDetails>;

@@ -322,41 +322,56 @@ impl FailureDetails {
 
     /// The same failure within bounds, so a failure that travels up many
     /// levels of sub-orchestrations (each wrapping its child's) stays
-    /// storable and readable: at most [`MAX_FAILURE_DEPTH`] causes are kept
-    /// (the deepest kept one says how many were dropped), and each message
-    /// and stack trace is cut to [`MAX_FAILURE_TEXT`] bytes with a note.
+    /// storable and readable: at most [`MAX_FAILURE_DEPTH`] causes are kept,
+    /// the outermost ones and the innermost (the root cause), and the last
+    /// outer one kept says how many were dropped between; each message and
+    /// stack trace is cut to [`MAX_FAILURE_TEXT`] bytes, note included.
+    /// Bounding a bounded failure changes nothing, and bounding again after
+    /// wrapping adds up the dropped causes.
     ///
     /// ```
     /// use durable_runtime::history::{FailureDetails, MAX_FAILURE_DEPTH};
-    /// let mut f = FailureDetails::new("E", "level 0");
+    /// let mut f = FailureDetails::new("E", "root cause");
     /// for level in 1..100 {
     ///     f = FailureDetails::new("E", format!("level {level}")).with_inner(f);
     /// }
-    /// assert_eq!(f.chain().count(), MAX_FAILURE_DEPTH);
-    /// assert!(f.chain().last().unwrap().message.contains("deeper causes omitted"));
+    /// let kept: Vec<&str> = f.chain().map(|c| c.message.as_str()).collect();
+    /// assert_eq!(kept.len(), MAX_FAILURE_DEPTH);
+    /// assert_eq!(kept[0], "level 99");
+    /// assert_eq!(kept[MAX_FAILURE_DEPTH - 2], "level 91 (90 causes omitted)");
+    /// assert_eq!(kept[MAX_FAILURE_DEPTH - 1], "root cause");
     /// ```
-    pub fn bounded(mut self) -> Self {
-        let mut level = &mut self;
-        for depth in 1.. {
-            truncate_text(&mut level.message);
-            if let Some(trace) = level.stack_trace.as_mut() {
+    pub fn bounded(self) -> Self {
+        // Unlink the chain, outermost first.
+        let mut levels = Vec::new();
+        let mut next = Some(self);
+        while let Some(mut f) = next {
+            next = f.inner.take().map(|b| *b);
+            truncate_text(&mut f.message);
+            if let Some(trace) = f.stack_trace.as_mut() {
                 truncate_text(trace);
             }
-            if depth == MAX_FAILURE_DEPTH {
-                if let Some(rest) = level.inner.take() {
-                    let omitted = rest.chain().count();
-                    level
-                        .message
-                        .push_str(&format!(" ({omitted} deeper causes omitted)"));
-                }
-                break;
-            }
-            match level.inner.as_deref_mut() {
-                Some(inner) => level = inner,
-                None => break,
-            }
+            levels.push(f);
         }
-        self
+        if levels.len() > MAX_FAILURE_DEPTH {
+            let root = levels.pop().expect("a long chain has a root");
+            let dropped: Vec<FailureDetails> = levels.drain(MAX_FAILURE_DEPTH - 1..).collect();
+            let omitted: usize = dropped
+                .iter()
+                .map(|d| 1 + omitted_count(&d.message).0)
+                .sum();
+            let last = levels.last_mut().expect("MAX_FAILURE_DEPTH is at least 2");
+            let (before, base) = omitted_count(&last.message);
+            last.message = format!("{base} ({} causes omitted)", before + omitted);
+            truncate_text(&mut last.message);
+            levels.push(root);
+        }
+        let mut chain: Option<FailureDetails> = None;
+        while let Some(mut f) = levels.pop() {
+            f.inner = chain.map(Box::new);
+            chain = Some(f);
+        }
+        chain.expect("a failure has at least itself")
     }
 
     /// This failure, then its causes, outermost first.
@@ -373,11 +388,26 @@ pub const MAX_FAILURE_DEPTH: usize = 10;
 /// [`FailureDetails::bounded`].
 pub const MAX_FAILURE_TEXT: usize = 8 * 1024;
 
+/// The count in a trailing " (N causes omitted)" note, and the text before it.
+fn omitted_count(message: &str) -> (usize, &str) {
+    message
+        .strip_suffix(" causes omitted)")
+        .and_then(|m| {
+            let open = m.rfind(" (")?;
+            let n = m[open + 2..].parse().ok()?;
+            Some((n, &m[..open]))
+        })
+        .unwrap_or((0, message))
+}
+
+/// Cuts `text` so that it, with the note saying so, fits in
+/// [`MAX_FAILURE_TEXT`] bytes; text that fits is left as it is.
 fn truncate_text(text: &mut String) {
     if text.len() <= MAX_FAILURE_TEXT {
         return;
     }
-    let mut cut = MAX_FAILURE_TEXT;
+    // Room for the note ("... (N more bytes cut)", N under 20 digits).
+    let mut cut = MAX_FAILURE_TEXT - 40;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -561,7 +591,17 @@ mod tests {
             &f.message[f.message.len() - 40..]
         );
         assert!(f.stack_trace.unwrap().ends_with("more bytes cut)"));
-        // A deep chain keeps MAX_FAILURE_DEPTH causes and says how many it dropped.
+        // Cutting is idempotent: bounding again (as each wrap does) keeps it.
+        let once = FailureDetails::new("E", "x".repeat(50_000)).bounded();
+        assert!(once.message.len() <= MAX_FAILURE_TEXT);
+        assert_eq!(once.clone().bounded(), once);
+        assert!(
+            once.message.ends_with("(41848 more bytes cut)"),
+            "{}",
+            &once.message[8100..]
+        );
+        // A deep chain keeps the outermost causes and the root cause, and
+        // says how many it dropped, added up over repeated wrapping.
         let mut f = FailureDetails::new("E", "0");
         for i in 1..=30 {
             f = FailureDetails {
@@ -574,11 +614,23 @@ mod tests {
         assert_eq!(kept.len(), MAX_FAILURE_DEPTH);
         assert_eq!(kept[0], "30");
         assert_eq!(
-            kept[MAX_FAILURE_DEPTH - 1],
+            kept[MAX_FAILURE_DEPTH - 2],
             format!(
-                "{} ({} deeper causes omitted)",
-                31 - MAX_FAILURE_DEPTH,
+                "{} ({} causes omitted)",
+                32 - MAX_FAILURE_DEPTH,
                 31 - MAX_FAILURE_DEPTH
+            )
+        );
+        assert_eq!(kept[MAX_FAILURE_DEPTH - 1], "0");
+        assert_eq!(f.clone().bounded(), f, "bounding is idempotent");
+        let wrapped = FailureDetails::new("E", "31").with_inner(f);
+        let kept: Vec<&str> = wrapped.chain().map(|c| c.message.as_str()).collect();
+        assert_eq!(
+            kept[MAX_FAILURE_DEPTH - 2],
+            format!(
+                "{} ({} causes omitted)",
+                33 - MAX_FAILURE_DEPTH,
+                32 - MAX_FAILURE_DEPTH
             )
         );
         // Within bounds, nothing changes.

@@ -17,7 +17,7 @@ mod tests;
 use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult, Task};
 use crate::context::state::CtxState;
 use crate::context::OrchestrationContext;
-use crate::failure::{panic_details, TaskOutcome};
+use crate::failure::{panic_details, TaskOutcome, NON_DETERMINISM_ERROR};
 use crate::handler::BoxFuture;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
 use crate::registry::{OrchestratorFn, Registry};
@@ -317,7 +317,7 @@ impl Execution {
     }
 
     fn report_non_determinism(&mut self, nd: NonDeterminism) {
-        let mut d = FailureDetails::new("NonDeterminismError", nd.to_string());
+        let mut d = FailureDetails::new(NON_DETERMINISM_ERROR, nd.to_string());
         d.non_retriable = true;
         self.non_determinism = Some(nd);
         self.fail(d);

@@ -10,6 +10,7 @@ use super::{
 use crate::actions::{ActionKind, OrchestratorResult, Task};
 use crate::backend::InstanceMetadata;
 use crate::backend::{ActivityWorkItem, BackendError, CreateInstanceRequest, IdReusePolicy};
+use crate::failure::NON_DETERMINISM_ERROR;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -101,6 +102,15 @@ pub fn apply_episode(
             }
             OrchestrationStatus::Failed => match ep.check_output(output) {
                 Err(e) => ep.fail(e),
+                // Code that no longer matches its history set nothing
+                // that counts, not even its custom status.
+                Ok(())
+                    if failure
+                        .as_ref()
+                        .is_some_and(|f| f.error_type == NON_DETERMINISM_ERROR) =>
+                {
+                    ep.fail(failure.clone().expect("checked above"))
+                }
                 Ok(()) => ep.fail_with_episode(
                     metadata,
                     failure.clone().unwrap_or_else(|| {

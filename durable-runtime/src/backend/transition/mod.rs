@@ -695,4 +695,28 @@ mod tests {
             Reuse::Replace
         );
     }
+
+    #[test]
+    fn a_non_deterministic_episode_keeps_the_stored_custom_status() {
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let (mut meta, start) =
+            create_instance(&child_request("nd", "o"), None, t, &Limits::default()).unwrap();
+        meta.custom_status = Some("\"before\"".into());
+        let new_events = episode_events([start.event], t);
+        let ending = |failure: FailureDetails| OrchestratorResult {
+            actions: vec![crate::actions::OrchestratorAction {
+                id: 0,
+                kind: ActionKind::failed(failure),
+            }],
+            custom_status: Some("\"diverged\"".into()),
+        };
+        let nd = FailureDetails::new(crate::failure::NON_DETERMINISM_ERROR, "changed code");
+        let out = apply_episode(&meta, &[], &new_events, &ending(nd), t, &Limits::default());
+        assert_eq!(out.metadata.status, Failed);
+        assert_eq!(out.metadata.custom_status.as_deref(), Some("\"before\""));
+        // The code's own failure keeps what the episode set.
+        let own = FailureDetails::new("OrchestrationError", "nope");
+        let out = apply_episode(&meta, &[], &new_events, &ending(own), t, &Limits::default());
+        assert_eq!(out.metadata.custom_status.as_deref(), Some("\"diverged\""));
+    }
 }
