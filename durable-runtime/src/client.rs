@@ -68,24 +68,17 @@ impl OrchestrationState {
     /// payloads; the error says which) or it does not decode.
     pub fn output<T: DeserializeOwned>(&self) -> Result<T, Error> {
         if self.meta.output.is_none() {
-            let id = &self.meta.instance_id;
-            match (self.meta.status, &self.meta.failure) {
-                (OrchestrationStatus::Failed, Some(f)) => {
-                    return Err(Error::NotAvailable(format!(
-                        "instance \"{id}\" has no output: it failed with {f}"
-                    )))
-                }
-                (OrchestrationStatus::Failed, None) => {
-                    return Err(Error::NotAvailable(format!(
-                        "instance \"{id}\" has no output: it failed"
-                    )))
-                }
-                (OrchestrationStatus::Terminated, _) => {
-                    return Err(Error::NotAvailable(format!(
-                        "instance \"{id}\" has no output: it was terminated"
-                    )))
-                }
-                _ => {}
+            let why = match (self.meta.status, &self.meta.failure) {
+                (OrchestrationStatus::Failed, Some(f)) => Some(format!("it failed with {f}")),
+                (OrchestrationStatus::Failed, None) => Some("it failed".to_string()),
+                (OrchestrationStatus::Terminated, _) => Some("it was terminated".to_string()),
+                _ => None,
+            };
+            if let Some(why) = why {
+                let id = &self.meta.instance_id;
+                return Err(Error::NotAvailable(format!(
+                    "instance \"{id}\" has no output: {why}"
+                )));
             }
         }
         decode(

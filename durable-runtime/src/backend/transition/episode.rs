@@ -43,24 +43,15 @@ pub fn apply_episode(
         return ep.fail(too_large(e));
     }
 
+    let completion = result.completion();
+    let ends_as = |status| completion.is_some_and(|c| c.completes_as(status));
     // A terminated orchestration dispatches nothing more, whatever else the
-    // episode asked for.
-    let terminated = result
-        .actions
-        .iter()
-        .any(|a| a.kind.completes_as(OrchestrationStatus::Terminated));
-    // A failing episode still sends what expects no result (its events).
-    let failed = result
-        .actions
-        .iter()
-        .any(|a| a.kind.completes_as(OrchestrationStatus::Failed));
-    let mut completion = None;
+    // episode asked for; a failing one still sends what expects no result.
+    let terminated = ends_as(OrchestrationStatus::Terminated);
+    let failed = ends_as(OrchestrationStatus::Failed);
     for action in &result.actions {
         let recorded = match &action.kind {
-            ActionKind::CompleteOrchestration { .. } => {
-                completion = Some(&action.kind);
-                Ok(())
-            }
+            ActionKind::CompleteOrchestration { .. } => Ok(()),
             _ if terminated => Ok(()),
             kind if failed && !kind.is_fire_and_forget() => Ok(()),
             kind => ep.record(action.id, kind),
@@ -100,20 +91,14 @@ pub fn apply_episode(
             OrchestrationStatus::ContinuedAsNew => {
                 ep.continue_as_new(metadata, output.clone(), carryover_events)
             }
-            OrchestrationStatus::Failed => match ep.check_output(output) {
-                Err(e) => ep.fail(e),
+            OrchestrationStatus::Failed => match (ep.check_output(output), failure) {
+                (Err(e), _) => ep.fail(e),
                 // Code that no longer matches its history set nothing
                 // that counts, not even its custom status.
-                Ok(())
-                    if failure
-                        .as_ref()
-                        .is_some_and(|f| f.error_type == NON_DETERMINISM_ERROR) =>
-                {
-                    ep.fail(failure.clone().expect("checked above"))
-                }
-                Ok(()) => ep.fail_with_episode(
+                (Ok(()), Some(f)) if f.error_type == NON_DETERMINISM_ERROR => ep.fail(f.clone()),
+                (Ok(()), f) => ep.fail_with_episode(
                     metadata,
-                    failure.clone().unwrap_or_else(|| {
+                    f.clone().unwrap_or_else(|| {
                         FailureDetails::new("OrchestrationError", "the orchestration failed")
                     }),
                 ),
