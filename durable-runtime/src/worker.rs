@@ -16,6 +16,7 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -98,6 +99,9 @@ struct Inner {
     backend: Arc<dyn Backend>,
     registry: Arc<Registry>,
     cache: Mutex<Cache>,
+    /// Episode completions that failed in a row (not for a lost lease), to
+    /// space out the retries of a backend that cannot write.
+    completion_failures: AtomicU32,
 }
 
 /// A running worker; stop it with [`shutdown`](WorkerHandle::shutdown).
@@ -144,6 +148,7 @@ impl Worker {
                 tick: 0,
                 entries: HashMap::new(),
             }),
+            completion_failures: AtomicU32::new(0),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (abort, abort_rx) = watch::channel(false);
@@ -294,8 +299,18 @@ async fn orchestration_loop(
             completion_token: item.completion_token.clone(),
         };
         let (a, b) = (inner.clone(), inner.clone());
+        let renewal = lease.clone();
         (
-            async move { run_orchestration(&a, item).await },
+            async move {
+                // On a task of its own, so it goes on while the episode
+                // runs on this one; it stops when this future ends or is
+                // dropped.
+                let _renewing = AbortOnDrop(tokio::spawn(renew_episode_lease(
+                    a.backend.clone(),
+                    renewal,
+                )));
+                run_orchestration(&a, item).await
+            },
             async move {
                 let _ = b.backend.abandon_orchestration_item(lease).await;
             },
@@ -324,6 +339,13 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     };
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
+    let lease = OrchestrationWorkItem {
+        instance_id: item.instance_id.clone(),
+        execution_id: item.execution_id.clone(),
+        past_events: Arc::default(),
+        new_events: Vec::new(),
+        completion_token: item.completion_token.clone(),
+    };
     log_episode(&instance_id, &exec, &result);
     // Cache before completing: completion makes the next episode of this
     // instance deliverable at once, and it must find the execution there.
@@ -332,15 +354,68 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     if live {
         lock_cache(inner).put(instance_id.clone(), execution_id, exec);
     }
-    if let Err(e) = inner
+    let e = match inner
         .backend
         .complete_orchestration_item(item, result)
         .await
     {
-        if live {
-            lock_cache(inner).take(&instance_id);
+        Ok(()) => {
+            inner.completion_failures.store(0, Ordering::Relaxed);
+            return;
         }
-        tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed; it will be delivered again");
+        Err(e) => e,
+    };
+    if live {
+        lock_cache(inner).take(&instance_id);
+    }
+    match e {
+        BackendError::Shutdown => {}
+        BackendError::LeaseLost(_) => {
+            tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed: its lease was lost; whoever holds it now runs it again");
+        }
+        e => {
+            // The backend could not write (disk full, read-only file, ...):
+            // give the episode back rather than let it wait out its lease,
+            // after a pause that grows while completions keep failing.
+            let failures = inner.completion_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let pause = backoff(failures);
+            tracing::warn!(instance_id = %instance_id, error = %e, retry_in = ?pause, "completing an orchestration episode failed; it is given back to run again");
+            tokio::time::sleep(pause).await;
+            if let Err(e) = inner.backend.abandon_orchestration_item(lease).await {
+                tracing::warn!(instance_id = %instance_id, error = %e, "giving an orchestration episode back failed; it runs again when its lease expires");
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews an episode's lease while it runs and while its completion is
+/// written (never returns if the backend wants renewals; returns at once if
+/// it does not, or once the lease is lost).
+async fn renew_episode_lease(backend: Arc<dyn Backend>, lease: OrchestrationWorkItem) {
+    let Some(every) = backend.orchestration_lease_renewal() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match backend.renew_orchestration_item(&lease).await {
+            Ok(()) => {}
+            // Completed meanwhile, or taken over: nothing left to renew.
+            Err(BackendError::LeaseLost(_)) | Err(BackendError::Shutdown) => return,
+            Err(e) => {
+                tracing::warn!(instance_id = %lease.instance_id, error = %e, "renewing an orchestration lease failed; its completion may be rejected")
+            }
+        }
     }
 }
 
@@ -386,19 +461,24 @@ async fn activity_loop(
         let lease = item.clone();
         (
             async move {
+                // The lease is renewed until the outcome is recorded.
                 let renew = renew_lease(a.backend.as_ref(), &item);
+                let work = async {
+                    let outcome = run_activity(&a.registry, &item).await;
+                    match &outcome {
+                        Ok(_) => {
+                            tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed")
+                        }
+                        Err(f) => {
+                            tracing::warn!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, error_type = %f.error_type, "activity failed: {}", f.message)
+                        }
+                    }
+                    complete_activity(a.backend.as_ref(), &item, outcome).await;
+                };
                 tokio::select! {
                     biased;
                     _ = renew => {}
-                    outcome = run_activity(&a.registry, &item) => {
-                        match &outcome {
-                            Ok(_) => tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed"),
-                            Err(f) => tracing::warn!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, error_type = %f.error_type, "activity failed: {}", f.message),
-                        }
-                        if let Err(e) = a.backend.complete_activity_item(&item, outcome).await {
-                            tracing::warn!(activity = %item.name, error = %e, "completing an activity failed");
-                        }
-                    }
+                    _ = work => {}
                 }
             },
             async move {
@@ -407,6 +487,44 @@ async fn activity_loop(
         )
     };
     dispatch_loop("activity", limit, stop, abort, fetch, job).await;
+}
+
+/// Times an activity's outcome is offered again when recording it fails
+/// (a full disk, a read-only file) before the activity is given back.
+const ACTIVITY_COMPLETION_TRIES: u32 = 6;
+
+/// Records an activity's outcome. When the backend cannot write, the
+/// outcome (already paid for) is offered again a few times, with growing
+/// pauses, while the lease is renewed; if that keeps failing, the activity
+/// is given back at once rather than left to wait out its lease.
+async fn complete_activity(backend: &dyn Backend, item: &ActivityWorkItem, outcome: TaskOutcome) {
+    let mut tries = 0;
+    loop {
+        let e = match backend.complete_activity_item(item, outcome.clone()).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        tries += 1;
+        match e {
+            BackendError::Shutdown => return,
+            BackendError::LeaseLost(_) => {
+                tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, "completing an activity failed: its lease was lost, so it is delivered again");
+                return;
+            }
+            e if tries >= ACTIVITY_COMPLETION_TRIES => {
+                tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, tries, "completing an activity failed; it is given back to run again");
+                if let Err(e) = backend.abandon_activity_item(item).await {
+                    tracing::warn!(activity = %item.name, error = %e, "giving an activity back failed; it runs again when its lease expires");
+                }
+                return;
+            }
+            e => {
+                let pause = backoff(tries);
+                tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, retry_in = ?pause, "completing an activity failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
 }
 
 /// Renews an activity's lease while it runs (never returns if the backend

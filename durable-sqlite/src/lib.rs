@@ -67,6 +67,7 @@
 
 mod error;
 mod options;
+mod process;
 mod schema;
 mod store;
 mod watch;
@@ -102,8 +103,10 @@ struct Shared {
     ctx: Arc<Ctx>,
     options: SqliteOptions,
     path: Option<PathBuf>,
-    orchestration_work: Notify,
-    activity_work: Notify,
+    orchestration_work: Arc<Notify>,
+    activity_work: Arc<Notify>,
+    /// This backend's id in the file's `processes` table.
+    process_id: i64,
     watchers: Arc<Watchers>,
     /// Items leased ahead in the same transaction as the one handed out,
     /// so a busy worker does not pay a round trip to the database per item.
@@ -148,6 +151,11 @@ fn give_back_activity(conn: &Connection, item: ActivityWorkItem) -> Result<(), B
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // Closing: no longer a process using the file (its lock file goes
+        // when the connection thread ends).
+        let id = self.process_id;
+        self.writer
+            .detach(move |conn| process::unregister(conn, id).map_err(|e| error::db_err(&e)));
         // Give prefetched work back at once rather than after its lease
         // expires; the connection thread drains these before it stops.
         for (item, _) in lock(&self.orchestration_prefetch).drain(..) {
@@ -242,26 +250,69 @@ impl SqliteBackend {
         path: Option<PathBuf>,
     ) -> Result<Self, OpenError> {
         let lease_micros = i64::try_from(options.lease_duration.as_micros()).unwrap_or(i64::MAX);
+        let shown = || path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
+        let sqlite = |source| OpenError::Sqlite {
+            path: shown(),
+            source,
+        };
+        // Register this process, then take back at once what processes that
+        // died (a previous incarnation of this one, say) held.
+        let registration = process::register(&conn, path.as_deref()).map_err(sqlite)?;
+        process::tick(&conn, &registration, lease_micros).map_err(sqlite)?;
+        let process_id = registration.id;
         let ctx = Arc::new(Ctx {
             limits: options.limits.clone(),
             lease_micros,
             cache: Mutex::new(HistoryCache::new(options.history_cache_capacity)),
+            process_id,
+            waiting_for: Mutex::new(None),
         });
         let on_rollback = {
             let ctx = ctx.clone();
             move || lock(&ctx.cache).clear()
         };
         let watchers = Arc::new(Watchers::default());
+        let orchestration_work = Arc::new(Notify::new());
+        let activity_work = Arc::new(Notify::new());
         let periodic = {
-            let watchers = watchers.clone();
+            let (watchers, orchestrations, activities) = (
+                watchers.clone(),
+                orchestration_work.clone(),
+                activity_work.clone(),
+            );
+            let poll = options.poll_interval;
+            let beat = options.heartbeat_interval();
+            let (mut next_check, mut next_beat) = (Instant::now(), Instant::now() + beat);
             Periodic {
-                every: options.poll_interval,
-                run: Box::new(move |conn| watchers.check(conn)),
+                every: poll.min(beat),
+                run: Box::new(move |conn| {
+                    let now = Instant::now();
+                    if now >= next_check {
+                        watchers.check(conn);
+                        next_check = now + poll;
+                    }
+                    if now >= next_beat {
+                        match process::tick(conn, &registration, lease_micros) {
+                            Ok(reaped) => {
+                                if reaped.orchestrations > 0 {
+                                    orchestrations.notify_waiters();
+                                }
+                                if reaped.activities > 0 {
+                                    activities.notify_waiters();
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "refreshing this process's heartbeat failed; retrying")
+                            }
+                        }
+                        next_beat = Instant::now() + beat;
+                    }
+                }),
             }
         };
         let writer = Writer::spawn(conn, "durable-sqlite".into(), on_rollback, periodic).map_err(
             |source| OpenError::Io {
-                path: path.clone().unwrap_or_else(|| PathBuf::from(":memory:")),
+                path: shown(),
                 source,
             },
         )?;
@@ -271,8 +322,9 @@ impl SqliteBackend {
                 ctx,
                 options,
                 path,
-                orchestration_work: Notify::new(),
-                activity_work: Notify::new(),
+                orchestration_work,
+                activity_work,
+                process_id,
                 watchers,
                 orchestration_prefetch: Mutex::new(VecDeque::new()),
                 activity_prefetch: Mutex::new(VecDeque::new()),
@@ -626,6 +678,25 @@ impl Backend for SqliteBackend {
 
     fn activity_lease_renewal(&self) -> Option<std::time::Duration> {
         Some(self.shared.options.lease_duration / 3)
+    }
+
+    fn orchestration_lease_renewal(&self) -> Option<std::time::Duration> {
+        Some(self.shared.options.lease_duration / 3)
+    }
+
+    async fn renew_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+    ) -> Result<(), BackendError> {
+        let item = OrchestrationWorkItem {
+            instance_id: item.instance_id.clone(),
+            execution_id: item.execution_id.clone(),
+            past_events: Arc::default(),
+            new_events: Vec::new(),
+            completion_token: item.completion_token.clone(),
+        };
+        self.write(move |conn, ctx, _| store::renew_orchestration(conn, ctx, &item))
+            .await
     }
 
     async fn renew_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {

@@ -50,10 +50,15 @@ pub struct SqliteOptions {
     /// How long an operation waits for another process's write lock before
     /// failing (default 5 s).
     pub busy_timeout: Duration,
-    /// How long a worker holds a work item before it is delivered again
-    /// (default 60 s). This is how work held by a crashed worker comes back:
-    /// after this long. Workers renew the lease of a running activity every
-    /// third of this duration; an orchestration episode must finish within it.
+    /// How long a lease lasts unless it is renewed (default 5 s). Workers
+    /// renew the leases of the episodes and activities they run (and of
+    /// completions being written) every third of this duration, so
+    /// nothing live loses its lease however long it takes. Work held by a
+    /// process that ended (crash, `kill -9`) is delivered again at once when
+    /// another process using the file notices (at its open, or within one
+    /// [heartbeat](Self::heartbeat_interval)); work held by a process that
+    /// is alive but stuck is delivered again this long after its last
+    /// renewal. See "Crash recovery" in the crate docs.
     pub lease_duration: Duration,
     /// Durability of commits (default [`Synchronous::Normal`]).
     pub synchronous: Synchronous,
@@ -76,11 +81,28 @@ pub struct SqliteOptions {
     pub history_cache_capacity: usize,
 }
 
+impl SqliteOptions {
+    /// How often the backend refreshes its heartbeat in the file and looks
+    /// for processes that ended while holding work: a third of
+    /// [`lease_duration`](Self::lease_duration), at most 1 s.
+    ///
+    /// ```
+    /// use durable_sqlite::SqliteOptions;
+    /// use std::time::Duration;
+    /// assert_eq!(SqliteOptions::default().heartbeat_interval(), Duration::from_secs(1));
+    /// ```
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_duration / 3)
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(1))
+    }
+}
+
 impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             busy_timeout: Duration::from_secs(5),
-            lease_duration: Duration::from_secs(60),
+            lease_duration: Duration::from_secs(5),
             synchronous: Synchronous::Normal,
             poll_interval: Duration::from_millis(100),
             limits: Limits::default(),

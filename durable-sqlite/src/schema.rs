@@ -72,6 +72,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX activities_visible ON activities (visible_at, id);
     CREATE INDEX activities_instance ON activities (instance_id);
     "#,
+    // Version 2: process identity in leases.
+    //
+    // Every backend that opens the file registers a row in `processes`
+    // (a random id, its OS process id, a heartbeat) and holds an OS lock on
+    // a lock file named after that id; `lease_owner` says which process
+    // holds a lease. A process whose lock file can be locked by someone
+    // else has died, so its leases are released at once instead of when
+    // they expire (see `crate::process`).
+    r#"
+    CREATE TABLE processes (
+        id            INTEGER PRIMARY KEY,
+        pid           INTEGER NOT NULL,
+        started_at    INTEGER NOT NULL,
+        heartbeat_at  INTEGER NOT NULL
+    );
+    ALTER TABLE instances ADD COLUMN lease_owner INTEGER;
+    ALTER TABLE activities ADD COLUMN lease_owner INTEGER;
+    CREATE INDEX instances_owner ON instances (lease_owner) WHERE lease_owner IS NOT NULL;
+    CREATE INDEX activities_owner ON activities (lease_owner) WHERE lease_owner IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -25,6 +25,11 @@ pub(crate) struct Ctx {
     pub(crate) limits: Limits,
     pub(crate) lease_micros: i64,
     pub(crate) cache: Mutex<HistoryCache>,
+    /// This backend's id in `processes`, recorded as the owner of its leases.
+    pub(crate) process_id: i64,
+    /// The last other process's lease an idle worker was told it waits for
+    /// (instance or activity, expiry), so it is logged once, not per poll.
+    pub(crate) waiting_for: Mutex<Option<(String, i64)>>,
 }
 
 /// Histories of recently run executions, so an episode does not re-read
@@ -102,7 +107,7 @@ pub(crate) fn micros(t: Timestamp) -> i64 {
     t.timestamp_micros()
 }
 
-fn new_token() -> i64 {
+pub(crate) fn new_token() -> i64 {
     // Random, so processes sharing the file never hand out the same token.
     (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
 }
@@ -306,7 +311,7 @@ fn delete_instance(conn: &Connection, id: &str) -> Result<(), BackendError> {
 /// Releases any lease and recomputes when the instance next needs a worker.
 fn release(conn: &Connection, id: &str) -> Result<(), BackendError> {
     conn.prepare_cached(
-        "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
+        "UPDATE instances SET lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
                 ready_at = (SELECT MIN(visible_at) FROM inbox WHERE instance_id = ?1)
          WHERE instance_id = ?1",
     )
@@ -774,6 +779,68 @@ fn prefix_successor(prefix: &str) -> Option<String> {
     None
 }
 
+/// When the next item becomes due (`sql` selects the earliest one's
+/// instance id, due time, lease token and lease owner), for an idle worker.
+/// If that is the expiry of a lease another process holds and that process
+/// shows no sign of life (no heartbeat for longer than a lease), the wait
+/// is logged at info level, once per lease: a restarted worker that sits
+/// idle says what it waits for and until when.
+fn next_due(
+    conn: &Connection,
+    ctx: &Ctx,
+    sql: &str,
+    kind: &str,
+) -> Result<Option<i64>, BackendError> {
+    let row = conn
+        .prepare_cached(sql)
+        .db()?
+        .query_row([], |r| {
+            Ok((
+                r.get::<_, Text>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .optional()
+        .db()?;
+    let Some((id, due, token, owner)) = row else {
+        return Ok(None);
+    };
+    let others_lease = token.is_some_and(|t| t >= 0) && owner != Some(ctx.process_id);
+    if !others_lease {
+        return Ok(Some(due));
+    }
+    let heartbeat: Option<i64> = match owner {
+        Some(owner) => conn
+            .prepare_cached("SELECT heartbeat_at FROM processes WHERE id = ?1")
+            .db()?
+            .query_row([owner], |r| r.get(0))
+            .optional()
+            .db()?,
+        None => None,
+    };
+    let now = micros(chrono::Utc::now());
+    let silent = heartbeat.is_none_or(|h| now.saturating_sub(h) > ctx.lease_micros);
+    let instance_id = id.text().unwrap_or_else(|e| e.lossy);
+    let key = (instance_id, due);
+    let mut last = ctx.waiting_for.lock().unwrap_or_else(|p| p.into_inner());
+    if last.as_ref() != Some(&key) {
+        let until = chrono::DateTime::from_timestamp_micros(due)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| due.to_string());
+        let in_ms = due.saturating_sub(now).max(0) / 1000;
+        let owner = owner.map_or_else(|| "unknown".to_string(), |o| o.to_string());
+        if silent {
+            tracing::info!(instance_id = %key.0, owner, until, in_ms, "idle: waiting for the {kind} lease of a process that shows no sign of life to expire");
+        } else {
+            tracing::debug!(instance_id = %key.0, owner, until, in_ms, "idle: the next {kind} work is held by another live process");
+        }
+        *last = Some(key);
+    }
+    Ok(Some(due))
+}
+
 /// Leases up to `max` items with `lease_one`, in one transaction.
 pub(crate) fn lease_many<T>(
     max: usize,
@@ -811,13 +878,15 @@ pub(crate) fn lease_orchestration(
             .optional()
             .db()?;
         let Some((rowid, id)) = next else {
-            let next: Option<i64> = conn
-                // The condition lets SQLite answer from the partial index
-                // instead of scanning every instance.
-                .prepare_cached("SELECT MIN(ready_at) FROM instances WHERE ready_at IS NOT NULL")
-                .db()?
-                .query_row([], |r| r.get(0))
-                .db()?;
+            // The condition lets SQLite answer from the partial index
+            // instead of scanning every instance.
+            let next = next_due(
+                conn,
+                ctx,
+                "SELECT instance_id, ready_at, lease_token, lease_owner FROM instances
+                 WHERE ready_at IS NOT NULL ORDER BY ready_at LIMIT 1",
+                "orchestration",
+            )?;
             return Ok(Leased::Idle(next));
         };
         let leased = match id.text() {
@@ -837,7 +906,8 @@ pub(crate) fn lease_orchestration(
             Err(ReadError::Row(e)) => {
                 tracing::error!(instance_id = %e.instance_id, error = %e, "a row of the instance cannot be read; the instance is set aside");
                 conn.prepare_cached(
-                    "UPDATE instances SET lease_token = ?2, lease_expires = NULL, ready_at = NULL
+                    "UPDATE instances SET lease_token = ?2, lease_expires = NULL, ready_at = NULL,
+                            lease_owner = NULL
                      WHERE rowid = ?1",
                 )
                 .db()?
@@ -941,11 +1011,12 @@ fn lease_instance(
     .execute(params![id, now, token])
     .db()?;
     conn.prepare_cached(
-        "UPDATE instances SET lease_token = ?2, lease_expires = ?3, ready_at = ?3
+        "UPDATE instances SET lease_token = ?2, lease_expires = ?3, ready_at = ?3,
+                lease_owner = ?4
              WHERE instance_id = ?1",
     )
     .db()?
-    .execute(params![id, token, expires])
+    .execute(params![id, token, expires, ctx.process_id])
     .db()?;
     let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len);
     let past_events = match cached {
@@ -1176,18 +1247,27 @@ pub(crate) fn lease_activity(
         .optional()
         .db()?;
     let Some((rowid, instance_id, execution_id, task_id, name, version, input)) = row else {
-        let next: Option<i64> = conn
-            .prepare_cached("SELECT MIN(visible_at) FROM activities")
-            .db()?
-            .query_row([], |r| r.get(0))
-            .db()?;
+        let next = next_due(
+            conn,
+            ctx,
+            "SELECT instance_id, visible_at, lease_token, lease_owner FROM activities
+             ORDER BY visible_at LIMIT 1",
+            "activity",
+        )?;
         return Ok(Leased::Idle(next));
     };
     let token = new_token();
-    conn.prepare_cached("UPDATE activities SET lease_token = ?2, visible_at = ?3 WHERE id = ?1")
-        .db()?
-        .execute(params![rowid, token, now.saturating_add(ctx.lease_micros)])
-        .db()?;
+    conn.prepare_cached(
+        "UPDATE activities SET lease_token = ?2, visible_at = ?3, lease_owner = ?4 WHERE id = ?1",
+    )
+    .db()?
+    .execute(params![
+        rowid,
+        token,
+        now.saturating_add(ctx.lease_micros),
+        ctx.process_id
+    ])
+    .db()?;
     Ok(Leased::Item(ActivityWorkItem {
         instance_id,
         execution_id,
@@ -1262,12 +1342,37 @@ pub(crate) fn renew_activity(
     let (rowid, token) = activity_lease(item)?;
     let expires = micros(chrono::Utc::now()).saturating_add(ctx.lease_micros);
     let n = conn
-        .prepare_cached("UPDATE activities SET visible_at = ?3 WHERE id = ?1 AND lease_token = ?2")
+        .prepare_cached(
+            "UPDATE activities SET visible_at = ?3, lease_owner = ?4
+             WHERE id = ?1 AND lease_token = ?2",
+        )
         .db()?
-        .execute(params![rowid, token, expires])
+        .execute(params![rowid, token, expires, ctx.process_id])
         .db()?;
     if n == 0 {
         return Err(BackendError::LeaseLost(item.completion_token.clone()));
+    }
+    Ok(())
+}
+
+pub(crate) fn renew_orchestration(
+    conn: &Connection,
+    ctx: &Ctx,
+    item: &OrchestrationWorkItem,
+) -> Result<(), BackendError> {
+    let lost = || BackendError::LeaseLost(item.instance_id.clone());
+    let token: i64 = item.completion_token.parse().map_err(|_| lost())?;
+    let expires = micros(chrono::Utc::now()).saturating_add(ctx.lease_micros);
+    let n = conn
+        .prepare_cached(
+            "UPDATE instances SET lease_expires = ?3, ready_at = ?3, lease_owner = ?4
+             WHERE instance_id = ?1 AND lease_token = ?2",
+        )
+        .db()?
+        .execute(params![item.instance_id, token, expires, ctx.process_id])
+        .db()?;
+    if n == 0 {
+        return Err(lost());
     }
     Ok(())
 }
@@ -1280,7 +1385,7 @@ pub(crate) fn abandon_activity(
     let (rowid, token) = activity_lease(item)?;
     let n = conn
         .prepare_cached(
-            "UPDATE activities SET lease_token = NULL, visible_at = ?3
+            "UPDATE activities SET lease_token = NULL, lease_owner = NULL, visible_at = ?3
              WHERE id = ?1 AND lease_token = ?2",
         )
         .db()?

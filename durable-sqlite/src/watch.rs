@@ -45,8 +45,13 @@ impl Watchers {
     /// just read. Called on the connection thread, in the job that read it,
     /// so no check runs between the read and this.
     pub(crate) fn saw(&self, id: &str, waiter: u64, status: String) {
-        if let Some(w) = lock(&self.map).get_mut(id) {
-            w.seen.insert(waiter, Some(status));
+        // Only for a waiter still there: the read of a wait dropped
+        // meanwhile must not bring its entry back (it would never leave).
+        if let Some(seen) = lock(&self.map)
+            .get_mut(id)
+            .and_then(|w| w.seen.get_mut(&waiter))
+        {
+            *seen = Some(status);
         }
     }
 

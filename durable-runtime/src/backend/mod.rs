@@ -440,4 +440,22 @@ pub trait Backend: Send + Sync + 'static {
         let _ = item;
         Ok(())
     }
+
+    /// How often a worker should renew the lease of an orchestration
+    /// episode while it runs and while its completion is written, or `None`
+    /// (the default) when leases do not expire while held.
+    fn orchestration_lease_renewal(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Extends the lease of an episode (identified by its instance id and
+    /// completion token; the events may be left out) so a long episode or a
+    /// slow completion is not delivered to another worker meanwhile.
+    async fn renew_orchestration_item(
+        &self,
+        item: &OrchestrationWorkItem,
+    ) -> Result<(), BackendError> {
+        let _ = item;
+        Ok(())
+    }
 }
