@@ -20,9 +20,10 @@
 //!   lease expired and someone else took the item, or it was already
 //!   completed) is rejected with [`BackendError::LeaseLost`] and changes
 //!   nothing.
-//! - **Activities run at least once.** A worker that crashes loses its
-//!   leases; after [`SqliteOptions::lease_duration`] the work is delivered
-//!   again, to any process sharing the file.
+//! - **Activities run at least once.** Work a crashed process held is
+//!   delivered again, to any process sharing the file: at once (see
+//!   [Crash recovery](#crash-recovery)), or after
+//!   [`SqliteOptions::lease_duration`] if its holder is alive but stuck.
 //! - **Crash-safe.** The database runs in WAL mode. A process crash loses
 //!   nothing that was committed; power loss loses nothing either with
 //!   [`Synchronous::Full`], and at most the last commits with the default
@@ -30,6 +31,21 @@
 //! - **Several processes may share one file.** Writers take the database
 //!   lock with `BEGIN IMMEDIATE`; a lease is claimed inside that
 //!   transaction, so two processes never hold the same item.
+//!
+//! # Crash recovery
+//!
+//! Every backend that opens a file registers itself (a row in the
+//! `processes` table and an OS lock on a lock file in the directory
+//! `<database>.processes` beside it) and every lease records its holder.
+//! The operating system releases the lock when the process ends, however it
+//! ends, so a backend that can take another's lock knows that process is
+//! gone and releases its leases on the spot: a restarted process takes back
+//! what its previous incarnation held at open, and a live one takes over a
+//! dead one's work within a heartbeat (every third of
+//! [`SqliteOptions::lease_duration`], at most 1 s). Live workers renew
+//! their leases, so work is never taken from a live process. A completion
+//! that fails on I/O is given back at once. docs/sqlite.md has the details
+//! and the measured takeover times.
 //!
 //! # Delivery
 //!

@@ -58,7 +58,7 @@ pub struct SqliteOptions {
     /// another process using the file notices (at its open, or within one
     /// [heartbeat](Self::heartbeat_interval)); work held by a process that
     /// is alive but stuck is delivered again this long after its last
-    /// renewal. See "Crash recovery" in the crate docs.
+    /// renewal. See [Crash recovery](crate#crash-recovery).
     pub lease_duration: Duration,
     /// Durability of commits (default [`Synchronous::Normal`]).
     pub synchronous: Synchronous,
