@@ -309,6 +309,10 @@ async fn orchestration_loop(
                     a.backend.clone(),
                     renewal,
                 )));
+                // Let it start first: a task spawned here waits in this
+                // thread's next-task slot, which other threads cannot take,
+                // so an episode that blocks this thread would hold it back.
+                tokio::task::yield_now().await;
                 run_orchestration(&a, item).await
             },
             async move {

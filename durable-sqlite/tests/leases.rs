@@ -227,3 +227,48 @@ async fn running_activities_keep_their_lease() {
     wa.shutdown().await;
     wb.shutdown().await;
 }
+
+/// A worker renews the lease of an episode that takes longer than a lease
+/// (here an orchestrator that blocks for four lease durations), so another
+/// process sharing the file does not run it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_episode_keeps_its_lease() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_dir, path) = db();
+    let first_runs = Arc::new(AtomicUsize::new(0));
+    let registry = |runs: Arc<AtomicUsize>| {
+        Registry::new().orchestrator_fn("slow", move |ctx, _: ()| {
+            let runs = runs.clone();
+            async move {
+                if !ctx.is_replaying() {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Simulated slow orchestrator code, four lease durations.
+                    std::thread::sleep(Duration::from_millis(1200));
+                }
+                Ok(7i64)
+            }
+        })
+    };
+    let a = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
+    let b = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
+    let wa = Worker::new(a.clone(), registry(first_runs.clone()))
+        .start()
+        .unwrap();
+    let wb = Worker::new(b.clone(), registry(first_runs.clone()))
+        .start()
+        .unwrap();
+    let client = Client::new(a.clone());
+    let id = client
+        .schedule_by_name("slow", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(state.output::<i64>().unwrap(), 7);
+    assert_eq!(
+        first_runs.load(Ordering::SeqCst),
+        1,
+        "the episode ran twice: its lease was not renewed while it ran"
+    );
+    wa.shutdown().await;
+    wb.shutdown().await;
+}
