@@ -217,3 +217,91 @@ async fn a_full_database_fails_writes_cleanly() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// An episode whose completion a full disk refuses is given back at once
+/// (not left to wait out its 60 s lease), nothing of it is applied, and it
+/// completes as soon as space returns. The full disk is simulated: the
+/// backend's connection may not grow the file past `max_database_bytes`,
+/// and another connection fills it with a ballast table, then drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_space_returns() {
+    use durable_runtime::{Client, Registry, ScheduleOptions, Worker};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let d = dir();
+    let path = d.path().join("full-then-freed.db");
+    let options = SqliteOptions {
+        max_database_bytes: Some(1024 * 1024),
+        lease_duration: Duration::from_secs(60),
+        ..SqliteOptions::default()
+    };
+    let b = Arc::new(SqliteBackend::open_with(&path, options).unwrap_or_else(|e| panic!("{e}")));
+    let client = Client::new(b.clone());
+    let id = client
+        .schedule_by_name("big", &(), ScheduleOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let side = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+    side.execute_batch("CREATE TABLE ballast (b BLOB)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..24 {
+        side.execute("INSERT INTO ballast VALUES (zeroblob(65536))", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let registry = Registry::new().orchestrator_fn("big", move |_ctx, _: ()| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            // An output that needs new pages.
+            Ok("x".repeat(200 * 1024))
+        }
+    });
+    let worker = Worker::new(b.clone(), registry)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while runs.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < give_up,
+            "the refused episode was not given back and run again within 30 s (its lease is 60 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let meta = b
+        .get_instance(&id, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the instance is gone"));
+    assert!(!meta.status.is_terminal(), "{meta:?}");
+    assert!(
+        b.get_history(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty(),
+        "a refused episode left history behind"
+    );
+    side.execute_batch("DROP TABLE ballast")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let freed = Instant::now();
+    let state = client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the instance did not complete once space returned: {e}"));
+    println!(
+        "full disk: {} runs while full; completed {:?} after space returned",
+        runs.load(Ordering::SeqCst) - 1,
+        freed.elapsed()
+    );
+    assert_eq!(
+        state.output::<String>().map(|s| s.len()).ok(),
+        Some(200 * 1024)
+    );
+    assert_eq!(
+        b.integrity_check().await.unwrap_or_else(|e| panic!("{e}")),
+        vec!["ok"]
+    );
+    worker.shutdown().await;
+}
