@@ -180,6 +180,63 @@ fn check_history(id: &str, h: &[HistoryEvent], activities: usize, timers: usize)
     );
 }
 
+/// The file passes `PRAGMA integrity_check`.
+async fn check_whole(backend: &SqliteBackend) {
+    assert_eq!(
+        backend
+            .integrity_check()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        vec!["ok".to_string()]
+    );
+}
+
+/// Instance `id` completed with `output` and a whole history of
+/// `activities` tasks and `timers` timers, each once; returns the history.
+async fn check_completed(
+    backend: &SqliteBackend,
+    id: &str,
+    output: i64,
+    activities: usize,
+    timers: usize,
+) -> Vec<HistoryEvent> {
+    let meta = backend
+        .get_instance(id, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("instance {id} is missing (lost)"));
+    assert_eq!(
+        meta.status,
+        OrchestrationStatus::Completed,
+        "{id}: {meta:?}"
+    );
+    assert_eq!(
+        meta.output.as_deref(),
+        Some(output.to_string().as_str()),
+        "{id}"
+    );
+    let h = backend
+        .get_history(id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_history(id, &h, activities, timers);
+    h
+}
+
+/// No message or activity is left queued in the (closed) file at `db`.
+fn check_drained(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
+    for table in ["inbox", "activities"] {
+        let left: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            left, 0,
+            "work left in {table} after every instance finished"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -228,13 +285,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
 
     let backend = SqliteBackend::open(&db)
         .unwrap_or_else(|e| panic!("reopening after the crashes failed: {e}"));
-    assert_eq!(
-        backend
-            .integrity_check()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-        vec!["ok".to_string()]
-    );
+    check_whole(&backend).await;
     let text = std::fs::read_to_string(&log)
         .unwrap_or_else(|e| panic!("reading the activity log failed: {e}"));
     let mut runs: HashMap<(String, i32), usize> = HashMap::new();
@@ -247,26 +298,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     }
     let mut total_tasks = 0;
     for (id, output, activities, timers) in expected() {
-        let meta = backend
-            .get_instance(&id, true)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("instance {id} is missing"));
-        assert_eq!(
-            meta.status,
-            OrchestrationStatus::Completed,
-            "{id}: {meta:?}"
-        );
-        assert_eq!(
-            meta.output.as_deref(),
-            Some(output.to_string().as_str()),
-            "{id}"
-        );
-        let h = backend
-            .get_history(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        check_history(&id, &h, activities, timers);
+        let h = check_completed(&backend, &id, output, activities, timers).await;
         for e in &h {
             if let EventKind::TaskCompleted {
                 task_scheduled_id, ..
@@ -283,16 +315,7 @@ async fn killed_workers_lose_nothing_and_duplicate_nothing() {
     let executions: usize = runs.values().sum();
     assert!(executions >= total_tasks);
     drop(backend);
-    let conn = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    for table in ["inbox", "activities"] {
-        let left: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            left, 0,
-            "work left in {table} after every instance finished"
-        );
-    }
+    check_drained(&db);
     println!(
         "killed {} times ({kills:?}); {executions} activity executions for {total_tasks} tasks \
          ({} re-runs)",
@@ -422,13 +445,7 @@ async fn a_seeded_mix_survives_thirty_two_kills_at_random_moments() {
 
     let backend = SqliteBackend::open(&db)
         .unwrap_or_else(|e| panic!("reopening after the crashes failed: {e}"));
-    assert_eq!(
-        backend
-            .integrity_check()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-        vec!["ok".to_string()]
-    );
+    check_whole(&backend).await;
     let text = std::fs::read_to_string(&log)
         .unwrap_or_else(|e| panic!("reading the activity log failed: {e}"));
     let executions = text.lines().count();
@@ -436,40 +453,12 @@ async fn a_seeded_mix_survives_thirty_two_kills_at_random_moments() {
     let mut instances = 0;
     for r in 0..ROUNDS {
         for (id, output, activities, timers) in mix_expected(r) {
-            let meta = backend
-                .get_instance(&id, true)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|| panic!("instance {id} is missing (lost)"));
-            assert_eq!(
-                meta.status,
-                OrchestrationStatus::Completed,
-                "{id}: {meta:?}"
-            );
-            assert_eq!(
-                meta.output.as_deref(),
-                Some(output.to_string().as_str()),
-                "{id}"
-            );
-            let h = backend
-                .get_history(&id)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            check_history(&id, &h, activities, timers);
+            check_completed(&backend, &id, output, activities, timers).await;
             instances += 1;
         }
     }
     drop(backend);
-    let conn = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    for table in ["inbox", "activities"] {
-        let left: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            left, 0,
-            "work left in {table} after every instance finished"
-        );
-    }
+    check_drained(&db);
     takeovers.sort();
     let ms = |d: Option<&Duration>| d.map_or(0, |d| d.as_millis());
     println!(

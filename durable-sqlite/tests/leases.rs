@@ -4,7 +4,9 @@
 
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{Backend, BackendError, CreateInstanceRequest, IdReusePolicy};
-use durable_runtime::{ActivityError, Client, Registry, ScheduleOptions, Worker};
+use durable_runtime::{
+    ActivityError, Client, OrchestrationState, Registry, ScheduleOptions, Worker,
+};
 use durable_sqlite::{SqliteBackend, SqliteOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,28 +206,13 @@ async fn running_activities_keep_their_lease() {
                 Ok(v)
             })
     };
-    let a = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
-    let b = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
-    let wa = Worker::new(a.clone(), registry(runs.clone()))
-        .start()
-        .unwrap();
-    let wb = Worker::new(b.clone(), registry(runs.clone()))
-        .start()
-        .unwrap();
-    let client = Client::new(a.clone());
-    let id = client
-        .schedule_by_name("orch", &(), ScheduleOptions::default())
-        .await
-        .unwrap();
-    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    let state = run_on_two_processes(&path, || registry(runs.clone()), "orch").await;
     assert_eq!(state.output::<i64>().unwrap(), 1);
     assert_eq!(
         runs.load(Ordering::SeqCst),
         1,
         "the activity ran twice: its lease was not renewed"
     );
-    wa.shutdown().await;
-    wb.shutdown().await;
 }
 
 /// A worker renews the lease of an episode that takes longer than a lease
@@ -249,26 +236,34 @@ async fn a_long_episode_keeps_its_lease() {
             }
         })
     };
-    let a = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
-    let b = Arc::new(SqliteBackend::open_with(&path, short_leases()).unwrap());
-    let wa = Worker::new(a.clone(), registry(first_runs.clone()))
-        .start()
-        .unwrap();
-    let wb = Worker::new(b.clone(), registry(first_runs.clone()))
-        .start()
-        .unwrap();
-    let client = Client::new(a.clone());
-    let id = client
-        .schedule_by_name("slow", &(), ScheduleOptions::default())
-        .await
-        .unwrap();
-    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    let state = run_on_two_processes(&path, || registry(first_runs.clone()), "slow").await;
     assert_eq!(state.output::<i64>().unwrap(), 7);
     assert_eq!(
         first_runs.load(Ordering::SeqCst),
         1,
         "the episode ran twice: its lease was not renewed while it ran"
     );
+}
+
+/// Two backends on the file at `path` (two processes, as far as leases
+/// go), each with a worker of `registry`'s handlers: schedules `name` and
+/// returns its final state once it completed.
+async fn run_on_two_processes(
+    path: &std::path::Path,
+    registry: impl Fn() -> Registry,
+    name: &str,
+) -> OrchestrationState {
+    let a = Arc::new(SqliteBackend::open_with(path, short_leases()).unwrap());
+    let b = Arc::new(SqliteBackend::open_with(path, short_leases()).unwrap());
+    let wa = Worker::new(a.clone(), registry()).start().unwrap();
+    let wb = Worker::new(b.clone(), registry()).start().unwrap();
+    let client = Client::new(a.clone());
+    let id = client
+        .schedule_by_name(name, &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
     wa.shutdown().await;
     wb.shutdown().await;
+    state
 }

@@ -226,7 +226,6 @@ async fn a_full_database_fails_writes_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_space_returns() {
     use durable_runtime::{Client, Registry, ScheduleOptions, Worker};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
     let d = dir();
@@ -249,12 +248,14 @@ async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_sp
         side.execute("INSERT INTO ballast VALUES (zeroblob(65536))", [])
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let runs = Arc::new(AtomicUsize::new(0));
+    // How many times the episode ran, watched by the test.
+    let (runs, mut ran) = tokio::sync::watch::channel(0usize);
+    let runs = Arc::new(runs);
     let counted = runs.clone();
     let registry = Registry::new().orchestrator_fn("big", move |_ctx, _: ()| {
         let runs = counted.clone();
         async move {
-            runs.fetch_add(1, Ordering::SeqCst);
+            runs.send_modify(|n| *n += 1);
             // An output that needs new pages.
             Ok("x".repeat(200 * 1024))
         }
@@ -262,14 +263,12 @@ async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_sp
     let worker = Worker::new(b.clone(), registry)
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
-    let give_up = Instant::now() + Duration::from_secs(30);
-    while runs.load(Ordering::SeqCst) < 3 {
-        assert!(
-            Instant::now() < give_up,
-            "the refused episode was not given back and run again within 30 s (its lease is 60 s)"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(30), ran.wait_for(|n| *n >= 3))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the refused episode was not given back and run again within 30 s (its lease is 60 s)")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     let meta = b
         .get_instance(&id, false)
         .await
@@ -292,7 +291,7 @@ async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_sp
         .unwrap_or_else(|e| panic!("the instance did not complete once space returned: {e}"));
     println!(
         "full disk: {} runs while full; completed {:?} after space returned",
-        runs.load(Ordering::SeqCst) - 1,
+        *runs.borrow() - 1,
         freed.elapsed()
     );
     assert_eq!(

@@ -33,7 +33,7 @@
 use durable_runtime::backend::{BackendError, IdReusePolicy};
 use durable_runtime::{
     ActivityContext, ActivityError, Backend, Client, Error, Registry, ScheduleOptions, Worker,
-    WorkerOptions,
+    WorkerHandle, WorkerOptions,
 };
 use durable_sqlite::{SqliteBackend, SqliteOptions};
 use std::io::Write;
@@ -131,6 +131,37 @@ fn workload() -> Vec<(String, &'static str, i64)> {
     w
 }
 
+/// Starts a worker (20 activities at a time) on `backend`, says `started`,
+/// and returns it with a client.
+fn start(backend: Arc<dyn Backend>, registry: Registry) -> Result<(WorkerHandle, Client), String> {
+    let worker = Worker::new(backend.clone(), registry)
+        .with_options(WorkerOptions {
+            max_concurrent_activities: 20,
+            ..WorkerOptions::default()
+        })
+        .start()
+        .map_err(|e| e.to_string())?;
+    say("started");
+    Ok((worker, Client::new(backend)))
+}
+
+/// Schedules instance `id` unless an earlier run already did.
+async fn schedule_once(
+    client: &Client,
+    id: &str,
+    name: &str,
+    input: &impl serde::Serialize,
+) -> Result<(), String> {
+    let options = ScheduleOptions {
+        reuse_policy: Some(IdReusePolicy::never()),
+        ..ScheduleOptions::with_id(id)
+    };
+    match client.schedule_by_name(name, input, options).await {
+        Ok(_) | Err(Error::Backend(BackendError::AlreadyExists { .. })) => Ok(()),
+        Err(e) => Err(format!("scheduling {id}: {e}")),
+    }
+}
+
 async fn run(db: &str, log: &str) -> Result<(), String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -148,24 +179,9 @@ async fn run(db: &str, log: &str) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let backend: Arc<dyn Backend> = Arc::new(backend);
-    let worker = Worker::new(backend.clone(), registry(Arc::new(Mutex::new(log))))
-        .with_options(WorkerOptions {
-            max_concurrent_activities: 20,
-            ..WorkerOptions::default()
-        })
-        .start()
-        .map_err(|e| e.to_string())?;
-    say("started");
-    let client = Client::new(backend);
+    let (worker, client) = start(backend, registry(Arc::new(Mutex::new(log))))?;
     for (id, name, input) in workload() {
-        let options = ScheduleOptions {
-            reuse_policy: Some(IdReusePolicy::never()),
-            ..ScheduleOptions::with_id(id.clone())
-        };
-        match client.schedule_by_name(name, &input, options).await {
-            Ok(_) | Err(Error::Backend(BackendError::AlreadyExists { .. })) => {}
-            Err(e) => return Err(format!("scheduling {id}: {e}")),
-        }
+        schedule_once(&client, &id, name, &input).await?;
     }
     for (id, _, _) in workload() {
         let state = client
@@ -215,6 +231,7 @@ fn mix_registry(log: Arc<Mutex<std::fs::File>>) -> Registry {
         .activity_fn("gen_step", move |c, (generation, x): (i64, i64)| {
             let log = l1.clone();
             async move {
+                // Simulated work, so that kills land while activities run.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 // Each generation reuses the task ids: the log tells them apart.
                 let line = format!("{}#{generation} {}\n", c.instance_id(), c.task_id());
@@ -228,6 +245,7 @@ fn mix_registry(log: Arc<Mutex<std::fs::File>>) -> Registry {
         .activity_fn("quick", move |c, x: i64| {
             let log = l2.clone();
             async move {
+                // Simulated work, so that kills land while activities run.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 record(&log, &c)?;
                 say("act");
@@ -307,27 +325,12 @@ async fn run_mix(db: &str, log: &str, round: u32) -> Result<(), String> {
     let backend = SqliteBackend::open(db).map_err(|e| e.to_string())?;
     let backend: Arc<dyn Backend> = Arc::new(backend);
     let registry = quick_orchestrators(mix_registry(Arc::new(Mutex::new(log))));
-    let worker = Worker::new(backend.clone(), registry)
-        .with_options(WorkerOptions {
-            max_concurrent_activities: 20,
-            ..WorkerOptions::default()
-        })
-        .start()
-        .map_err(|e| e.to_string())?;
-    say("started");
-    let client = Client::new(backend);
+    let (worker, client) = start(backend, registry)?;
     // Every round up to this one: an earlier run may have been killed
     // before it scheduled its own.
     let all: Vec<_> = (0..=round).flat_map(mix).collect();
     for (id, name, input) in &all {
-        let options = ScheduleOptions {
-            reuse_policy: Some(IdReusePolicy::never()),
-            ..ScheduleOptions::with_id(id.clone())
-        };
-        match client.schedule_by_name(quick(name), input, options).await {
-            Ok(_) | Err(Error::Backend(BackendError::AlreadyExists { .. })) => {}
-            Err(e) => return Err(format!("scheduling {id}: {e}")),
-        }
+        schedule_once(&client, id, quick(name), input).await?;
     }
     // Raised again by every run until the instance finishes: a run may be
     // killed before its event is stored. The orchestrator takes the first.
