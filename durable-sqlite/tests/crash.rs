@@ -519,3 +519,69 @@ async fn work_a_killed_process_held_moves_to_a_live_one_at_once() {
         took.as_millis()
     );
 }
+
+/// Two processes share one file and the mix's first three rounds; one is
+/// SIGKILLed mid-run, after 30 of its activities. The survivor, which
+/// never restarts, must finish everything, including the episodes and
+/// activities the dead one held: nothing lost, no history event
+/// duplicated, the file whole. The output reports how long the survivor
+/// took after the kill and how many activities ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivor_of_two_processes_finishes_what_the_killed_one_held() {
+    const ROUNDS: u32 = 3;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
+    let db = dir.path().join("pair.db");
+    let log = dir.path().join("activities.log");
+    let round = (ROUNDS - 1).to_string();
+    let args = [
+        "mix".as_ref(),
+        db.as_os_str(),
+        log.as_os_str(),
+        round.as_ref(),
+    ];
+    let victim = Workload::spawn(&args);
+    let survivor = Workload::spawn(&args);
+    let limit = Duration::from_secs(60);
+    let mut acts = 0;
+    let killed = victim.run("the process to kill", limit, |line| {
+        acts += usize::from(line == "act");
+        acts >= 30
+    });
+    assert!(
+        killed,
+        "the process to kill finished all the work before its 30th activity"
+    );
+    let killed_at = Instant::now();
+    let mut survivor_acts = 0;
+    let finished = !survivor.run("the survivor", limit, |line| {
+        survivor_acts += usize::from(line == "act");
+        false
+    });
+    assert!(finished, "the survivor was stopped");
+    let took = killed_at.elapsed();
+
+    let backend = SqliteBackend::open(&db)
+        .unwrap_or_else(|e| panic!("reopening after the run failed: {e}"));
+    check_whole(&backend).await;
+    let mut instances = 0;
+    for r in 0..ROUNDS {
+        for (id, output, activities, timers) in mix_expected(r) {
+            check_completed(&backend, &id, output, activities, timers).await;
+            instances += 1;
+        }
+    }
+    drop(backend);
+    check_drained(&db);
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("reading the activity log failed: {e}"));
+    let executions = text.lines().count();
+    let distinct = text.lines().collect::<HashSet<_>>().len();
+    println!(
+        "two processes, one killed after 30 activities: the survivor ran {survivor_acts} \
+         activities and finished {instances} instances {} ms after the kill; 0 lost, \
+         0 duplicated history events; {executions} activity executions, {} re-runs",
+        took.as_millis(),
+        executions - distinct
+    );
+}
