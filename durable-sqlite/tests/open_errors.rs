@@ -4,6 +4,7 @@
 use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy};
 use durable_sqlite::{OpenError, SqliteBackend, SqliteOptions, SCHEMA_VERSION};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -124,11 +125,24 @@ impl Drop for Immutable {
     }
 }
 
+/// A read-only file is refused at open, naming it, and left byte for byte
+/// as it was; once it is writable again it opens with its queued work,
+/// which a worker then gets.
 #[test]
-fn a_read_only_file_is_refused() {
+fn a_read_only_file_is_refused_and_recovers_once_writable() {
     let d = dir();
     let path = d.path().join("ro.db");
-    drop(SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}")));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let b = SqliteBackend::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        b.create_instance(request("queued", 10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let before = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut perms = std::fs::metadata(&path)
         .unwrap_or_else(|e| panic!("{e}"))
         .permissions();
@@ -158,6 +172,27 @@ fn a_read_only_file_is_refused() {
         message.contains("ro.db"),
         "the error names the file: {message}"
     );
+    assert!(
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{e}")) == before,
+        "the refused open changed the file"
+    );
+
+    drop(_guard);
+    let mut perms = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let b = SqliteBackend::open(&path)
+            .unwrap_or_else(|e| panic!("the file did not open once writable again: {e}"));
+        let item = tokio::time::timeout(Duration::from_secs(30), b.next_orchestration_item())
+            .await
+            .unwrap_or_else(|_| panic!("the queued instance was not delivered within 30 s"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(item.instance_id, "queued");
+    });
 }
 
 fn request(id: &str, input_len: usize) -> CreateInstanceRequest {
@@ -227,7 +262,7 @@ async fn a_full_database_fails_writes_cleanly() {
 async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_space_returns() {
     use durable_runtime::{Client, Registry, ScheduleOptions, Worker};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let d = dir();
     let path = d.path().join("full-then-freed.db");
     let options = SqliteOptions {
