@@ -246,6 +246,20 @@ pub(crate) fn prepare(
                 "retrying instances set aside because a row could not be read"
             );
         }
+        let retried = conn
+            .execute(
+                "UPDATE activities SET lease_token = NULL, lease_owner = NULL,
+                        visible_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000000
+                 WHERE lease_token = ?1",
+                [crate::store::SET_ASIDE],
+            )
+            .map_err(err)?;
+        if retried > 0 {
+            tracing::info!(
+                retried,
+                "retrying activities set aside because their row could not be read"
+            );
+        }
         Ok(())
     };
     match migrate() {

@@ -397,13 +397,25 @@ fn load_events(
     Ok(out)
 }
 
+/// Whether instance `id` is set aside ([`SET_ASIDE`]), read without parsing
+/// any of its rows.
+fn is_set_aside(conn: &Connection, id: &str) -> Result<bool, BackendError> {
+    let token: Option<Option<i64>> = conn
+        .prepare_cached("SELECT lease_token FROM instances WHERE instance_id = ?1")
+        .db()?
+        .query_row([id], |r| r.get(0))
+        .optional()
+        .db()?;
+    Ok(token.flatten() == Some(SET_ASIDE))
+}
+
 /// Why a set-aside instance was set aside: its first unreadable row.
 fn set_aside_error(conn: &Connection, id: &str) -> BackendError {
     match load_history(conn, id).and_then(|_| load_inbox(conn, id)) {
         Err(e) => e.into(),
         Ok(_) => BackendError::Other(format!(
             "instance \"{id}\" was set aside because one of its rows could not be read, and its \
-             rows read fine now; open the database again to run it"
+             rows read fine now; open the database again to run it, or purge it by id to delete it"
         )),
     }
 }
@@ -555,9 +567,18 @@ pub(crate) fn control(
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
     let now = chrono::Utc::now();
-    let mut meta = load(conn, id, false)?
-        .ok_or_else(|| BackendError::NotFound(id.to_string()))?
-        .meta;
+    let row = load(conn, id, false)?.ok_or_else(|| BackendError::NotFound(id.to_string()))?;
+    if row.lease_token == Some(SET_ASIDE) && !matches!(request, ControlRequest::RaiseEvent { .. }) {
+        // Only an episode applies a terminate, suspend or resume, and a
+        // set-aside instance runs none: refuse rather than queue a request
+        // that would silently wait.
+        return Err(BackendError::Other(format!(
+            "{}; it cannot be terminated, suspended or resumed until it can run again \
+             (events raised on it are kept). To delete it, purge it by id",
+            set_aside_error(conn, id)
+        )));
+    }
+    let mut meta = row.meta;
     let Some((event, status)) = request.decide(id, meta.status)? else {
         return Ok(());
     };
@@ -587,7 +608,26 @@ pub(crate) fn purge(
     recursive: bool,
     fx: &mut Effects,
 ) -> Result<usize, BackendError> {
-    let mut roots: Vec<String> = match target {
+    let (mut roots, mut count): (Vec<String>, usize) = match target {
+        PurgeTarget::Instance(id) if is_set_aside(conn, id)? => {
+            // A set-aside instance runs no more, whatever its status says,
+            // and purging it by id is how it is deleted: its own rows go;
+            // its sub-orchestrations too if its history can be read.
+            let children = if recursive {
+                match load_history(conn, id) {
+                    Ok(history) => transition::all_children(&history),
+                    Err(e) => {
+                        tracing::error!(instance_id = %id, error = %BackendError::from(e), "purging a set-aside instance whose history cannot be read: its sub-orchestrations, if any, are kept");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            delete_instance(conn, id)?;
+            fx.touched.push(id.clone());
+            (children, 1)
+        }
         PurgeTarget::Instance(id) => {
             let meta = load(conn, id, false)?
                 .ok_or_else(|| BackendError::NotFound(id.clone()))?
@@ -599,7 +639,7 @@ pub(crate) fn purge(
                     status: meta.status,
                 });
             }
-            vec![id.clone()]
+            (vec![id.clone()], 0)
         }
         PurgeTarget::Filter {
             created_from,
@@ -637,10 +677,9 @@ pub(crate) fn purge(
                     }
                 }
             }
-            ids
+            (ids, 0)
         }
     };
-    let mut count = 0;
     while let Some(id) = roots.pop() {
         let children = load(conn, &id, false).and_then(|row| match row {
             Some(row) if row.meta.status.is_terminal() => Ok(Some(if recursive {
@@ -705,8 +744,8 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
         sql += &format!(" AND status IN ({})", marks.join(", "));
     }
     // No LIMIT: rows are read one at a time until the page is full and one
-    // more row shows that another page follows; unreadable rows, which are
-    // skipped, do not count.
+    // more readable row shows that another page follows; unreadable rows,
+    // which are skipped, do not count.
     sql += " ORDER BY instance_id";
     let mut stmt = conn.prepare(&sql).db()?;
     let rows = stmt
@@ -724,10 +763,6 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
     let mut more = false;
     for row in rows {
         let (id, meta, input, output, custom_status) = row.db()?;
-        if instances.len() == page {
-            more = true;
-            break;
-        }
         let id = match id.text() {
             Ok(id) => id,
             Err(e) => {
@@ -744,6 +779,12 @@ pub(crate) fn query(conn: &Connection, q: &InstanceQuery) -> Result<QueryPage, B
             Ok(m)
         };
         match read() {
+            // Another page follows only if a readable row does: a page
+            // is never empty because the rows after a full one are not.
+            Ok(_) if instances.len() == page => {
+                more = true;
+                break;
+            }
             Ok(m) => instances.push(m),
             Err(e) => {
                 tracing::error!(instance_id = %id, error = %e, "the query skips an instance whose row cannot be read");
@@ -1227,56 +1268,89 @@ pub(crate) fn lease_activity(
     ctx: &Ctx,
 ) -> Result<Leased<ActivityWorkItem>, BackendError> {
     let now = micros(chrono::Utc::now());
-    let row = conn
-        .prepare_cached(
-            "SELECT id, instance_id, execution_id, task_id, name, version, input FROM activities
-             WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
+    loop {
+        let row = conn
+            .prepare_cached(
+                "SELECT id, instance_id, execution_id, task_id, name, version, input FROM activities
+                 WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
+            )
+            .db()?
+            .query_row([now], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Text>(1)?,
+                    r.get::<_, Text>(2)?,
+                    r.get::<_, i32>(3)?,
+                    r.get::<_, Text>(4)?,
+                    r.get::<_, Option<Text>>(5)?,
+                    r.get::<_, Option<Text>>(6)?,
+                ))
+            })
+            .optional()
+            .db()?;
+        let Some((rowid, instance_id, execution_id, task_id, name, version, input)) = row else {
+            let next = next_due(
+                conn,
+                ctx,
+                "SELECT instance_id, visible_at, lease_token, lease_owner FROM activities
+                 ORDER BY visible_at LIMIT 1",
+                "activity",
+            )?;
+            return Ok(Leased::Idle(next));
+        };
+        let read = || -> Result<ActivityWorkItem, Unreadable> {
+            let instance_id = instance_id.text().map_err(|e| Unreadable {
+                instance_id: e.lossy,
+                row: format!("activity row {rowid}"),
+                problem: Problem::NotText {
+                    column: "instance_id",
+                    found: e.found,
+                },
+            })?;
+            let row = format!("activity row {rowid} (task {task_id})");
+            let optional = |t: Option<Text>, column| t.map(|t| t.of(&instance_id, &row, column));
+            Ok(ActivityWorkItem {
+                execution_id: execution_id.of(&instance_id, &row, "execution_id")?,
+                name: name.of(&instance_id, &row, "name")?,
+                version: optional(version, "version").transpose()?,
+                input: optional(input, "input").transpose()?,
+                task_id,
+                completion_token: String::new(),
+                instance_id,
+            })
+        };
+        let mut item = match read() {
+            Ok(item) => item,
+            Err(e) => {
+                // Set aside, like an instance with an unreadable row: never
+                // leased again until the database is reopened, so the
+                // other activities keep running.
+                tracing::error!(instance_id = %e.instance_id, error = %e, "an activity row cannot be read; the activity is set aside");
+                conn.prepare_cached(
+                    "UPDATE activities SET lease_token = ?2, visible_at = ?3, lease_owner = NULL
+                     WHERE id = ?1",
+                )
+                .db()?
+                .execute(params![rowid, SET_ASIDE, i64::MAX])
+                .db()?;
+                continue;
+            }
+        };
+        let token = new_token();
+        conn.prepare_cached(
+            "UPDATE activities SET lease_token = ?2, visible_at = ?3, lease_owner = ?4 WHERE id = ?1",
         )
         .db()?
-        .query_row([now], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i32>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-            ))
-        })
-        .optional()
+        .execute(params![
+            rowid,
+            token,
+            now.saturating_add(ctx.lease_micros),
+            ctx.process_id
+        ])
         .db()?;
-    let Some((rowid, instance_id, execution_id, task_id, name, version, input)) = row else {
-        let next = next_due(
-            conn,
-            ctx,
-            "SELECT instance_id, visible_at, lease_token, lease_owner FROM activities
-             ORDER BY visible_at LIMIT 1",
-            "activity",
-        )?;
-        return Ok(Leased::Idle(next));
-    };
-    let token = new_token();
-    conn.prepare_cached(
-        "UPDATE activities SET lease_token = ?2, visible_at = ?3, lease_owner = ?4 WHERE id = ?1",
-    )
-    .db()?
-    .execute(params![
-        rowid,
-        token,
-        now.saturating_add(ctx.lease_micros),
-        ctx.process_id
-    ])
-    .db()?;
-    Ok(Leased::Item(ActivityWorkItem {
-        instance_id,
-        execution_id,
-        name,
-        version,
-        input,
-        task_id,
-        completion_token: format!("{rowid}:{token}"),
-    }))
+        item.completion_token = format!("{rowid}:{token}");
+        return Ok(Leased::Item(item));
+    }
 }
 
 fn activity_lease(item: &ActivityWorkItem) -> Result<(i64, i64), BackendError> {

@@ -10,7 +10,7 @@
 //! woken when the status it last saw is no longer the one in the file, so
 //! an idle waiter costs no database work at all while nothing changes.
 
-use crate::error::SqlResult;
+use crate::error::{SqlResult, Text};
 use crate::lock;
 use durable_runtime::BackendError;
 use rusqlite::Connection;
@@ -138,21 +138,28 @@ impl Watchers {
 }
 
 /// The status column of each of `ids` that exists (one statement, the ids
-/// passed as one JSON array).
+/// passed as one JSON array), or `set aside` for an instance set aside
+/// because a row cannot be read (its waiters then read the reason). A
+/// status that is not text is compared as read, so one damaged row does
+/// not fail the check for every waiter.
 fn statuses(conn: &Connection, ids: &[String]) -> Result<HashMap<String, String>, BackendError> {
     let ids = serde_json::to_string(ids).map_err(|e| BackendError::Other(e.to_string()))?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT i.instance_id, i.status FROM json_each(?1) AS w
+            "SELECT i.instance_id,
+                    CASE WHEN i.lease_token = ?2 THEN 'set aside' ELSE i.status END
+             FROM json_each(?1) AS w
              JOIN instances AS i ON i.instance_id = w.value",
         )
         .db()?;
     let rows = stmt
-        .query_map([ids], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        .query_map(rusqlite::params![ids, crate::store::SET_ASIDE], |r| {
+            Ok((r.get::<_, Text>(0)?, r.get::<_, Text>(1)?))
         })
         .db()?;
-    rows.map(|r| r.db()).collect()
+    let lossy = |t: Text| t.text().unwrap_or_else(|e| e.lossy);
+    rows.map(|r| r.db().map(|(id, status)| (lossy(id), lossy(status))))
+        .collect()
 }
 
 /// One waiter's place among the watchers of its instance. It leaves

@@ -561,8 +561,8 @@ async fn the_survivor_of_two_processes_finishes_what_the_killed_one_held() {
     assert!(finished, "the survivor was stopped");
     let took = killed_at.elapsed();
 
-    let backend = SqliteBackend::open(&db)
-        .unwrap_or_else(|e| panic!("reopening after the run failed: {e}"));
+    let backend =
+        SqliteBackend::open(&db).unwrap_or_else(|e| panic!("reopening after the run failed: {e}"));
     check_whole(&backend).await;
     let mut instances = 0;
     for r in 0..ROUNDS {

@@ -211,6 +211,26 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
         .await
         .expect_err("purging ok1 recursively succeeded");
     assert_names(&e, "ok1", &["history row 0"]);
+
+    // A set-aside instance cannot be terminated (only an episode would
+    // apply it), and says how to delete it instead: purge it by id, which
+    // works whatever its status and whichever of its rows is unreadable.
+    for id in ["newer-event", "bad-history"] {
+        let e = client
+            .terminate(id, &"stop")
+            .await
+            .expect_err(&format!("terminating the set-aside {id} succeeded"));
+        assert_names(&e, id, &["cannot be terminated", "purge it by id"]);
+    }
+    for (id, recursive) in [("newer-event", true), ("bad-instance", false)] {
+        let purged = b
+            .purge(PurgeTarget::Instance(id.into()), recursive)
+            .await
+            .unwrap_or_else(|e| panic!("purging the set-aside {id} failed: {e}"));
+        assert_eq!(purged, 1, "{id}");
+        let gone = b.get_instance(id, false).await;
+        assert!(matches!(gone, Ok(None)), "{id} is still there: {gone:?}");
+    }
     worker.shutdown().await;
 
     // Opening the file again gives set-aside instances another chance (the
@@ -218,4 +238,176 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
     let again = SqliteBackend::open(&path).unwrap();
     let retried = again.get_instance("bad-inbox", false).await;
     assert!(matches!(retried, Ok(Some(_))), "{retried:?}");
+}
+
+/// An activity row that cannot be read is set aside (logged with its
+/// instance), the activities queued behind it run, and once the row is
+/// repaired, opening the file again runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_activity_row_is_set_aside_and_the_others_run() {
+    use durable_runtime::actions::{ActionKind, OrchestratorAction};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("unreadable-activity.db");
+    let calls = |id: &str, x: i64| CreateInstanceRequest {
+        name: "calls".into(),
+        ..request(id, x)
+    };
+    // The first episode of "bad-activity" schedules its activity; a worker
+    // has not run it yet.
+    {
+        let b = SqliteBackend::open(&path).unwrap();
+        b.create_instance(calls("bad-activity", 7)).await.unwrap();
+        let item = within("the first episode", b.next_orchestration_item())
+            .await
+            .unwrap();
+        let schedule = OrchestratorResult {
+            actions: vec![OrchestratorAction {
+                id: 0,
+                kind: ActionKind::ScheduleTask {
+                    name: "double".into(),
+                    version: None,
+                    input: Some("7".into()),
+                },
+            }],
+            custom_status: None,
+        };
+        b.complete_orchestration_item(item, schedule).await.unwrap();
+    }
+    corrupt(
+        &path,
+        &format!("UPDATE activities SET input = {NOT_UTF8} WHERE instance_id = 'bad-activity'"),
+    );
+
+    let registry = || {
+        Registry::new()
+            .orchestrator_fn("calls", |ctx, x: i64| async move {
+                Ok(ctx.call_activity_by_name::<i64>("double", &x).await?)
+            })
+            .activity_fn("double", |_ctx, x: i64| async move { Ok(x * 2) })
+    };
+    let b = Arc::new(SqliteBackend::open(&path).unwrap());
+    let healthy: Vec<String> = (0..5).map(|i| format!("ok{i}")).collect();
+    for (i, id) in healthy.iter().enumerate() {
+        b.create_instance(calls(id, i as i64)).await.unwrap();
+    }
+    let worker = Worker::new(b.clone(), registry()).start().unwrap();
+    let client = Client::new(b.clone());
+    for (i, id) in healthy.iter().enumerate() {
+        let state = client
+            .wait_for_completion(id, LIMIT)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{id}, whose activity is queued behind an unreadable one, did not complete: {e}")
+            });
+        assert_eq!(state.output::<i64>().unwrap(), 2 * i as i64, "{id}");
+    }
+    worker.shutdown().await;
+    drop(client);
+    drop(b);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let token: Option<i64> = conn
+        .query_row(
+            "SELECT lease_token FROM activities WHERE instance_id = 'bad-activity'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(token, Some(-1), "the unreadable activity was not set aside");
+    drop(conn);
+
+    // Repaired, and opened again: it runs.
+    corrupt(
+        &path,
+        "UPDATE activities SET input = '7' WHERE instance_id = 'bad-activity'",
+    );
+    let b = Arc::new(SqliteBackend::open(&path).unwrap());
+    let worker = Worker::new(b.clone(), registry()).start().unwrap();
+    let state = Client::new(b.clone())
+        .wait_for_completion("bad-activity", LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("the repaired activity did not run after reopening: {e}"));
+    assert_eq!(state.output::<i64>().unwrap(), 14);
+    worker.shutdown().await;
+}
+
+/// A process waiting on an instance learns at once when another process
+/// sets it aside: the wait ends with the reason, not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_learns_when_another_process_sets_its_instance_aside() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("set-aside-elsewhere.db");
+    let waiting = Arc::new(SqliteBackend::open(&path).unwrap());
+    waiting
+        .create_instance(request("watched", 0))
+        .await
+        .unwrap();
+    let item = within("the first episode", waiting.next_orchestration_item())
+        .await
+        .unwrap();
+    let waits = OrchestratorResult {
+        actions: Vec::new(),
+        custom_status: None,
+    };
+    waiting
+        .complete_orchestration_item(item, waits)
+        .await
+        .unwrap();
+    let client = Client::new(waiting.clone());
+    let wait = tokio::spawn(async move {
+        client
+            .wait_for_completion("watched", Duration::from_secs(60))
+            .await
+    });
+    corrupt(
+        &path,
+        &format!("UPDATE history SET event = {NOT_UTF8} WHERE instance_id = 'watched' AND seq = 0"),
+    );
+    // Another process gets the instance's next episode and sets it aside.
+    let other = Arc::new(SqliteBackend::open(&path).unwrap());
+    other.raise_event("watched", "go", None).await.unwrap();
+    let registry = Registry::new().orchestrator_fn("orch", |_ctx, x: i64| async move { Ok(x) });
+    let worker = Worker::new(other.clone(), registry).start().unwrap();
+    let waited = within("the wait on the set-aside instance", wait)
+        .await
+        .unwrap()
+        .map(|s| s.status());
+    let e = waited.expect_err("the wait on the set-aside instance succeeded");
+    assert_names(&e, "watched", &["history row 0", "not UTF-8 text"]);
+    worker.shutdown().await;
+}
+
+/// A full page followed only by unreadable rows is the last page: no
+/// continuation token that leads to an empty page.
+#[tokio::test]
+async fn a_full_page_followed_by_unreadable_rows_is_the_last() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("pages.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    for id in ["a", "b", "c", "d"] {
+        b.create_instance(request(id, 0)).await.unwrap();
+    }
+    for id in ["c", "d"] {
+        corrupt(
+            &path,
+            &format!("UPDATE instances SET meta = {NOT_UTF8} WHERE instance_id = '{id}'"),
+        );
+    }
+    let page = b
+        .query_instances(InstanceQuery {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page
+        .instances
+        .iter()
+        .map(|m| m.instance_id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(
+        page.continuation_token, None,
+        "a token was given though only unreadable rows follow"
+    );
 }
