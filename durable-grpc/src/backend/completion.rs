@@ -69,21 +69,33 @@ pub(super) async fn fail_orchestration(
     Ok(())
 }
 
-/// What to record in place of an episode's result that the sidecar refused
-/// for good, i.e. would refuse again however often it is sent (the same
-/// history replays to the same result): a history or a message over the
-/// sidecar's limits, or a result it calls invalid. `None` for refusals
-/// that may pass: a lost lease, an unreachable sidecar, a quota.
-pub(super) fn refused_for_good(
-    rpc: &Rpc,
-    status: &Status,
-    instance_id: &str,
-) -> Option<FailureDetails> {
+/// How many times in a row the sidecar must call one instance's episode
+/// result invalid before the orchestration fails: a sidecar may also say
+/// `InvalidArgument` for a passing reason (an instance it is still
+/// creating, a token from before a restart), while a result it truly cannot
+/// take is refused again on every replay.
+pub(super) const INVALID_RESULT_REFUSALS: u32 = 3;
+
+/// What a refusal of an episode's result means.
+pub(super) enum Refusal {
+    /// It would be refused again however often it is sent (the same
+    /// history replays to the same result): a history or a message over the
+    /// sidecar's limits. Record this failure in its place.
+    ForGood(FailureDetails),
+    /// The sidecar calls the result invalid: for good once it has said so
+    /// [`INVALID_RESULT_REFUSALS`] times in a row, then record this failure.
+    IfRepeated(FailureDetails),
+    /// It may pass: a lost lease, an unreachable sidecar, a quota.
+    Passing,
+}
+
+/// Classifies the sidecar's refusal of an episode's result.
+pub(super) fn refusal(rpc: &Rpc, status: &Status, instance_id: &str) -> Refusal {
     let endpoint = &rpc.endpoint;
     let message = status.message();
     match status.code() {
         Code::ResourceExhausted if message.to_lowercase().contains("history") => {
-            Some(FailureDetails::new(
+            Refusal::ForGood(FailureDetails::new(
                 "HistoryTooLarge",
                 format!(
                     "the history of \"{instance_id}\" would grow over the sidecar's maximum \
@@ -94,19 +106,19 @@ pub(super) fn refused_for_good(
             ))
         }
         Code::ResourceExhausted => match map_status(endpoint, status.clone(), Some(instance_id)) {
-            e @ BackendError::PayloadTooLarge { .. } => Some(too_large_failure(&e)),
-            _ => None,
+            e @ BackendError::PayloadTooLarge { .. } => Refusal::ForGood(too_large_failure(&e)),
+            _ => Refusal::Passing,
         },
-        Code::InvalidArgument => Some(FailureDetails::new(
+        Code::InvalidArgument => Refusal::IfRepeated(FailureDetails::new(
             "ResultRefused",
             format!(
                 "the sidecar at {endpoint} refused the result of an episode of \
-                 \"{instance_id}\" as invalid ({message}); it would refuse it again, so the \
-                 orchestration fails; check that the sidecar supports what the orchestration \
-                 does"
+                 \"{instance_id}\" as invalid {INVALID_RESULT_REFUSALS} times in a row \
+                 ({message}); it would refuse it again, so the orchestration fails; check that \
+                 the sidecar supports what the orchestration does"
             ),
         )),
-        _ => None,
+        _ => Refusal::Passing,
     }
 }
 

@@ -24,7 +24,10 @@ mod rpc;
 mod scripted;
 mod tree;
 
-use completion::{fail_in_place, refused_for_good, send_activity_response, too_large_failure};
+use completion::{
+    fail_in_place, refusal, send_activity_response, too_large_failure, Refusal,
+    INVALID_RESULT_REFUSALS,
+};
 use error::unreadable;
 use instance::instance_from_response;
 use rpc::Rpc;
@@ -39,6 +42,7 @@ use durable_runtime::backend::{
     InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
 };
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -90,6 +94,9 @@ struct Inner {
     /// Woken when the stream is closed, so that waiting `next_*` calls
     /// reopen it.
     stream_closed: Notify,
+    /// Instances whose last episode results the sidecar called invalid, and
+    /// how many times in a row.
+    invalid_results: StdMutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for GrpcBackend {
@@ -102,6 +109,24 @@ impl std::fmt::Debug for GrpcBackend {
 }
 
 impl GrpcBackend {
+    /// Counts one more refusal of `instance_id`'s result as invalid
+    /// (`refused`) or forgets its count; returns the count.
+    fn invalid_results_of(&self, instance_id: &str, refused: bool) -> u32 {
+        let mut counts = self
+            .inner
+            .invalid_results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if refused {
+            let n = counts.entry(instance_id.to_string()).or_default();
+            *n += 1;
+            *n
+        } else {
+            counts.remove(instance_id);
+            0
+        }
+    }
+
     /// A backend for `options`, connecting lazily: nothing is sent until the
     /// first call, and an unreachable sidecar shows up as
     /// [`BackendError::Unavailable`] from that call. Must be called inside a
@@ -126,6 +151,7 @@ impl GrpcBackend {
                 workers: AtomicUsize::new(0),
                 calls: AtomicU64::new(0),
                 stream_closed: Notify::new(),
+                invalid_results: StdMutex::default(),
             }),
         })
     }
@@ -472,10 +498,28 @@ impl Backend for GrpcBackend {
             Err(e @ BackendError::PayloadTooLarge { .. }) => too_large_failure(&e),
             Err(e) => return Err(e),
             Ok(req) => match rpc.client().complete_orchestrator_task(req).await {
-                Ok(_) => return Ok(()),
-                Err(status) => match refused_for_good(rpc, &status, &item.instance_id) {
-                    Some(failure) => failure,
-                    None => return Err(rpc.lease_error(status, &item.instance_id)),
+                Ok(_) => {
+                    self.invalid_results_of(&item.instance_id, false);
+                    return Ok(());
+                }
+                Err(status) => match refusal(rpc, &status, &item.instance_id) {
+                    Refusal::ForGood(failure) => failure,
+                    Refusal::IfRepeated(failure) => {
+                        let times = self.invalid_results_of(&item.instance_id, true);
+                        if times < INVALID_RESULT_REFUSALS {
+                            return Err(BackendError::InvalidRequest(format!(
+                                "the sidecar refused the result of an episode of \"{}\" as \
+                                 invalid ({}), {times} of {INVALID_RESULT_REFUSALS} times in a \
+                                 row; the episode runs again, and the orchestration fails if \
+                                 the sidecar refuses it {INVALID_RESULT_REFUSALS} times",
+                                item.instance_id,
+                                status.message()
+                            )));
+                        }
+                        self.invalid_results_of(&item.instance_id, false);
+                        failure
+                    }
+                    Refusal::Passing => return Err(rpc.lease_error(status, &item.instance_id)),
                 },
             },
         };
@@ -745,19 +789,41 @@ mod tests {
             ),
         ];
         for (status, error_type, mentions) in cases {
-            let (sidecar, backend) = refusing(vec![status]).await;
+            // A history over the cap is refused for good at once; a result
+            // called invalid only once it is refused three times in a row
+            // (each time the episode runs again).
+            let times = if error_type == "ResultRefused" {
+                INVALID_RESULT_REFUSALS as usize
+            } else {
+                1
+            };
+            let (sidecar, backend) = refusing(vec![status; times]).await;
+            for attempt in 1..times {
+                let e = backend
+                    .complete_orchestration_item(episode("big"), schedules_an_activity())
+                    .await
+                    .expect_err("a result called invalid is not yet refused for good");
+                assert!(
+                    matches!(&e, BackendError::InvalidRequest(m)
+                        if m.contains(&format!("{attempt} of {times} times"))),
+                    "{e}"
+                );
+            }
             backend
                 .complete_orchestration_item(episode("big"), schedules_an_activity())
                 .await
                 .expect("the episode is completed, as a failure");
             let seen = sidecar.seen.lock().unwrap();
-            let [refused, failed] = &seen.completions[..] else {
-                panic!(
-                    "{error_type}: the refused result, then the failure; got {:?}",
-                    seen.completions
-                );
+            let [refused @ .., failed] = &seen.completions[..] else {
+                unreachable!()
             };
-            assert_eq!(refused.actions.len(), 1, "{error_type}");
+            assert_eq!(
+                refused.len(),
+                times,
+                "{error_type}: the refused results, then the failure; got {:?}",
+                seen.completions
+            );
+            assert!(refused.iter().all(|r| r.actions.len() == 1), "{error_type}");
             assert_eq!(failed.completion_token, "orch");
             let f = failure_in(failed);
             assert_eq!(f.error_type, error_type);
@@ -765,6 +831,46 @@ mod tests {
             for text in mentions {
                 assert!(f.message.contains(text), "{text:?} in {}", f.message);
             }
+        }
+    }
+
+    /// A result called invalid once, then taken, is sent as it was: the
+    /// orchestration does not fail, and the count starts again.
+    #[tokio::test]
+    async fn a_result_called_invalid_once_is_sent_again_unchanged() {
+        let invalid = || tonic::Status::invalid_argument("unknown instance");
+        let (sidecar, backend) = refusing(vec![invalid()]).await;
+        for _ in 0..2 {
+            let e = backend
+                .complete_orchestration_item(episode("flaky"), schedules_an_activity())
+                .await
+                .expect_err("the refusal reaches the worker, which gives the episode back");
+            assert!(
+                matches!(&e, BackendError::InvalidRequest(m) if m.contains("1 of 3")),
+                "{e}"
+            );
+            backend
+                .complete_orchestration_item(episode("flaky"), schedules_an_activity())
+                .await
+                .expect("the episode is taken the next time");
+            sidecar
+                .completion_refusals
+                .lock()
+                .unwrap()
+                .push_back(invalid());
+        }
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(seen.completions.len(), 4, "{:?}", seen.completions);
+        for sent in &seen.completions {
+            assert!(
+                matches!(
+                    convert::action_from_proto(sent.actions[0].clone())
+                        .unwrap()
+                        .kind,
+                    ActionKind::ScheduleTask { .. }
+                ),
+                "the result was replaced: {sent:?}"
+            );
         }
     }
 

@@ -589,13 +589,16 @@ where
             }
         }
         if !ctx.is_replaying() {
+            // The failure itself was logged where it happened (the
+            // activity's worker, or the sub-orchestration's); this says
+            // only what happens next.
             tracing::info!(
                 instance_id = %ctx.instance_id(),
                 task = %err.task,
                 attempt,
+                error_type = %err.details.error_type,
                 ?delay,
-                "retrying after a failed attempt: {}",
-                err.details
+                "retrying after a failed attempt"
             );
         }
         ctx.create_timer(delay).await;
