@@ -278,7 +278,7 @@ impl Text {
     pub(crate) fn of(
         self,
         id: &str,
-        row: &str,
+        row: impl std::fmt::Display,
         column: &'static str,
     ) -> Result<String, Unreadable> {
         self.0.map_err(|e| Unreadable {
@@ -289,5 +289,16 @@ impl Text {
                 found: e.found,
             },
         })
+    }
+}
+
+/// The name of a numbered row (`history row 3`), formatted only when an
+/// error needs it: reads of healthy rows pay nothing for it.
+#[derive(Clone, Copy)]
+pub(crate) struct RowName<'a>(pub(crate) &'a str, pub(crate) i64);
+
+impl std::fmt::Display for RowName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}", self.0, self.1)
     }
 }

@@ -184,7 +184,7 @@ pub(crate) fn prepare(
 ) -> Result<(), OpenError> {
     let err = |e| classify(path, e);
     conn.busy_timeout(options.busy_timeout).map_err(err)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
     if file {
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

@@ -2,7 +2,7 @@
 //! transaction (see [`crate::writer`]) and only persists and queues what the
 //! pure transition core decides: no orchestration logic lives here.
 
-use crate::error::{Problem, ReadError, SqlResult, Text, Unreadable};
+use crate::error::{Problem, ReadError, RowName, SqlResult, Text, Unreadable};
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
@@ -122,7 +122,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, BackendError> {
 /// again (`schema::prepare` retries it then). Real tokens are never negative.
 pub(crate) const SET_ASIDE: i64 = -1;
 
-fn malformed(id: &str, row: &str, e: impl std::fmt::Display) -> Unreadable {
+fn malformed(id: &str, row: impl std::fmt::Display, e: impl std::fmt::Display) -> Unreadable {
     Unreadable {
         instance_id: id.to_string(),
         row: row.to_string(),
@@ -131,7 +131,11 @@ fn malformed(id: &str, row: &str, e: impl std::fmt::Display) -> Unreadable {
 }
 
 /// Parses the event stored in `row` (e.g. `history row 3`) of instance `id`.
-fn parse_event(id: &str, row: &str, text: Text) -> Result<HistoryEvent, Unreadable> {
+fn parse_event(
+    id: &str,
+    row: impl std::fmt::Display + Copy,
+    text: Text,
+) -> Result<HistoryEvent, Unreadable> {
     let text = text.of(id, row, "event")?;
     serde_json::from_str(&text).map_err(|e| match newer_event_kind(&text) {
         Some(kind) => Unreadable {
@@ -392,7 +396,7 @@ fn load_events(
     let mut out = Vec::new();
     for row in rows {
         let (seq, text) = row.db()?;
-        out.push(parse_event(id, &format!("{table} row {seq}"), text)?);
+        out.push(parse_event(id, RowName(table, seq), text)?);
     }
     Ok(out)
 }
@@ -522,7 +526,10 @@ fn create_child(
     now: Timestamp,
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
-    conn.execute_batch("SAVEPOINT child").db()?;
+    conn.prepare_cached("SAVEPOINT child")
+        .db()?
+        .execute([])
+        .db()?;
     match create(
         conn,
         ctx,
@@ -531,7 +538,12 @@ fn create_child(
         now,
         fx,
     ) {
-        Ok(()) => conn.execute_batch("RELEASE child").db(),
+        Ok(()) => conn
+            .prepare_cached("RELEASE child")
+            .db()?
+            .execute([])
+            .map(drop)
+            .db(),
         Err(e) => {
             conn.execute_batch("ROLLBACK TO child; RELEASE child")
                 .db()?;
@@ -1001,10 +1013,10 @@ fn lease_instance(
             .db()?;
         for r in rows {
             let (seq, execution_id, checked, text) = r.db()?;
-            let row_name = format!("inbox row {seq}");
-            let event = parse_event(&id, &row_name, text)?;
+            let row_name = RowName("inbox", seq);
+            let event = parse_event(&id, row_name, text)?;
             let execution_id = execution_id
-                .map(|t| t.of(&id, &row_name, "execution_id"))
+                .map(|t| t.of(&id, row_name, "execution_id"))
                 .transpose()?;
             if !checked {
                 let msg = InstanceMessage {

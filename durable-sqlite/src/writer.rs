@@ -250,9 +250,19 @@ fn run(
     }
 }
 
+/// Runs transaction-control statements (`sql`, `;`-separated, no
+/// parameters) through the statement cache: they run several times per
+/// batch, and `execute_batch` would parse them every time.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.prepare_cached(statement)?.execute([])?;
+    }
+    Ok(())
+}
+
 /// Runs a batch in one transaction; false if it was rolled back as a whole.
 fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         for job in batch {
             job.fail(&e);
         }
@@ -261,7 +271,7 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
     let mut done: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
             abort(conn, done, jobs, Some(job), &e);
             return false;
         }
@@ -292,14 +302,14 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
         } else {
             "RELEASE job"
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = exec(conn, end) {
             done.push(ran);
             abort(conn, done, jobs, None, &e);
             return false;
         }
         done.push(ran);
     }
-    match conn.execute_batch("COMMIT") {
+    match exec(conn, "COMMIT") {
         Ok(()) => {
             for r in done {
                 r.finish(Ok(()));
@@ -307,7 +317,7 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
             true
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(conn, "ROLLBACK");
             for r in done {
                 r.finish(Err(&e));
             }
@@ -324,7 +334,7 @@ fn abort(
     e: &rusqlite::Error,
 ) {
     if !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = exec(conn, "ROLLBACK");
     }
     for r in done {
         r.finish(Err(e));

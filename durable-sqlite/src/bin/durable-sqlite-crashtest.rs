@@ -344,10 +344,11 @@ async fn run_mix(db: &str, log: &str, round: u32) -> Result<(), String> {
             .map_err(|e| format!("reading {id}: {e}"))?
             .is_some_and(|s| s.status().is_terminal());
         if !done {
-            client
-                .raise_event(id, "go", input)
-                .await
-                .map_err(|e| format!("raising go on {id}: {e}"))?;
+            match client.raise_event(id, "go", input).await {
+                // It finished in between (this process's worker runs).
+                Ok(()) | Err(Error::Backend(BackendError::InvalidState { .. })) => {}
+                Err(e) => return Err(format!("raising go on {id}: {e}")),
+            }
         }
     }
     for (id, _, _) in &all {
