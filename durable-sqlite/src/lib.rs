@@ -238,8 +238,33 @@ impl SqliteBackend {
                 path: path.to_path_buf(),
             });
         }
-        schema::check_identity(&conn, path)?;
-        schema::prepare(&conn, path, &options, true)?;
+        // Before the first read: another process may hold the file while
+        // it creates or migrates the schema.
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(|e| OpenError::Sqlite {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        // SQLite answers "busy" without waiting where waiting could
+        // deadlock (two connections upgrading their locks at once, as when
+        // several processes open a new file together): the open is then
+        // tried again from the start, within the busy timeout.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match schema::check_identity(&conn, path)
+                .and_then(|()| schema::prepare(&conn, path, &options, true))
+            {
+                Err(OpenError::Busy { .. }) if started.elapsed() < options.busy_timeout => {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                result => break result?,
+            }
+        }
         Self::start(conn, options, Some(path.to_path_buf()))
     }
 

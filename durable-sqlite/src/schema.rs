@@ -152,7 +152,20 @@ pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), OpenE
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         Ok((app, version, tables))
     };
-    let (app, version, tables) = read().map_err(|e| classify(path, e))?;
+    // One snapshot for the three reads: another process may be creating
+    // the schema right now, and its tables without its marker would look
+    // like another application's file.
+    let snapshot = conn.is_autocommit();
+    let read_all = || -> rusqlite::Result<(i64, i64, i64)> {
+        if !snapshot {
+            return read();
+        }
+        conn.execute_batch("BEGIN DEFERRED")?;
+        let out = read();
+        let _ = conn.execute_batch("COMMIT");
+        out
+    };
+    let (app, version, tables) = read_all().map_err(|e| classify(path, e))?;
     if app != 0 && app != APPLICATION_ID {
         return Err(OpenError::NotDurable {
             path: path.to_path_buf(),

@@ -339,3 +339,32 @@ async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_sp
     );
     worker.shutdown().await;
 }
+
+/// Several processes (here: threads, each with its own connection) opening
+/// one new file at once all succeed: none mistakes the schema another is
+/// creating for another application's file.
+#[test]
+fn backends_opening_a_new_file_at_once_all_succeed() {
+    let d = dir();
+    for round in 0..30 {
+        let path = d.path().join(format!("race-{round}.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteBackend::open(&path).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            let opened = opener
+                .join()
+                .unwrap_or_else(|_| panic!("an opener panicked"));
+            if let Err(e) = opened {
+                panic!("round {round}: opening a new file beside others failed: {e}");
+            }
+        }
+    }
+}
