@@ -7,6 +7,7 @@
 //! in the binary.
 
 use crate::actions::Task;
+use crate::app_state::{StateMap, StateParam, StateRequirement};
 use crate::codec;
 use crate::context::OrchestrationContext;
 use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
@@ -32,6 +33,11 @@ pub trait Orchestrator: OrchestratorSignature {
 /// An activity: ordinary async code that does the work. Implemented by
 /// `#[activity]`, with its [`ActivitySignature`].
 pub trait Activity: ActivitySignature {
+    /// The application state the activity takes (one entry per `State<T>`
+    /// parameter, emitted by `#[activity]`). A worker refuses to start
+    /// without a value of each type ([`RegistryError::MissingState`]).
+    const STATE: &'static [StateRequirement] = &[];
+
     /// Runs the activity.
     fn run(
         self,
@@ -81,6 +87,34 @@ pub enum RegistryError {
         /// The second definition.
         second: DefinedAt,
     },
+    /// An activity takes `State<T>` and the worker has no value of type `T`.
+    #[error(
+        "activity \"{activity}\" (defined at {defined_at}) takes `State<{type_name}>`, but this worker \
+         has no `{type_name}`; give it one with `Worker::new(..).state(value)` (in tests \
+         `TestEnv::builder().state(value)` or `#[durable::test(state(value))]`), or fake the activity"
+    )]
+    MissingState {
+        /// The activity's name.
+        activity: String,
+        /// The type of state it needs.
+        type_name: &'static str,
+        /// Where the activity was defined (or registered).
+        defined_at: DefinedAt,
+    },
+    /// A fake was given for an activity that is not registered.
+    #[error(
+        "cannot fake activity \"{activity}\" (at {at}): no activity of that name is registered \
+         (registered: [{registered}]); register the real one first (discovery, or `.activity(..)`) \
+         or fix the name"
+    )]
+    UnknownFake {
+        /// The name of the activity to fake.
+        activity: String,
+        /// Where the fake was given.
+        at: DefinedAt,
+        /// The activities registered, comma-separated.
+        registered: String,
+    },
 }
 
 /// What a [`Registration`] registers.
@@ -102,6 +136,8 @@ pub struct Registration {
     pub defined_at: DefinedAt,
     /// Rust module path of the definition.
     pub module_path: &'static str,
+    /// The application state an activity takes (empty for orchestrators).
+    pub state: &'static [StateRequirement],
     register: fn(&mut Registry, DefinedAt),
 }
 
@@ -117,6 +153,7 @@ impl Registration {
             name: O::NAME,
             defined_at: DefinedAt { file, line },
             module_path,
+            state: &[],
             register: |r, at| r.add_orchestrator::<O>(at),
         }
     }
@@ -132,6 +169,7 @@ impl Registration {
             name: A::NAME,
             defined_at: DefinedAt { file, line },
             module_path,
+            state: A::STATE,
             register: |r, at| r.add_activity::<A>(at),
         }
     }
@@ -145,6 +183,8 @@ pub(crate) struct Entry<F> {
     /// The handle's (or closure's) type: the same definition registered
     /// twice (e.g. explicitly and by discovery) is one registration.
     identity: std::any::TypeId,
+    /// The application state the handler takes.
+    needs: &'static [StateRequirement],
 }
 
 /// Wire names mapped to orchestrators and activities.
@@ -343,7 +383,7 @@ impl Registry {
         Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
     {
         let handler = erase(Task::Activity(name).to_string(), f);
-        self.put_activity(name, handler, here(), std::any::TypeId::of::<F>());
+        self.put_activity(name, handler, here(), std::any::TypeId::of::<F>(), &[]);
         self
     }
 
@@ -358,7 +398,13 @@ impl Registry {
         let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
             A::default().run(ctx, i)
         });
-        self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>());
+        self.put_activity(
+            A::NAME,
+            handler,
+            at,
+            std::any::TypeId::of::<A>(),
+            A::STATE,
+        );
     }
 
     fn put_orchestrator(
@@ -372,6 +418,7 @@ impl Registry {
             handler,
             defined_at,
             identity,
+            needs: &[],
         });
         insert(
             &mut self.orchestrators,
@@ -388,11 +435,13 @@ impl Registry {
         handler: ActivityFn,
         defined_at: DefinedAt,
         identity: std::any::TypeId,
+        needs: &'static [StateRequirement],
     ) {
         let entry = Arc::new(Entry {
             handler,
             defined_at,
             identity,
+            needs,
         });
         insert(
             &mut self.activities,
@@ -401,6 +450,107 @@ impl Registry {
             name.to_string(),
             entry,
         );
+    }
+
+    /// Runs `fake` in place of `real`, under `real`'s name: for tests that
+    /// replace one activity and keep everything else (discovered or
+    /// registered). The fake must have the same input and output types
+    /// (checked at compile time); the state it takes replaces what `real`
+    /// took. Faking an activity that is not registered is an error,
+    /// reported like a duplicate (by [`check`](Registry::check) and when a
+    /// worker starts).
+    ///
+    /// ```
+    /// use durable_runtime::{Activity, ActivityContext, ActivityError, ActivitySignature, BoxFuture, Registry};
+    ///
+    /// // What `#[activity]` generates, written out (no macros in this crate).
+    /// #[derive(Clone, Copy, Default)]
+    /// struct Charge;
+    /// impl ActivitySignature for Charge {
+    ///     const NAME: &'static str = "charge";
+    ///     type Input = u64;
+    ///     type Output = String;
+    /// }
+    /// impl Activity for Charge {
+    ///     fn run(self, _: ActivityContext, cents: u64) -> BoxFuture<'static, Result<String, ActivityError>> {
+    ///         Box::pin(async move { Err(ActivityError::msg("the payment gateway is down")) })
+    ///     }
+    /// }
+    /// #[derive(Clone, Copy, Default)]
+    /// struct FakeCharge;
+    /// impl ActivitySignature for FakeCharge {
+    ///     const NAME: &'static str = "fake_charge";
+    ///     type Input = u64;
+    ///     type Output = String;
+    /// }
+    /// impl Activity for FakeCharge {
+    ///     fn run(self, _: ActivityContext, cents: u64) -> BoxFuture<'static, Result<String, ActivityError>> {
+    ///         Box::pin(async move { Ok(format!("receipt for {cents}")) })
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new().activity(Charge).replace_activity(Charge, FakeCharge);
+    /// assert!(registry.check().is_ok());
+    /// assert_eq!(registry.activity_names(), ["charge"]);
+    ///
+    /// let unknown = Registry::new().replace_activity(Charge, FakeCharge);
+    /// assert!(unknown.check().unwrap_err().to_string().contains("cannot fake activity \"charge\""));
+    /// ```
+    #[track_caller]
+    pub fn replace_activity<A, F>(mut self, real: A, fake: F) -> Self
+    where
+        A: Activity,
+        F: Activity<Input = A::Input, Output = A::Output>,
+    {
+        let _ = (real, fake);
+        let at = here();
+        if !self.activities.contains_key(A::NAME) {
+            self.errors.push(RegistryError::UnknownFake {
+                activity: A::NAME.to_string(),
+                at,
+                registered: self.activity_names().join(", "),
+            });
+            return self;
+        }
+        let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
+            F::default().run(ctx, i)
+        });
+        self.activities.insert(
+            A::NAME.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: at,
+                identity: std::any::TypeId::of::<F>(),
+                needs: F::STATE,
+            }),
+        );
+        self
+    }
+
+    /// Checks that `states` has a value of every type of application state
+    /// a registered activity takes; the first activity (by name) missing
+    /// one is reported, with the type and how to give it. Run when a
+    /// worker starts.
+    pub fn check_state(&self, states: &StateMap) -> Result<(), RegistryError> {
+        let mut names: Vec<&String> = self.activities.keys().collect();
+        names.sort_unstable();
+        for name in names {
+            let entry = &self.activities[name];
+            if let Some(missing) = entry.needs.iter().find(|r| !states.contains(r.type_id())) {
+                return Err(RegistryError::MissingState {
+                    activity: name.clone(),
+                    type_name: missing.type_name(),
+                    defined_at: entry.defined_at,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The application state the activity registered under `name` takes,
+    /// if it is registered.
+    pub fn activity_state(&self, name: &str) -> Option<&'static [StateRequirement]> {
+        self.activities.get(name).map(|e| e.needs)
     }
 
     /// Whether an orchestrator with this name is registered.
@@ -434,4 +584,24 @@ impl Registry {
     pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {
         self.activities.get(name).map(|e| e.handler.clone())
     }
+}
+
+/// Takes a `State<T>` parameter of an activity from its context (used by
+/// the code `#[activity]` generates). A missing value, which a worker
+/// prevents by refusing to start, is a non-retriable failure naming the
+/// type: it can happen when an activity is called directly with an
+/// [`ActivityContext`] that was not given the value.
+pub fn extract_state<P: StateParam>(ctx: &ActivityContext) -> Result<P, ActivityError> {
+    P::from_states(ctx.state_map()).ok_or_else(|| {
+        let type_name = P::REQUIREMENT.type_name();
+        ActivityError::new(
+            "MissingState",
+            format!(
+                "activity \"{}\" takes `State<{type_name}>`, but its context has no `{type_name}`; \
+                 give the worker one with `.state(value)`, or the context with `.with_state(value)`",
+                ctx.name()
+            ),
+        )
+        .non_retriable()
+    })
 }
