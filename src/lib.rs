@@ -73,7 +73,7 @@ pub mod prelude {
         Activity, ActivityContext, ActivityError, ActivitySignature, Client, DurableFuture, Either,
         IdReusePolicy, OrchestrationContext, OrchestrationError, OrchestrationState,
         OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry, RetryPolicy,
-        ScheduleOptions, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec, Worker,
+        ScheduleOptions, State, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec, Worker,
         WorkerOptions,
     };
     pub use serde::{Deserialize, Serialize};
@@ -87,6 +87,9 @@ pub mod __private {
         into_activity_error, into_orchestration_error, Activity, ActivitySignature, BoxFuture,
         Orchestrator, OrchestratorSignature, Registration, Registry,
     };
+    pub use durable_runtime::app_state::{StateParam, StateRequirement};
+    pub use durable_runtime::registry::extract_state;
+    pub use durable_runtime::testing::TestEnvBuilder;
 
     /// Implemented once for every type, and a second time for `Result`: so
     /// naming `<T as ReturnTypeIsNotAResult<_>>::CHECK` is ambiguous exactly
@@ -115,14 +118,15 @@ pub mod __private {
     pub use serde;
 
     /// Runs a `#[durable::test]` body: builds the runtime and the `TestEnv`
-    /// (with `registry`, or everything discovered), then checks the outcome.
-    pub fn run_test<F, Fut>(registry: Option<Registry>, test: F)
+    /// that `configure` describes, then checks the outcome.
+    pub fn run_test<C, F, Fut>(configure: C, test: F)
     where
+        C: FnOnce() -> TestEnvBuilder,
         F: FnOnce(TestEnv) -> Fut,
         Fut: core::future::Future,
         Fut::Output: TestOutcome,
     {
-        durable_runtime::testing::run_test(registry, |env| async move {
+        durable_runtime::testing::run_test_with(configure, |env| async move {
             test(env).await.check();
         });
     }

@@ -53,5 +53,5 @@ pub use handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSig
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
 pub use retry::RetryPolicy;
-pub use testing::{run_test, TestEnv};
+pub use testing::{run_test, TestEnv, TestEnvBuilder};
 pub use worker::{Worker, WorkerHandle, WorkerOptions};

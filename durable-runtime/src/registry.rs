@@ -293,7 +293,7 @@ fn insert<F>(
 
 /// Where the (track_caller) registration call was made.
 #[track_caller]
-fn here() -> DefinedAt {
+pub(crate) fn here() -> DefinedAt {
     let loc = std::panic::Location::caller();
     DefinedAt {
         file: loc.file(),
@@ -497,13 +497,21 @@ impl Registry {
     /// assert!(unknown.check().unwrap_err().to_string().contains("cannot fake activity \"charge\""));
     /// ```
     #[track_caller]
-    pub fn replace_activity<A, F>(mut self, real: A, fake: F) -> Self
+    pub fn replace_activity<A, F>(self, real: A, fake: F) -> Self
+    where
+        A: Activity,
+        F: Activity<Input = A::Input, Output = A::Output>,
+    {
+        self.replace_activity_at(real, fake, here())
+    }
+
+    /// [`replace_activity`](Registry::replace_activity), given where it was asked for.
+    pub(crate) fn replace_activity_at<A, F>(mut self, real: A, fake: F, at: DefinedAt) -> Self
     where
         A: Activity,
         F: Activity<Input = A::Input, Output = A::Output>,
     {
         let _ = (real, fake);
-        let at = here();
         if !self.activities.contains_key(A::NAME) {
             self.errors.push(RegistryError::UnknownFake {
                 activity: A::NAME.to_string(),
