@@ -88,7 +88,7 @@ pub mod __private {
         Orchestrator, OrchestratorSignature, Registration, Registry,
     };
     pub use durable_runtime::app_state::{StateParam, StateRequirement};
-    pub use durable_runtime::registry::extract_state;
+    pub use durable_runtime::registry::missing_state;
     pub use durable_runtime::testing::TestEnvBuilder;
 
     /// Implemented once for every type, and a second time for `Result`: so

@@ -7,7 +7,7 @@
 //! in the binary.
 
 use crate::actions::Task;
-use crate::app_state::{StateMap, StateParam, StateRequirement};
+use crate::app_state::{StateMap, StateRequirement};
 use crate::codec;
 use crate::context::OrchestrationContext;
 use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
@@ -594,22 +594,20 @@ impl Registry {
     }
 }
 
-/// Takes a `State<T>` parameter of an activity from its context (used by
-/// the code `#[activity]` generates). A missing value, which a worker
-/// prevents by refusing to start, is a non-retriable failure naming the
-/// type: it can happen when an activity is called directly with an
+/// The failure of an activity whose `State<T>` parameter found no value in
+/// its context (used by the code `#[activity]` generates): non-retriable,
+/// naming the type. A worker prevents it by refusing to start without the
+/// value; it can happen when an activity is called directly with an
 /// [`ActivityContext`] that was not given the value.
-pub fn extract_state<P: StateParam>(ctx: &ActivityContext) -> Result<P, ActivityError> {
-    P::from_states(ctx.state_map()).ok_or_else(|| {
-        let type_name = P::REQUIREMENT.type_name();
-        ActivityError::new(
-            "MissingState",
-            format!(
-                "activity \"{}\" takes `State<{type_name}>`, but its context has no `{type_name}`; \
-                 give the worker one with `.state(value)`, or the context with `.with_state(value)`",
-                ctx.name()
-            ),
-        )
-        .non_retriable()
-    })
+pub fn missing_state(ctx: &ActivityContext, needed: StateRequirement) -> ActivityError {
+    let type_name = needed.type_name();
+    ActivityError::new(
+        "MissingState",
+        format!(
+            "activity \"{}\" takes `State<{type_name}>`, but its context has no `{type_name}`; \
+             give the worker one with `.state(value)`, or the context with `.with_state(value)`",
+            ctx.name()
+        ),
+    )
+    .non_retriable()
 }

@@ -221,9 +221,22 @@ fn implementation(
             )
         })
         .collect();
+    let value = syn::Ident::new("value", Span::mixed_site());
     let extract = states.iter().map(|(name, ty)| {
+        // Written as the requirement below is, so an unmet bound is
+        // reported once.
         quote_spanned! {ty.span()=>
-            let #name: #ty = ::durable::__private::extract_state::<#ty>(&#ctx)?;
+            let #name: #ty = match <#ty as ::durable::__private::StateParam>::from_states(
+                ::durable::__private::ActivityContext::state_map(&#ctx),
+            ) {
+                ::core::option::Option::Some(#value) => #value,
+                ::core::option::Option::None => {
+                    return ::core::result::Result::Err(::durable::__private::missing_state(
+                        &#ctx,
+                        <#ty as ::durable::__private::StateParam>::REQUIREMENT,
+                    ))
+                }
+            };
         }
     });
     let requirements = states.iter().map(|(_, ty)| {
