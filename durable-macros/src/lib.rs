@@ -317,7 +317,8 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 /// #[durable::test(state(Sent::default()), fake(send_email = record_email))]
 /// async fn welcomes_by_email(env: TestEnv) {
 ///     let id = env.client().schedule(welcome, "ada@example.com".to_string()).await.unwrap();
-///     env.wait_for_completion(&id).await.unwrap();
+///     let state = env.wait_for_completion(&id).await.unwrap();
+///     assert_eq!(state.status(), OrchestrationStatus::Completed);
 ///     assert_eq!(*env.state::<Sent>().unwrap().0.lock().unwrap(), ["ada@example.com"]);
 /// }
 /// # welcomes_by_email();
