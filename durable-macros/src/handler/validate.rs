@@ -369,6 +369,51 @@ mod tests {
     }
 
     #[test]
+    fn state_parameters_come_between_the_context_and_the_input() {
+        for item in [
+            quote!(
+                async fn a(ctx: ActivityContext, State(db): State<Db>, x: u32) {}
+            ),
+            quote!(
+                async fn a(ctx: ActivityContext, a: State<A>, b: durable::State<B>) {}
+            ),
+            quote!(
+                async fn a(ctx: ActivityContext, State(a): State<A>, State(b): State<B>, x: u32) {}
+            ),
+            // Not generic: an ordinary input of the user's own type.
+            quote!(
+                async fn a(ctx: ActivityContext, state: State) {}
+            ),
+        ] {
+            assert_eq!(messages(Kind::Activity, item.clone()), "", "{item}");
+        }
+        let after = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: ActivityContext, x: u32, State(db): State<Db>) {}
+            ),
+        );
+        assert!(after.contains("come between the context and the input"), "{after}");
+        let two_inputs = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: ActivityContext, State(db): State<Db>, x: u32, y: u32) {}
+            ),
+        );
+        assert!(two_inputs.contains("at most one input"), "{two_inputs}");
+        let orchestrator = messages(
+            Kind::Orchestrator,
+            quote!(
+                async fn a(ctx: OrchestrationContext, State(db): State<Db>) {}
+            ),
+        );
+        assert!(
+            orchestrator.contains("orchestrators cannot take `State`"),
+            "{orchestrator}"
+        );
+    }
+
+    #[test]
     fn classifies_results() {
         let handler = Handler::parse(
             Kind::Orchestrator,
