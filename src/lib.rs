@@ -240,13 +240,13 @@ pub mod prelude {
 /// without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use durable_runtime::app_state::{StateParam, StateRequirement};
+    pub use durable_runtime::registry::missing_state;
+    pub use durable_runtime::testing::TestEnvBuilder;
     pub use durable_runtime::{
         into_activity_error, into_orchestration_error, Activity, ActivitySignature, BoxFuture,
         Orchestrator, OrchestratorSignature, Registration, Registry,
     };
-    pub use durable_runtime::app_state::{StateParam, StateRequirement};
-    pub use durable_runtime::registry::missing_state;
-    pub use durable_runtime::testing::TestEnvBuilder;
 
     /// Implemented once for every type, and a second time for `Result`: so
     /// naming `<T as ReturnTypeIsNotAResult<_>>::CHECK` is ambiguous exactly

@@ -48,7 +48,7 @@ async fn save(
 /// State and no input; the full path of `State` works too.
 #[activity]
 async fn count(_ctx: ActivityContext, calls: durable::State<Calls>) -> u32 {
-    calls.0.0.fetch_add(1, Ordering::SeqCst) + 1
+    calls.0 .0.fetch_add(1, Ordering::SeqCst) + 1
 }
 
 #[orchestrator]
@@ -150,7 +150,10 @@ async fn a_test_env_missing_state_does_not_start_and_says_what_to_give() {
         } => {
             assert_eq!(activity, "save");
             assert!(type_name.ends_with("::Config"), "{type_name}");
-            assert!(defined_at.file.ends_with("activity_state.rs"), "{defined_at}");
+            assert!(
+                defined_at.file.ends_with("activity_state.rs"),
+                "{defined_at}"
+            );
         }
         other => panic!("expected MissingState, got {other:?}"),
     }

@@ -1,8 +1,8 @@
 //! Fakes: a test replaces one activity and keeps everything else
 //! discovered; the fake runs under the real activity's name.
 
-use durable::prelude::*;
 use durable::history::EventKind;
+use durable::prelude::*;
 use durable::RegistryError;
 use std::sync::{Arc, Mutex};
 
@@ -107,7 +107,12 @@ async fn without_the_fake_the_real_activity_needs_its_state() {
     );
     // And a fake's own state is checked like any activity's.
     let err = TestEnv::builder()
-        .registry(Registry::new().orchestrator(book).activity(reserve).activity(charge))
+        .registry(
+            Registry::new()
+                .orchestrator(book)
+                .activity(reserve)
+                .activity(charge),
+        )
         .fake_activity(charge, fake_charge)
         .build()
         .unwrap_err();

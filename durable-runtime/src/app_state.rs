@@ -233,7 +233,11 @@ mod tests {
         assert_eq!(db, Db("pool"));
         let needed = <State<Db> as StateParam>::REQUIREMENT;
         assert_eq!(needed.type_id(), TypeId::of::<Db>());
-        assert!(needed.type_name().ends_with("::Db"), "{}", needed.type_name());
+        assert!(
+            needed.type_name().ends_with("::Db"),
+            "{}",
+            needed.type_name()
+        );
         assert_eq!(needed, StateRequirement::of::<Db>());
         assert_ne!(needed, StateRequirement::of::<u8>());
     }

@@ -398,13 +398,7 @@ impl Registry {
         let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
             A::default().run(ctx, i)
         });
-        self.put_activity(
-            A::NAME,
-            handler,
-            at,
-            std::any::TypeId::of::<A>(),
-            A::STATE,
-        );
+        self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>(), A::STATE);
     }
 
     fn put_orchestrator(

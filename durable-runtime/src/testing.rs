@@ -122,8 +122,9 @@ impl TestEnvBuilder {
         F: Activity<Input = A::Input, Output = A::Output>,
     {
         let at = here();
-        self.fakes
-            .push(Box::new(move |r: Registry| r.replace_activity_at(real, fake, at)));
+        self.fakes.push(Box::new(move |r: Registry| {
+            r.replace_activity_at(real, fake, at)
+        }));
         self
     }
 

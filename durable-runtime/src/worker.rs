@@ -184,6 +184,7 @@ impl Worker {
         tracing::info!(
             orchestrators = ?self.registry.orchestrator_names(),
             activities = ?self.registry.activity_names(),
+            states = ?self.states,
             max_concurrent_orchestrations = self.options.max_concurrent_orchestrations,
             max_concurrent_activities = self.options.max_concurrent_activities,
             "worker started"

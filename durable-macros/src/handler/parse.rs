@@ -49,14 +49,12 @@ pub(crate) enum Output {
 /// `durable::State<Db>`).
 pub(crate) fn is_state(ty: &Type) -> bool {
     match ty {
-        Type::Path(path) if path.qself.is_none() => {
-            path.path.segments.last().is_some_and(|last| {
-                last.ident == "State"
-                    && matches!(&last.arguments, PathArguments::AngleBracketed(args)
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|last| {
+            last.ident == "State"
+                && matches!(&last.arguments, PathArguments::AngleBracketed(args)
                         if args.args.len() == 1
                             && matches!(args.args.first(), Some(GenericArgument::Type(_))))
-            })
-        }
+        }),
         Type::Paren(paren) => is_state(&paren.elem),
         Type::Group(group) => is_state(&group.elem),
         _ => false,

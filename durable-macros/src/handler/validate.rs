@@ -393,7 +393,10 @@ mod tests {
                 async fn a(ctx: ActivityContext, x: u32, State(db): State<Db>) {}
             ),
         );
-        assert!(after.contains("come between the context and the input"), "{after}");
+        assert!(
+            after.contains("come between the context and the input"),
+            "{after}"
+        );
         let two_inputs = messages(
             Kind::Activity,
             quote!(
