@@ -147,6 +147,7 @@ async fn a_test_env_missing_state_does_not_start_and_says_what_to_give() {
             activity,
             type_name,
             defined_at,
+            faked_by: None,
         } => {
             assert_eq!(activity, "save");
             assert!(type_name.ends_with("::Config"), "{type_name}");
@@ -159,7 +160,7 @@ async fn a_test_env_missing_state_does_not_start_and_says_what_to_give() {
     }
     let message = err.to_string();
     for part in [
-        "activity \"save\"",
+        "activity \"save\" (defined at ",
         "takes `State<activity_state::Config>`",
         "has no `activity_state::Config`",
         ".state(value)",

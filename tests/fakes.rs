@@ -117,9 +117,15 @@ async fn without_the_fake_the_real_activity_needs_its_state() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&err, RegistryError::MissingState { activity, type_name, .. }
+        matches!(&err, RegistryError::MissingState { activity, type_name, faked_by: Some("fake_charge"), .. }
             if activity == "charge" && type_name.ends_with("::Charged")),
         "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("activity \"charge\" (faked by \"fake_charge\" at ")
+            && message.contains("fakes.rs:"),
+        "{message}"
     );
 }
 

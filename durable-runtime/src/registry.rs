@@ -89,17 +89,24 @@ pub enum RegistryError {
     },
     /// An activity takes `State<T>` and the worker has no value of type `T`.
     #[error(
-        "activity \"{activity}\" (defined at {defined_at}) takes `State<{type_name}>`, but this worker \
+        "activity \"{activity}\" ({}) takes `State<{type_name}>`, but this worker \
          has no `{type_name}`; give it one with `Worker::new(..).state(value)` (in tests \
-         `TestEnv::builder().state(value)` or `#[durable::test(state(value))]`), or fake the activity"
+         `TestEnv::builder().state(value)` or `#[durable::test(state(value))]`), or fake the activity",
+        match faked_by {
+            Some(fake) => format!("faked by \"{fake}\" at {defined_at}"),
+            None => format!("defined at {defined_at}"),
+        }
     )]
     MissingState {
         /// The activity's name.
         activity: String,
         /// The type of state it needs.
         type_name: &'static str,
-        /// Where the activity was defined (or registered).
+        /// Where the activity was defined (or registered, or faked).
         defined_at: DefinedAt,
+        /// The name of the fake that runs in its place, if it is faked
+        /// (the state is the fake's).
+        faked_by: Option<&'static str>,
     },
     /// A fake was given for an activity that is not registered.
     #[error(
@@ -185,6 +192,9 @@ pub(crate) struct Entry<F> {
     identity: std::any::TypeId,
     /// The application state the handler takes.
     needs: &'static [StateRequirement],
+    /// The name of the fake that runs in place of the handler registered
+    /// under this name, if any.
+    faked_by: Option<&'static str>,
 }
 
 /// Wire names mapped to orchestrators and activities.
@@ -413,6 +423,7 @@ impl Registry {
             defined_at,
             identity,
             needs: &[],
+            faked_by: None,
         });
         insert(
             &mut self.orchestrators,
@@ -436,6 +447,7 @@ impl Registry {
             defined_at,
             identity,
             needs,
+            faked_by: None,
         });
         insert(
             &mut self.activities,
@@ -524,6 +536,7 @@ impl Registry {
                 defined_at: at,
                 identity: std::any::TypeId::of::<F>(),
                 needs: F::STATE,
+                faked_by: Some(F::NAME),
             }),
         );
         self
@@ -543,6 +556,7 @@ impl Registry {
                     activity: name.clone(),
                     type_name: missing.type_name(),
                     defined_at: entry.defined_at,
+                    faked_by: entry.faked_by,
                 });
             }
         }
