@@ -178,6 +178,50 @@ pub fn orchestrator(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `Display + 'static`; it becomes the task's failure message, and an
 /// `ActivityError` is kept as it is (with its details and retry hints).
 ///
+/// Between the context and the input, an activity may take any number of
+/// `State<T>` parameters (`durable::State`, in the prelude): application
+/// state the worker holds, one value per type, given with
+/// `Worker::state(value)` (in tests `TestEnv::builder().state(value)` or
+/// `#[durable::test(state(value))]`). `T` must be `Clone + Send + Sync +
+/// 'static`; each call gets a clone, so put an `Arc` or a pool handle in
+/// it. A parameter is read as state when its type is written `State<..>`
+/// (any path ending in `State` with one type argument). The types are
+/// recorded, and a worker without a value of one of them does not start.
+///
+/// ```
+/// use durable::prelude::*;
+/// use std::sync::Arc;
+///
+/// #[derive(Clone)]
+/// struct Gateway {
+///     api_key: Arc<str>,
+/// }
+///
+/// #[derive(Clone)]
+/// struct Limits {
+///     max_cents: u64,
+/// }
+///
+/// #[activity]
+/// async fn charge(
+///     _ctx: ActivityContext,
+///     State(gateway): State<Gateway>,
+///     State(limits): State<Limits>,
+///     cents: u64,
+/// ) -> Result<String, String> {
+///     if cents > limits.max_cents {
+///         return Err(format!("{cents} is over the limit"));
+///     }
+///     Ok(format!("charged {cents} with key {}", gateway.api_key))
+/// }
+///
+/// #[durable::test(state(Gateway { api_key: "test".into() }, Limits { max_cents: 1_000 }))]
+/// async fn charges_within_the_limit(env: TestEnv) {
+///     # let _ = env;
+/// }
+/// # charges_within_the_limit();
+/// ```
+///
 /// Activities are not checked for replay safety: they run once per attempt
 /// (at least once overall), and their result is recorded in the history.
 ///
@@ -240,6 +284,44 @@ pub fn activity(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     env.wait_for_completion(&id).await.unwrap();
 /// }
 /// # runs_with_only_these();
+/// ```
+///
+/// `state(value, ..)` gives the test's activities application state (each
+/// value is this test's own), and `fake(real = fake, ..)` runs an
+/// `#[activity]` in place of another with the same input and output types,
+/// under the real one's name; everything else stays as it was. The test
+/// reads its state back with `env.state::<T>()`:
+///
+/// ```
+/// # use durable::prelude::*;
+/// # use std::sync::{Arc, Mutex};
+/// #[derive(Clone, Default)]
+/// struct Sent(Arc<Mutex<Vec<String>>>);
+///
+/// #[activity]
+/// async fn send_email(_ctx: ActivityContext, to: String) -> Result<(), String> {
+///     Err(format!("no mail server in tests (to {to})"))
+/// }
+///
+/// #[activity]
+/// async fn record_email(_ctx: ActivityContext, State(sent): State<Sent>, to: String) -> Result<(), String> {
+///     sent.0.lock().unwrap().push(to);
+///     Ok(())
+/// }
+///
+/// #[orchestrator]
+/// async fn welcome(ctx: OrchestrationContext, to: String) -> Result<(), OrchestrationError> {
+///     Ok(ctx.call_activity(send_email, to).await?)
+/// }
+///
+/// #[durable::test(state(Sent::default()), fake(send_email = record_email))]
+/// async fn welcomes_by_email(env: TestEnv) {
+///     let id = env.client().schedule(welcome, "ada@example.com".to_string()).await.unwrap();
+///     let state = env.wait_for_completion(&id).await.unwrap();
+///     assert_eq!(state.status(), OrchestrationStatus::Completed);
+///     assert_eq!(*env.state::<Sent>().unwrap().0.lock().unwrap(), ["ada@example.com"]);
+/// }
+/// # welcomes_by_email();
 /// ```
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {

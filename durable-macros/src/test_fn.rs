@@ -7,9 +7,9 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, Meta, Path, Token, Type};
+use syn::{Expr, FnArg, Ident, ItemFn, Meta, MetaNameValue, Path, Token, Type};
 
-const OPTIONS: &[&str] = &["orchestrators", "activities"];
+const OPTIONS: &[&str] = &["orchestrators", "activities", "state", "fake"];
 
 /// Expands `#[durable::test(args)]` on `item`.
 pub(crate) fn run(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -32,10 +32,13 @@ pub(crate) fn run(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(&function, &registry, signature_ok, &errors)
 }
 
-/// The handlers named in the attribute; `None` means "everything
-/// discovered".
+/// What the attribute configures: the handlers named (`None` means
+/// "everything discovered"), the state values and the fakes.
 struct Registry {
     explicit: Option<Vec<(Handler, Path)>>,
+    states: Vec<Expr>,
+    /// `(real, fake)` activity handles.
+    fakes: Vec<(Path, Path)>,
 }
 
 #[derive(Clone, Copy)]
@@ -48,8 +51,52 @@ impl Registry {
     fn parse(args: TokenStream, errors: &mut Errors) -> Registry {
         let mut seen = Vec::new();
         let mut explicit: Option<Vec<(Handler, Path)>> = None;
+        let mut states = Vec::new();
+        let mut fakes = Vec::new();
         for option in options::parse(args, errors) {
             let key = &option.key;
+            if key == "state" || key == "fake" {
+                if !options::first_use(&mut seen, key, errors) {
+                    continue;
+                }
+                let Meta::List(list) = &option.meta else {
+                    let form = if key == "state" {
+                        "`state(first_value, second_value)`"
+                    } else {
+                        "`fake(real_activity = fake_activity, ..)`"
+                    };
+                    errors.push(&option.meta, format!("`{key}` takes a list: {form}"));
+                    continue;
+                };
+                if key == "state" {
+                    match list.parse_args_with(Punctuated::<Expr, Token![,]>::parse_terminated) {
+                        Ok(values) => states.extend(values),
+                        Err(error) => errors.push_error(error),
+                    }
+                    continue;
+                }
+                match list.parse_args_with(Punctuated::<MetaNameValue, Token![,]>::parse_terminated)
+                {
+                    Ok(pairs) => {
+                        for pair in pairs {
+                            match pair.value {
+                                Expr::Path(fake) if fake.qself.is_none() => {
+                                    fakes.push((pair.path, fake.path))
+                                }
+                                other => errors.push(
+                                    other,
+                                    "the fake is an `#[activity]` handle: `fake(real_activity = fake_activity)`",
+                                ),
+                            }
+                        }
+                    }
+                    Err(error) => errors.push_at(
+                        error.span(),
+                        "`fake` takes `real_activity = fake_activity` pairs: `fake(charge = fake_charge)`",
+                    ),
+                }
+                continue;
+            }
             let handler = if key == "orchestrators" {
                 Handler::Orchestrator
             } else if key == "activities" {
@@ -75,7 +122,11 @@ impl Registry {
                 Err(error) => errors.push_error(error),
             }
         }
-        Registry { explicit }
+        Registry {
+            explicit,
+            states,
+            fakes,
+        }
     }
 }
 
@@ -181,19 +232,25 @@ fn expand(
         };
     }
 
-    let registry = match &registry.explicit {
-        None => quote!(::core::option::Option::None),
-        Some(handlers) => {
-            let calls = handlers.iter().map(|(handler, path)| match handler {
-                Handler::Orchestrator => quote_spanned!(path.span()=> .orchestrator(#path)),
-                Handler::Activity => quote_spanned!(path.span()=> .activity(#path)),
-            });
-            quote! {
-                ::core::option::Option::Some(
-                    ::durable::__private::Registry::new() #(#calls)*
-                )
-            }
+    let explicit = registry.explicit.as_ref().map(|handlers| {
+        let calls = handlers.iter().map(|(handler, path)| match handler {
+            Handler::Orchestrator => quote_spanned!(path.span()=> .orchestrator(#path)),
+            Handler::Activity => quote_spanned!(path.span()=> .activity(#path)),
+        });
+        quote! {
+            .registry(::durable::__private::Registry::new() #(#calls)*)
         }
+    });
+    let states = registry
+        .states
+        .iter()
+        .map(|value| quote_spanned!(value.span()=> .state(#value)));
+    let fakes = registry
+        .fakes
+        .iter()
+        .map(|(real, fake)| quote_spanned!(fake.span()=> .fake_activity(#real, #fake)));
+    let configure = quote! {
+        || ::durable::__private::TestEnv::builder() #explicit #(#states)* #(#fakes)*
     };
     let body = Ident::new("__durable_test", Span::mixed_site());
     let inputs = &sig.inputs;
@@ -204,7 +261,7 @@ fn expand(
         quote!(#body)
     };
     let run = quote_spanned! {output.span()=>
-        ::durable::__private::run_test(#registry, #test)
+        ::durable::__private::run_test(#configure, #test)
     };
     // Outside `cfg(test)` the function stays an ordinary (unused) function
     // rather than disappearing, so its body is still type-checked, and a

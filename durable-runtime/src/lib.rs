@@ -8,6 +8,7 @@
 //! both):
 //!
 //! 1. [`history`], [`codec`]: the history model and payload encoding;
+//!    [`app_state`]: the application state activities take;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
 //!    for, failures, handler signatures, retry policies;
 //! 3. [`context`]: what orchestrator code calls;
@@ -18,6 +19,7 @@
 //! 7. [`testing`], and the conformance suite (feature `conformance`).
 
 pub mod actions;
+pub mod app_state;
 pub mod backend;
 pub mod client;
 pub mod codec;
@@ -34,6 +36,7 @@ pub mod retry;
 pub mod testing;
 pub mod worker;
 
+pub use app_state::{State, StateMap};
 pub use backend::{Backend, BackendError, IdReusePolicy, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.
 pub use chrono;
@@ -50,5 +53,5 @@ pub use handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSig
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
 pub use retry::RetryPolicy;
-pub use testing::{run_test, TestEnv};
+pub use testing::{run_test, TestEnv, TestEnvBuilder};
 pub use worker::{Worker, WorkerHandle, WorkerOptions};

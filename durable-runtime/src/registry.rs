@@ -7,6 +7,7 @@
 //! in the binary.
 
 use crate::actions::Task;
+use crate::app_state::{StateMap, StateRequirement};
 use crate::codec;
 use crate::context::OrchestrationContext;
 use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
@@ -32,6 +33,11 @@ pub trait Orchestrator: OrchestratorSignature {
 /// An activity: ordinary async code that does the work. Implemented by
 /// `#[activity]`, with its [`ActivitySignature`].
 pub trait Activity: ActivitySignature {
+    /// The application state the activity takes (one entry per `State<T>`
+    /// parameter, emitted by `#[activity]`). A worker refuses to start
+    /// without a value of each type ([`RegistryError::MissingState`]).
+    const STATE: &'static [StateRequirement] = &[];
+
     /// Runs the activity.
     fn run(
         self,
@@ -81,6 +87,41 @@ pub enum RegistryError {
         /// The second definition.
         second: DefinedAt,
     },
+    /// An activity takes `State<T>` and the worker has no value of type `T`.
+    #[error(
+        "activity \"{activity}\" ({}) takes `State<{type_name}>`, but this worker \
+         has no `{type_name}`; give it one with `Worker::new(..).state(value)` (in tests \
+         `TestEnv::builder().state(value)` or `#[durable::test(state(value))]`), or fake the activity",
+        match faked_by {
+            Some(fake) => format!("faked by \"{fake}\" at {defined_at}"),
+            None => format!("defined at {defined_at}"),
+        }
+    )]
+    MissingState {
+        /// The activity's name.
+        activity: String,
+        /// The type of state it needs.
+        type_name: &'static str,
+        /// Where the activity was defined (or registered, or faked).
+        defined_at: DefinedAt,
+        /// The name of the fake that runs in its place, if it is faked
+        /// (the state is the fake's).
+        faked_by: Option<&'static str>,
+    },
+    /// A fake was given for an activity that is not registered.
+    #[error(
+        "cannot fake activity \"{activity}\" (at {at}): no activity of that name is registered \
+         (registered: [{registered}]); register the real one first (discovery, or `.activity(..)`) \
+         or fix the name"
+    )]
+    UnknownFake {
+        /// The name of the activity to fake.
+        activity: String,
+        /// Where the fake was given.
+        at: DefinedAt,
+        /// The activities registered, comma-separated.
+        registered: String,
+    },
 }
 
 /// What a [`Registration`] registers.
@@ -102,6 +143,8 @@ pub struct Registration {
     pub defined_at: DefinedAt,
     /// Rust module path of the definition.
     pub module_path: &'static str,
+    /// The application state an activity takes (empty for orchestrators).
+    pub state: &'static [StateRequirement],
     register: fn(&mut Registry, DefinedAt),
 }
 
@@ -117,6 +160,7 @@ impl Registration {
             name: O::NAME,
             defined_at: DefinedAt { file, line },
             module_path,
+            state: &[],
             register: |r, at| r.add_orchestrator::<O>(at),
         }
     }
@@ -132,6 +176,7 @@ impl Registration {
             name: A::NAME,
             defined_at: DefinedAt { file, line },
             module_path,
+            state: A::STATE,
             register: |r, at| r.add_activity::<A>(at),
         }
     }
@@ -145,6 +190,11 @@ pub(crate) struct Entry<F> {
     /// The handle's (or closure's) type: the same definition registered
     /// twice (e.g. explicitly and by discovery) is one registration.
     identity: std::any::TypeId,
+    /// The application state the handler takes.
+    needs: &'static [StateRequirement],
+    /// The name of the fake that runs in place of the handler registered
+    /// under this name, if any.
+    faked_by: Option<&'static str>,
 }
 
 /// Wire names mapped to orchestrators and activities.
@@ -253,7 +303,7 @@ fn insert<F>(
 
 /// Where the (track_caller) registration call was made.
 #[track_caller]
-fn here() -> DefinedAt {
+pub(crate) fn here() -> DefinedAt {
     let loc = std::panic::Location::caller();
     DefinedAt {
         file: loc.file(),
@@ -343,7 +393,7 @@ impl Registry {
         Fut: Future<Output = Result<O, ActivityError>> + Send + 'static,
     {
         let handler = erase(Task::Activity(name).to_string(), f);
-        self.put_activity(name, handler, here(), std::any::TypeId::of::<F>());
+        self.put_activity(name, handler, here(), std::any::TypeId::of::<F>(), &[]);
         self
     }
 
@@ -358,7 +408,7 @@ impl Registry {
         let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
             A::default().run(ctx, i)
         });
-        self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>());
+        self.put_activity(A::NAME, handler, at, std::any::TypeId::of::<A>(), A::STATE);
     }
 
     fn put_orchestrator(
@@ -372,6 +422,8 @@ impl Registry {
             handler,
             defined_at,
             identity,
+            needs: &[],
+            faked_by: None,
         });
         insert(
             &mut self.orchestrators,
@@ -388,11 +440,14 @@ impl Registry {
         handler: ActivityFn,
         defined_at: DefinedAt,
         identity: std::any::TypeId,
+        needs: &'static [StateRequirement],
     ) {
         let entry = Arc::new(Entry {
             handler,
             defined_at,
             identity,
+            needs,
+            faked_by: None,
         });
         insert(
             &mut self.activities,
@@ -401,6 +456,117 @@ impl Registry {
             name.to_string(),
             entry,
         );
+    }
+
+    /// Runs `fake` in place of `real`, under `real`'s name: for tests that
+    /// replace one activity and keep everything else (discovered or
+    /// registered). The fake must have the same input and output types
+    /// (checked at compile time); the state it takes replaces what `real`
+    /// took. Faking an activity that is not registered is an error,
+    /// reported like a duplicate (by [`check`](Registry::check) and when a
+    /// worker starts).
+    ///
+    /// ```
+    /// use durable_runtime::{Activity, ActivityContext, ActivityError, ActivitySignature, BoxFuture, Registry};
+    ///
+    /// // What `#[activity]` generates, written out (no macros in this crate).
+    /// #[derive(Clone, Copy, Default)]
+    /// struct Charge;
+    /// impl ActivitySignature for Charge {
+    ///     const NAME: &'static str = "charge";
+    ///     type Input = u64;
+    ///     type Output = String;
+    /// }
+    /// impl Activity for Charge {
+    ///     fn run(self, _: ActivityContext, cents: u64) -> BoxFuture<'static, Result<String, ActivityError>> {
+    ///         Box::pin(async move { Err(ActivityError::msg("the payment gateway is down")) })
+    ///     }
+    /// }
+    /// #[derive(Clone, Copy, Default)]
+    /// struct FakeCharge;
+    /// impl ActivitySignature for FakeCharge {
+    ///     const NAME: &'static str = "fake_charge";
+    ///     type Input = u64;
+    ///     type Output = String;
+    /// }
+    /// impl Activity for FakeCharge {
+    ///     fn run(self, _: ActivityContext, cents: u64) -> BoxFuture<'static, Result<String, ActivityError>> {
+    ///         Box::pin(async move { Ok(format!("receipt for {cents}")) })
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new().activity(Charge).replace_activity(Charge, FakeCharge);
+    /// assert!(registry.check().is_ok());
+    /// assert_eq!(registry.activity_names(), ["charge"]);
+    ///
+    /// let unknown = Registry::new().replace_activity(Charge, FakeCharge);
+    /// assert!(unknown.check().unwrap_err().to_string().contains("cannot fake activity \"charge\""));
+    /// ```
+    #[track_caller]
+    pub fn replace_activity<A, F>(self, real: A, fake: F) -> Self
+    where
+        A: Activity,
+        F: Activity<Input = A::Input, Output = A::Output>,
+    {
+        self.replace_activity_at(real, fake, here())
+    }
+
+    /// [`replace_activity`](Registry::replace_activity), given where it was asked for.
+    pub(crate) fn replace_activity_at<A, F>(mut self, real: A, fake: F, at: DefinedAt) -> Self
+    where
+        A: Activity,
+        F: Activity<Input = A::Input, Output = A::Output>,
+    {
+        let _ = (real, fake);
+        if !self.activities.contains_key(A::NAME) {
+            self.errors.push(RegistryError::UnknownFake {
+                activity: A::NAME.to_string(),
+                at,
+                registered: self.activity_names().join(", "),
+            });
+            return self;
+        }
+        let handler = erase(Task::Activity(A::NAME).to_string(), |ctx, i| {
+            F::default().run(ctx, i)
+        });
+        self.activities.insert(
+            A::NAME.to_string(),
+            Arc::new(Entry {
+                handler,
+                defined_at: at,
+                identity: std::any::TypeId::of::<F>(),
+                needs: F::STATE,
+                faked_by: Some(F::NAME),
+            }),
+        );
+        self
+    }
+
+    /// Checks that `states` has a value of every type of application state
+    /// a registered activity takes; the first activity (by name) missing
+    /// one is reported, with the type and how to give it. Run when a
+    /// worker starts.
+    pub fn check_state(&self, states: &StateMap) -> Result<(), RegistryError> {
+        let mut names: Vec<&String> = self.activities.keys().collect();
+        names.sort_unstable();
+        for name in names {
+            let entry = &self.activities[name];
+            if let Some(missing) = entry.needs.iter().find(|r| !states.contains(r.type_id())) {
+                return Err(RegistryError::MissingState {
+                    activity: name.clone(),
+                    type_name: missing.type_name(),
+                    defined_at: entry.defined_at,
+                    faked_by: entry.faked_by,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The application state the activity registered under `name` takes,
+    /// if it is registered.
+    pub fn activity_state(&self, name: &str) -> Option<&'static [StateRequirement]> {
+        self.activities.get(name).map(|e| e.needs)
     }
 
     /// Whether an orchestrator with this name is registered.
@@ -434,4 +600,22 @@ impl Registry {
     pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {
         self.activities.get(name).map(|e| e.handler.clone())
     }
+}
+
+/// The failure of an activity whose `State<T>` parameter found no value in
+/// its context (used by the code `#[activity]` generates): non-retriable,
+/// naming the type. A worker prevents it by refusing to start without the
+/// value; it can happen when an activity is called directly with an
+/// [`ActivityContext`] that was not given the value.
+pub fn missing_state(ctx: &ActivityContext, needed: StateRequirement) -> ActivityError {
+    let type_name = needed.type_name();
+    ActivityError::new(
+        "MissingState",
+        format!(
+            "activity \"{}\" takes `State<{type_name}>`, but its context has no `{type_name}`; \
+             give the worker one with `.state(value)`, or the context with `.with_state(value)`",
+            ctx.name()
+        ),
+    )
+    .non_retriable()
 }

@@ -2,10 +2,11 @@
 //! virtual clock) and [`replay`], which checks recorded histories against
 //! the current code.
 
+use crate::app_state::StateMap;
 use crate::backend::{Backend, MemoryBackend};
 use crate::client::{Client, OrchestrationState};
 use crate::history::{EventKind, HistoryEvent, OrchestrationStatus};
-use crate::registry::{Orchestrator, Registry};
+use crate::registry::{here, Activity, Orchestrator, Registry, RegistryError};
 use crate::replay::{Execution, NonDeterminism};
 use crate::worker::{Worker, WorkerHandle, WorkerOptions};
 use std::future::Future;
@@ -23,6 +24,7 @@ pub struct TestEnv {
     client: Client,
     worker: Option<WorkerHandle>,
     wait_limit: Duration,
+    states: StateMap,
 }
 
 impl std::fmt::Debug for TestEnv {
@@ -67,10 +69,116 @@ pub enum TestError {
     Client(#[from] crate::Error),
 }
 
+/// Builds a [`TestEnv`]: which orchestrators and activities it runs
+/// (everything discovered in the binary unless [`registry`](TestEnvBuilder::registry)
+/// says otherwise), the application state its activities get, and the
+/// activities it fakes. Made by [`TestEnv::builder`].
+///
+/// State given here is this test's own: every test builds its own
+/// `TestEnv`, so a counter in a `State` value counts the calls of one test,
+/// where a `static` counter would be shared by every test of the binary.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TestEnvBuilder {
+    registry: Option<Registry>,
+    states: StateMap,
+    fakes: Vec<Fake>,
+}
+
+type Fake = Box<dyn FnOnce(Registry) -> Registry + Send>;
+
+impl std::fmt::Debug for TestEnvBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnvBuilder")
+            .field("registry", &self.registry)
+            .field("states", &self.states)
+            .field("fakes", &self.fakes.len())
+            .finish()
+    }
+}
+
+impl TestEnvBuilder {
+    /// Runs exactly these orchestrators and activities instead of
+    /// everything discovered.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Gives the activities a value of application state (see
+    /// [`crate::State`] and [`Worker::state`]).
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
+        self
+    }
+
+    /// Runs `fake` in place of `real`, under `real`'s name, while every
+    /// other activity stays as registered (see
+    /// [`Registry::replace_activity`]). `build` fails if `real` is not
+    /// registered.
+    #[track_caller]
+    pub fn fake_activity<A, F>(mut self, real: A, fake: F) -> Self
+    where
+        A: Activity,
+        F: Activity<Input = A::Input, Output = A::Output>,
+    {
+        let at = here();
+        self.fakes.push(Box::new(move |r: Registry| {
+            r.replace_activity_at(real, fake, at)
+        }));
+        self
+    }
+
+    /// Starts the environment: an in-memory backend on a virtual clock, a
+    /// worker and a client. Fails, naming the problem, if two definitions
+    /// share a name, a fake names an activity that is not registered, or an
+    /// activity takes a `State<T>` no value was given for. Must be called
+    /// inside a tokio runtime.
+    pub fn build(self) -> Result<TestEnv, RegistryError> {
+        let mut registry = match self.registry {
+            Some(r) => r,
+            None => Registry::discover()?,
+        };
+        for fake in self.fakes {
+            registry = fake(registry);
+        }
+        TestEnv::start(registry, self.states)
+    }
+}
+
 impl TestEnv {
+    /// A builder for a test environment (registry, state, fakes).
+    ///
+    /// ```
+    /// use durable_runtime::{ActivityError, Registry, TestEnv};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new().activity_fn("region", |ctx, _: ()| async move {
+    ///     Ok::<_, ActivityError>(ctx.state::<String>().cloned())
+    /// });
+    /// let env = TestEnv::builder()
+    ///     .registry(registry)
+    ///     .state(String::from("eu-west"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(env.state::<String>().as_deref(), Some("eu-west"));
+    /// env.shutdown().await;
+    /// # });
+    /// ```
+    pub fn builder() -> TestEnvBuilder {
+        TestEnvBuilder {
+            registry: None,
+            states: StateMap::new(),
+            fakes: Vec::new(),
+        }
+    }
+
     /// A test environment with the given registry. Must be called inside a
     /// tokio runtime.
     pub fn new(registry: Registry) -> Result<Self, crate::RegistryError> {
+        Self::start(registry, StateMap::new())
+    }
+
+    fn start(registry: Registry, states: StateMap) -> Result<Self, crate::RegistryError> {
         let start = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
@@ -81,18 +189,27 @@ impl TestEnv {
                 shutdown_grace: Duration::from_millis(100),
                 ..Default::default()
             })
+            .state_map(states.clone())
             .start()?;
         Ok(TestEnv {
             backend,
             client: Client::new(shared),
             worker: Some(worker),
             wait_limit: Duration::from_secs(30),
+            states,
         })
     }
 
     /// A test environment with everything annotated in this binary.
     pub fn discover() -> Result<Self, crate::RegistryError> {
         Self::new(Registry::discover()?)
+    }
+
+    /// A clone of the application state of type `T` this environment's
+    /// activities get, if it was given one: a test reads what its own
+    /// activities did through it (a counter, a recorded call).
+    pub fn state<T: Clone + 'static>(&self) -> Option<T> {
+        self.states.get::<T>().cloned()
     }
 
     /// The client.
@@ -199,11 +316,29 @@ impl TestEnv {
     }
 }
 
-/// Runs an async test body with a [`TestEnv`] on a fresh tokio runtime
-/// (used by `#[durable::test]`). `registry` defaults to everything
-/// discovered in the binary.
+/// Runs an async test body with a [`TestEnv`] on a fresh tokio runtime.
+/// `registry` defaults to everything discovered in the binary.
 pub fn run_test<F, Fut>(registry: Option<Registry>, test: F)
 where
+    F: FnOnce(TestEnv) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_test_with(
+        move || match registry {
+            Some(r) => TestEnv::builder().registry(r),
+            None => TestEnv::builder(),
+        },
+        test,
+    )
+}
+
+/// Runs an async test body with the [`TestEnv`] that `configure` describes,
+/// on a fresh tokio runtime (used by `#[durable::test]`). `configure` runs
+/// inside the runtime, so state values that need one can be made there.
+/// Panics with the builder's error if the environment cannot start.
+pub fn run_test_with<C, F, Fut>(configure: C, test: F)
+where
+    C: FnOnce() -> TestEnvBuilder,
     F: FnOnce(TestEnv) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -213,11 +348,7 @@ where
         .build()
         .unwrap_or_else(|e| panic!("could not start a tokio runtime for the test: {e}"));
     rt.block_on(async move {
-        let registry = match registry {
-            Some(r) => r,
-            None => Registry::discover().unwrap_or_else(|e| panic!("{e}")),
-        };
-        let env = TestEnv::new(registry).unwrap_or_else(|e| panic!("{e}"));
+        let env = configure().build().unwrap_or_else(|e| panic!("{e}"));
         test(env).await;
     });
 }

@@ -6,6 +6,7 @@
 //! user code fail that one instance or task, never the worker.
 
 use crate::actions::{ActionKind, OrchestratorResult};
+use crate::app_state::StateMap;
 use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
 use crate::failure::{panic_details, TaskOutcome};
 use crate::handler::ActivityContext;
@@ -53,6 +54,7 @@ pub struct Worker {
     backend: Arc<dyn Backend>,
     registry: Registry,
     options: WorkerOptions,
+    states: StateMap,
 }
 
 impl std::fmt::Debug for Worker {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("registry", &self.registry)
             .field("options", &self.options)
+            .field("states", &self.states)
             .finish()
     }
 }
@@ -98,6 +101,8 @@ impl Cache {
 struct Inner {
     backend: Arc<dyn Backend>,
     registry: Arc<Registry>,
+    /// The application state every activity is given.
+    states: Arc<StateMap>,
     cache: Mutex<Cache>,
     /// Episode completions that failed in a row (not for a lost lease), to
     /// space out the retries of a backend that cannot write.
@@ -120,7 +125,47 @@ impl Worker {
             backend,
             registry,
             options: WorkerOptions::default(),
+            states: StateMap::new(),
         }
+    }
+
+    /// Adds a value of application state, which activities take as
+    /// `State<T>` ([`crate::State`]); one value per type (a second value of
+    /// the same type replaces the first). The value is cloned for every
+    /// activity call, so make it cheap to clone: an `Arc`, or a pool or
+    /// client handle that is shared already.
+    ///
+    /// ```
+    /// use durable_runtime::{MemoryBackend, Registry, Worker};
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Clone)]
+    /// struct Config {
+    ///     region: Arc<str>,
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new().activity_fn("region", |ctx, _: ()| async move {
+    ///     // `#[activity]` functions take `State(config): State<Config>` instead.
+    ///     let config = ctx.state::<Config>().expect("given to the worker");
+    ///     Ok::<_, durable_runtime::ActivityError>(config.region.to_string())
+    /// });
+    /// let worker = Worker::new(Arc::new(MemoryBackend::new()), registry)
+    ///     .state(Config { region: "eu-west".into() })
+    ///     .start()
+    ///     .unwrap();
+    /// worker.shutdown().await;
+    /// # });
+    /// ```
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
+        self
+    }
+
+    /// Adds every value of `states` (see [`state`](Worker::state)).
+    pub fn state_map(mut self, states: StateMap) -> Self {
+        self.states.extend(states);
+        self
     }
 
     /// Replaces the options.
@@ -130,12 +175,16 @@ impl Worker {
     }
 
     /// Starts fetching and running work on the current tokio runtime. Fails
-    /// if the registry has duplicate names.
+    /// if the registry has duplicate names or a fake of an unknown
+    /// activity, or if an activity takes a `State<T>` this worker has no
+    /// value for ([`RegistryError::MissingState`]).
     pub fn start(self) -> Result<WorkerHandle, RegistryError> {
         self.registry.check()?;
+        self.registry.check_state(&self.states)?;
         tracing::info!(
             orchestrators = ?self.registry.orchestrator_names(),
             activities = ?self.registry.activity_names(),
+            states = ?self.states,
             max_concurrent_orchestrations = self.options.max_concurrent_orchestrations,
             max_concurrent_activities = self.options.max_concurrent_activities,
             "worker started"
@@ -143,6 +192,7 @@ impl Worker {
         let inner = Arc::new(Inner {
             backend: self.backend,
             registry: Arc::new(self.registry),
+            states: Arc::new(self.states),
             cache: Mutex::new(Cache {
                 capacity: self.options.cache_capacity,
                 tick: 0,
@@ -468,7 +518,7 @@ async fn activity_loop(
                 // The lease is renewed until the outcome is recorded.
                 let renew = renew_lease(a.backend.as_ref(), &item);
                 let work = async {
-                    let outcome = run_activity(&a.registry, &item).await;
+                    let outcome = run_activity_with(&a.registry, &a.states, &item).await;
                     match &outcome {
                         Ok(_) => {
                             tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed")
@@ -547,8 +597,18 @@ async fn renew_lease(backend: &dyn Backend, item: &ActivityWorkItem) {
     }
 }
 
-/// Runs one activity work item against a registry (panics become failures).
+/// Runs one activity work item against a registry, without application
+/// state (panics become failures).
 pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskOutcome {
+    run_activity_with(registry, &Arc::default(), item).await
+}
+
+/// Runs one activity work item against a registry, giving it `states`.
+async fn run_activity_with(
+    registry: &Registry,
+    states: &Arc<StateMap>,
+    item: &ActivityWorkItem,
+) -> TaskOutcome {
     tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity started");
     let Some(handler) = registry.get_activity(&item.name) else {
         let known = registry.activity_names().join(", ");
@@ -564,11 +624,8 @@ pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskO
             )
         });
     };
-    let ctx = ActivityContext {
-        instance_id: item.instance_id.clone(),
-        task_id: item.task_id,
-        name: item.name.clone(),
-    };
+    let ctx = ActivityContext::new(item.instance_id.clone(), item.task_id, item.name.clone())
+        .with_state_map(states.clone());
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
     {
         Ok(f) => f,

@@ -1,7 +1,7 @@
 //! Code generation for `#[orchestrator]` and `#[activity]`. Cannot fail:
 //! every decision was made by parse and validate.
 
-use super::parse::{Handler, Options, Output, Param};
+use super::parse::{is_state, Handler, Options, Output, Param};
 use super::Kind;
 use crate::errors::Errors;
 use proc_macro2::{Span, TokenStream};
@@ -181,7 +181,7 @@ fn implementation(
     let constants = name_and_version(kind, handler, options);
 
     let context_param = &handler.params[0];
-    let input_param = handler.params.get(1);
+    let input_param = handler.input_param();
     let params = handler
         .params
         .iter()
@@ -209,11 +209,55 @@ fn implementation(
     let body_fn = syn::Ident::new("__durable_body", Span::mixed_site());
     let ctx = syn::Ident::new("ctx", Span::mixed_site());
     let input = syn::Ident::new("input", Span::mixed_site());
+    // Each `State<T>` parameter is taken from the context before the body
+    // runs, spanned at its type so an unmet bound (`T: Clone`) points there.
+    let states: Vec<(syn::Ident, &Type)> = handler
+        .state_params()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                syn::Ident::new(&format!("__durable_state_{i}"), Span::mixed_site()),
+                &p.ty,
+            )
+        })
+        .collect();
+    let value = syn::Ident::new("value", Span::mixed_site());
+    let extract = states.iter().map(|(name, ty)| {
+        // Written as the requirement below is, so an unmet bound is
+        // reported once.
+        quote_spanned! {ty.span()=>
+            let #name: #ty = match <#ty as ::durable::__private::StateParam>::from_states(
+                ::durable::__private::ActivityContext::state_map(&#ctx),
+            ) {
+                ::core::option::Option::Some(#value) => #value,
+                ::core::option::Option::None => {
+                    return ::core::result::Result::Err(::durable::__private::missing_state(
+                        &#ctx,
+                        <#ty as ::durable::__private::StateParam>::REQUIREMENT,
+                    ))
+                }
+            };
+        }
+    });
+    let requirements = states.iter().map(|(_, ty)| {
+        quote_spanned! {ty.span()=>
+            <#ty as ::durable::__private::StateParam>::REQUIREMENT
+        }
+    });
+    let state_const = match kind {
+        Kind::Activity if !states.is_empty() => quote! {
+            const STATE: &'static [::durable::__private::StateRequirement] = &[#(#requirements),*];
+        },
+        _ => quote!(),
+    };
+    let state_args = states.iter().map(|(name, _)| name);
     let call = match input_param {
-        Some(_) => quote_spanned!(context_param.ty.span()=> #body_fn(#ctx, #input)),
+        Some(_) => {
+            quote_spanned!(context_param.ty.span()=> #body_fn(#ctx, #(#state_args,)* #input))
+        }
         None => quote_spanned!(context_param.ty.span()=> {
             let () = #input;
-            #body_fn(#ctx)
+            #body_fn(#ctx #(, #state_args)*)
         }),
     };
     let convert = match (&handler.output, kind) {
@@ -259,6 +303,7 @@ fn implementation(
 
         #[automatically_derived]
         impl #trait_ for #ident {
+            #state_const
             fn run(
                 self,
                 #ctx: #context,
@@ -267,7 +312,10 @@ fn implementation(
                 'static,
                 ::core::result::Result<<Self as #signature>::Output, #error>,
             > {
-                ::std::boxed::Box::pin(async move { #convert })
+                ::std::boxed::Box::pin(async move {
+                    #(#extract)*
+                    #convert
+                })
             }
         }
 
@@ -303,7 +351,7 @@ fn stub(kind: Kind, handler: &Handler, options: &Options, attrs: &Attrs<'_>) -> 
     let inputs: Vec<&Param> = handler
         .params
         .iter()
-        .filter(|p| !looks_like_context(&p.ty))
+        .filter(|p| !looks_like_context(&p.ty) && !is_state(&p.ty))
         .collect();
     let input_ty = match inputs.as_slice() {
         [only] if is_owned(&only.ty) => only.ty.clone(),

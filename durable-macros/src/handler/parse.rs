@@ -44,7 +44,34 @@ pub(crate) enum Output {
     },
 }
 
+/// Whether a parameter's type is application state: a path whose last
+/// segment is `State` with one type argument (`State<Db>`,
+/// `durable::State<Db>`).
+pub(crate) fn is_state(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|last| {
+            last.ident == "State"
+                && matches!(&last.arguments, PathArguments::AngleBracketed(args)
+                        if args.args.len() == 1
+                            && matches!(args.args.first(), Some(GenericArgument::Type(_))))
+        }),
+        Type::Paren(paren) => is_state(&paren.elem),
+        Type::Group(group) => is_state(&group.elem),
+        _ => false,
+    }
+}
+
 impl Handler {
+    /// The `State<..>` parameters after the context, in order.
+    pub(crate) fn state_params(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter().skip(1).filter(|p| is_state(&p.ty))
+    }
+
+    /// The input parameter: the first after the context that is not state.
+    pub(crate) fn input_param(&self) -> Option<&Param> {
+        self.params.iter().skip(1).find(|p| !is_state(&p.ty))
+    }
+
     pub(crate) fn parse(kind: Kind, item: TokenStream) -> syn::Result<Handler> {
         let function = match syn::parse2::<Item>(item)? {
             Item::Fn(function) => function,

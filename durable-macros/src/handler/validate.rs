@@ -1,7 +1,7 @@
 //! Signature checks: pure, and every problem is reported, each spanned at
 //! the token to change.
 
-use super::parse::{Handler, Output, Param};
+use super::parse::{is_state, Handler, Output, Param};
 use super::Kind;
 use crate::errors::Errors;
 use quote::quote;
@@ -159,7 +159,25 @@ fn check_params(kind: Kind, handler: &Handler, errors: &mut Errors) {
         }
     }
 
-    for param in params.iter().skip(2) {
+    let mut inputs = Vec::new();
+    for param in &params[1..] {
+        if !is_state(&param.ty) {
+            inputs.push(param);
+        } else if kind == Kind::Orchestrator {
+            errors.push(
+                param_tokens(param),
+                "orchestrators cannot take `State`: they are replayed and must be deterministic; \
+                 use the state in an activity, or pass what the orchestration needs in its input",
+            );
+        } else if !inputs.is_empty() {
+            errors.push(
+                param_tokens(param),
+                "`State` parameters come between the context and the input: \
+                 move this one before the input (`ctx, State(..): State<T>, .., input`)",
+            );
+        }
+    }
+    for param in inputs.iter().skip(1) {
         errors.push(
             param_tokens(param),
             format!(
@@ -167,7 +185,7 @@ fn check_params(kind: Kind, handler: &Handler, errors: &mut Errors) {
             ),
         );
     }
-    if let Some(input) = params.get(1) {
+    if let Some(input) = inputs.first() {
         owned(kind, &input.ty, "input", errors);
     }
 }
@@ -348,6 +366,54 @@ mod tests {
             ),
         );
         assert!(swapped.contains("must be the first parameter"), "{swapped}");
+    }
+
+    #[test]
+    fn state_parameters_come_between_the_context_and_the_input() {
+        for item in [
+            quote!(
+                async fn a(ctx: ActivityContext, State(db): State<Db>, x: u32) {}
+            ),
+            quote!(
+                async fn a(ctx: ActivityContext, a: State<A>, b: durable::State<B>) {}
+            ),
+            quote!(
+                async fn a(ctx: ActivityContext, State(a): State<A>, State(b): State<B>, x: u32) {}
+            ),
+            // Not generic: an ordinary input of the user's own type.
+            quote!(
+                async fn a(ctx: ActivityContext, state: State) {}
+            ),
+        ] {
+            assert_eq!(messages(Kind::Activity, item.clone()), "", "{item}");
+        }
+        let after = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: ActivityContext, x: u32, State(db): State<Db>) {}
+            ),
+        );
+        assert!(
+            after.contains("come between the context and the input"),
+            "{after}"
+        );
+        let two_inputs = messages(
+            Kind::Activity,
+            quote!(
+                async fn a(ctx: ActivityContext, State(db): State<Db>, x: u32, y: u32) {}
+            ),
+        );
+        assert!(two_inputs.contains("at most one input"), "{two_inputs}");
+        let orchestrator = messages(
+            Kind::Orchestrator,
+            quote!(
+                async fn a(ctx: OrchestrationContext, State(db): State<Db>) {}
+            ),
+        );
+        assert!(
+            orchestrator.contains("orchestrators cannot take `State`"),
+            "{orchestrator}"
+        );
     }
 
     #[test]

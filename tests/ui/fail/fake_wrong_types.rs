@@ -1,0 +1,28 @@
+use durable::prelude::*;
+
+#[activity]
+async fn charge(_ctx: ActivityContext, cents: u64) -> String {
+    format!("charged {cents}")
+}
+
+/// Takes a `u32`, not the `u64` of `charge`.
+#[activity]
+async fn fake_charge(_ctx: ActivityContext, cents: u32) -> String {
+    format!("faked {cents}")
+}
+
+/// Returns a number, not the `String` of `charge`.
+#[activity]
+async fn fake_charge_number(_ctx: ActivityContext, cents: u64) -> u64 {
+    cents
+}
+
+#[durable::test(fake(charge = fake_charge))]
+async fn with_the_macro(_env: TestEnv) {}
+
+fn main() {
+    let _ = Registry::new()
+        .activity(charge)
+        .replace_activity(charge, fake_charge_number);
+    let _ = TestEnv::builder().fake_activity(charge, fake_charge);
+}
