@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Point in time, always UTC.
@@ -99,12 +100,16 @@ pub enum EventKind {
         recurse: bool,
     },
     /// An activity was scheduled (`event_id` is its sequence number).
+    /// `tags` are the protocol's task tags; durable sets `durable.attempt`
+    /// and `durable.first_task_id` on the retries of an activity call.
     TaskScheduled {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tags: BTreeMap<String, String>,
     },
     /// An activity returned.
     TaskCompleted {
@@ -484,6 +489,7 @@ mod tests {
                     name: "ship_item".into(),
                     version: None,
                     input: Some("\"book\"".into()),
+                    tags: Default::default(),
                 },
             ),
             HistoryEvent::new(

@@ -8,7 +8,7 @@
 use crate::actions::{ActionKind, OrchestratorResult};
 use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
 use crate::failure::{panic_details, TaskOutcome};
-use crate::handler::ActivityContext;
+use crate::handler::{idempotency_key, ActivityContext};
 use crate::history::{FailureDetails, OrchestrationStatus};
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
@@ -564,11 +564,14 @@ pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskO
             )
         });
     };
-    let ctx = ActivityContext {
-        instance_id: item.instance_id.clone(),
-        task_id: item.task_id,
-        name: item.name.clone(),
-    };
+    let (attempt, first_task_id) = item.attempt();
+    let ctx = ActivityContext::new(item.instance_id.clone(), item.task_id, item.name.clone())
+        .with_attempt(attempt)
+        .with_idempotency_key(idempotency_key(
+            &item.instance_id,
+            &item.execution_id,
+            first_task_id,
+        ));
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
     {
         Ok(f) => f,

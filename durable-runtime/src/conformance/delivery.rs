@@ -86,6 +86,7 @@ fn task(name: &str) -> ActionKind {
         name: name.into(),
         version: None,
         input: Some("1".into()),
+        tags: Default::default(),
     }
 }
 
