@@ -351,6 +351,11 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         completion_token: item.completion_token.clone(),
     };
     log_episode(&instance_id, &exec, &result);
+    if inner.backend.wants_event_waits() {
+        inner
+            .backend
+            .record_event_waits(&lease, exec.waiting_for_events());
+    }
     // Cache before completing: completion makes the next episode of this
     // instance deliverable at once, and it must find the execution there.
     // A stale cached execution is harmless: `can_continue` rejects it.

@@ -478,4 +478,22 @@ pub trait Backend: Send + Sync + 'static {
         let _ = item;
         Ok(())
     }
+
+    /// Whether the worker should tell this backend, through
+    /// [`record_event_waits`](Backend::record_event_waits), which external
+    /// events each episode leaves its orchestration waiting for. `false`
+    /// (the default) costs nothing: the worker does not collect them. The
+    /// in-memory backend on a virtual clock says yes, for
+    /// `TestEnv::wait_until_waiting_for_event`.
+    fn wants_event_waits(&self) -> bool {
+        false
+    }
+
+    /// The names (in lower case, sorted) of the external events the
+    /// orchestration of `item` waits for once its episode is applied;
+    /// called just before `complete_orchestration_item`, only if
+    /// [`wants_event_waits`](Backend::wants_event_waits).
+    fn record_event_waits(&self, item: &OrchestrationWorkItem, events: Vec<String>) {
+        let _ = (item, events);
+    }
 }

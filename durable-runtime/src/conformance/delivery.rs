@@ -14,8 +14,8 @@ use crate::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, IdReusePolicy,
     OrchestrationWorkItem,
 };
-use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::handler::task_tags;
+use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;

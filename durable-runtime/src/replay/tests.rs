@@ -1038,7 +1038,10 @@ fn run_retrying_twice(sticky: bool, mut between: impl FnMut(&mut Sim)) -> Sim {
 fn retried_attempts_carry_their_attempt_and_first_task_id_as_tags() {
     let runs = [false, true].map(|sticky| run_retrying_twice(sticky, |_| {}));
     let [full, sticky] = &runs;
-    assert_eq!(full.history, sticky.history, "sticky and full replay differ");
+    assert_eq!(
+        full.history, sticky.history,
+        "sticky and full replay differ"
+    );
     assert_eq!(sticky.output(), Some("3"));
     // Ids: first call 0, timer 1, 2, timer 3, 4; second call 5, timer 6, 7.
     assert_eq!(
@@ -1084,4 +1087,28 @@ fn a_history_recorded_without_tags_replays_and_later_attempts_get_them() {
         ],
         "only the attempt scheduled after the change is tagged"
     );
+}
+
+#[test]
+fn the_engine_reports_the_events_an_execution_waits_for() {
+    let waits = |sim: &Sim| {
+        sim.cached
+            .as_ref()
+            .expect("a sticky run keeps its execution")
+            .waiting_for_events()
+    };
+    let mut sim = Sim::start(registry(), "two_events", "null", true);
+    assert_eq!(waits(&sim), ["a"]);
+    sim.raise("A", "\"x\"");
+    assert_eq!(waits(&sim), ["b"], "names are matched and reported in lower case");
+    sim.raise("b", "\"y\"");
+    assert_eq!(sim.output(), Some("\"xy\""));
+    assert!(waits(&sim).is_empty());
+
+    // The loser of a race is dropped, and so is its wait.
+    let mut sim = Sim::start(registry(), "race", "null", true);
+    assert_eq!(waits(&sim), ["go"]);
+    sim.fire_timers();
+    assert_eq!(sim.output(), Some("\"timeout\""));
+    assert!(waits(&sim).is_empty(), "{:?}", waits(&sim));
 }
