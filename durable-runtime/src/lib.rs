@@ -51,4 +51,4 @@ pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
 pub use retry::RetryPolicy;
 pub use testing::{run_test, TestEnv};
-pub use worker::{Worker, WorkerHandle, WorkerOptions};
+pub use worker::{StopSignal, Worker, WorkerHandle, WorkerOptions};

@@ -176,6 +176,115 @@ impl Worker {
     }
 }
 
+/// Running until the process is asked to stop.
+impl Worker {
+    /// Runs the worker until the process receives SIGINT (Ctrl-C) or
+    /// SIGTERM (what `kill`, systemd, Docker and Kubernetes send), then
+    /// shuts it down gracefully ([`WorkerHandle::shutdown`]: no new work,
+    /// in-flight work gets [`WorkerOptions::shutdown_grace`] to finish, the
+    /// rest is given back for redelivery) and yields the signal.
+    ///
+    /// The handlers are installed and the worker started when this is
+    /// called, before it returns, so a signal that arrives any time after
+    /// is caught: print a readiness line between the call and the `.await`.
+    /// On other platforms than Unix only Ctrl-C is listened for. The signal
+    /// and the shutdown are logged at info level (`tracing`).
+    ///
+    /// Fails if the registry is inconsistent ([`Error::Registry`]) or the
+    /// handlers cannot be installed ([`Error::Signal`]). Must be called
+    /// inside a tokio runtime with I/O enabled (`#[tokio::main]`).
+    ///
+    /// ```no_run
+    /// use durable_runtime::{MemoryBackend, Registry, Worker};
+    /// use std::sync::Arc;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), durable_runtime::Error> {
+    ///     let registry = Registry::new()
+    ///         .orchestrator_fn("hello", |_ctx, name: String| async move { Ok(format!("Hello, {name}!")) });
+    ///     let stopped = Worker::new(Arc::new(MemoryBackend::new()), registry).run_until_signal()?;
+    ///     println!("worker ready; stop it with Ctrl-C or SIGTERM");
+    ///     let signal = stopped.await;
+    ///     println!("worker stopped gracefully after {signal}");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn run_until_signal(
+        self,
+    ) -> Result<impl Future<Output = StopSignal> + Send + 'static, crate::Error> {
+        let mut signals = StopSignals::install().map_err(crate::Error::Signal)?;
+        let handle = self.start()?;
+        tracing::info!("worker running until SIGINT or SIGTERM");
+        Ok(async move {
+            let signal = signals.recv().await;
+            tracing::info!(%signal, "received {signal}; shutting the worker down gracefully");
+            handle.shutdown().await;
+            signal
+        })
+    }
+}
+
+/// The signal that stopped [`Worker::run_until_signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+    /// SIGTERM: the usual request to stop (`kill`, service managers).
+    Terminate,
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// Listeners for SIGINT and SIGTERM, installed at once.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(StopSignals {})
+    }
+
+    #[cfg(unix)]
+    async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> StopSignal {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => StopSignal::Interrupt,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for Ctrl-C failed; the worker runs until the process ends");
+                std::future::pending().await
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for WorkerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerHandle")

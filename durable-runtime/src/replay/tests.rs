@@ -1100,7 +1100,11 @@ fn the_engine_reports_the_events_an_execution_waits_for() {
     let mut sim = Sim::start(registry(), "two_events", "null", true);
     assert_eq!(waits(&sim), ["a"]);
     sim.raise("A", "\"x\"");
-    assert_eq!(waits(&sim), ["b"], "names are matched and reported in lower case");
+    assert_eq!(
+        waits(&sim),
+        ["b"],
+        "names are matched and reported in lower case"
+    );
     sim.raise("b", "\"y\"");
     assert_eq!(sim.output(), Some("\"xy\""));
     assert!(waits(&sim).is_empty());
