@@ -190,8 +190,8 @@ impl Worker {
     /// On other platforms than Unix only Ctrl-C is listened for. The signal
     /// and the shutdown are logged at info level (`tracing`).
     ///
-    /// Fails if the registry is inconsistent ([`Error::Registry`]) or the
-    /// handlers cannot be installed ([`Error::Signal`]). Must be called
+    /// Fails if the registry is inconsistent ([`Error::Registry`](crate::Error::Registry)) or the
+    /// handlers cannot be installed ([`Error::Signal`](crate::Error::Signal)). Must be called
     /// inside a tokio runtime with I/O enabled (`#[tokio::main]`).
     ///
     /// ```no_run

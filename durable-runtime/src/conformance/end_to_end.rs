@@ -241,8 +241,11 @@ pub fn registry() -> Registry {
         })
 }
 
-/// (attempt, idempotency key) of each run of "sees_attempt", per instance.
-static SEEN: Mutex<Option<HashMap<String, Vec<(u32, String)>>>> = Mutex::new(None);
+/// (attempt, idempotency key) of each run of "sees_attempt", in order.
+type Seen = Vec<(u32, String)>;
+
+/// What "sees_attempt" saw, per instance.
+static SEEN: Mutex<Option<HashMap<String, Seen>>> = Mutex::new(None);
 
 /// A worker and client on a backend, stopped on drop of the handle.
 pub struct Harness {
