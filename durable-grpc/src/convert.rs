@@ -19,6 +19,7 @@ use durable_runtime::history::{
 };
 use proto::history_event::EventType;
 use proto::orchestrator_action::OrchestratorActionType;
+use std::collections::{BTreeMap, HashMap};
 
 /// A message from the peer that durable cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,10 +224,12 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             name,
             version,
             input,
+            tags,
         } => EventType::TaskScheduled(proto::TaskScheduledEvent {
             name: name.clone(),
             version: version.clone(),
             input: input.clone(),
+            tags: tags_to_proto(tags),
         }),
         EventKind::TaskCompleted {
             task_scheduled_id,
@@ -363,6 +366,7 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
             name: t.name,
             version: opt_string(t.version),
             input: payload(t.input),
+            tags: tags_from_proto(t.tags),
         },
         EventType::TaskCompleted(t) => EventKind::TaskCompleted {
             task_scheduled_id: t.task_scheduled_id,
@@ -439,10 +443,12 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
             name,
             version,
             input,
+            tags,
         } => OrchestratorActionType::ScheduleTask(proto::ScheduleTaskAction {
             name: name.clone(),
             version: version.clone(),
             input: input.clone(),
+            tags: tags_to_proto(tags),
         }),
         ActionKind::CreateSubOrchestration {
             instance_id,
@@ -515,6 +521,7 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Orchestr
             name: t.name,
             version: opt_string(t.version),
             input: payload(t.input),
+            tags: tags_from_proto(t.tags),
         },
         OrchestratorActionType::CreateSubOrchestration(s) => ActionKind::CreateSubOrchestration {
             instance_id: s.instance_id,
@@ -677,7 +684,18 @@ pub(crate) fn activity_item_from_proto(
         input: payload(r.input),
         task_id: r.task_id,
         completion_token,
+        tags: tags_from_proto(r.tags),
     }
+}
+
+/// A task's tags on the wire (the protocol's `map<string, string>`).
+fn tags_to_proto(tags: &BTreeMap<String, String>) -> HashMap<String, String> {
+    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A task's tags from the wire, in key order.
+fn tags_from_proto(tags: HashMap<String, String>) -> BTreeMap<String, String> {
+    tags.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -743,6 +761,13 @@ mod tests {
                 name: "ship".into(),
                 version: Some("1".into()),
                 input: Some(r#"["a"]"#.into()),
+                tags: tags(&[("durable.attempt", "2"), ("durable.first_task_id", "0")]),
+            },
+            EventKind::TaskScheduled {
+                name: "untagged".into(),
+                version: None,
+                input: None,
+                tags: BTreeMap::new(),
             },
             EventKind::TaskCompleted {
                 task_scheduled_id: 3,
@@ -820,11 +845,13 @@ mod tests {
                 name: "ship".into(),
                 version: Some("3".into()),
                 input: Some(r#""x""#.into()),
+                tags: tags(&[("durable.attempt", "3"), ("durable.first_task_id", "1")]),
             },
             ActionKind::ScheduleTask {
                 name: "noinput".into(),
                 version: None,
                 input: None,
+                tags: BTreeMap::new(),
             },
             ActionKind::CreateSubOrchestration {
                 instance_id: "c".into(),
@@ -1026,6 +1053,7 @@ mod tests {
                 execution_id: Some("e".into()),
             }),
             task_id: 4,
+            tags: [("durable.attempt".to_string(), "2".to_string())].into(),
         };
         let item = activity_item_from_proto(request, "7".into());
         assert_eq!(
@@ -1038,7 +1066,15 @@ mod tests {
                 input: Some(r#""x""#.into()),
                 task_id: 4,
                 completion_token: "7".into(),
+                tags: tags(&[("durable.attempt", "2")]),
             }
         );
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }

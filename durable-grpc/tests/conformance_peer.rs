@@ -12,6 +12,9 @@ durable_runtime::conformance_tests! {
                         orchestration at once",
         replace_live: "the Python test sidecar replaces a live sub-orchestration without \
                        terminating it: the replacement's result reaches the old parent",
+        task_tags: "the Python test sidecar drops a task's tags and execution id (neither \
+                    its TaskScheduled nor its ActivityRequest carries them): every activity \
+                    sees attempt 1 and a key of its own task",
     },
     skip: {
         delivery: "not run on the Python test sidecar, which keeps no leases; this \

@@ -7,6 +7,7 @@
 
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// One action with its sequence number.
@@ -23,11 +24,14 @@ pub struct OrchestratorAction {
 #[serde(tag = "type")]
 #[allow(missing_docs)] // fields mirror the protocol one to one
 pub enum ActionKind {
-    /// Run an activity.
+    /// Run an activity. `tags` travel with the task to the activity (see
+    /// [`crate::handler::task_tags`]).
     ScheduleTask {
         name: String,
         version: Option<String>,
         input: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tags: BTreeMap<String, String>,
     },
     /// Start a sub-orchestration.
     CreateSubOrchestration {

@@ -24,4 +24,11 @@ pub enum Error {
     /// Registration was inconsistent (e.g. duplicate names).
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The process could not listen for its stop signals
+    /// ([`Worker::run_until_signal`](crate::Worker::run_until_signal)).
+    #[error(
+        "could not listen for SIGINT and SIGTERM: {0}; run the worker inside a tokio runtime \
+         with I/O enabled (`#[tokio::main]`), or call `Worker::start` and stop it yourself"
+    )]
+    Signal(#[source] std::io::Error),
 }

@@ -50,16 +50,26 @@ pub struct ActivityContext {
     pub(crate) name: String,
     /// The worker's application state (see [`crate::State`]).
     pub(crate) states: Arc<StateMap>,
+    pub(crate) attempt: u32,
+    pub(crate) idempotency_key: String,
 }
 
 impl ActivityContext {
     /// A context for calling an activity function directly (e.g. in a unit test).
+    ///
+    /// It is the first attempt, and its idempotency key is
+    /// [`idempotency_key`] of the instance id, an empty execution id and
+    /// `task_id`; [`ActivityContext::with_attempt`] and
+    /// [`ActivityContext::with_idempotency_key`] set others.
     pub fn new(instance_id: impl Into<String>, task_id: i32, name: impl Into<String>) -> Self {
+        let instance_id = instance_id.into();
         ActivityContext {
-            instance_id: instance_id.into(),
+            idempotency_key: idempotency_key(&instance_id, "", task_id),
+            instance_id,
             task_id,
             name: name.into(),
             states: Arc::default(),
+            attempt: 1,
         }
     }
     /// Instance id of the orchestration that scheduled this activity.
@@ -108,5 +118,91 @@ impl ActivityContext {
     /// All of the application state this activity was given.
     pub fn state_map(&self) -> &StateMap {
         &self.states
+    }
+}
+
+/// The tags durable puts on the `ScheduleTask` of a retried activity call
+/// (the protocol's `tags` of `ScheduleTaskAction`, `TaskScheduledEvent` and
+/// `ActivityRequest`). The first attempt carries none.
+pub mod task_tags {
+    /// The attempt number, in decimal: `"2"` for the first retry.
+    pub const ATTEMPT: &str = "durable.attempt";
+    /// The sequence number of the call's first attempt, in decimal.
+    pub const FIRST_TASK_ID: &str = "durable.first_task_id";
+}
+
+/// The idempotency key of an activity call: a version 5 UUID (namespace
+/// OID) of the instance id, the execution id and the sequence number of the
+/// call's first attempt.
+///
+/// Every attempt of one call (each retry is a task of its own) and every
+/// redelivery of an attempt after a crash has the same key; two calls, two
+/// executions of one instance (after continue-as-new) and two instances
+/// have different ones.
+///
+/// ```
+/// use durable_runtime::handler::idempotency_key;
+///
+/// let key = idempotency_key("order-7", "exec-1", 3);
+/// assert_eq!(key, idempotency_key("order-7", "exec-1", 3));
+/// assert_ne!(key, idempotency_key("order-7", "exec-1", 4));
+/// assert_ne!(key, idempotency_key("order-7", "exec-2", 3));
+/// assert_ne!(key, idempotency_key("order-8", "exec-1", 3));
+/// assert_eq!(key.len(), 36);
+/// ```
+pub fn idempotency_key(instance_id: &str, execution_id: &str, first_task_id: i32) -> String {
+    // The instance id's length first: ids may hold any character, and the
+    // task id (digits) comes last, so no two triples give the same name.
+    let name = format!(
+        "durable-activity:{}:{instance_id}:{execution_id}:{first_task_id}",
+        instance_id.len()
+    );
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string()
+}
+
+/// Attempts and idempotency.
+impl ActivityContext {
+    /// Which attempt of its call this run is: 1 for the first, 2 for the
+    /// first retry of a retry policy (`call_activity_with_retry`), and so
+    /// on. A redelivery of the same attempt (after a crash or a lost lease)
+    /// has the same number.
+    ///
+    /// ```
+    /// use durable_runtime::ActivityContext;
+    ///
+    /// let ctx = ActivityContext::new("order-7", 4, "charge_card");
+    /// assert_eq!(ctx.attempt(), 1);
+    /// assert_eq!(ctx.with_attempt(3).attempt(), 3);
+    /// ```
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A key equal across every attempt and redelivery of this logical call
+    /// and different for every other call, execution and instance (see
+    /// [`idempotency_key`]); pass it to a payment gateway or any service
+    /// that deduplicates requests.
+    ///
+    /// ```
+    /// use durable_runtime::ActivityContext;
+    /// use durable_runtime::handler::idempotency_key;
+    ///
+    /// let ctx = ActivityContext::new("order-7", 4, "charge_card");
+    /// assert_eq!(ctx.idempotency_key(), idempotency_key("order-7", "", 4));
+    /// ```
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    /// The same context with another attempt number.
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// The same context with another idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = key.into();
+        self
     }
 }

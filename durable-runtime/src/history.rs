@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Point in time, always UTC.
@@ -99,12 +100,16 @@ pub enum EventKind {
         recurse: bool,
     },
     /// An activity was scheduled (`event_id` is its sequence number).
+    /// `tags` are the protocol's task tags; durable sets `durable.attempt`
+    /// and `durable.first_task_id` on the retries of an activity call.
     TaskScheduled {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tags: BTreeMap<String, String>,
     },
     /// An activity returned.
     TaskCompleted {
@@ -484,6 +489,7 @@ mod tests {
                     name: "ship_item".into(),
                     version: None,
                     input: Some("\"book\"".into()),
+                    tags: Default::default(),
                 },
             ),
             HistoryEvent::new(
@@ -494,6 +500,20 @@ mod tests {
                 },
             ),
             HistoryEvent::new(t(), EventKind::OrchestratorCompleted),
+            HistoryEvent::with_id(
+                2,
+                t(),
+                EventKind::TaskScheduled {
+                    name: "ship_item".into(),
+                    version: None,
+                    input: Some("\"book\"".into()),
+                    tags: [
+                        ("durable.attempt".to_string(), "2".to_string()),
+                        ("durable.first_task_id".to_string(), "0".to_string()),
+                    ]
+                    .into(),
+                },
+            ),
         ];
         let json = serde_json::to_string(&events).unwrap();
         assert_eq!(
@@ -502,7 +522,9 @@ mod tests {
                 r#"[{"event_id":0,"timestamp":"2030-01-01T00:00:00Z","type":"TaskScheduled","name":"ship_item","input":"\"book\""},"#,
                 r#"{"event_id":-1,"timestamp":"2030-01-01T00:00:00Z","type":"TaskFailed","task_scheduled_id":0,"#,
                 r#""failure":{"error_type":"Boom","message":"no stock","non_retriable":false}},"#,
-                r#"{"event_id":-1,"timestamp":"2030-01-01T00:00:00Z","type":"OrchestratorCompleted"}]"#
+                r#"{"event_id":-1,"timestamp":"2030-01-01T00:00:00Z","type":"OrchestratorCompleted"},"#,
+                r#"{"event_id":2,"timestamp":"2030-01-01T00:00:00Z","type":"TaskScheduled","name":"ship_item","input":"\"book\"","#,
+                r#""tags":{"durable.attempt":"2","durable.first_task_id":"0"}}]"#
             )
         );
         let back: Vec<HistoryEvent> = serde_json::from_str(&json).unwrap();

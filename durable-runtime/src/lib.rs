@@ -54,4 +54,4 @@ pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
 pub use retry::RetryPolicy;
 pub use testing::{run_test, TestEnv, TestEnvBuilder};
-pub use worker::{Worker, WorkerHandle, WorkerOptions};
+pub use worker::{StopSignal, Worker, WorkerHandle, WorkerOptions};

@@ -9,6 +9,8 @@ use crate::history::{EventKind, HistoryEvent, OrchestrationStatus};
 use crate::registry::{here, Activity, Orchestrator, Registry, RegistryError};
 use crate::replay::{Execution, NonDeterminism};
 use crate::worker::{Worker, WorkerHandle, WorkerOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,36 @@ pub enum TestError {
     /// The client failed.
     #[error(transparent)]
     Client(#[from] crate::Error),
+    /// A wait for a state can never succeed: the instance finished, or
+    /// nothing more can happen (no work queued or running, no timer
+    /// pending) and the state was not reached.
+    #[error("instance \"{id}\" will never be {waited_for}: {saw}")]
+    NotReached {
+        /// The instance.
+        id: String,
+        /// The state waited for, e.g. `waiting for event "approval"`.
+        waited_for: String,
+        /// What the instance was when the wait gave up.
+        saw: String,
+    },
+    /// A wait for a state ran out of wall time.
+    #[error("{waited_for} did not happen within {limit:?} of wall time; {saw}")]
+    StateTimeout {
+        /// What was waited for.
+        waited_for: String,
+        /// The limit.
+        limit: Duration,
+        /// What was seen last.
+        saw: String,
+    },
+    /// Virtual time was asked to go back.
+    #[error("virtual time cannot go back: it is {now}, and {target} was asked for")]
+    TimeGoesBack {
+        /// The virtual time now.
+        now: crate::history::Timestamp,
+        /// The time asked for.
+        target: crate::history::Timestamp,
+    },
 }
 
 /// Builds a [`TestEnv`]: which orchestrators and activities it runs
@@ -282,9 +314,24 @@ impl TestEnv {
         }
     }
 
-    /// Waits until no work is queued or running (timers may be pending),
-    /// e.g. before raising an event to an orchestration that must already be
-    /// waiting.
+    /// Waits until no work is queued or running, without moving virtual
+    /// time.
+    ///
+    /// Pending timers are not work: an orchestration waiting on a durable
+    /// timer is idle here, and that includes the back-off timer between two
+    /// attempts of a retried activity (`call_activity_with_retry`), a
+    /// timeout racing an event, and any `create_timer`. So after a failed
+    /// attempt this returns with the retry still to come, and what the
+    /// instance shows (its custom status, its history) is the state before
+    /// the retry. To wait for a state rather than for quiet, use
+    /// [`wait_for_custom_status`](TestEnv::wait_for_custom_status),
+    /// [`wait_until_waiting_for_event`](TestEnv::wait_until_waiting_for_event),
+    /// [`wait_for_completion`](TestEnv::wait_for_completion) (these move
+    /// virtual time when nothing else can happen), or move time yourself
+    /// with [`advance_by`](TestEnv::advance_by) /
+    /// [`advance_to`](TestEnv::advance_to).
+    ///
+    /// Panics after 30 s of wall time if work never stops.
     pub async fn wait_until_idle(&self) {
         let deadline = crate::backend::deadline_after(self.wait_limit);
         loop {
@@ -316,8 +363,325 @@ impl TestEnv {
     }
 }
 
-/// Runs an async test body with a [`TestEnv`] on a fresh tokio runtime.
-/// `registry` defaults to everything discovered in the binary.
+/// Waiting for a state, and moving virtual time.
+///
+/// Each wait reads the instance after every change; when the system is idle
+/// (no work queued or running) and the state is not reached, it jumps the
+/// virtual clock to the next timer, as
+/// [`wait_for_completion`](TestEnv::wait_for_completion) does, so a retry
+/// back-off or a deadline in between passes. It fails with
+/// [`TestError::NotReached`] once the state can no longer come (the
+/// instance finished, or nothing is left to happen), and with
+/// [`TestError::StateTimeout`] after 30 s of wall time (see
+/// [`with_wait_limit`](TestEnv::with_wait_limit)); both say what was
+/// waited for and what was seen.
+impl TestEnv {
+    /// The same environment with another wall-time limit for its waits
+    /// (30 s by default).
+    pub fn with_wait_limit(mut self, limit: Duration) -> Self {
+        self.wait_limit = limit;
+        self
+    }
+
+    /// Waits until the instance's custom status decodes as `T` and `check`
+    /// holds for it, and returns it. Statuses of another shape (an earlier
+    /// stage of another type) count as not yet.
+    ///
+    /// ```
+    /// use durable_runtime::testing::TestEnv;
+    /// use durable_runtime::{Registry, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = Registry::new()
+    ///     .activity_fn("charge", |ctx, _: ()| async move {
+    ///         if ctx.attempt() < 3 {
+    ///             return Err(durable_runtime::ActivityError::new("Declined", "try again"));
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .orchestrator_fn("order", |ctx, _: ()| async move {
+    ///         ctx.set_custom_status(&"charging");
+    ///         let retry = RetryPolicy::new(5, Duration::from_secs(60));
+    ///         ctx.call_activity_by_name_with_retry::<()>("charge", &(), retry).await?;
+    ///         ctx.set_custom_status(&"awaiting-confirmation");
+    ///         let _: bool = ctx.wait_for_external_event("confirm").await?;
+    ///         Ok(())
+    ///     });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("order", &(), Default::default()).await.unwrap();
+    /// // Two back-off timers (60 s, 120 s) pass while it waits.
+    /// let stage: String = env
+    ///     .wait_for_custom_status(&id, |s: &String| s == "awaiting-confirmation")
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(stage, "awaiting-confirmation");
+    /// # env.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn wait_for_custom_status<T, F>(
+        &self,
+        instance_id: &str,
+        check: F,
+    ) -> Result<T, TestError>
+    where
+        T: DeserializeOwned,
+        F: Fn(&T) -> bool,
+    {
+        let waited_for = format!(
+            "showing a custom status of type {} that passes the check",
+            std::any::type_name::<T>()
+        );
+        self.wait_for_state(instance_id, &waited_for, |state, _| {
+            match state.custom_status::<T>() {
+                Ok(v) if check(&v) => Ok(v),
+                _ => Err(describe_custom_status(state)),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the instance's custom status equals `expected`.
+    ///
+    /// ```
+    /// # use durable_runtime::testing::TestEnv;
+    /// # use durable_runtime::Registry;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = Registry::new().orchestrator_fn("stages", |ctx, _: ()| async move {
+    ///     ctx.set_custom_status(&"started");
+    ///     ctx.create_timer(std::time::Duration::from_secs(3600)).await;
+    ///     ctx.set_custom_status(&"an hour later");
+    ///     let _: () = ctx.wait_for_external_event("go").await?;
+    ///     Ok(())
+    /// });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("stages", &(), Default::default()).await.unwrap();
+    /// env.wait_for_custom_status_eq(&id, &"an hour later".to_string()).await.unwrap();
+    /// # env.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn wait_for_custom_status_eq<T>(
+        &self,
+        instance_id: &str,
+        expected: &T,
+    ) -> Result<(), TestError>
+    where
+        T: DeserializeOwned + PartialEq + Serialize,
+    {
+        let shown = serde_json::to_string(expected).unwrap_or_else(|e| format!("<{e}>"));
+        let waited_for = format!("showing the custom status {shown}");
+        self.wait_for_state(instance_id, &waited_for, |state, _| {
+            match state.custom_status::<T>() {
+                Ok(v) if v == *expected => Ok(()),
+                _ => Err(describe_custom_status(state)),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the instance's latest episode left it waiting for the
+    /// external event `event` (case-insensitive, as events are matched) and
+    /// nothing else can happen first: no work is queued or running. Raising
+    /// the event then reaches a waiting orchestration, before any timer
+    /// that races it (virtual time does not move once it waits).
+    ///
+    /// ```
+    /// # use durable_runtime::testing::TestEnv;
+    /// # use durable_runtime::{Either, Registry};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = Registry::new().orchestrator_fn("approval", |ctx, _: ()| async move {
+    ///     ctx.create_timer(Duration::from_secs(60)).await; // a delay before asking
+    ///     let answer = ctx.wait_for_external_event::<bool>("approval");
+    ///     let deadline = ctx.create_timer(Duration::from_secs(24 * 3600));
+    ///     Ok(match ctx.when_any2(answer, deadline).await {
+    ///         Either::First(answer) => answer?,
+    ///         Either::Second(()) => false,
+    ///     })
+    /// });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("approval", &(), Default::default()).await.unwrap();
+    /// env.wait_until_waiting_for_event(&id, "approval").await.unwrap();
+    /// env.client().raise_event(&id, "approval", &true).await.unwrap();
+    /// let done = env.wait_for_completion(&id).await.unwrap();
+    /// assert!(done.output::<bool>().unwrap());
+    /// # env.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn wait_until_waiting_for_event(
+        &self,
+        instance_id: &str,
+        event: &str,
+    ) -> Result<(), TestError> {
+        let name = event.to_ascii_lowercase();
+        let waited_for = format!("waiting for event \"{event}\"");
+        self.wait_for_state(instance_id, &waited_for, |state, idle| {
+            let waits = self.backend.event_waits(instance_id);
+            if idle && state.status() == OrchestrationStatus::Running && waits.contains(&name) {
+                return Ok(());
+            }
+            Err(match (state.status(), waits.as_slice()) {
+                (OrchestrationStatus::Running, []) => {
+                    "it is running and waits for no external event".to_string()
+                }
+                (OrchestrationStatus::Running, w) => {
+                    format!("it is running and waits for the events {w:?}")
+                }
+                (status, _) => format!("it is {status}"),
+            })
+        })
+        .await
+    }
+
+    /// Moves virtual time forward to `target`, firing the timers due by
+    /// then in order and letting the system settle after each (so a timer
+    /// that schedules another one due before `target` fires too), then
+    /// waits until it is idle at `target`. Fails if `target` is in the past
+    /// or work does not settle within 30 s of wall time.
+    ///
+    /// ```
+    /// # use durable_runtime::testing::TestEnv;
+    /// # use durable_runtime::Registry;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let registry = Registry::new().orchestrator_fn("reminders", |ctx, _: ()| async move {
+    ///     for n in 1..=3 {
+    ///         ctx.create_timer(Duration::from_secs(24 * 3600)).await;
+    ///         ctx.set_custom_status(&n);
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("reminders", &(), Default::default()).await.unwrap();
+    /// env.wait_until_idle().await;
+    /// env.advance_to(env.now() + chrono::Duration::hours(50)).await.unwrap();
+    /// let state = env.client().get_state(&id).await.unwrap().unwrap();
+    /// assert_eq!(state.custom_status::<u32>().unwrap(), 2);
+    /// # env.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn advance_to(&self, target: crate::history::Timestamp) -> Result<(), TestError> {
+        let now = self.backend.now();
+        if target < now {
+            return Err(TestError::TimeGoesBack { now, target });
+        }
+        loop {
+            self.settle(target).await?;
+            match self.backend.next_timer() {
+                Some(at) if at <= target => {
+                    self.backend.advance_to_next_timer();
+                }
+                _ => break,
+            }
+        }
+        let left = (target - self.backend.now()).to_std().unwrap_or_default();
+        self.backend.advance(left);
+        self.settle(target).await
+    }
+
+    /// Moves virtual time forward by `by`, as [`advance_to`](TestEnv::advance_to)
+    /// does (unlike [`advance`](TestEnv::advance), which fires the due
+    /// timers and returns at once).
+    pub async fn advance_by(&self, by: Duration) -> Result<(), TestError> {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let target = self
+            .backend
+            .now()
+            .checked_add_signed(by)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        self.advance_to(target).await
+    }
+
+    /// Waits until no work is queued or running, within the wall-time limit.
+    async fn settle(&self, target: crate::history::Timestamp) -> Result<(), TestError> {
+        let deadline = crate::backend::deadline_after(self.wait_limit);
+        loop {
+            let changed = self.backend.change_notification();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.backend.is_idle() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(TestError::StateTimeout {
+                    waited_for: format!("advancing virtual time to {target}"),
+                    limit: self.wait_limit,
+                    saw: format!("work was still running at {}", self.backend.now()),
+                });
+            }
+        }
+    }
+
+    /// The loop behind the state waits: `reached(state, idle)` returns the
+    /// value once the state is reached, or a description of what it saw.
+    async fn wait_for_state<T>(
+        &self,
+        instance_id: &str,
+        waited_for: &str,
+        reached: impl Fn(&OrchestrationState, bool) -> Result<T, String>,
+    ) -> Result<T, TestError> {
+        let deadline = crate::backend::deadline_after(self.wait_limit);
+        let read = || async {
+            self.client
+                .get_state(instance_id)
+                .await?
+                .ok_or_else(|| TestError::NotFound(instance_id.to_string()))
+        };
+        let not_reached = |saw: String| TestError::NotReached {
+            id: instance_id.to_string(),
+            waited_for: waited_for.to_string(),
+            saw,
+        };
+        loop {
+            let changed = self.backend.change_notification();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let idle = self.backend.is_idle();
+            let state = read().await?;
+            let saw = match reached(&state, idle) {
+                Ok(v) => return Ok(v),
+                Err(saw) => saw,
+            };
+            if state.status().is_terminal() {
+                return Err(not_reached(format!(
+                    "it finished ({}); {saw}",
+                    state.status()
+                )));
+            }
+            if idle {
+                if self.backend.advance_to_next_timer().is_some() {
+                    continue;
+                }
+                return Err(not_reached(format!(
+                    "{saw}, and no work is queued or running and no timer is pending"
+                )));
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(TestError::StateTimeout {
+                    waited_for: format!("instance \"{instance_id}\" {waited_for}"),
+                    limit: self.wait_limit,
+                    saw,
+                });
+            }
+        }
+    }
+}
+
+/// A custom status as a wait failure shows it.
+fn describe_custom_status(state: &OrchestrationState) -> String {
+    match state.metadata().custom_status.as_deref() {
+        Some(json) => format!("its custom status is {json}"),
+        None => "it has no custom status".to_string(),
+    }
+}
+
+/// Runs an async test body with a [`TestEnv`] on a fresh tokio runtime
+/// (used by `#[durable::test]`). `registry` defaults to everything
+/// discovered in the binary.
 pub fn run_test<F, Fut>(registry: Option<Registry>, test: F)
 where
     F: FnOnce(TestEnv) -> Fut,

@@ -9,7 +9,7 @@ use crate::actions::{ActionKind, OrchestratorResult};
 use crate::app_state::StateMap;
 use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
 use crate::failure::{panic_details, TaskOutcome};
-use crate::handler::ActivityContext;
+use crate::handler::{idempotency_key, ActivityContext};
 use crate::history::{FailureDetails, OrchestrationStatus};
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
@@ -226,6 +226,115 @@ impl Worker {
     }
 }
 
+/// Running until the process is asked to stop.
+impl Worker {
+    /// Runs the worker until the process receives SIGINT (Ctrl-C) or
+    /// SIGTERM (what `kill`, systemd, Docker and Kubernetes send), then
+    /// shuts it down gracefully ([`WorkerHandle::shutdown`]: no new work,
+    /// in-flight work gets [`WorkerOptions::shutdown_grace`] to finish, the
+    /// rest is given back for redelivery) and yields the signal.
+    ///
+    /// The handlers are installed and the worker started when this is
+    /// called, before it returns, so a signal that arrives any time after
+    /// is caught: print a readiness line between the call and the `.await`.
+    /// On other platforms than Unix only Ctrl-C is listened for. The signal
+    /// and the shutdown are logged at info level (`tracing`).
+    ///
+    /// Fails if the registry is inconsistent ([`Error::Registry`](crate::Error::Registry)) or the
+    /// handlers cannot be installed ([`Error::Signal`](crate::Error::Signal)). Must be called
+    /// inside a tokio runtime with I/O enabled (`#[tokio::main]`).
+    ///
+    /// ```no_run
+    /// use durable_runtime::{MemoryBackend, Registry, Worker};
+    /// use std::sync::Arc;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), durable_runtime::Error> {
+    ///     let registry = Registry::new()
+    ///         .orchestrator_fn("hello", |_ctx, name: String| async move { Ok(format!("Hello, {name}!")) });
+    ///     let stopped = Worker::new(Arc::new(MemoryBackend::new()), registry).run_until_signal()?;
+    ///     println!("worker ready; stop it with Ctrl-C or SIGTERM");
+    ///     let signal = stopped.await;
+    ///     println!("worker stopped gracefully after {signal}");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn run_until_signal(
+        self,
+    ) -> Result<impl Future<Output = StopSignal> + Send + 'static, crate::Error> {
+        let mut signals = StopSignals::install().map_err(crate::Error::Signal)?;
+        let handle = self.start()?;
+        tracing::info!("worker running until SIGINT or SIGTERM");
+        Ok(async move {
+            let signal = signals.recv().await;
+            tracing::info!(%signal, "received {signal}; shutting the worker down gracefully");
+            handle.shutdown().await;
+            signal
+        })
+    }
+}
+
+/// The signal that stopped [`Worker::run_until_signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+    /// SIGTERM: the usual request to stop (`kill`, service managers).
+    Terminate,
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// Listeners for SIGINT and SIGTERM, installed at once.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(StopSignals {})
+    }
+
+    #[cfg(unix)]
+    async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> StopSignal {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => StopSignal::Interrupt,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for Ctrl-C failed; the worker runs until the process ends");
+                std::future::pending().await
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for WorkerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerHandle")
@@ -401,6 +510,11 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         completion_token: item.completion_token.clone(),
     };
     log_episode(&instance_id, &exec, &result);
+    if inner.backend.wants_event_waits() {
+        inner
+            .backend
+            .record_event_waits(&lease, exec.waiting_for_events());
+    }
     // Cache before completing: completion makes the next episode of this
     // instance deliverable at once, and it must find the execution there.
     // A stale cached execution is harmless: `can_continue` rejects it.
@@ -624,8 +738,15 @@ async fn run_activity_with(
             )
         });
     };
+    let (attempt, first_task_id) = item.attempt();
     let ctx = ActivityContext::new(item.instance_id.clone(), item.task_id, item.name.clone())
-        .with_state_map(states.clone());
+        .with_state_map(states.clone())
+        .with_attempt(attempt)
+        .with_idempotency_key(idempotency_key(
+            &item.instance_id,
+            &item.execution_id,
+            first_task_id,
+        ));
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
     {
         Ok(f) => f,

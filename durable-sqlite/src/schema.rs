@@ -92,6 +92,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX instances_owner ON instances (lease_owner) WHERE lease_owner IS NOT NULL;
     CREATE INDEX activities_owner ON activities (lease_owner) WHERE lease_owner IS NOT NULL;
     "#,
+    // Version 3: an activity's tags (a JSON object of strings; NULL when it
+    // has none), which carry a retried call's attempt number.
+    r#"
+    ALTER TABLE activities ADD COLUMN tags TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,7 +16,7 @@ use durable_runtime::history::{
     EventKind, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// What every operation needs besides the connection.
@@ -1223,11 +1223,13 @@ pub(crate) fn complete_orchestration(
         let mut stmt = conn
             .prepare_cached(
                 "INSERT INTO activities (instance_id, execution_id, task_id, name, version, input,
-                                         visible_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                         visible_at, tags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .db()?;
         for a in &out.activities {
+            let tags = (!a.tags.is_empty())
+                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises"));
             stmt.execute(params![
                 a.instance_id,
                 a.execution_id,
@@ -1235,7 +1237,8 @@ pub(crate) fn complete_orchestration(
                 a.name,
                 a.version,
                 a.input,
-                now
+                now,
+                tags
             ])
             .db()?;
         }
@@ -1283,8 +1286,8 @@ pub(crate) fn lease_activity(
     loop {
         let row = conn
             .prepare_cached(
-                "SELECT id, instance_id, execution_id, task_id, name, version, input FROM activities
-                 WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
+                "SELECT id, instance_id, execution_id, task_id, name, version, input, tags
+                 FROM activities WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
             )
             .db()?
             .query_row([now], |r| {
@@ -1296,11 +1299,13 @@ pub(crate) fn lease_activity(
                     r.get::<_, Text>(4)?,
                     r.get::<_, Option<Text>>(5)?,
                     r.get::<_, Option<Text>>(6)?,
+                    r.get::<_, Option<Text>>(7)?,
                 ))
             })
             .optional()
             .db()?;
-        let Some((rowid, instance_id, execution_id, task_id, name, version, input)) = row else {
+        let Some((rowid, instance_id, execution_id, task_id, name, version, input, tags)) = row
+        else {
             let next = next_due(
                 conn,
                 ctx,
@@ -1329,6 +1334,9 @@ pub(crate) fn lease_activity(
                 task_id,
                 completion_token: String::new(),
                 instance_id,
+                // Tags are hints (the attempt number): unreadable ones
+                // count as none rather than setting the activity aside.
+                tags: read_tags(tags.and_then(|t| t.text().ok()).as_deref()),
             })
         };
         let mut item = match read() {
@@ -1363,6 +1371,19 @@ pub(crate) fn lease_activity(
         item.completion_token = format!("{rowid}:{token}");
         return Ok(Leased::Item(item));
     }
+}
+
+/// An activity's stored tags. Tags only inform the activity (its attempt
+/// number), so a value that does not parse is read as none, with a warning,
+/// rather than holding the activity back.
+fn read_tags(tags: Option<&str>) -> BTreeMap<String, String> {
+    let Some(text) = tags else {
+        return BTreeMap::new();
+    };
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::warn!(tags = text, error = %e, "an activity's stored tags do not parse; it runs without them");
+        BTreeMap::new()
+    })
 }
 
 fn activity_lease(item: &ActivityWorkItem) -> Result<(i64, i64), BackendError> {

@@ -52,6 +52,7 @@ async fn a_result_for_the_old_execution_is_dropped_on_continue_as_new() {
         name: "a".into(),
         version: None,
         input: None,
+        tags: Default::default(),
     };
     b.complete_orchestration_item(item, result(task, 0))
         .await

@@ -49,6 +49,7 @@ fn schedule_task() -> OrchestratorResult {
                 name: "work".into(),
                 version: None,
                 input: Some("1".into()),
+                tags: Default::default(),
             },
         }],
         custom_status: None,

@@ -267,6 +267,7 @@ async fn an_unreadable_activity_row_is_set_aside_and_the_others_run() {
                     name: "double".into(),
                     version: None,
                     input: Some("7".into()),
+                    tags: Default::default(),
                 },
             }],
             custom_status: None,

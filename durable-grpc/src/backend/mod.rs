@@ -670,6 +670,7 @@ mod tests {
             input: None,
             task_id: 4,
             completion_token: "act".into(),
+            tags: Default::default(),
         };
         backend
             .complete_activity_item(&activity, Ok(Some(big.clone())))
@@ -739,6 +740,7 @@ mod tests {
                     name: "a".into(),
                     version: None,
                     input: None,
+                    tags: Default::default(),
                 },
             }],
             custom_status: None,

@@ -257,6 +257,7 @@ pub(super) fn activity_item() -> proto::WorkItem {
                 input: None,
                 orchestration_instance: None,
                 task_id: 0,
+                tags: Default::default(),
             },
         )),
         completion_token: "act-token".into(),

@@ -38,6 +38,11 @@ struct State {
     next_token: u64,
     leased_orchestrations: usize,
     watchers: HashMap<String, Arc<Notify>>,
+    /// Virtual clock only: the external events each running instance's
+    /// latest applied episode waits for.
+    event_waits: HashMap<String, Vec<String>>,
+    /// The same, told for an episode not yet completed: (token, names).
+    pending_waits: HashMap<String, (String, Vec<String>)>,
 }
 
 struct Shared {
@@ -137,6 +142,17 @@ impl MemoryBackend {
             && s.activities.is_empty()
             && s.leased_activities.is_empty()
             && s.leased_orchestrations == 0
+    }
+
+    /// Virtual clock only: the external events (names in lower case,
+    /// sorted) the instance's latest episode left it waiting for; empty
+    /// when it waits for none, has not run an episode, or has finished.
+    pub fn event_waits(&self, instance_id: &str) -> Vec<String> {
+        self.state()
+            .event_waits
+            .get(instance_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// When the earliest pending timer fires, if any.
@@ -481,6 +497,7 @@ impl Backend for MemoryBackend {
                 roots.extend(transition::all_children(&inst.history));
             }
             s.instances.remove(&id);
+            s.event_waits.remove(&id);
             if let Some(w) = s.watchers.remove(&id) {
                 w.notify_waiters();
             }
@@ -583,6 +600,7 @@ impl Backend for MemoryBackend {
     ) -> Result<(), BackendError> {
         let now = self.now();
         let token = parse_token(&item.completion_token);
+        let item_token = item.completion_token.clone();
         let OrchestrationWorkItem {
             instance_id,
             new_events,
@@ -592,6 +610,7 @@ impl Backend for MemoryBackend {
         // Release our reference so the stored history can grow in place.
         drop(past_events);
         let mut s = self.state();
+        let waits = s.pending_waits.remove(&instance_id);
         let inst = s
             .instances
             .get_mut(&instance_id)
@@ -631,6 +650,14 @@ impl Backend for MemoryBackend {
             inst.inbox = Vec::new();
         }
         s.leased_orchestrations -= 1;
+        match waits {
+            Some((t, names)) if !terminal && t == item_token => {
+                s.event_waits.insert(instance_id.clone(), names);
+            }
+            _ => {
+                s.event_waits.remove(&instance_id);
+            }
+        }
         if has_more {
             mark_ready(&mut s, &instance_id);
         }
@@ -745,5 +772,16 @@ impl Backend for MemoryBackend {
         self.shared.activity_work.notify_one();
         self.shared.changed.notify_waiters();
         Ok(())
+    }
+
+    fn wants_event_waits(&self) -> bool {
+        self.shared.virtual_now.is_some()
+    }
+
+    fn record_event_waits(&self, item: &OrchestrationWorkItem, events: Vec<String>) {
+        self.state().pending_waits.insert(
+            item.instance_id.clone(),
+            (item.completion_token.clone(), events),
+        );
     }
 }

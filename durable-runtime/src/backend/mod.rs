@@ -16,9 +16,11 @@ pub mod transition;
 
 use crate::actions::OrchestratorResult;
 use crate::failure::TaskOutcome;
+use crate::handler::task_tags;
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use memory::MemoryBackend;
@@ -330,6 +332,24 @@ pub struct ActivityWorkItem {
     /// Lease token to pass back on completion; empty until a backend
     /// leases the item.
     pub completion_token: String,
+    /// The task's tags, as scheduled (see [`crate::handler::task_tags`]).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ActivityWorkItem {
+    /// The attempt number and the first attempt's sequence number, read
+    /// from the tags: `(1, task_id)` for a task without them (a first
+    /// attempt, or a wire that drops tags). Tags that do not parse count as
+    /// absent.
+    pub fn attempt(&self) -> (u32, i32) {
+        let tag = |key| self.tags.get(key).map(String::as_str);
+        let attempt = tag(task_tags::ATTEMPT).and_then(|v| v.parse::<u32>().ok());
+        let first = tag(task_tags::FIRST_TASK_ID).and_then(|v| v.parse::<i32>().ok());
+        match (attempt, first) {
+            (Some(attempt), Some(first)) if attempt >= 1 => (attempt, first),
+            _ => (1, self.task_id),
+        }
+    }
 }
 
 /// Storage and transport of orchestrations. See the module docs.
@@ -457,5 +477,23 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), BackendError> {
         let _ = item;
         Ok(())
+    }
+
+    /// Whether the worker should tell this backend, through
+    /// [`record_event_waits`](Backend::record_event_waits), which external
+    /// events each episode leaves its orchestration waiting for. `false`
+    /// (the default) costs nothing: the worker does not collect them. The
+    /// in-memory backend on a virtual clock says yes, for
+    /// `TestEnv::wait_until_waiting_for_event`.
+    fn wants_event_waits(&self) -> bool {
+        false
+    }
+
+    /// The names (in lower case, sorted) of the external events the
+    /// orchestration of `item` waits for once its episode is applied;
+    /// called just before `complete_orchestration_item`, only if
+    /// [`wants_event_waits`](Backend::wants_event_waits).
+    fn record_event_waits(&self, item: &OrchestrationWorkItem, events: Vec<String>) {
+        let _ = (item, events);
     }
 }

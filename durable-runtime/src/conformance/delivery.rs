@@ -14,8 +14,9 @@ use crate::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, IdReusePolicy,
     OrchestrationWorkItem,
 };
+use crate::handler::task_tags;
 use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ fn task(name: &str) -> ActionKind {
         name: name.into(),
         version: None,
         input: Some("1".into()),
+        tags: Default::default(),
     }
 }
 
@@ -744,5 +746,46 @@ cases! { ($) __conformance_delivery_rules, delivery;
         let next = episode(&backend, "the episode with the activity's result").await;
         let got = completions(&next.new_events);
         assert_eq!(got.len(), 1, "the activity's result arrived more than once: {got:?}");
+    }
+
+    /// Needs `task_tags`. A task's tags (a retried call's attempt number)
+    /// are recorded on its `TaskScheduled` and reach its work item, also
+    /// when it is delivered again after being abandoned, so the attempt and
+    /// idempotency key an activity sees do not change on redelivery.
+    async fn task_tags_survive_redelivery(backend) needs(task_tags) {
+        create(&backend, "tagged", None).await;
+        let first = episode(&backend, "the first episode").await;
+        let tags: BTreeMap<String, String> = [
+            (task_tags::ATTEMPT.to_string(), "2".to_string()),
+            (task_tags::FIRST_TASK_ID.to_string(), "0".to_string()),
+        ]
+        .into();
+        let tagged = ActionKind::ScheduleTask {
+            name: "work".into(),
+            version: None,
+            input: None,
+            tags: tags.clone(),
+        };
+        ok(
+            "completing the first episode",
+            backend
+                .complete_orchestration_item(first, result(1, [tagged]))
+                .await,
+        );
+        let recorded: Vec<_> = history(&backend, "tagged")
+            .await
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::TaskScheduled { tags, .. } => Some(tags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(recorded, vec![tags.clone()], "the history's TaskScheduled lost its tags");
+        let item = activity(&backend, "the tagged activity").await;
+        assert_eq!(item.tags, tags, "the work item lost the task's tags");
+        assert_eq!(item.attempt(), (2, 0));
+        ok("abandoning the activity", backend.abandon_activity_item(&item).await);
+        let again = activity(&backend, "the abandoned activity's redelivery").await;
+        assert_eq!(again.tags, tags, "the redelivered work item lost the task's tags");
     }
 }

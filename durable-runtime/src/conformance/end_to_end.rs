@@ -9,6 +9,7 @@
 
 use super::WAIT;
 use crate::backend::{Backend, BackendError, InstanceQuery, PurgeTarget};
+use crate::handler::idempotency_key;
 use crate::history::{EventKind, OrchestrationStatus};
 use crate::{
     ActivityError, Client, Either, Error, OrchestrationError, OrchestrationState, Registry,
@@ -211,7 +212,40 @@ pub fn registry() -> Registry {
         .orchestrator_fn("fails_directly", |_ctx, _: ()| async move {
             Err::<(), _>(OrchestrationError::new("order has no items"))
         })
+        .activity_fn("sees_attempt", |c, succeed_on: u32| async move {
+            let seen = (c.attempt(), c.idempotency_key().to_string());
+            SEEN.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(HashMap::new)
+                .entry(c.instance_id().to_string())
+                .or_default()
+                .push(seen.clone());
+            if c.attempt() >= succeed_on {
+                Ok(seen)
+            } else {
+                Err(ActivityError::new(
+                    "NotYet",
+                    format!("attempt {} failed", c.attempt()),
+                ))
+            }
+        })
+        .orchestrator_fn("attempts", |ctx, _: ()| async move {
+            let policy = RetryPolicy::new(4, Duration::from_millis(10));
+            let first: (u32, String) = ctx
+                .call_activity_by_name_with_retry("sees_attempt", &3u32, policy.clone())
+                .await?;
+            let second: (u32, String) = ctx
+                .call_activity_by_name_with_retry("sees_attempt", &1u32, policy)
+                .await?;
+            Ok((first, second))
+        })
 }
+
+/// (attempt, idempotency key) of each run of "sees_attempt", in order.
+type Seen = Vec<(u32, String)>;
+
+/// What "sees_attempt" saw, per instance.
+static SEEN: Mutex<Option<HashMap<String, Seen>>> = Mutex::new(None);
 
 /// A worker and client on a backend, stopped on drop of the handle.
 pub struct Harness {
@@ -1000,6 +1034,56 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         assert!(
             s.completed_at().unwrap() >= at,
             "completed before its start time"
+        );
+        h.stop().await;
+    }
+
+    /// Needs `task_tags`. An activity's attempt number counts the retries
+    /// of its call (1, 2, 3), and its idempotency key is the same for every
+    /// attempt of one call, derived from the instance, the execution and
+    /// the first attempt's sequence number, and different for another call
+    /// and another instance.
+    async fn activity_attempts_and_idempotency_keys(backend) needs(task_tags) {
+        let h = Harness::start(backend);
+        let a = h.run("attempts", &()).await;
+        let b = h.run("attempts", &()).await;
+        completed(&a);
+        completed(&b);
+        let seen = |s: &OrchestrationState| {
+            SEEN.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(|m| m.get(s.instance_id()).cloned())
+                .unwrap_or_default()
+        };
+        let runs = seen(&a);
+        let attempts: Vec<u32> = runs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(attempts, [1, 2, 3, 1], "attempts seen by the activity: {runs:?}");
+        let (first, second) = (&runs[0].1, &runs[3].1);
+        assert!(
+            runs[..3].iter().all(|(_, k)| k == first),
+            "the retries of one call saw different keys: {runs:?}"
+        );
+        assert_ne!(first, second, "two calls share a key");
+        let history = h.client.history(a.instance_id()).await.unwrap();
+        let execution_id = history
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::ExecutionStarted { execution_id, .. } => execution_id.clone(),
+                _ => None,
+            })
+            .expect("ExecutionStarted names the execution");
+        // The first call is task 0; its retries 2 and 4 (timers 1 and 3);
+        // the second call is task 5.
+        assert_eq!(first, &idempotency_key(a.instance_id(), &execution_id, 0));
+        assert_eq!(second, &idempotency_key(a.instance_id(), &execution_id, 5));
+        let output: ((u32, String), (u32, String)) = a.output().unwrap();
+        assert_eq!(output, ((3, first.clone()), (1, second.clone())));
+        let other = seen(&b);
+        assert_eq!(other.len(), 4, "{other:?}");
+        assert!(
+            other.iter().all(|(_, k)| k != first && k != second),
+            "two instances share a key: {runs:?} and {other:?}"
         );
         h.stop().await;
     }

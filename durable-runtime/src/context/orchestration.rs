@@ -11,11 +11,12 @@ use super::state::{self, CtxState, SharedState};
 use crate::actions::{ActionKind, Task};
 use crate::codec;
 use crate::failure::TaskError;
-use crate::handler::{ActivitySignature, BoxFuture, OrchestratorSignature};
+use crate::handler::{task_tags, ActivitySignature, BoxFuture, OrchestratorSignature};
 use crate::history::{FailureDetails, Timestamp};
 use crate::retry::RetryPolicy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -203,6 +204,7 @@ impl OrchestrationContext {
                     name: name.to_string(),
                     version: None,
                     input,
+                    tags: BTreeMap::new(),
                 },
                 describe,
             ),
@@ -234,15 +236,28 @@ impl OrchestrationContext {
         let name = name.to_string();
         Box::pin(async move {
             let input = input?;
+            // Each attempt is a task of its own; from the second on, its
+            // tags carry the attempt number and the first attempt's
+            // sequence number, from which the activity's idempotency key
+            // is derived.
+            let mut attempt = 0u32;
+            let mut first_task_id = None;
             with_retry(&ctx, &policy, || {
-                ctx.schedule::<O>(
-                    ActionKind::ScheduleTask {
-                        name: name.clone(),
-                        version: None,
-                        input: input.clone(),
-                    },
-                    describe.clone(),
-                )
+                attempt += 1;
+                let mut tags = BTreeMap::new();
+                if let Some(first) = first_task_id {
+                    tags.insert(task_tags::ATTEMPT.to_string(), attempt.to_string());
+                    tags.insert(task_tags::FIRST_TASK_ID.to_string(), format!("{first}"));
+                }
+                let kind = ActionKind::ScheduleTask {
+                    name: name.clone(),
+                    version: None,
+                    input: input.clone(),
+                    tags,
+                };
+                let id = ctx.lock().schedule(kind, describe.clone());
+                first_task_id.get_or_insert(id);
+                DurableFuture::<O>::new(ctx.state.clone(), id as i64)
             })
             .await
         })

@@ -141,6 +141,14 @@ impl Execution {
         self.completion.is_some()
     }
 
+    /// The external events (names in lower case, sorted) the orchestration
+    /// waits for now: waits started and not yet resolved nor dropped.
+    pub fn waiting_for_events(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.ctx.lock().event_waiters.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Runs one episode from scratch or continues a cached execution.
     /// `past` must be the full prior history; if this execution has already
     /// seen a prefix of it, only the remainder is applied.

@@ -33,6 +33,8 @@ struct Sim {
     pending: Vec<(i32, String, Option<String>)>,
     timers: Vec<(i32, Timestamp)>,
     results: Vec<OrchestratorResult>,
+    /// Every activity work item's (attempt, first task id), in dispatch order.
+    attempts: Vec<(u32, i32)>,
 }
 
 impl Sim {
@@ -63,6 +65,7 @@ impl Sim {
             pending: Vec::new(),
             timers: Vec::new(),
             results: Vec::new(),
+            attempts: Vec::new(),
         };
         sim.episode();
         sim
@@ -104,6 +107,7 @@ impl Sim {
             }
         }
         for a in out.outbox.activities {
+            self.attempts.push(a.attempt());
             self.pending.push((a.task_id, a.name, a.input));
         }
         for m in out.outbox.messages {
@@ -294,6 +298,16 @@ fn registry() -> Registry {
                 )
                 .await?;
             Ok(r)
+        })
+        .orchestrator_fn("retrying_twice", |ctx, _: ()| async move {
+            let policy = RetryPolicy::new(3, Duration::from_secs(5));
+            let a: i64 = ctx
+                .call_activity_by_name_with_retry("inc", &1, policy.clone())
+                .await?;
+            let b: i64 = ctx
+                .call_activity_by_name_with_retry("inc", &a, policy)
+                .await?;
+            Ok(b)
         })
         .orchestrator_fn("loop", |ctx, n: u32| async move {
             let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
@@ -980,4 +994,125 @@ fn futures_unordered_yields_in_history_order() {
         complete_in_order(sim, &["c", "a", "b"], &["a"]);
     });
     assert_eq!(out, r##"c=ok:true a=err:activity "a"#0:a failed b=ok:7"##);
+}
+
+/// The tags of every `TaskScheduled`, as (id, attempt tag, first task id tag).
+fn scheduled_tags(history: &[HistoryEvent]) -> Vec<(i32, Option<&str>, Option<&str>)> {
+    use crate::handler::task_tags;
+    history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TaskScheduled { tags, .. } => Some((
+                e.event_id,
+                tags.get(task_tags::ATTEMPT).map(String::as_str),
+                tags.get(task_tags::FIRST_TASK_ID).map(String::as_str),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs "retrying_twice": the first call fails twice, the second once;
+/// `between` sees the history once the first call's second attempt failed.
+fn run_retrying_twice(sticky: bool, mut between: impl FnMut(&mut Sim)) -> Sim {
+    let mut sim = Sim::start(registry(), "retrying_twice", "null", sticky);
+    let mut fails = 0;
+    for round in 0..10 {
+        sim.run_activities(|n, i| {
+            fails += 1;
+            if fails == 1 || fails == 2 || fails == 4 {
+                Err(FailureDetails::new("E", "transient"))
+            } else {
+                inc(n, i)
+            }
+        });
+        if round == 1 {
+            between(&mut sim);
+        }
+        sim.fire_timers();
+    }
+    sim
+}
+
+#[test]
+fn retried_attempts_carry_their_attempt_and_first_task_id_as_tags() {
+    let runs = [false, true].map(|sticky| run_retrying_twice(sticky, |_| {}));
+    let [full, sticky] = &runs;
+    assert_eq!(
+        full.history, sticky.history,
+        "sticky and full replay differ"
+    );
+    assert_eq!(sticky.output(), Some("3"));
+    // Ids: first call 0, timer 1, 2, timer 3, 4; second call 5, timer 6, 7.
+    assert_eq!(
+        scheduled_tags(&sticky.history),
+        vec![
+            (0, None, None),
+            (2, Some("2"), Some("0")),
+            (4, Some("3"), Some("0")),
+            (5, None, None),
+            (7, Some("2"), Some("5")),
+        ]
+    );
+    assert_eq!(
+        sticky.attempts,
+        vec![(1, 0), (2, 0), (3, 0), (1, 5), (2, 5)],
+        "work items carry the tags"
+    );
+    sticky.check_replay_of_every_prefix();
+    full.check_replay_of_every_prefix();
+}
+
+#[test]
+fn a_history_recorded_without_tags_replays_and_later_attempts_get_them() {
+    // A history written before attempts were tagged (or by a sidecar that
+    // drops tags): tags are not compared on replay.
+    let sim = run_retrying_twice(false, |sim| {
+        for e in &mut sim.history {
+            if let EventKind::TaskScheduled { tags, .. } = &mut e.kind {
+                tags.clear();
+            }
+        }
+    });
+    assert_eq!(sim.status(), OrchestrationStatus::Completed);
+    assert_eq!(sim.output(), Some("3"));
+    assert_eq!(
+        scheduled_tags(&sim.history),
+        vec![
+            (0, None, None),
+            (2, None, None),
+            (4, Some("3"), Some("0")),
+            (5, None, None),
+            (7, Some("2"), Some("5")),
+        ],
+        "only the attempt scheduled after the change is tagged"
+    );
+}
+
+#[test]
+fn the_engine_reports_the_events_an_execution_waits_for() {
+    let waits = |sim: &Sim| {
+        sim.cached
+            .as_ref()
+            .expect("a sticky run keeps its execution")
+            .waiting_for_events()
+    };
+    let mut sim = Sim::start(registry(), "two_events", "null", true);
+    assert_eq!(waits(&sim), ["a"]);
+    sim.raise("A", "\"x\"");
+    assert_eq!(
+        waits(&sim),
+        ["b"],
+        "names are matched and reported in lower case"
+    );
+    sim.raise("b", "\"y\"");
+    assert_eq!(sim.output(), Some("\"xy\""));
+    assert!(waits(&sim).is_empty());
+
+    // The loser of a race is dropped, and so is its wait.
+    let mut sim = Sim::start(registry(), "race", "null", true);
+    assert_eq!(waits(&sim), ["go"]);
+    sim.fire_timers();
+    assert_eq!(sim.output(), Some("\"timeout\""));
+    assert!(waits(&sim).is_empty(), "{:?}", waits(&sim));
 }

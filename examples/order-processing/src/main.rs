@@ -6,6 +6,7 @@
 //! cargo run -p order-processing -- --backend memory # volatile, in-process
 //! cargo run -p order-processing -- --backend grpc --endpoint http://localhost:8080 --taskhub default
 //! cargo run -p order-processing -- list             # instances stored by earlier runs
+//! cargo run -p order-processing -- worker           # only a worker, until SIGINT or SIGTERM
 //! ```
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -77,6 +78,9 @@ enum Command {
     },
     /// List the instances the backend holds.
     List,
+    /// Run only a worker (no samples), until SIGINT (Ctrl-C) or SIGTERM;
+    /// then stop gracefully. Schedule work from another process.
+    Worker,
 }
 
 fn sample_order() -> Order {
@@ -211,6 +215,16 @@ async fn app(cli: Cli) -> Result<(), String> {
             let outcome = run_samples(&client, Duration::from_secs(cli.timeout)).await;
             worker.shutdown().await;
             outcome
+        }
+        Command::Worker => {
+            let registry = Registry::discover().map_err(|e| e.to_string())?;
+            let stopped = Worker::new(backend, registry)
+                .run_until_signal()
+                .map_err(|e| e.to_string())?;
+            out!("worker ready: running orchestrations and activities until SIGINT (Ctrl-C) or SIGTERM");
+            let signal = stopped.await;
+            out!("worker stopped gracefully after {signal}");
+            Ok(())
         }
         Command::Status { id } => match client.get_state(&id).await.map_err(|e| e.to_string())? {
             Some(state) => {

@@ -14,6 +14,7 @@ use crate::failure::NON_DETERMINISM_ERROR;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
+use std::collections::BTreeMap;
 
 /// Applies one episode. `history` is the execution's history before the
 /// episode, `new_events` what was delivered (starting with
@@ -154,7 +155,8 @@ impl Episode<'_> {
                 name,
                 version,
                 input,
-            } => self.schedule_task(id, name, version, input),
+                tags,
+            } => self.schedule_task(id, name, version, input, tags),
             ActionKind::CreateTimer { fire_at } => {
                 self.create_timer(id, *fire_at);
                 Ok(())
@@ -212,6 +214,7 @@ impl Episode<'_> {
         name: &str,
         version: &Option<String>,
         input: &Option<String>,
+        tags: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
         self.check_input(Task::Activity(name), input)?;
         self.append(
@@ -220,6 +223,7 @@ impl Episode<'_> {
                 name: name.to_string(),
                 version: version.clone(),
                 input: input.clone(),
+                tags: tags.clone(),
             },
         );
         self.outbox.activities.push(ActivityWorkItem {
@@ -230,6 +234,7 @@ impl Episode<'_> {
             version: version.clone(),
             input: input.clone(),
             completion_token: String::new(),
+            tags: tags.clone(),
         });
         Ok(())
     }
