@@ -31,6 +31,7 @@ fn result(kind: ActionKind, id: i32) -> OrchestratorResult {
     OrchestratorResult {
         actions: vec![OrchestratorAction { id, kind }],
         custom_status: None,
+        cancelled_timers: Vec::new(),
     }
 }
 

@@ -77,6 +77,7 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
             let waits = OrchestratorResult {
                 actions: Vec::new(),
                 custom_status: None,
+                cancelled_timers: Vec::new(),
             };
             b.complete_orchestration_item(item, waits).await.unwrap();
         }
