@@ -62,6 +62,7 @@
 //! | `lease_expiry` | a lease not completed in time expires and the item is delivered again; the backend asks workers to renew running activities ([`Backend::activity_lease_renewal`](crate::Backend::activity_lease_renewal)) | [`delivery::expired_orchestration_lease_is_redelivered`], [`delivery::expired_activity_lease_is_redelivered`] (on the `short_leases` backend) |
 //! | `delayed_start` | an instance created with a start time runs no episode before it | [`delivery::events_wait_for_a_delayed_start`], [`end_to_end::scheduled_start`] |
 //! | `replace_live` | creating an instance over a live one (a reuse policy that allows it) terminates the old one first, so a sub-orchestration's parent sees it fail as terminated | [`end_to_end::replacing_a_live_child`] |
+//! | `cancel_timers` | a timer the orchestration dropped before it fired (reported in [`OrchestratorResult::cancelled_timers`](crate::actions::OrchestratorResult::cancelled_timers)) is deleted and never fires | [`end_to_end::deadline_event_wins_and_its_timer_is_cancelled`] |
 //!
 //! A rule or case whose capability is listed, or whose tier is skipped, is
 //! still generated, as an ignored test whose reason is the one given: the
@@ -240,11 +241,12 @@ macro_rules! __conformance_capability {
     (lease_expiry) => {};
     (delayed_start) => {};
     (replace_live) => {};
+    (cancel_timers) => {};
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance capability `",
             ::core::stringify!($other),
-            "`; the capabilities are stale_tokens, lease_expiry, delayed_start and replace_live"
+            "`; the capabilities are stale_tokens, lease_expiry, delayed_start, replace_live and cancel_timers"
         ));
     };
 }
