@@ -142,8 +142,9 @@ impl<T> Drop for DurableFuture<T> {
     }
 }
 
-/// A durable timer; completes when it fires.
-#[must_use = "the timer is scheduled when this future is made; drop it unawaited and the orchestration does not wait for it"]
+/// A durable timer; completes when it fires. Dropped before it fires, it is
+/// cancelled: backends that can delete the pending timer do.
+#[must_use = "the timer is scheduled when this future is made; drop it unawaited and it is cancelled"]
 pub struct TimerFuture(pub(super) DurableFuture<()>);
 
 impl Future for TimerFuture {

@@ -541,12 +541,16 @@ impl OrchestrationContext {
     }
 
     /// Waits for the first of several futures; returns its index and output.
-    /// The others are dropped (their results, if they come, are ignored).
+    /// The others are dropped (their results, if they come, are ignored; a
+    /// timer that has not fired is cancelled).
     pub fn when_any<F: Future + Unpin>(&self, futures: Vec<F>) -> WhenAny<F> {
         WhenAny { futures }
     }
 
-    /// Waits for the first of two futures (e.g. an event or a timer).
+    /// Waits for the first of two futures (e.g. an event or a timer). The
+    /// other is dropped (a timer that has not fired is cancelled). For an
+    /// event or task with a deadline, [`DurableFuture::timeout`] says the
+    /// same in one call.
     pub fn when_any2<A: Future + Unpin, B: Future + Unpin>(&self, a: A, b: B) -> WhenAny2<A, B> {
         WhenAny2 {
             a: Some(a),
