@@ -58,6 +58,9 @@ impl<F: Future + Unpin> Future for Timeout<F> {
         let timer_at = timer.0.finished_at();
         lock(&this.state).consumed = 0;
         if let Poll::Ready(out) = Pin::new(future).poll(cx) {
+            // Where the future finished; 0 if it consumed no completion
+            // (ready from the start, e.g. an input that failed to encode),
+            // and then it wins.
             let at = lock(&this.state).consumed;
             if timer_at != 0 && at != 0 && timer_at < at {
                 // Both were in before this poll; the deadline passed first.
