@@ -230,8 +230,8 @@ pub mod prelude {
         Activity, ActivityContext, ActivityError, ActivitySignature, Client, DurableFuture, Either,
         IdReusePolicy, OrchestrationContext, OrchestrationError, OrchestrationState,
         OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry, RetryPolicy,
-        ScheduleOptions, State, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec, Worker,
-        WorkerOptions,
+        ScheduleOptions, State, SubOrchestratorOptions, TaskError, TestEnv, TimedOut, Timeout,
+        TimerSpec, Worker, WorkerOptions,
     };
     pub use serde::{Deserialize, Serialize};
 }

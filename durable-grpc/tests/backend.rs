@@ -103,6 +103,7 @@ async fn an_orchestration_driven_by_hand_goes_through_every_protocol_step() {
                 },
             }],
             custom_status: Some(r#""scheduled""#.into()),
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -155,6 +156,7 @@ async fn an_orchestration_driven_by_hand_goes_through_every_protocol_step() {
                 Some(r#""Hello, world!""#),
             )],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -260,6 +262,7 @@ async fn events_terminate_suspend_and_resume_reach_the_orchestration() {
                 Some(r#""enough""#),
             )],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -307,6 +310,7 @@ async fn failures_travel_intact_both_ways() {
                 },
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -341,6 +345,7 @@ async fn failures_travel_intact_both_ways() {
                 kind: ActionKind::failed(orchestration_failure.clone()),
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -370,6 +375,7 @@ async fn failures_travel_intact_both_ways() {
                 },
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await
@@ -484,6 +490,7 @@ async fn query_pages_and_purge_select_what_they_should() {
             OrchestratorResult {
                 actions: vec![complete(0, OrchestrationStatus::Completed, Some("1"))],
                 custom_status: None,
+                cancelled_timers: Vec::new(),
             }
         } else {
             OrchestratorResult::default()
@@ -604,6 +611,7 @@ async fn a_wait_without_a_limit_returns_when_the_instance_completes() {
         OrchestratorResult {
             actions: vec![complete(0, OrchestrationStatus::Completed, Some("7"))],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         },
     )
     .await

@@ -107,7 +107,7 @@ use proc_macro::TokenStream;
 /// | `Uuid::new_v4`, `Uuid::now_v7` (and v1, v6) | `ctx.new_uuid()` |
 /// | `tokio::spawn`, `spawn_blocking`, `std::thread::spawn` | activities or sub-orchestrations, joined with `ctx.when_all(..)` |
 /// | `tokio::time::sleep`, `sleep_until`, `std::thread::sleep` | `ctx.create_timer(duration).await` |
-/// | `tokio::time::timeout`, `interval` | `ctx.create_timer(..)` raced with `ctx.when_any(..)` |
+/// | `tokio::time::timeout`, `interval` | `task.timeout(duration)` or `ctx.timeout(future, duration)`; `ctx.create_timer(..)` in a loop |
 /// | `tokio::select!` without `biased;`, `futures::select!` | `biased;` as the first line, or `ctx.when_any(..)` |
 /// | `std::env::var`, `var_os`, `vars`, `args`, `current_dir` | an activity, or the orchestration input |
 /// | `std::fs::*`, `tokio::fs::*`, `File::open`, `File::create`, `OpenOptions`, `TcpStream::connect`, `TcpListener::bind`, `UdpSocket::bind`, `Command::new`, `reqwest::*`, `ureq::*` | an activity |

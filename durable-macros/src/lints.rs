@@ -158,7 +158,7 @@ fn rule_for(path: &Path) -> Option<&'static str> {
     const JOIN_SET: &str = "a `JoinSet` runs its futures as tokio tasks, outside the replay engine; join durable tasks with `ctx.join((a, b))`, `ctx.when_all(..)` or `ctx.when_all_settled(..)`";
     const SLEEP: &str = "use `ctx.create_timer(duration).await`";
     const TIMEOUT: &str =
-        "race the task against `ctx.create_timer(duration)` with `ctx.when_any(..)`";
+        "give the durable task a deadline: `task.timeout(duration)` or `ctx.timeout(future, duration)`; for an interval, await `ctx.create_timer(..)` in a loop";
     const ENV: &str = "read it in an activity, or pass it in the orchestration's input";
     const IO: &str = "do I/O in an activity and call it with `ctx.call_activity(..)`";
 

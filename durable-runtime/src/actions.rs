@@ -227,6 +227,13 @@ pub struct OrchestratorResult {
     pub actions: Vec<OrchestratorAction>,
     /// Custom status set by the orchestrator (JSON), if any.
     pub custom_status: Option<String>,
+    /// Timers (by sequence number) the orchestration dropped before they
+    /// fired in this episode: the loser of a `.timeout(..)` or `when_any`,
+    /// a timer future dropped unawaited. A backend deletes their pending
+    /// `TimerFired`; one that cannot (the Durable Task protocol has no
+    /// cancel action) lets it fire, and the engine ignores it.
+    #[serde(default)]
+    pub cancelled_timers: Vec<i32>,
 }
 
 impl OrchestratorResult {

@@ -7,8 +7,10 @@
 //!   `std::error::Error` converts into it with `?`.
 //! - [`ActivityError`]: what an activity returns to fail; it may be marked
 //!   non-retriable so retry policies give up at once.
+//! - [`TimedOut`]: a durable task awaited with a deadline did not finish by
+//!   it.
 
-use crate::history::FailureDetails;
+use crate::history::{FailureDetails, Timestamp};
 use std::any::Any;
 use std::fmt;
 
@@ -49,6 +51,47 @@ impl fmt::Display for TaskError {
 }
 
 impl std::error::Error for TaskError {}
+
+/// A durable task awaited with a deadline (`.timeout(..)`) did not finish
+/// by it: the deadline's timer fired first. With `?` it fails the
+/// orchestration with error type `TimedOut` and this message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The task that timed out, e.g. `external event "approval"`; `None`
+    /// for a combination of tasks given to `ctx.timeout(..)`.
+    pub task: Option<String>,
+    /// When the deadline passed (the deadline timer's fire time).
+    pub deadline: Timestamp,
+}
+
+/// The error type of the failure a [`TimedOut`] becomes.
+pub const TIMED_OUT_ERROR: &str = "TimedOut";
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let deadline = self
+            .deadline
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        match &self.task {
+            Some(task) => write!(
+                f,
+                "{task} timed out: not finished by its deadline {deadline}"
+            ),
+            None => write!(
+                f,
+                "timed out: the awaited tasks did not finish by their deadline {deadline}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+fn timed_out(e: &TimedOut) -> OrchestrationError {
+    OrchestrationError {
+        details: FailureDetails::new(TIMED_OUT_ERROR, e.to_string()),
+    }
+}
 
 /// Why an orchestration failed. Build one with [`OrchestrationError::new`],
 /// or convert any error with `?`.
@@ -110,6 +153,9 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for OrchestrationErro
         let any: &dyn Any = &e;
         if let Some(task) = any.downcast_ref::<TaskError>() {
             return task_failed(task);
+        }
+        if let Some(t) = any.downcast_ref::<TimedOut>() {
+            return timed_out(t);
         }
         OrchestrationError {
             details: display_failure::<E>(&e, "OrchestrationError"),
@@ -227,6 +273,9 @@ pub fn into_orchestration_error<E: fmt::Display + 'static>(e: E) -> Orchestratio
     }
     if let Some(task) = any.downcast_ref::<TaskError>() {
         return task_failed(task);
+    }
+    if let Some(t) = any.downcast_ref::<TimedOut>() {
+        return timed_out(t);
     }
     OrchestrationError {
         details: display_failure::<E>(&e, "OrchestrationError"),

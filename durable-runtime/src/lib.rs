@@ -42,12 +42,13 @@ pub use backend::{Backend, BackendError, IdReusePolicy, MemoryBackend};
 pub use chrono;
 pub use client::{Client, OrchestrationState, ScheduleOptions};
 pub use context::{
-    DurableFuture, Either, Join, JoinTuple, OrchestrationContext, SubOrchestratorOptions,
+    DurableFuture, Either, Join, JoinTuple, OrchestrationContext, SubOrchestratorOptions, Timeout,
     TimerFuture, TimerSpec, TryJoin, TryJoinTuple,
 };
 pub use error::Error;
 pub use failure::{
     into_activity_error, into_orchestration_error, ActivityError, OrchestrationError, TaskError,
+    TimedOut,
 };
 pub use handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSignature};
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};

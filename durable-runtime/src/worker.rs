@@ -592,6 +592,9 @@ async fn renew_episode_lease(backend: Arc<dyn Backend>, lease: OrchestrationWork
 /// running instances).
 fn log_episode(instance_id: &str, exec: &Execution, result: &OrchestratorResult) {
     let scheduled = result.actions.len();
+    if !result.cancelled_timers.is_empty() {
+        tracing::debug!(instance_id, timers = ?result.cancelled_timers, "timers cancelled");
+    }
     match result.completion() {
         None => tracing::debug!(instance_id, scheduled, "orchestration episode ran"),
         Some(ActionKind::CompleteOrchestration {

@@ -1,10 +1,13 @@
 //! Behaviour specific to the in-memory backend and the worker: limits,
-//! virtual time, shutdown, when_any over a Vec.
+//! virtual time, shutdown, when_any over a Vec, timers that are cancelled
+//! or outlive their execution.
 
+use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::transition::Limits;
+use durable_runtime::backend::CreateInstanceRequest;
 use durable_runtime::{
-    ActivityError, Backend, Client, MemoryBackend, OrchestrationStatus, Registry, ScheduleOptions,
-    TestEnv, Worker, WorkerOptions,
+    ActivityError, Backend, Client, IdReusePolicy, MemoryBackend, OrchestrationStatus, Registry,
+    ScheduleOptions, TestEnv, Worker, WorkerOptions,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -237,5 +240,108 @@ async fn duplicate_registration_is_a_startup_error_naming_both() {
     assert!(
         err.matches("memory_backend.rs:").count() == 2,
         "both places named: {err}"
+    );
+}
+
+/// Days in seconds.
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 24 * 3600)
+}
+
+#[tokio::test]
+async fn a_met_deadline_leaves_no_timer_for_the_virtual_clock() {
+    let registry = Registry::new().orchestrator_fn("approve_then_ship", |ctx, _: ()| async move {
+        let approved = ctx
+            .wait_for_external_event::<bool>("approval")
+            .timeout(days(1))
+            .await;
+        let shipped = ctx
+            .wait_for_external_event::<bool>("shipped")
+            .timeout(days(2))
+            .await;
+        Ok((approved.is_ok(), shipped.is_ok()))
+    });
+    let env = TestEnv::new(registry).unwrap();
+    let start = env.now();
+    let id = env
+        .client()
+        .schedule_by_name("approve_then_ship", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    env.wait_until_idle().await;
+    let day = chrono::Duration::days(1);
+    assert_eq!(env.backend().next_timer(), Some(start + day));
+    env.client()
+        .raise_event(&id, "approval", &true)
+        .await
+        .unwrap();
+    env.wait_until_idle().await;
+    // Only the second deadline is left: the first one's timer is gone.
+    assert_eq!(env.backend().next_timer(), Some(start + day * 2));
+    assert_eq!(env.now(), start, "raising and idling move no time");
+    let s = env.wait_for_completion(&id).await.unwrap();
+    assert_eq!(s.output::<(bool, bool)>().unwrap(), (true, false));
+    let fired: Vec<_> = env
+        .history(&id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind.type_name() == "TimerFired")
+        .collect();
+    assert_eq!(
+        fired.len(),
+        1,
+        "only the second deadline fired; the clock never stopped at the cancelled one: {fired:?}"
+    );
+    env.shutdown().await;
+}
+
+/// Drives the memory backend by hand: an episode that creates a day-long
+/// timer, then one (after an event) that ends the execution with `ending`
+/// and cancels nothing itself.
+async fn end_with_a_pending_timer(ending: ActionKind) -> MemoryBackend {
+    let backend = MemoryBackend::with_virtual_clock(chrono::Utc::now());
+    let request = CreateInstanceRequest {
+        instance_id: "i".into(),
+        name: "orch".into(),
+        version: None,
+        input: None,
+        scheduled_start: None,
+        reuse_policy: IdReusePolicy::default(),
+    };
+    backend.create_instance(request).await.unwrap();
+    let item = backend.next_orchestration_item().await.unwrap();
+    let fire_at = backend.now() + chrono::Duration::days(1);
+    let episode = |id, kind| OrchestratorResult {
+        actions: vec![OrchestratorAction { id, kind }],
+        custom_status: None,
+        cancelled_timers: Vec::new(),
+    };
+    backend
+        .complete_orchestration_item(item, episode(0, ActionKind::CreateTimer { fire_at }))
+        .await
+        .unwrap();
+    assert_eq!(backend.next_timer(), Some(fire_at));
+    backend.raise_event("i", "go", None).await.unwrap();
+    let item = backend.next_orchestration_item().await.unwrap();
+    backend
+        .complete_orchestration_item(item, episode(1, ending))
+        .await
+        .unwrap();
+    backend
+}
+
+#[tokio::test]
+async fn an_execution_that_ends_drops_its_pending_timers() {
+    let backend = end_with_a_pending_timer(ActionKind::completed(None)).await;
+    assert_eq!(
+        backend.next_timer(),
+        None,
+        "a finished execution keeps a timer"
+    );
+    let backend = end_with_a_pending_timer(ActionKind::continued_as_new(None, Vec::new())).await;
+    assert_eq!(
+        backend.next_timer(),
+        None,
+        "an execution that continued as new keeps a timer"
     );
 }

@@ -14,7 +14,8 @@
 //!
 //! - **One transaction per episode.** An episode's new history, status,
 //!   activities, timers, messages to other instances and sub-orchestrations
-//!   are committed together or not at all.
+//!   are committed together or not at all, and so is the deletion of the
+//!   timers it cancelled (the loser of a deadline or `when_any`).
 //! - **Episodes are applied exactly once.** Work is leased (peek-lock) with a
 //!   random token; completing with a token that is no longer current (the
 //!   lease expired and someone else took the item, or it was already

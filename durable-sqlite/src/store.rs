@@ -1135,6 +1135,14 @@ pub(crate) fn complete_orchestration(
         .db()?
         .execute(params![id, token])
         .db()?;
+    // Timers the episode cancelled: their TimerFired rows, due later or
+    // already waiting. (An execution that ended or continued as new loses
+    // all of them below, with the rest of its inbox.)
+    if let transition::DroppedTimers::Cancelled(ids) = &outcome.dropped_timers {
+        if !ids.is_empty() {
+            delete_timers(conn, &id, &row.meta.execution_id, &outcome.dropped_timers)?;
+        }
+    }
     let meta = outcome.metadata;
     update_instance(conn, &meta)?;
     let (history_len, cache_update) = match outcome.history {
@@ -1256,6 +1264,42 @@ pub(crate) fn complete_orchestration(
     // connection thread clears the whole cache (see `SqliteBackend::start`).
     if let Some((execution_id, history)) = cache_update.filter(|_| !meta.status.is_terminal()) {
         cache(ctx).put(id, execution_id, history);
+    }
+    Ok(())
+}
+
+/// Deletes the inbox rows of an execution's timers that `dropped` covers.
+fn delete_timers(
+    conn: &Connection,
+    id: &str,
+    execution_id: &str,
+    dropped: &transition::DroppedTimers,
+) -> Result<(), BackendError> {
+    let rows: Vec<i64> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, event FROM inbox WHERE instance_id = ?1 AND execution_id = ?2",
+            )
+            .db()?;
+        let rows = stmt
+            .query_map(params![id, execution_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?))
+            })
+            .db()?;
+        let mut found = Vec::new();
+        for r in rows {
+            let (seq, text) = r.db()?;
+            if event_of(text).is_some_and(|e| dropped.covers(&e)) {
+                found.push(seq);
+            }
+        }
+        found
+    };
+    for seq in rows {
+        conn.prepare_cached("DELETE FROM inbox WHERE seq = ?1")
+            .db()?
+            .execute([seq])
+            .db()?;
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ fn result(kind: ActionKind, id: i32) -> OrchestratorResult {
     OrchestratorResult {
         actions: vec![OrchestratorAction { id, kind }],
         custom_status: None,
+        cancelled_timers: Vec::new(),
     }
 }
 
@@ -203,5 +204,90 @@ async fn a_prefix_with_a_nul_character_matches_like_the_memory_backend() {
         let expected = found(memory.query_instances(query()).await.unwrap());
         assert!(!expected.is_empty() || prefix == "\u{10FFFF}");
         assert_eq!(sqlite, expected, "prefix {prefix:?}");
+    }
+}
+
+/// The timer ids of the `TimerFired` rows in an instance's inbox, read
+/// from the file.
+fn queued_timers(path: &std::path::Path, instance_id: &str) -> Vec<i32> {
+    let conn = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut stmt = conn
+        .prepare("SELECT event FROM inbox WHERE instance_id = ?1 ORDER BY seq")
+        .unwrap();
+    let rows = stmt
+        .query_map([instance_id], |r| r.get::<_, String>(0))
+        .unwrap();
+    let mut ids = Vec::new();
+    for r in rows {
+        let event: durable_runtime::HistoryEvent = serde_json::from_str(&r.unwrap()).unwrap();
+        if let durable_runtime::history::EventKind::TimerFired { timer_id, .. } = event.kind {
+            ids.push(timer_id);
+        }
+    }
+    ids
+}
+
+/// Runs an instance to where it has two timers queued, #0 (in a day) and
+/// #1 (in two days), and an event starts a second episode, which it
+/// returns.
+async fn two_pending_timers(
+    b: &SqliteBackend,
+    path: &std::path::Path,
+) -> durable_runtime::backend::OrchestrationWorkItem {
+    b.create_instance(request("i")).await.unwrap();
+    let item = within("first episode", b.next_orchestration_item())
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let timer = |id, days| OrchestratorAction {
+        id,
+        kind: ActionKind::CreateTimer {
+            fire_at: now + chrono::Duration::days(days),
+        },
+    };
+    let episode = OrchestratorResult {
+        actions: vec![timer(0, 1), timer(1, 2)],
+        custom_status: None,
+        cancelled_timers: Vec::new(),
+    };
+    b.complete_orchestration_item(item, episode).await.unwrap();
+    assert_eq!(queued_timers(path, "i"), [0, 1]);
+    b.raise_event("i", "go", None).await.unwrap();
+    within("second episode", b.next_orchestration_item())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_timer_is_deleted_with_its_episode() {
+    let (_d, path) = db();
+    let b = SqliteBackend::open(&path).unwrap();
+    let item = two_pending_timers(&b, &path).await;
+    let episode = OrchestratorResult {
+        cancelled_timers: vec![0],
+        ..OrchestratorResult::default()
+    };
+    b.complete_orchestration_item(item, episode).await.unwrap();
+    assert_eq!(queued_timers(&path, "i"), [1], "only timer #1 is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_that_ends_or_continues_as_new_drops_its_timers() {
+    for ending in [
+        ActionKind::completed(None),
+        ActionKind::continued_as_new(None, Vec::new()),
+    ] {
+        let (_d, path) = db();
+        let b = SqliteBackend::open(&path).unwrap();
+        let item = two_pending_timers(&b, &path).await;
+        b.complete_orchestration_item(item, result(ending.clone(), 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            queued_timers(&path, "i"),
+            Vec::<i32>::new(),
+            "timers left after {}",
+            ending.describe()
+        );
     }
 }

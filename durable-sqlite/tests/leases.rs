@@ -53,6 +53,7 @@ fn schedule_task() -> OrchestratorResult {
             },
         }],
         custom_status: None,
+        cancelled_timers: Vec::new(),
     }
 }
 

@@ -53,6 +53,7 @@ async fn schedule_tagged(path: &Path) {
             },
         }],
         custom_status: None,
+        cancelled_timers: Vec::new(),
     };
     b.complete_orchestration_item(item, result).await.unwrap();
 }

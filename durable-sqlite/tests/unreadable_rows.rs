@@ -77,6 +77,7 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
             let waits = OrchestratorResult {
                 actions: Vec::new(),
                 custom_status: None,
+                cancelled_timers: Vec::new(),
             };
             b.complete_orchestration_item(item, waits).await.unwrap();
         }
@@ -271,6 +272,7 @@ async fn an_unreadable_activity_row_is_set_aside_and_the_others_run() {
                 },
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         };
         b.complete_orchestration_item(item, schedule).await.unwrap();
     }
@@ -349,6 +351,7 @@ async fn a_waiter_learns_when_another_process_sets_its_instance_aside() {
     let waits = OrchestratorResult {
         actions: Vec::new(),
         custom_status: None,
+        cancelled_timers: Vec::new(),
     };
     waiting
         .complete_orchestration_item(item, waits)

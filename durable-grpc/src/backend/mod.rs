@@ -475,6 +475,15 @@ impl Backend for GrpcBackend {
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        if !result.cancelled_timers.is_empty() {
+            // The protocol has no action to cancel a timer: the sidecar
+            // fires it, and the engine ignores it.
+            tracing::debug!(
+                instance_id = %item.instance_id,
+                timers = ?result.cancelled_timers,
+                "cancelled timers stay with the sidecar, which will fire them"
+            );
+        }
         let what = format!(
             "the result of an episode of instance \"{}\"",
             item.instance_id
@@ -683,6 +692,7 @@ mod tests {
                 kind: ActionKind::completed(Some(big)),
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         };
         backend
             .complete_orchestration_item(episode("parent"), result)
@@ -744,6 +754,7 @@ mod tests {
                 },
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         }
     }
 

@@ -629,6 +629,11 @@ impl Backend for MemoryBackend {
         );
         inst.lease = None;
         inst.inbox.drain(..delivered.min(inst.inbox.len()));
+        // Timers the episode cancelled (or all, if the execution ended):
+        // already in the inbox, or still waiting for their time.
+        let dropped = outcome.dropped_timers;
+        let execution_id = inst.meta.execution_id.clone();
+        inst.inbox.retain(|e| !dropped.covers(e));
         inst.meta = outcome.metadata;
         match outcome.history {
             HistoryUpdate::Append(events) => Arc::make_mut(&mut inst.history).extend(events),
@@ -660,6 +665,13 @@ impl Backend for MemoryBackend {
         }
         if has_more {
             mark_ready(&mut s, &instance_id);
+        }
+        if !dropped.is_empty() {
+            s.timers.retain(|_, m| {
+                !(m.instance_id == instance_id
+                    && m.execution_id.as_deref() == Some(execution_id.as_str())
+                    && dropped.covers(&m.event))
+            });
         }
         let out = outcome.outbox;
         let new_activities = !out.activities.is_empty();

@@ -79,6 +79,7 @@ fn result(first_id: i32, kinds: impl IntoIterator<Item = ActionKind>) -> Orchest
             .map(|(id, kind)| OrchestratorAction { id, kind })
             .collect(),
         custom_status: None,
+        cancelled_timers: Vec::new(),
     }
 }
 

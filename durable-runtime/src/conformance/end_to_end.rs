@@ -4,7 +4,9 @@
 //!
 //! Cases use real time: timers and retry delays are tens of milliseconds.
 //! Every case needs only the basic `Backend` contract except
-//! [`scheduled_start`], which needs the `delayed_start` capability (see
+//! [`scheduled_start`], which needs the `delayed_start` capability,
+//! [`replacing_a_live_child`] (`replace_live`) and
+//! [`deadline_event_wins_and_its_timer_is_cancelled`] (`cancel_timers`; see
 //! [the module docs](super#capabilities)).
 
 use super::WAIT;
@@ -238,6 +240,28 @@ pub fn registry() -> Registry {
                 .call_activity_by_name_with_retry("sees_attempt", &1u32, policy)
                 .await?;
             Ok((first, second))
+        })
+        .orchestrator_fn("deadline", |ctx, deadline_ms: i64| async move {
+            let deadline = ctx.current_utc_datetime() + chrono::Duration::milliseconds(deadline_ms);
+            let approval = ctx
+                .wait_for_external_event::<bool>("approval")
+                .timeout(deadline)
+                .await;
+            // Outlive the deadline: a deadline timer left behind fires
+            // while this one runs.
+            ctx.create_timer(deadline + chrono::Duration::milliseconds(200))
+                .await;
+            Ok(match approval {
+                Ok(approved) => (format!("approved: {}", approved?), None),
+                Err(timed_out) => (timed_out.to_string(), Some(timed_out.deadline)),
+            })
+        })
+        .orchestrator_fn("deadline_or_fail", |ctx, deadline_ms: u64| async move {
+            let approved: bool = ctx
+                .wait_for_external_event("approval")
+                .timeout(Duration::from_millis(deadline_ms))
+                .await??;
+            Ok(approved)
         })
 }
 
@@ -1087,4 +1111,93 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         );
         h.stop().await;
     }
+
+    /// A deadline met in time: the event wins, and its deadline's timer is
+    /// cancelled, so it never fires (the orchestration outlives it).
+    async fn deadline_event_wins_and_its_timer_is_cancelled(backend) needs(cancel_timers) {
+        let h = Harness::start(backend);
+        let id = approve_before_the_deadline(&h).await;
+        let fired = timers_fired(&h, &id).await;
+        assert_eq!(
+            fired,
+            [1],
+            "only the last timer (#1) may fire; the deadline's (#0) was cancelled"
+        );
+        h.stop().await;
+    }
+
+    /// A deadline met in time wins even where the backend cannot cancel
+    /// its timer: a `TimerFired` that comes for it later is ignored.
+    async fn deadline_event_wins_over_a_late_timer(backend) {
+        let h = Harness::start(backend);
+        let id = approve_before_the_deadline(&h).await;
+        let fired = timers_fired(&h, &id).await;
+        assert!(fired.ends_with(&[1]), "the last timer fired last: {fired:?}");
+        h.stop().await;
+    }
+
+    /// A deadline that passes: a typed `TimedOut` naming the task and the
+    /// deadline its timer recorded; with `?` it fails the orchestration.
+    async fn deadline_passes_with_typed_timeout(backend) {
+        let h = Harness::start(backend);
+        let s = h.run("deadline", &50i64).await;
+        completed(&s);
+        let (message, deadline): (String, Option<chrono::DateTime<chrono::Utc>>) =
+            s.output().unwrap();
+        assert!(
+            message.starts_with("external event \"approval\" timed out"),
+            "{message}"
+        );
+        let recorded = h
+            .client
+            .history(s.instance_id())
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|e| match e.kind {
+                EventKind::TimerCreated { fire_at } if e.event_id == 0 => Some(fire_at),
+                _ => None,
+            });
+        assert_eq!(deadline, recorded, "TimedOut's deadline is its timer's fire time");
+        let s = h.run("deadline_or_fail", &50u64).await;
+        assert_eq!(s.status(), OrchestrationStatus::Failed);
+        let f = s.failure().expect("failure details");
+        assert_eq!(f.error_type, "TimedOut", "{f:?}");
+        assert!(f.message.contains("external event \"approval\" timed out"), "{f:?}");
+        h.stop().await;
+    }
+}
+
+/// Runs "deadline" with a 2 s deadline and approves at once; returns the
+/// instance id once it completed approved.
+async fn approve_before_the_deadline(h: &Harness) -> String {
+    let id = h
+        .client
+        .schedule_by_name("deadline", &2_000i64, ScheduleOptions::default())
+        .await
+        .unwrap();
+    h.started(&id).await;
+    h.client.raise_event(&id, "approval", &true).await.unwrap();
+    let s = h.wait(&id).await;
+    completed(&s);
+    let (message, _): (String, Option<chrono::DateTime<chrono::Utc>>) = s.output().unwrap();
+    assert_eq!(
+        message, "approved: true",
+        "the event raised at once did not win over a 2 s deadline"
+    );
+    id
+}
+
+/// The ids of the timers that fired, in history order.
+async fn timers_fired(h: &Harness, id: &str) -> Vec<i32> {
+    h.client
+        .history(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TimerFired { timer_id, .. } => Some(timer_id),
+            _ => None,
+        })
+        .collect()
 }

@@ -53,6 +53,28 @@ impl<T> DurableFuture<T> {
     pub fn task_id(&self) -> i64 {
         self.key
     }
+
+    pub(super) fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// The task, as messages name it (`external event "approval"`).
+    pub(super) fn describe(&self) -> String {
+        match &self.failed {
+            Some((describe, _)) => describe.clone(),
+            None => lock(&self.state)
+                .describe(self.key)
+                .unwrap_or_else(|| "durable task".to_string()),
+        }
+    }
+
+    /// Where the task finished in the order of completions; 0 while it runs.
+    pub(super) fn finished_at(&self) -> u64 {
+        if self.failed.is_some() {
+            return 0;
+        }
+        lock(&self.state).finished_at(self.key)
+    }
 }
 
 impl<T> Unpin for DurableFuture<T> {}
@@ -120,8 +142,9 @@ impl<T> Drop for DurableFuture<T> {
     }
 }
 
-/// A durable timer; completes when it fires.
-#[must_use = "the timer is scheduled when this future is made; drop it unawaited and the orchestration does not wait for it"]
+/// A durable timer; completes when it fires. Dropped before it fires, it is
+/// cancelled: backends that can delete the pending timer do.
+#[must_use = "the timer is scheduled when this future is made; drop it unawaited and it is cancelled"]
 pub struct TimerFuture(pub(super) DurableFuture<()>);
 
 impl Future for TimerFuture {

@@ -6,6 +6,7 @@
 //! - `futures`: [`DurableFuture`], [`TimerFuture`], `when_any`'s futures;
 //! - `join`: the typed joins [`Join`] and [`TryJoin`] over tuples of
 //!   futures of different types;
+//! - `timeout`: [`Timeout`], a future raced against a deadline timer;
 //! - `state`: the state of one execution, which only the context and the
 //!   replay engine touch.
 
@@ -13,7 +14,9 @@ mod futures;
 mod join;
 mod orchestration;
 pub(crate) mod state;
+mod timeout;
 
 pub use futures::{DurableFuture, Either, TimerFuture, WhenAny, WhenAny2};
 pub use join::{Join, JoinTuple, TryJoin, TryJoinTuple};
 pub use orchestration::{OrchestrationContext, SubOrchestratorOptions, TimerSpec};
+pub use timeout::Timeout;

@@ -8,6 +8,7 @@
 use super::futures::{DurableFuture, TimerFuture, WhenAny, WhenAny2};
 use super::join::{Join, JoinState, JoinTuple, TryJoin, TryJoinTuple};
 use super::state::{self, CtxState, SharedState};
+use super::timeout::Timeout;
 use crate::actions::{ActionKind, Task};
 use crate::codec;
 use crate::failure::TaskError;
@@ -371,7 +372,13 @@ impl OrchestrationContext {
 
     /// A durable timer: fires after a delay or at a time. Survives restarts.
     pub fn create_timer(&self, when: impl Into<TimerSpec>) -> TimerFuture {
-        let fire_at = match when.into() {
+        let fire_at = self.fire_at(when.into());
+        TimerFuture(self.schedule(ActionKind::CreateTimer { fire_at }, Task::Timer.to_string()))
+    }
+
+    /// When a timer of this spec fires, from the orchestration's time.
+    fn fire_at(&self, when: TimerSpec) -> Timestamp {
+        match when {
             TimerSpec::At(t) => t,
             TimerSpec::After(d) => {
                 let now = self.current_utc_datetime();
@@ -380,8 +387,7 @@ impl OrchestrationContext {
                     .and_then(|d| now.checked_add_signed(d))
                     .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
             }
-        };
-        TimerFuture(self.schedule(ActionKind::CreateTimer { fire_at }, Task::Timer.to_string()))
+        }
     }
 
     /// Waits for an external event with this name (case-insensitive),
@@ -550,12 +556,16 @@ impl OrchestrationContext {
     }
 
     /// Waits for the first of several futures; returns its index and output.
-    /// The others are dropped (their results, if they come, are ignored).
+    /// The others are dropped (their results, if they come, are ignored; a
+    /// timer that has not fired is cancelled).
     pub fn when_any<F: Future + Unpin>(&self, futures: Vec<F>) -> WhenAny<F> {
         WhenAny { futures }
     }
 
-    /// Waits for the first of two futures (e.g. an event or a timer).
+    /// Waits for the first of two futures (e.g. an event or a timer). The
+    /// other is dropped (a timer that has not fired is cancelled). For an
+    /// event or task with a deadline, [`DurableFuture::timeout`] says the
+    /// same in one call.
     pub fn when_any2<A: Future + Unpin, B: Future + Unpin>(&self, a: A, b: B) -> WhenAny2<A, B> {
         WhenAny2 {
             a: Some(a),
@@ -570,6 +580,117 @@ impl OrchestrationContext {
     ) -> DurableFuture<T> {
         let id = self.lock().schedule(kind, describe);
         DurableFuture::new(self.state.clone(), id as i64)
+    }
+}
+
+/// Deadlines: a durable future raced against a durable timer.
+impl OrchestrationContext {
+    /// Waits for `future` (any `Unpin` future made of durable futures: a
+    /// join, a `when_any`, a retried call) until a deadline: after a delay
+    /// from the orchestration's current time, or at a time. Resolves to
+    /// `Ok(output)` if it finishes first, `Err(TimedOut)` if the deadline
+    /// passes first; the loser is dropped (the deadline's timer is
+    /// cancelled, a task's late result is ignored). The timer is created
+    /// now, so it takes the next sequence number.
+    ///
+    /// For a single durable future, [`DurableFuture::timeout`] says which
+    /// task timed out.
+    ///
+    /// ```
+    /// use durable_runtime::{ActivityError, Registry, TestEnv};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::new()
+    ///     .orchestrator_fn("both_signatures", |ctx, _: ()| async move {
+    ///         let legal = ctx.wait_for_external_event::<String>("legal");
+    ///         let finance = ctx.wait_for_external_event::<String>("finance");
+    ///         match ctx.timeout(ctx.join((legal, finance)), Duration::from_secs(3600)).await {
+    ///             Ok((legal, finance)) => Ok(format!("signed by {} and {}", legal?, finance?)),
+    ///             Err(timed_out) => Ok(timed_out.to_string()),
+    ///         }
+    ///     });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("both_signatures", &(), Default::default()).await.unwrap();
+    /// env.wait_until_idle().await;
+    /// env.client().raise_event(&id, "legal", &"Ann").await.unwrap();
+    /// // Nobody from finance signs: an hour later (virtual time) it times out.
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// let out = state.output::<String>().unwrap();
+    /// assert!(out.starts_with("timed out"), "{out}");
+    /// # });
+    /// ```
+    pub fn timeout<F: Future + Unpin>(&self, future: F, after: impl Into<TimerSpec>) -> Timeout<F> {
+        self.timeout_of(future, after.into(), None)
+    }
+
+    fn timeout_of<F>(&self, future: F, after: TimerSpec, task: Option<String>) -> Timeout<F> {
+        let deadline = self.fire_at(after);
+        let timer = self.create_timer(deadline);
+        Timeout {
+            future: Some(future),
+            timer: Some(timer),
+            task,
+            deadline,
+            state: self.state.clone(),
+        }
+    }
+}
+
+// Defined here rather than with `DurableFuture`: it schedules a timer
+// through the context.
+impl<T> DurableFuture<T> {
+    /// Waits for this task until a deadline: after a delay from the
+    /// orchestration's current time (a `Duration`), or at a time (a
+    /// `Timestamp`). Resolves to `Ok(result)` if the task finishes first, or
+    /// `Err(TimedOut)` if the deadline passes first; `TimedOut` names the
+    /// task (`external event "approval"`) and the deadline, and `?` turns it
+    /// into an [`OrchestrationError`](crate::OrchestrationError) of type
+    /// `TimedOut`.
+    ///
+    /// The deadline is a durable timer, created now. When the task wins,
+    /// the timer is cancelled: backends that can delete the pending timer
+    /// do, so a 24-hour deadline met in a minute leaves nothing behind
+    /// (over gRPC the sidecar still fires it, and the engine ignores it).
+    /// When the deadline wins, the task is dropped: an activity's late
+    /// result is ignored, an event that comes later stays for the next
+    /// wait. Replay gives the same winner: the one first in the history.
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, TestEnv};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::new().orchestrator_fn("approval", |ctx, _: ()| async move {
+    ///     let day = Duration::from_secs(24 * 3600);
+    ///     match ctx.wait_for_external_event::<bool>("approval").timeout(day).await {
+    ///         Ok(approved) => Ok(if approved? { "approved" } else { "rejected" }.to_string()),
+    ///         Err(timed_out) => Ok(format!("escalated: {timed_out}")),
+    ///     }
+    /// });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    ///
+    /// // Approved in time: the 24-hour timer is cancelled, nothing is pending.
+    /// let id = env.client().schedule_by_name("approval", &(), Default::default()).await.unwrap();
+    /// env.wait_until_idle().await;
+    /// env.client().raise_event(&id, "approval", &true).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<String>().unwrap(), "approved");
+    /// assert_eq!(env.backend().next_timer(), None);
+    ///
+    /// // Nobody answers: a day later (virtual time) the deadline passes.
+    /// let id = env.client().schedule_by_name("approval", &(), Default::default()).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// let out = state.output::<String>().unwrap();
+    /// assert!(out.starts_with("escalated: external event \"approval\" timed out"), "{out}");
+    /// # });
+    /// ```
+    pub fn timeout(self, after: impl Into<TimerSpec>) -> Timeout<DurableFuture<T>> {
+        let ctx = OrchestrationContext {
+            state: self.state().clone(),
+        };
+        let task = Some(self.describe());
+        ctx.timeout_of(self, after.into(), task)
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Slot {
     /// When the task finished, as a position in the order of completions
     /// (1 for the first); 0 while it runs.
     pub(crate) finished_at: u64,
+    /// Whether the task is a durable timer (dropping it unfired cancels it).
+    pub(crate) timer: bool,
 }
 
 /// Mutable state of one orchestration execution, shared by the context,
@@ -62,6 +64,9 @@ pub(crate) struct CtxState {
     /// A value the code handed to the context could not be serialised; the
     /// orchestration fails with this at the end of the episode.
     pub(crate) deferred_failure: Option<FailureDetails>,
+    /// Timers dropped before they fired, while the code ran live (not while
+    /// replaying: those were reported by the episode that dropped them).
+    pub(crate) cancelled_timers: Vec<i32>,
 }
 
 impl CtxState {
@@ -85,12 +90,14 @@ impl CtxState {
             custom_status: None,
             continue_as_new: None,
             deferred_failure: None,
+            cancelled_timers: Vec::new(),
         }
     }
 
     pub(super) fn schedule(&mut self, kind: ActionKind, describe: String) -> i32 {
         let id = self.next_seq;
         self.next_seq += 1;
+        let timer = matches!(kind, ActionKind::CreateTimer { .. });
         self.pending_actions.insert(id, kind);
         self.slots.insert(
             id as i64,
@@ -99,9 +106,29 @@ impl CtxState {
                 waker: None,
                 describe,
                 finished_at: 0,
+                timer,
             },
         );
         id
+    }
+
+    /// A timer fired: resolves its wait, if the code still waits. A timer
+    /// the code dropped (cancelled) is ignored, and is no longer reported
+    /// as cancelled: it fired anyway.
+    pub(crate) fn timer_fired(&mut self, id: i32) -> Option<Waker> {
+        self.cancelled_timers.retain(|t| *t != id);
+        self.resolve(id as i64, Ok(None))
+    }
+
+    /// When the task behind a slot finished (its position in the order of
+    /// completions), or 0 while it runs or if it is gone.
+    pub(super) fn finished_at(&self, key: i64) -> u64 {
+        self.slots.get(&key).map_or(0, |s| s.finished_at)
+    }
+
+    /// The description of the task behind a slot, if it is still there.
+    pub(super) fn describe(&self, key: i64) -> Option<String> {
+        self.slots.get(&key).map(|s| s.describe.clone())
     }
 
     /// Resolves a slot; returns the waker to wake (outside the lock).
@@ -165,6 +192,7 @@ impl CtxState {
                 waker: None,
                 describe,
                 finished_at,
+                timer: false,
             },
         );
         slot
@@ -190,13 +218,20 @@ impl CtxState {
     }
 
     /// Forgets a slot whose future was dropped; an abandoned event wait
-    /// must not swallow the next event.
+    /// must not swallow the next event, and a timer that has not fired is
+    /// cancelled (reported in the episode's result, unless this is a
+    /// replay of an episode that already reported it).
     pub(super) fn forget(&mut self, key: i64) {
-        if self.slots.remove(&key).is_some() && key < 0 {
+        let Some(slot) = self.slots.remove(&key) else {
+            return;
+        };
+        if key < 0 {
             for q in self.event_waiters.values_mut() {
                 q.retain(|k| *k != key);
             }
             self.event_waiters.retain(|_, q| !q.is_empty());
+        } else if slot.timer && slot.outcome.is_none() && !self.is_replaying {
+            self.cancelled_timers.push(key as i32);
         }
     }
 

@@ -300,9 +300,12 @@ impl Execution {
                 kind: c.clone(),
             });
         }
+        let mut cancelled_timers = std::mem::take(&mut s.cancelled_timers);
+        cancelled_timers.sort_unstable();
         OrchestratorResult {
             actions,
             custom_status: s.custom_status.clone(),
+            cancelled_timers,
         }
     }
 
@@ -425,8 +428,10 @@ impl Execution {
                 task_scheduled_id: id,
                 failure,
             } if *id >= 0 => self.ctx.lock().resolve(*id as i64, Err(failure.clone())),
+            // A timer the code dropped (cancelled) finds no wait and is
+            // ignored: a backend that cannot delete it lets it fire.
             EventKind::TimerFired { timer_id, .. } if *timer_id >= 0 => {
-                self.ctx.lock().resolve(*timer_id as i64, Ok(None))
+                self.ctx.lock().timer_fired(*timer_id)
             }
             EventKind::EventRaised { name, input } => {
                 self.ctx.lock().deliver_event(name, input.clone())

@@ -35,10 +35,26 @@ struct Sim {
     results: Vec<OrchestratorResult>,
     /// Every activity work item's (attempt, first task id), in dispatch order.
     attempts: Vec<(u32, i32)>,
+    /// Fire cancelled timers anyway, as a Durable Task sidecar does (the
+    /// protocol has no cancel action): timers come from the actions, and
+    /// the episode's dropped timers are not deleted.
+    fires_cancelled_timers: bool,
 }
 
 impl Sim {
     fn start(registry: Registry, name: &str, input: &str, sticky: bool) -> Sim {
+        Sim::start_on(registry, name, input, sticky, false)
+    }
+
+    /// [`Sim::start`], on a simulated sidecar that fires cancelled timers
+    /// if `fires_cancelled_timers`.
+    fn start_on(
+        registry: Registry,
+        name: &str,
+        input: &str,
+        sticky: bool,
+        fires_cancelled_timers: bool,
+    ) -> Sim {
         let req = CreateInstanceRequest {
             instance_id: "inst".into(),
             name: name.into(),
@@ -65,6 +81,7 @@ impl Sim {
             pending: Vec::new(),
             timers: Vec::new(),
             results: Vec::new(),
+            fires_cancelled_timers,
             attempts: Vec::new(),
         };
         sim.episode();
@@ -110,10 +127,25 @@ impl Sim {
             self.attempts.push(a.attempt());
             self.pending.push((a.task_id, a.name, a.input));
         }
-        for m in out.outbox.messages {
-            if let EventKind::TimerFired { timer_id, fire_at } = m.event.kind {
-                if m.instance_id == "inst" {
-                    self.timers.push((timer_id, fire_at));
+        if self.fires_cancelled_timers {
+            for a in &result.actions {
+                if let ActionKind::CreateTimer { fire_at } = a.kind {
+                    self.timers.push((a.id, fire_at));
+                }
+            }
+        } else {
+            let dropped = &out.dropped_timers;
+            self.timers.retain(|&(timer_id, fire_at)| {
+                !dropped.covers(&HistoryEvent::new(
+                    fire_at,
+                    EventKind::TimerFired { fire_at, timer_id },
+                ))
+            });
+            for m in out.outbox.messages {
+                if let EventKind::TimerFired { timer_id, fire_at } = m.event.kind {
+                    if m.instance_id == "inst" {
+                        self.timers.push((timer_id, fire_at));
+                    }
                 }
             }
         }
@@ -217,11 +249,13 @@ impl Sim {
     }
 }
 
-/// Actions without timestamps inside completion failures (stable compare).
+/// Actions without timestamps inside completion failures (stable compare),
+/// then the cancelled timers.
 fn strip(r: &OrchestratorResult) -> Vec<(i32, String)> {
     r.actions
         .iter()
         .map(|a| (a.id, format!("{:?}", a.kind)))
+        .chain([(-1, format!("cancelled {:?}", r.cancelled_timers))])
         .collect()
 }
 
@@ -1115,4 +1149,259 @@ fn the_engine_reports_the_events_an_execution_waits_for() {
     sim.fire_timers();
     assert_eq!(sim.output(), Some("\"timeout\""));
     assert!(waits(&sim).is_empty(), "{:?}", waits(&sim));
+}
+
+/// Orchestrators with deadlines. Each keeps running after its race (an
+/// activity "inc", or the event "gate"), so a timer left behind would
+/// still be delivered to it.
+fn deadlines() -> Registry {
+    let day = Duration::from_secs(24 * 3600);
+    Registry::new()
+        .orchestrator_fn("deadline", move |ctx, _: ()| async move {
+            let approval = ctx
+                .wait_for_external_event::<String>("approval")
+                .timeout(day)
+                .await;
+            let n: i64 = ctx.call_activity_by_name("inc", &0).await?;
+            Ok(match approval {
+                Ok(v) => format!("{}:{n}", v?),
+                Err(t) => format!("{t}:{n}"),
+            })
+        })
+        .orchestrator_fn("deadline_on_join", move |ctx, _: ()| async move {
+            let b = ctx.call_activity_by_name::<i64>("b", &0);
+            let d = ctx.call_activity_by_name::<i64>("d", &1);
+            let r = ctx
+                .timeout(ctx.try_join((b, d)), Duration::from_secs(60))
+                .await;
+            let _: () = ctx.wait_for_external_event("gate").await?;
+            Ok(match r {
+                Ok(Ok((b, d))) => format!("ok:{b}+{d}"),
+                Ok(Err(e)) => format!("failed:{}", e.task),
+                Err(t) => t.to_string(),
+            })
+        })
+        .orchestrator_fn("deadline_awaited_late", move |ctx, _: ()| async move {
+            // Both the event and the deadline may be in before the first poll.
+            let approval = ctx
+                .wait_for_external_event::<String>("approval")
+                .timeout(Duration::from_secs(10));
+            let _: () = ctx.wait_for_external_event("gate").await?;
+            Ok(match approval.await {
+                Ok(v) => v?,
+                Err(t) => t.to_string(),
+            })
+        })
+        .orchestrator_fn("drops_a_timer", move |ctx, _: ()| async move {
+            drop(ctx.create_timer(day));
+            let n: i64 = ctx.call_activity_by_name("inc", &0).await?;
+            Ok(n.to_string())
+        })
+        .orchestrator_fn("deadline_or_fail", move |ctx, _: ()| async move {
+            let v: String = ctx
+                .wait_for_external_event("approval")
+                .timeout(day)
+                .await??;
+            Ok(v)
+        })
+}
+
+/// Runs `drive` on a sticky and a non-sticky simulation of a [`deadlines`]
+/// orchestrator, checks both give the same histories and episode results
+/// and that every prefix replays, and returns the sticky one.
+fn run_deadline(name: &str, fires_cancelled: bool, drive: impl Fn(&mut Sim)) -> Sim {
+    let mut sims: Vec<Sim> = [false, true]
+        .into_iter()
+        .map(|sticky| {
+            let mut sim = Sim::start_on(deadlines(), name, "null", sticky, fires_cancelled);
+            drive(&mut sim);
+            assert!(sim.status().is_terminal(), "{name}: {:?}", sim.status());
+            sim.check_replay_of_every_prefix();
+            sim
+        })
+        .collect();
+    assert_eq!(
+        sims[0].history, sims[1].history,
+        "{name}: sticky and full replay differ"
+    );
+    let results = |s: &Sim| s.results.iter().map(strip).collect::<Vec<_>>();
+    assert_eq!(
+        results(&sims[0]),
+        results(&sims[1]),
+        "{name}: episode results differ"
+    );
+    sims.pop().unwrap()
+}
+
+/// Every timer the episodes reported as cancelled, in order.
+fn cancelled(sim: &Sim) -> Vec<i32> {
+    sim.results
+        .iter()
+        .flat_map(|r| r.cancelled_timers.iter().copied())
+        .collect()
+}
+
+fn timers_fired(sim: &Sim) -> usize {
+    sim.history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TimerFired { .. }))
+        .count()
+}
+
+#[test]
+fn a_deadline_that_passes_times_out_naming_the_task_and_the_deadline() {
+    let sim = run_deadline("deadline", false, |sim| {
+        sim.fire_timers();
+        sim.run_activities(inc);
+    });
+    assert_eq!(sim.status(), OrchestrationStatus::Completed);
+    // The first episode ran at t0 + 1 s; the deadline is a day later.
+    assert_eq!(
+        sim.output(),
+        Some(
+            "\"external event \\\"approval\\\" timed out: not finished by its deadline \
+             2030-01-02T00:00:01Z:1\""
+        )
+    );
+    assert_eq!(
+        cancelled(&sim),
+        Vec::<i32>::new(),
+        "a timer that fired is not cancelled"
+    );
+}
+
+#[test]
+fn an_event_before_its_deadline_wins_and_cancels_the_timer() {
+    let sim = run_deadline("deadline", false, |sim| {
+        assert_eq!(sim.timers.len(), 1, "the deadline's timer is pending");
+        sim.raise("approval", "\"yes\"");
+        assert!(
+            sim.timers.is_empty(),
+            "the cancelled timer is deleted: {:?}",
+            sim.timers
+        );
+        sim.fire_timers();
+        sim.run_activities(inc);
+    });
+    assert_eq!(sim.output(), Some("\"yes:1\""));
+    // Episode 2 (the event's) reported the deadline's timer, #0.
+    assert_eq!(sim.results[1].cancelled_timers, vec![0]);
+    assert_eq!(
+        cancelled(&sim),
+        vec![0],
+        "reported once, not on later replays"
+    );
+    assert_eq!(timers_fired(&sim), 0);
+}
+
+#[test]
+fn a_late_timer_fired_for_a_cancelled_deadline_is_ignored() {
+    // As over gRPC: the sidecar cannot cancel, and fires the timer while
+    // the orchestration still runs (waiting for its activity).
+    let sim = run_deadline("deadline", true, |sim| {
+        sim.raise("approval", "\"yes\"");
+        assert_eq!(sim.timers.len(), 1, "the sidecar still has the timer");
+        sim.fire_timers();
+        assert_eq!(sim.status(), OrchestrationStatus::Running);
+        assert_eq!(sim.pending.len(), 1, "still waits for its activity only");
+        sim.run_activities(inc);
+    });
+    assert_eq!(sim.output(), Some("\"yes:1\""));
+    assert_eq!(
+        timers_fired(&sim),
+        1,
+        "the late TimerFired is in the history"
+    );
+    let late = sim.results.len() - 2;
+    assert!(
+        sim.results[late] == OrchestratorResult::default(),
+        "the late timer's episode does nothing: {:?}",
+        sim.results[late]
+    );
+}
+
+#[test]
+fn a_deadline_on_a_join_cancels_its_timer_or_drops_the_join() {
+    // Both tasks finish in time: the timer (#2) is cancelled.
+    let sim = run_deadline("deadline_on_join", false, |sim| {
+        complete_in_order(sim, &["d", "b"], &[]);
+        assert!(sim.timers.is_empty());
+        sim.raise("gate", "null");
+    });
+    assert_eq!(sim.output(), Some("\"ok:7+7\""));
+    assert_eq!(cancelled(&sim), vec![2]);
+    // One finishes, then the deadline passes: the other's result, when it
+    // comes, is ignored.
+    let sim = run_deadline("deadline_on_join", false, |sim| {
+        complete_in_order(sim, &["b"], &[]);
+        sim.fire_timers();
+        complete_in_order(sim, &["d"], &[]);
+        sim.raise("gate", "null");
+    });
+    assert_eq!(
+        sim.output(),
+        Some("\"timed out: the awaited tasks did not finish by their deadline 2030-01-01T00:01:01Z\"")
+    );
+    assert_eq!(cancelled(&sim), Vec::<i32>::new());
+}
+
+#[test]
+fn a_deadline_awaited_late_is_decided_by_history_order() {
+    // The deadline passed, then the event came, both before the first poll.
+    let sim = run_deadline("deadline_awaited_late", false, |sim| {
+        sim.fire_timers();
+        sim.raise("approval", "\"late\"");
+        sim.raise("gate", "null");
+    });
+    let out = sim.output().unwrap();
+    assert!(out.contains("timed out"), "{out}");
+    // The event came first, then the deadline passed.
+    let sim = run_deadline("deadline_awaited_late", false, |sim| {
+        sim.raise("approval", "\"in time\"");
+        sim.fire_timers();
+        sim.raise("gate", "null");
+    });
+    assert_eq!(sim.output(), Some("\"in time\""));
+}
+
+#[test]
+fn a_dropped_timer_is_cancelled_in_the_episode_that_created_it() {
+    let sim = run_deadline("drops_a_timer", false, |sim| {
+        assert!(
+            sim.timers.is_empty(),
+            "no timer is queued: {:?}",
+            sim.timers
+        );
+        sim.run_activities(inc);
+    });
+    assert_eq!(sim.output(), Some("\"1\""));
+    assert_eq!(sim.results[0].cancelled_timers, vec![0]);
+    assert!(
+        sim.history
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::TimerCreated { .. })),
+        "the timer keeps its place in the history, so replay matches"
+    );
+}
+
+#[test]
+fn the_losing_timer_of_when_any_is_cancelled() {
+    let mut sim = Sim::start(registry(), "race", "null", true);
+    sim.raise("go", "\"yes\"");
+    assert_eq!(sim.output(), Some("\"yes\""));
+    // Event waits take no sequence number: the timer is #0.
+    assert_eq!(cancelled(&sim), vec![0]);
+    sim.check_replay_of_every_prefix();
+}
+
+#[test]
+fn a_timed_out_deadline_with_question_mark_fails_the_orchestration() {
+    let sim = run_deadline("deadline_or_fail", false, |sim| sim.fire_timers());
+    assert_eq!(sim.status(), OrchestrationStatus::Failed);
+    let f = sim.meta.failure.as_ref().unwrap();
+    assert_eq!(f.error_type, "TimedOut");
+    assert!(
+        f.message.contains("external event \"approval\" timed out"),
+        "{f:?}"
+    );
 }

@@ -31,6 +31,25 @@ async fn approval(ctx: OrchestrationContext) -> Result<String, OrchestrationErro
     Ok(format!("{decision} {started} {id} {}", seeded.0))
 }
 
+// Deadlines are durable: `.timeout(..)` and `ctx.timeout(..)` are not
+// `tokio::time::timeout`.
+#[orchestrator]
+async fn deadlines(ctx: OrchestrationContext) -> Result<bool, OrchestrationError> {
+    let approved = ctx
+        .wait_for_external_event::<bool>("approval")
+        .timeout(Duration::from_secs(86400))
+        .await??;
+    let both = ctx.join((
+        ctx.wait_for_external_event::<bool>("legal"),
+        ctx.wait_for_external_event::<bool>("finance"),
+    ));
+    let signed = match ctx.timeout(both, Duration::from_secs(3600)).await {
+        Ok((legal, finance)) => legal? && finance?,
+        Err(TimedOut { .. }) => false,
+    };
+    Ok(approved && signed)
+}
+
 #[orchestrator]
 async fn marked(ctx: OrchestrationContext) -> u64 {
     // On a `let`.

@@ -4,7 +4,7 @@
 //! finished (completed or terminated).
 
 use super::{
-    new_execution_id, notify_parent, parent_of, running_children, terminated_notice,
+    new_execution_id, notify_parent, parent_of, running_children, terminated_notice, DroppedTimers,
     EpisodeOutcome, HistoryUpdate, InstanceMessage, Limits, NewInstance, Outbox,
 };
 use crate::actions::{ActionKind, OrchestratorResult, Task};
@@ -19,7 +19,37 @@ use std::collections::BTreeMap;
 /// Applies one episode. `history` is the execution's history before the
 /// episode, `new_events` what was delivered (starting with
 /// `OrchestratorStarted`).
+///
+/// The outcome's [`DroppedTimers`] says which pending timers of the
+/// execution the backend deletes: the ones the episode cancelled or, if the
+/// execution ended or continued as new, all of them. Timers both created
+/// and dropped by the episode are already left out of the outbox.
 pub fn apply_episode(
+    meta: &InstanceMetadata,
+    history: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+    result: &OrchestratorResult,
+    now: Timestamp,
+    limits: &Limits,
+) -> EpisodeOutcome {
+    let mut outcome = record_episode(meta, history, new_events, result, now, limits);
+    let ended = outcome.metadata.status.is_terminal()
+        || matches!(outcome.history, HistoryUpdate::Restart { .. });
+    outcome.dropped_timers = if ended {
+        DroppedTimers::All
+    } else {
+        DroppedTimers::Cancelled(result.cancelled_timers.clone())
+    };
+    let dropped = &outcome.dropped_timers;
+    outcome.outbox.messages.retain(|m| {
+        !(m.instance_id == meta.instance_id
+            && m.execution_id.as_deref() == Some(meta.execution_id.as_str())
+            && dropped.covers(&m.event))
+    });
+    outcome
+}
+
+fn record_episode(
     meta: &InstanceMetadata,
     history: &[HistoryEvent],
     new_events: &[HistoryEvent],
@@ -110,6 +140,7 @@ pub fn apply_episode(
             metadata,
             history: HistoryUpdate::Append(ep.appended),
             outbox: ep.outbox,
+            dropped_timers: DroppedTimers::default(),
         },
     }
 }
@@ -395,6 +426,7 @@ impl Episode<'_> {
             metadata,
             history: HistoryUpdate::Append(appended),
             outbox,
+            dropped_timers: DroppedTimers::default(),
         }
     }
 
@@ -436,6 +468,7 @@ impl Episode<'_> {
             metadata,
             history: HistoryUpdate::Restart { inbox_front },
             outbox: self.outbox,
+            dropped_timers: DroppedTimers::default(),
         }
     }
 
@@ -489,6 +522,7 @@ impl Episode<'_> {
             metadata,
             history: HistoryUpdate::Append(self.appended),
             outbox: self.outbox,
+            dropped_timers: DroppedTimers::default(),
         }
     }
 }

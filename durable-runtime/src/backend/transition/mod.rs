@@ -158,6 +158,47 @@ pub struct EpisodeOutcome {
     pub history: HistoryUpdate,
     /// What to send elsewhere.
     pub outbox: Outbox,
+    /// The pending timers of the execution that ran the episode that the
+    /// backend deletes, in the same transaction.
+    pub dropped_timers: DroppedTimers,
+}
+
+/// Which pending timers of an execution a backend deletes after an
+/// episode: `TimerFired` messages queued for later and those already
+/// waiting in the instance's inbox, addressed to the execution that ran
+/// the episode (its id before the episode: a continue-as-new changes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DroppedTimers {
+    /// The timers the orchestration cancelled (by timer id), usually none.
+    Cancelled(Vec<i32>),
+    /// Every timer: the execution ended or continued as new, so nothing
+    /// would ever wait for them.
+    All,
+}
+
+impl Default for DroppedTimers {
+    fn default() -> Self {
+        DroppedTimers::Cancelled(Vec::new())
+    }
+}
+
+impl DroppedTimers {
+    /// Whether nothing is dropped.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, DroppedTimers::Cancelled(ids) if ids.is_empty())
+    }
+
+    /// Whether `event` (of a message addressed to the execution) is a
+    /// dropped timer's `TimerFired`.
+    pub fn covers(&self, event: &HistoryEvent) -> bool {
+        match (&event.kind, self) {
+            (EventKind::TimerFired { .. }, DroppedTimers::All) => true,
+            (EventKind::TimerFired { timer_id, .. }, DroppedTimers::Cancelled(ids)) => {
+                ids.contains(timer_id)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Finds the `ExecutionStarted` event of an execution.
@@ -549,6 +590,7 @@ mod tests {
                 kind: ActionKind::failed(nd),
             }],
             custom_status: None,
+            cancelled_timers: Vec::new(),
         };
         let new_events = episode_events([start.event], t);
         let out = apply_episode(&meta, &[], &new_events, &result, t, &Limits::default());
@@ -709,6 +751,7 @@ mod tests {
                 kind: ActionKind::failed(failure),
             }],
             custom_status: Some("\"diverged\"".into()),
+            cancelled_timers: Vec::new(),
         };
         let nd = FailureDetails::new(crate::failure::NON_DETERMINISM_ERROR, "changed code");
         let out = apply_episode(&meta, &[], &new_events, &ending(nd), t, &Limits::default());
