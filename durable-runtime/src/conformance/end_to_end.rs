@@ -177,7 +177,7 @@ pub fn registry() -> Registry {
         })
         .orchestrator_fn("counter", |ctx, n: u32| async move {
             if n < 5 {
-                ctx.continue_as_new(&(n + 1));
+                return ctx.continue_as_new(&(n + 1));
             }
             Ok(n)
         })

@@ -17,7 +17,9 @@ mod tests;
 use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult, Task};
 use crate::context::state::CtxState;
 use crate::context::OrchestrationContext;
-use crate::failure::{panic_details, TaskOutcome, NON_DETERMINISM_ERROR};
+use crate::failure::{
+    panic_details, ContinuedAsNew, TaskOutcome, CONTINUED_AS_NEW, NON_DETERMINISM_ERROR,
+};
 use crate::handler::BoxFuture;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
 use crate::registry::{OrchestratorFn, Registry};
@@ -483,8 +485,22 @@ impl Execution {
                 Ok(Poll::Ready(result)) => {
                     self.drop_root();
                     let mut s = self.ctx.lock();
+                    // Once `continue_as_new` was called, what the
+                    // orchestrator returned is ignored: an `Ok`, the
+                    // `ContinuedAsNew` placeholder, or any other error.
                     let completion = match (s.continue_as_new.take(), result) {
-                        (Some((input, keep)), Ok(_)) => {
+                        (Some((input, keep)), result) => {
+                            if let Err(details) = &result {
+                                if !is_continued_as_new(details) && !s.is_replaying {
+                                    tracing::warn!(
+                                        instance_id = %s.instance_id,
+                                        orchestrator = %s.name,
+                                        "the orchestrator returned an error after calling \
+                                         continue_as_new; it continues as new and the error \
+                                         is ignored: {details}"
+                                    );
+                                }
+                            }
                             let carryover = if keep {
                                 s.take_unconsumed_events()
                             } else {
@@ -506,6 +522,13 @@ impl Execution {
             }
         }
     }
+}
+
+/// Whether a returned failure is the placeholder of `continue_as_new`
+/// (through `OrchestrationError` it keeps its type; through `anyhow` or a
+/// boxed error, its message).
+fn is_continued_as_new(details: &FailureDetails) -> bool {
+    details.error_type == CONTINUED_AS_NEW || details.message == ContinuedAsNew.to_string()
 }
 
 /// Runs one episode from scratch (no cache): the reference behaviour that
