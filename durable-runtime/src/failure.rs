@@ -323,3 +323,29 @@ pub(crate) fn panic_details(p: Box<dyn Any + Send>) -> FailureDetails {
     };
     FailureDetails::new("Panic", format!("panicked: {msg}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_as_new_placeholders_convert_into_every_usual_error_type() {
+        let r: Result<u32, OrchestrationError> = ContinueAsNewResult::continued_as_new();
+        let e = r.unwrap_err();
+        assert_eq!(e.details().error_type, CONTINUED_AS_NEW);
+        assert_eq!(e.details().message, ContinuedAsNew.to_string());
+
+        let r: Result<u32, String> = ContinueAsNewResult::continued_as_new();
+        assert_eq!(r.unwrap_err(), "the orchestration continued as new");
+
+        let r: Result<u32, Box<dyn std::error::Error + Send + Sync>> =
+            ContinueAsNewResult::continued_as_new();
+        assert!(r.unwrap_err().is::<ContinuedAsNew>());
+
+        // What `#[orchestrator]` does with the error of a `Result` return.
+        let e = into_orchestration_error(ContinuedAsNew);
+        assert_eq!(e.details().error_type, CONTINUED_AS_NEW);
+
+        let () = ContinueAsNewResult::continued_as_new();
+    }
+}

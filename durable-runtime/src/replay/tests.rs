@@ -225,6 +225,17 @@ fn ok(v: impl serde::Serialize) -> TaskOutcome {
     Ok(Some(serde_json::to_string(&v).unwrap()))
 }
 
+/// A typed event, implemented by hand as the derive would.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Approval {
+    approved: bool,
+    by: String,
+}
+
+impl crate::Event for Approval {
+    const NAME: &'static str = "approval";
+}
+
 fn registry() -> Registry {
     Registry::new()
         .orchestrator_fn("seq", |ctx, x: i64| async move {
@@ -325,6 +336,11 @@ fn registry() -> Registry {
                 return Ok(1000 + n);
             }
             Ok(n)
+        })
+        .orchestrator_fn("typed_events", |ctx, _: ()| async move {
+            let approval = ctx.wait_for_event::<Approval>().await?;
+            ctx.send("other", &approval);
+            Ok(approval.by)
         })
         .orchestrator_fn("errs", |_ctx, _: ()| async move {
             Err::<(), _>(OrchestrationError::new("nope"))
@@ -713,6 +729,40 @@ fn continue_as_new_ignores_what_the_orchestrator_returns() {
             runs.push(sim.results.iter().map(strip).collect::<Vec<_>>());
         }
         assert_eq!(runs[0], runs[1], "{name}: sticky and full replay agree");
+    }
+}
+
+#[test]
+fn typed_events_wait_and_send_under_the_types_name() {
+    for sticky in [false, true] {
+        let mut sim = Sim::start(registry(), "typed_events", "null", sticky);
+        // Raised by name, as another language would (names match
+        // case-insensitively); the data is the type's JSON.
+        sim.raise("Approval", r#"{"approved":true,"by":"ana"}"#);
+        assert_eq!(sim.status(), OrchestrationStatus::Completed);
+        assert_eq!(sim.output(), Some("\"ana\""));
+        let sent: Vec<_> = sim
+            .history
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::EventSent {
+                    instance_id,
+                    name,
+                    input,
+                } => Some((instance_id.as_str(), name.as_str(), input.as_deref())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [(
+                "other",
+                "approval",
+                Some(r#"{"approved":true,"by":"ana"}"#)
+            )],
+            "sent under `Approval::NAME` with the value as its data"
+        );
+        sim.check_replay_of_every_prefix();
     }
 }
 
