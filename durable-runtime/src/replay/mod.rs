@@ -85,6 +85,9 @@ pub struct Execution {
     woken: Arc<RootWaker>,
     waker: Waker,
     completion: Option<ActionKind>,
+    /// The orchestrator continued as new keeping its events: events that
+    /// arrive after it returned, in the same episode, go over too.
+    carry_events: bool,
     non_determinism: Option<NonDeterminism>,
     /// The `ExecutionStarted` this execution ran from, to recognise its
     /// history (and not a replaced instance's) in the sticky-cache check.
@@ -123,6 +126,7 @@ impl Execution {
             waker: Waker::from(woken.clone()),
             woken,
             completion: None,
+            carry_events: false,
             non_determinism: None,
             started: None,
             suspended: false,
@@ -300,6 +304,34 @@ impl Execution {
         }
     }
 
+    /// After `continue_as_new_keep_events`, an event raised in the same
+    /// episode after the orchestrator returned joins the events carried to
+    /// the new execution, like the buffered ones (stamped with the
+    /// episode's time, as they are).
+    fn carry_over(&mut self, e: &HistoryEvent) {
+        let EventKind::EventRaised { name, input } = &e.kind else {
+            return;
+        };
+        if !self.carry_events {
+            return;
+        }
+        if let Some(ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::ContinuedAsNew,
+            carryover_events,
+            ..
+        }) = &mut self.completion
+        {
+            let now = self.ctx.lock().now;
+            carryover_events.push(HistoryEvent::new(
+                now,
+                EventKind::EventRaised {
+                    name: name.clone(),
+                    input: input.clone(),
+                },
+            ));
+        }
+    }
+
     fn is_terminated(&self) -> bool {
         self.completion
             .as_ref()
@@ -333,6 +365,7 @@ impl Execution {
             if self.non_determinism.is_none() && Task::scheduled_by(&e.kind).is_some() {
                 self.match_scheduled(e);
             }
+            self.carry_over(e);
             return;
         }
         // While suspended, inputs (the start, completions, timers, events)
@@ -501,6 +534,7 @@ impl Execution {
                                     );
                                 }
                             }
+                            self.carry_events = keep;
                             let carryover = if keep {
                                 s.take_unconsumed_events()
                             } else {

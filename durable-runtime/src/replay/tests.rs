@@ -337,6 +337,13 @@ fn registry() -> Registry {
             }
             Ok(n)
         })
+        .orchestrator_fn("tick_loop", |ctx, n: u32| async move {
+            let _: () = ctx.wait_for_external_event("tick").await?;
+            if n < 2 {
+                return ctx.continue_as_new_keep_events(&(n + 1));
+            }
+            Ok(n)
+        })
         .orchestrator_fn("typed_events", |ctx, _: ()| async move {
             let approval = ctx.wait_for_event::<Approval>().await?;
             ctx.send("other", &approval);
@@ -702,6 +709,28 @@ fn restarts(sim: &Sim) -> Vec<Option<String>> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn keep_events_carries_events_that_arrive_after_the_return_in_the_same_episode() {
+    for sticky in [false, true] {
+        let mut sim = Sim::start(registry(), "tick_loop", "0", sticky);
+        // Three ticks in one episode: the first ends the execution, the
+        // other two come after the orchestrator returned and go over.
+        for _ in 0..3 {
+            sim.inbox.push(HistoryEvent::new(
+                sim.now,
+                EventKind::EventRaised {
+                    name: "tick".into(),
+                    input: None,
+                },
+            ));
+        }
+        sim.episode();
+        assert_eq!(sim.status(), OrchestrationStatus::Completed);
+        assert_eq!(sim.output(), Some("2"), "one tick per execution");
+        assert_eq!(restarts(&sim).len(), 2);
+    }
 }
 
 #[test]
