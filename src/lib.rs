@@ -83,6 +83,11 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// What the macros' generated code names. Not a public API: it changes
 /// without notice.
 #[doc(hidden)]
