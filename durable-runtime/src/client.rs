@@ -6,7 +6,7 @@ use crate::backend::{
 };
 use crate::codec;
 use crate::error::Error;
-use crate::handler::Event;
+use crate::handler::{BoxFuture, Event};
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::registry::Orchestrator;
 use serde::de::DeserializeOwned;
@@ -293,7 +293,8 @@ impl Client {
     /// Raises the event `E` on an instance: the event named `E::NAME`
     /// with `event` as its data, received by
     /// [`wait_for_event::<E>`](crate::OrchestrationContext::wait_for_event).
-    /// A value that is not an event type does not compile. On the wire it
+    /// A value that is not an event type does not compile. (It returns a
+    /// boxed future: `client.raise(&id, &event).await`.) On the wire it
     /// is the same as `raise_event(instance_id, E::NAME, event)`, so an
     /// orchestration in another language waits for it by that name.
     ///
@@ -319,8 +320,15 @@ impl Client {
     /// assert!(state.output::<bool>().unwrap());
     /// # });
     /// ```
-    pub async fn raise<E: Event>(&self, instance_id: &str, event: &E) -> Result<(), Error> {
-        self.raise_event(instance_id, E::NAME, event).await
+    pub fn raise<'a, E: Event>(
+        &'a self,
+        instance_id: &'a str,
+        event: &E,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        // Encoded before the future is built, so the future does not
+        // depend on `E` and a value that is not an event is reported once.
+        let data = encode(event, &format!("the data of event \"{}\"", E::NAME));
+        Box::pin(async move { Ok(self.backend.raise_event(instance_id, E::NAME, data?).await?) })
     }
 
     /// Terminates an instance, recording `output` as its output.

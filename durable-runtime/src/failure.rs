@@ -284,6 +284,10 @@ impl From<ContinuedAsNew> for String {
 /// `Result<O, E>` for any error type `E` that converts from
 /// [`ContinuedAsNew`], and `()` for orchestrators without output. The
 /// value only satisfies the return type; the engine ignores it.
+///
+/// Called as a statement, `ctx.continue_as_new(&next);` leaves this type
+/// unknown ("type annotations needed", "cannot satisfy
+/// `_: ContinueAsNewResult`"): write `return ctx.continue_as_new(&next);`.
 #[diagnostic::on_unimplemented(
     message = "`return ctx.continue_as_new(..)` needs the orchestrator to return a `Result<_, E>` with `E: From<ContinuedAsNew>`, or `()`; it returns `{Self}`",
     label = "`continue_as_new` cannot produce a `{Self}`",

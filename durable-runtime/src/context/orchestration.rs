@@ -412,6 +412,12 @@ impl OrchestrationContext {
     /// called, the engine ignores what the orchestrator returns, `Ok` or
     /// `Err`, and restarts it when it returns.
     ///
+    /// Called as a statement (`ctx.continue_as_new(&next);`) it does not
+    /// compile ("type annotations needed ... type parameter `Return`"):
+    /// return its value instead. Where the call cannot be the return value,
+    /// name the type, e.g. `let () = ctx.continue_as_new(&next);` and
+    /// return as usual.
+    ///
     /// ```
     /// use durable_runtime::{Registry, TestEnv};
     ///
@@ -428,22 +434,22 @@ impl OrchestrationContext {
     /// assert_eq!(state.output::<u32>().unwrap(), 3);
     /// # });
     /// ```
-    pub fn continue_as_new<T: Serialize, R: ContinueAsNewResult>(&self, input: &T) -> R {
+    pub fn continue_as_new<T: Serialize, Return: ContinueAsNewResult>(&self, input: &T) -> Return {
         let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, false));
-        R::continued_as_new()
+        Return::continued_as_new()
     }
 
     /// Like [`continue_as_new`](Self::continue_as_new) but carries external
     /// events that arrived and were not consumed over to the new execution:
     /// `return ctx.continue_as_new_keep_events(&next)`.
-    pub fn continue_as_new_keep_events<T: Serialize, R: ContinueAsNewResult>(
+    pub fn continue_as_new_keep_events<T: Serialize, Return: ContinueAsNewResult>(
         &self,
         input: &T,
-    ) -> R {
+    ) -> Return {
         let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, true));
-        R::continued_as_new()
+        Return::continued_as_new()
     }
 
     /// Waits for all futures; fails with the first failure (in completion
