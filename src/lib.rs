@@ -74,11 +74,10 @@ pub mod prelude {
     pub use durable_macros::{activity, orchestrator, Event};
     pub use durable_runtime::{
         Activity, ActivityContext, ActivityError, ActivitySignature, Client, ContinuedAsNew,
-        DurableFuture, Either, Event,
-        IdReusePolicy, OrchestrationContext, OrchestrationError, OrchestrationState,
-        OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry, RetryPolicy,
-        ScheduleOptions, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec, Worker,
-        WorkerOptions,
+        DurableFuture, Either, Event, IdReusePolicy, OrchestrationContext, OrchestrationError,
+        OrchestrationState, OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry,
+        RetryPolicy, ScheduleOptions, SubOrchestratorOptions, TaskError, TestEnv, TimerSpec,
+        Worker, WorkerOptions,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -63,7 +63,7 @@ async fn count_up_app_error(ctx: OrchestrationContext, n: u32) -> Result<u32, Ap
 async fn count_up_unit(ctx: OrchestrationContext, n: u32) {
     ctx.set_custom_status(&n);
     if n < 3 {
-        return ctx.continue_as_new(&(n + 1));
+        ctx.continue_as_new(&(n + 1))
     }
 }
 

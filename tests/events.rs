@@ -66,7 +66,12 @@ async fn warehouse(ctx: OrchestrationContext, to: String) -> Result<(), Orchestr
             tracking: "TRACK-1".into(),
         },
     );
-    ctx.send(&to, &Decision::Reject { reason: "late".into() });
+    ctx.send(
+        &to,
+        &Decision::Reject {
+            reason: "late".into(),
+        },
+    );
     ctx.send(&to, &Cancel);
     Ok(())
 }

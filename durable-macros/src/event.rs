@@ -112,7 +112,10 @@ mod tests {
         let out = expand(quote!(
             struct r#Approval(bool);
         ));
-        assert!(out.contains("const NAME : & 'static str = \"Approval\""), "{out}");
+        assert!(
+            out.contains("const NAME : & 'static str = \"Approval\""),
+            "{out}"
+        );
         let out = expand(quote!(
             enum Decision {
                 Yes,
@@ -140,23 +143,69 @@ mod tests {
             struct Wrapped<T>(T);
         ));
         assert!(out.contains("for Wrapped < T >"), "{out}");
-        assert!(out.contains("Self : :: durable :: __private :: serde :: Serialize"), "{out}");
+        assert!(
+            out.contains("Self : :: durable :: __private :: serde :: Serialize"),
+            "{out}"
+        );
     }
 
     #[test]
     fn every_mistake_in_the_options_is_reported() {
         let cases = [
-            (quote!(#[event(nam = "a")] struct A;), "unknown option `nam`; the only valid option is `name`"),
-            (quote!(#[event(name = 5)] struct A;), "`name` takes a string: `name = \\\"...\\\"`"),
-            (quote!(#[event(name = "")] struct A;), "`name` cannot be empty"),
-            (quote!(#[event(name = "a", name = "b")] struct A;), "duplicate option `name`; give it once"),
             (
-                quote!(#[event(name = "a")] #[event(name = "b")] struct A;),
+                quote!(
+                    #[event(nam = "a")]
+                    struct A;
+                ),
+                "unknown option `nam`; the only valid option is `name`",
+            ),
+            (
+                quote!(
+                    #[event(name = 5)]
+                    struct A;
+                ),
+                "`name` takes a string: `name = \\\"...\\\"`",
+            ),
+            (
+                quote!(
+                    #[event(name = "")]
+                    struct A;
+                ),
+                "`name` cannot be empty",
+            ),
+            (
+                quote!(
+                    #[event(name = "a", name = "b")]
+                    struct A;
+                ),
+                "duplicate option `name`; give it once",
+            ),
+            (
+                quote!(
+                    #[event(name = "a")]
+                    #[event(name = "b")]
+                    struct A;
+                ),
                 "duplicate `#[event(..)]` attribute",
             ),
-            (quote!(#[event] struct A;), "write the event's options in parentheses"),
-            (quote!(#[event()] struct A;), "`#[event()]` gives no option"),
-            (quote!(union U { a: u32 }), "works on structs and enums, not unions"),
+            (
+                quote!(
+                    #[event]
+                    struct A;
+                ),
+                "write the event's options in parentheses",
+            ),
+            (
+                quote!(
+                    #[event()]
+                    struct A;
+                ),
+                "`#[event()]` gives no option",
+            ),
+            (
+                quote!(union U { a: u32 }),
+                "works on structs and enums, not unions",
+            ),
         ];
         for (item, message) in cases {
             let out = expand(item.clone());

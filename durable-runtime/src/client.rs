@@ -328,7 +328,12 @@ impl Client {
         // Encoded before the future is built, so the future does not
         // depend on `E` and a value that is not an event is reported once.
         let data = encode(event, &format!("the data of event \"{}\"", E::NAME));
-        Box::pin(async move { Ok(self.backend.raise_event(instance_id, E::NAME, data?).await?) })
+        Box::pin(async move {
+            Ok(self
+                .backend
+                .raise_event(instance_id, E::NAME, data?)
+                .await?)
+        })
     }
 
     /// Terminates an instance, recording `output` as its output.

@@ -284,9 +284,7 @@ async fn new_uuid_differs_between_executions() {
     let reg = Registry::new().orchestrator_fn("o", |ctx, previous: Option<String>| async move {
         let id = ctx.new_uuid().to_string();
         match previous {
-            None => {
-                ctx.continue_as_new(&Some(id))
-            }
+            None => ctx.continue_as_new(&Some(id)),
             Some(p) => Ok(format!("{p} {id}")),
         }
     });

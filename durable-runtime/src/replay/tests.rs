@@ -325,7 +325,9 @@ fn registry() -> Registry {
             let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
             if n < 2 {
                 let () = ctx.continue_as_new(&(n + 1));
-                return Err(OrchestrationError::new("ignored: continue_as_new was called"));
+                return Err(OrchestrationError::new(
+                    "ignored: continue_as_new was called",
+                ));
             }
             Ok(n)
         })
@@ -737,11 +739,7 @@ fn keep_events_carries_events_that_arrive_after_the_return_in_the_same_episode()
 fn continue_as_new_ignores_what_the_orchestrator_returns() {
     // The placeholder `return ctx.continue_as_new(..)` hands back, a real
     // `Err` and an `Ok` returned after the call: all restart alike.
-    for name in [
-        "restart_placeholder",
-        "restart_then_err",
-        "restart_then_ok",
-    ] {
+    for name in ["restart_placeholder", "restart_then_err", "restart_then_ok"] {
         let mut runs = Vec::new();
         for sticky in [false, true] {
             let mut sim = Sim::start(registry(), name, "0", sticky);
@@ -749,7 +747,11 @@ fn continue_as_new_ignores_what_the_orchestrator_returns() {
                 sim.run_activities(inc);
             }
             assert_eq!(sim.status(), OrchestrationStatus::Completed, "{name}");
-            assert_eq!(sim.output(), Some("2"), "{name}: the last execution's output");
+            assert_eq!(
+                sim.output(),
+                Some("2"),
+                "{name}: the last execution's output"
+            );
             assert_eq!(
                 restarts(&sim),
                 [Some("1".to_string()), Some("2".to_string())],
@@ -784,11 +786,7 @@ fn typed_events_wait_and_send_under_the_types_name() {
             .collect();
         assert_eq!(
             sent,
-            [(
-                "other",
-                "approval",
-                Some(r#"{"approved":true,"by":"ana"}"#)
-            )],
+            [("other", "approval", Some(r#"{"approved":true,"by":"ana"}"#))],
             "sent under `Approval::NAME` with the value as its data"
         );
         sim.check_replay_of_every_prefix();
