@@ -41,6 +41,9 @@
 //!   handles (`ship_order`, `ship_item` above are values) and register them
 //!   for [`Registry::discover`]. `#[orchestrator]` also rejects, at compile
 //!   time, calls that would break replay (clocks, randomness, I/O, ...).
+//! - [`derive@Event`] declares an external event type (its name and its
+//!   payload in one type), used by `ctx.wait_for_event::<E>()`,
+//!   `ctx.send(id, &event)` and `client.raise(id, &event)`.
 //! - [`macro@test`] runs a test against an in-memory backend whose clock
 //!   jumps to the next timer whenever the system is idle.
 //! - The [`prelude`] has what most code needs.
@@ -207,7 +210,7 @@
 
 pub use durable_runtime::*;
 
-pub use durable_macros::{activity, nondeterministic, orchestrator, test};
+pub use durable_macros::{activity, nondeterministic, orchestrator, test, Event};
 
 /// The embedded SQLite backend: durable, one machine (feature `sqlite`, on
 /// by default).
@@ -225,16 +228,21 @@ pub use durable_grpc as grpc;
 /// The test macro is not in the prelude, because a glob import of a macro
 /// named `test` would shadow the built-in `#[test]`; write `#[durable::test]`.
 pub mod prelude {
-    pub use durable_macros::{activity, orchestrator};
+    pub use durable_macros::{activity, orchestrator, Event};
     pub use durable_runtime::{
-        Activity, ActivityContext, ActivityError, ActivitySignature, Client, DurableFuture, Either,
-        IdReusePolicy, OrchestrationContext, OrchestrationError, OrchestrationState,
-        OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry, RetryPolicy,
-        ScheduleOptions, State, SubOrchestratorOptions, TaskError, TestEnv, TimedOut, Timeout,
-        TimerSpec, Worker, WorkerOptions,
+        Activity, ActivityContext, ActivityError, ActivitySignature, Client, ContinuedAsNew,
+        DurableFuture, Either, Event, IdReusePolicy, OrchestrationContext, OrchestrationError,
+        OrchestrationState, OrchestrationStatus, Orchestrator, OrchestratorSignature, Registry,
+        RetryPolicy, ScheduleOptions, State, SubOrchestratorOptions, TaskError, TestEnv, TimedOut,
+        Timeout, TimerSpec, Worker, WorkerOptions,
     };
     pub use serde::{Deserialize, Serialize};
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// What the macros' generated code names. Not a public API: it changes
 /// without notice.
@@ -245,7 +253,7 @@ pub mod __private {
     pub use durable_runtime::testing::TestEnvBuilder;
     pub use durable_runtime::{
         into_activity_error, into_orchestration_error, Activity, ActivitySignature, BoxFuture,
-        Orchestrator, OrchestratorSignature, Registration, Registry,
+        Event, Orchestrator, OrchestratorSignature, Registration, Registry,
     };
 
     /// Implemented once for every type, and a second time for `Result`: so

@@ -1,5 +1,6 @@
 //! Procedural macros of durable: `#[orchestrator]`, `#[activity]`,
-//! `#[durable::test]` and the `#[durable::nondeterministic]` marker.
+//! `#[durable::test]`, `#[derive(Event)]` and the
+//! `#[durable::nondeterministic]` marker.
 //!
 //! Use them through the `durable` crate, which re-exports them; the code they
 //! generate names everything through `::durable::__private`.
@@ -10,6 +11,7 @@
 //! the errors, so the rest of the crate keeps type-checking.
 
 mod errors;
+mod event;
 mod handler;
 mod lints;
 mod options;
@@ -337,4 +339,52 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn nondeterministic(args: TokenStream, item: TokenStream) -> TokenStream {
     lints::misplaced_marker(args.into(), item.into()).into()
+}
+
+/// Declares a type as an external event: implements `durable::Event`,
+/// whose `NAME` is the event's name on the wire and in the history.
+///
+/// ```
+/// use durable::prelude::*;
+///
+/// /// A manager's decision on an order.
+/// #[derive(Serialize, Deserialize, Event)]
+/// #[event(name = "approval")]
+/// struct Approval(bool);
+///
+/// #[orchestrator]
+/// async fn big_order(ctx: OrchestrationContext) -> Result<String, OrchestrationError> {
+///     let Approval(approved) = ctx.wait_for_event::<Approval>().await?;
+///     Ok(if approved { "shipped" } else { "cancelled" }.to_string())
+/// }
+///
+/// #[durable::test]
+/// async fn ships_once_approved(env: TestEnv) {
+///     let id = env.client().schedule(big_order, ()).await.unwrap();
+///     env.client().raise(&id, &Approval(true)).await.unwrap();
+///     let state = env.wait_for_completion(&id).await.unwrap();
+///     assert_eq!(state.output::<String>().unwrap(), "shipped");
+/// }
+/// # ships_once_approved();
+/// ```
+///
+/// The type is the event's payload, so the wait
+/// (`ctx.wait_for_event::<Approval>()`), the send between orchestrations
+/// (`ctx.send(&id, &Approval(true))`) and the client's raise
+/// (`client.raise(&id, &Approval(true))`) agree at compile time: a payload
+/// of another type, or a misspelt event, does not compile.
+///
+/// - The derive implements only `Event`. The payload is stored as JSON, so
+///   derive serde's traits beside it: `#[derive(Serialize, Deserialize,
+///   Event)]`. It works on structs (with named fields, tuple or unit) and
+///   enums; a generic type is an event whenever it is a payload.
+/// - `#[event(name = "...")]` sets the name (default: the type's name as
+///   written, e.g. `"Approval"`). Names match case-insensitively.
+/// - Other languages raise and wait for the event by that name, with the
+///   type's JSON as its data: `Approval(true)` travels as `true`. The
+///   by-name calls (`raise_event`, `send_event`, `wait_for_external_event`)
+///   stay for events defined elsewhere.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(item: TokenStream) -> TokenStream {
+    event::derive(item.into()).into()
 }

@@ -6,6 +6,7 @@ use crate::backend::{
 };
 use crate::codec;
 use crate::error::Error;
+use crate::handler::{BoxFuture, Event};
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::registry::Orchestrator;
 use serde::de::DeserializeOwned;
@@ -275,7 +276,10 @@ impl Client {
         ))
     }
 
-    /// Raises an external event on an instance.
+    /// Raises an external event on an instance, by name: for events
+    /// defined in other languages, or waited for with
+    /// `wait_for_external_event`. For an [`Event`] type, prefer
+    /// [`raise`](Self::raise), which takes the name from the type.
     pub async fn raise_event(
         &self,
         instance_id: &str,
@@ -284,6 +288,52 @@ impl Client {
     ) -> Result<(), Error> {
         let data = encode(payload, &format!("the data of event \"{name}\""))?;
         Ok(self.backend.raise_event(instance_id, name, data).await?)
+    }
+
+    /// Raises the event `E` on an instance: the event named `E::NAME`
+    /// with `event` as its data, received by
+    /// [`wait_for_event::<E>`](crate::OrchestrationContext::wait_for_event).
+    /// A value that is not an event type does not compile. (It returns a
+    /// boxed future: `client.raise(&id, &event).await`.) On the wire it
+    /// is the same as `raise_event(instance_id, E::NAME, event)`, so an
+    /// orchestration in another language waits for it by that name.
+    ///
+    /// ```
+    /// use durable_runtime::{Event, Registry, TestEnv};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Confirmed(bool);
+    /// impl Event for Confirmed {
+    ///     const NAME: &'static str = "confirmed";
+    /// }
+    ///
+    /// let registry = Registry::new().orchestrator_fn("booking", |ctx, _: ()| async move {
+    ///     let Confirmed(yes) = ctx.wait_for_event::<Confirmed>().await?;
+    ///     Ok(yes)
+    /// });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let client = env.client();
+    /// let id = client.schedule_by_name("booking", &(), Default::default()).await.unwrap();
+    /// client.raise(&id, &Confirmed(true)).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert!(state.output::<bool>().unwrap());
+    /// # });
+    /// ```
+    pub fn raise<'a, E: Event>(
+        &'a self,
+        instance_id: &'a str,
+        event: &E,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        // Encoded before the future is built, so the future does not
+        // depend on `E` and a value that is not an event is reported once.
+        let data = encode(event, &format!("the data of event \"{}\"", E::NAME));
+        Box::pin(async move {
+            Ok(self
+                .backend
+                .raise_event(instance_id, E::NAME, data?)
+                .await?)
+        })
     }
 
     /// Terminates an instance, recording `output` as its output.

@@ -157,6 +157,9 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for OrchestrationErro
         if let Some(t) = any.downcast_ref::<TimedOut>() {
             return timed_out(t);
         }
+        if any.is::<ContinuedAsNew>() {
+            return OrchestrationError::with_type(CONTINUED_AS_NEW, e.to_string());
+        }
         OrchestrationError {
             details: display_failure::<E>(&e, "OrchestrationError"),
         }
@@ -277,6 +280,9 @@ pub fn into_orchestration_error<E: fmt::Display + 'static>(e: E) -> Orchestratio
     if let Some(t) = any.downcast_ref::<TimedOut>() {
         return timed_out(t);
     }
+    if any.is::<ContinuedAsNew>() {
+        return OrchestrationError::with_type(CONTINUED_AS_NEW, e.to_string());
+    }
     OrchestrationError {
         details: display_failure::<E>(&e, "OrchestrationError"),
     }
@@ -288,6 +294,67 @@ fn task_failed(task: &TaskError) -> OrchestrationError {
     let details =
         FailureDetails::new("TaskFailedError", task.to_string()).with_inner(task.details.clone());
     OrchestrationError { details }
+}
+
+/// What [`OrchestrationContext::continue_as_new`] returns in the error
+/// position of an orchestrator's `Result`, so that
+/// `return ctx.continue_as_new(&next)` type-checks. It is not a failure:
+/// once `continue_as_new` was called, the engine restarts the orchestration
+/// and ignores what the orchestrator returned.
+///
+/// Error types convert from it: [`OrchestrationError`], `String`, and every
+/// error type that takes a `std::error::Error` (`anyhow::Error`,
+/// `Box<dyn std::error::Error + Send + Sync>`). A custom error type needs
+/// `impl From<ContinuedAsNew> for MyError`.
+///
+/// [`OrchestrationContext::continue_as_new`]: crate::OrchestrationContext::continue_as_new
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContinuedAsNew;
+
+/// The error type of [`ContinuedAsNew`] as an [`OrchestrationError`].
+pub const CONTINUED_AS_NEW: &str = "ContinuedAsNew";
+
+impl fmt::Display for ContinuedAsNew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the orchestration continued as new")
+    }
+}
+
+impl std::error::Error for ContinuedAsNew {}
+
+impl From<ContinuedAsNew> for String {
+    fn from(e: ContinuedAsNew) -> Self {
+        e.to_string()
+    }
+}
+
+/// What an orchestrator can return straight from
+/// [`continue_as_new`](crate::OrchestrationContext::continue_as_new):
+/// `Result<O, E>` for any error type `E` that converts from
+/// [`ContinuedAsNew`], and `()` for orchestrators without output. The
+/// value only satisfies the return type; the engine ignores it.
+///
+/// Called as a statement, `ctx.continue_as_new(&next);` leaves this type
+/// unknown ("type annotations needed", "cannot satisfy
+/// `_: ContinueAsNewResult`"): write `return ctx.continue_as_new(&next);`.
+#[diagnostic::on_unimplemented(
+    message = "`return ctx.continue_as_new(..)` needs the orchestrator to return a `Result<_, E>` with `E: From<ContinuedAsNew>`, or `()`; it returns `{Self}`",
+    label = "`continue_as_new` cannot produce a `{Self}`",
+    note = "`OrchestrationError`, `String`, `anyhow::Error` and `Box<dyn std::error::Error + Send + Sync>` convert from `ContinuedAsNew`; for your own error type, implement `From<ContinuedAsNew>`"
+)]
+pub trait ContinueAsNewResult {
+    /// The placeholder value returned by `continue_as_new`.
+    fn continued_as_new() -> Self;
+}
+
+impl<O, E: From<ContinuedAsNew>> ContinueAsNewResult for Result<O, E> {
+    fn continued_as_new() -> Self {
+        Err(E::from(ContinuedAsNew))
+    }
+}
+
+impl ContinueAsNewResult for () {
+    fn continued_as_new() -> Self {}
 }
 
 /// The error type of the failure recorded when an orchestrator's code no
@@ -308,4 +375,30 @@ pub(crate) fn panic_details(p: Box<dyn Any + Send>) -> FailureDetails {
         "panic with a non-string payload".to_string()
     };
     FailureDetails::new("Panic", format!("panicked: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_as_new_placeholders_convert_into_every_usual_error_type() {
+        let r: Result<u32, OrchestrationError> = ContinueAsNewResult::continued_as_new();
+        let e = r.unwrap_err();
+        assert_eq!(e.details().error_type, CONTINUED_AS_NEW);
+        assert_eq!(e.details().message, ContinuedAsNew.to_string());
+
+        let r: Result<u32, String> = ContinueAsNewResult::continued_as_new();
+        assert_eq!(r.unwrap_err(), "the orchestration continued as new");
+
+        let r: Result<u32, Box<dyn std::error::Error + Send + Sync>> =
+            ContinueAsNewResult::continued_as_new();
+        assert!(r.unwrap_err().is::<ContinuedAsNew>());
+
+        // What `#[orchestrator]` does with the error of a `Result` return.
+        let e = into_orchestration_error(ContinuedAsNew);
+        assert_eq!(e.details().error_type, CONTINUED_AS_NEW);
+
+        let () = ContinueAsNewResult::continued_as_new();
+    }
 }

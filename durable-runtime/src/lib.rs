@@ -47,10 +47,10 @@ pub use context::{
 };
 pub use error::Error;
 pub use failure::{
-    into_activity_error, into_orchestration_error, ActivityError, OrchestrationError, TaskError,
-    TimedOut,
+    into_activity_error, into_orchestration_error, ActivityError, ContinueAsNewResult,
+    ContinuedAsNew, OrchestrationError, TaskError, TimedOut,
 };
-pub use handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSignature};
+pub use handler::{ActivityContext, ActivitySignature, BoxFuture, Event, OrchestratorSignature};
 pub use history::{FailureDetails, HistoryEvent, OrchestrationStatus};
 pub use registry::{Activity, Orchestrator, Registration, Registry, RegistryError};
 pub use retry::RetryPolicy;

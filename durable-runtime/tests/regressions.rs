@@ -50,7 +50,7 @@ async fn a_result_for_the_old_execution_does_not_complete_the_new_ones_task() {
                 let slow = ctx.call_activity_by_name::<String>("slow", &());
                 let timeout = ctx.create_timer(Duration::from_secs(1));
                 if let Either::Second(()) = ctx.when_any2(slow, timeout).await {
-                    ctx.continue_as_new(&1u32);
+                    return ctx.continue_as_new(&1u32);
                 }
                 return Ok(String::new());
             }
@@ -286,10 +286,7 @@ async fn new_uuid_differs_between_executions() {
     let reg = Registry::new().orchestrator_fn("o", |ctx, previous: Option<String>| async move {
         let id = ctx.new_uuid().to_string();
         match previous {
-            None => {
-                ctx.continue_as_new(&Some(id));
-                Ok(String::new())
-            }
+            None => ctx.continue_as_new(&Some(id)),
             Some(p) => Ok(format!("{p} {id}")),
         }
     });

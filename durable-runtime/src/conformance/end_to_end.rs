@@ -24,6 +24,14 @@ use std::time::Duration;
 /// Attempts per instance of the "flaky" activity.
 static ATTEMPTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 
+/// A typed event of the cases: a numbered tick.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tick(u32);
+
+impl crate::Event for Tick {
+    const NAME: &'static str = "tick";
+}
+
 /// The orchestrators and activities the cases use, registered by name.
 pub fn registry() -> Registry {
     Registry::new()
@@ -180,9 +188,17 @@ pub fn registry() -> Registry {
         })
         .orchestrator_fn("counter", |ctx, n: u32| async move {
             if n < 5 {
-                ctx.continue_as_new(&(n + 1));
+                return ctx.continue_as_new(&(n + 1));
             }
             Ok(n)
+        })
+        .orchestrator_fn("tick_per_execution", |ctx, mut seen: Vec<u32>| async move {
+            let Tick(tick) = ctx.wait_for_event::<Tick>().await?;
+            seen.push(tick);
+            if seen.len() < 4 {
+                return ctx.continue_as_new_keep_events(&seen);
+            }
+            Ok(seen)
         })
         .orchestrator_fn("custom_status", |ctx, _: ()| async move {
             ctx.set_custom_status(&"halfway");
@@ -1164,6 +1180,28 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         let f = s.failure().expect("failure details");
         assert_eq!(f.error_type, "TimedOut", "{f:?}");
         assert!(f.message.contains("external event \"approval\" timed out"), "{f:?}");
+        h.stop().await;
+    }
+
+    /// Typed events raised while suspended all arrive in the episode of
+    /// the resume; each execution takes one and continues as new keeping
+    /// the rest, including those applied after it returned.
+    async fn continue_as_new_keeps_every_typed_event(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("tick_per_execution", &Vec::<u32>::new(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&id).await;
+        h.client.suspend(&id, None).await.unwrap();
+        for tick in 1..=4 {
+            h.client.raise(&id, &Tick(tick)).await.unwrap();
+        }
+        h.client.resume(&id, None).await.unwrap();
+        let s = h.wait(&id).await;
+        completed(&s);
+        assert_eq!(s.output::<Vec<u32>>().unwrap(), [1, 2, 3, 4]);
         h.stop().await;
     }
 }

@@ -11,8 +11,8 @@ use super::state::{self, CtxState, SharedState};
 use super::timeout::Timeout;
 use crate::actions::{ActionKind, Task};
 use crate::codec;
-use crate::failure::TaskError;
-use crate::handler::{task_tags, ActivitySignature, BoxFuture, OrchestratorSignature};
+use crate::failure::{ContinueAsNewResult, TaskError};
+use crate::handler::{task_tags, ActivitySignature, BoxFuture, Event, OrchestratorSignature};
 use crate::history::{FailureDetails, Timestamp};
 use crate::retry::RetryPolicy;
 use serde::de::DeserializeOwned;
@@ -393,12 +393,18 @@ impl OrchestrationContext {
     /// Waits for an external event with this name (case-insensitive),
     /// decoding its payload into `T`. An event raised before anyone waits is
     /// kept for the first waiter.
+    ///
+    /// By name, for events raised by code in other languages; for an
+    /// [`Event`] type, [`wait_for_event`](Self::wait_for_event) checks the
+    /// name and the payload type at compile time.
     pub fn wait_for_external_event<T: DeserializeOwned>(&self, name: &str) -> DurableFuture<T> {
         let slot = self.lock().wait_for_event(name);
         DurableFuture::new(self.state.clone(), slot)
     }
 
-    /// Raises an event on another orchestration instance (fire and forget).
+    /// Raises an event on another orchestration instance (fire and forget),
+    /// by name; for an [`Event`] type, [`send`](Self::send) takes the name
+    /// from the type.
     pub fn send_event(&self, instance_id: &str, name: &str, data: &impl Serialize) {
         let describe = Task::SendEvent { name, instance_id }.to_string();
         let data = self.serialize(data, &format!("the data of event \"{name}\""));
@@ -414,20 +420,57 @@ impl OrchestrationContext {
         self.lock().slots.remove(&(id as i64));
     }
 
-    /// Restarts the orchestration with a new input once the orchestrator
-    /// function returns (its return value is then ignored). Unprocessed
+    /// Restarts the orchestration with a new input: the current execution
+    /// ends (status `ContinuedAsNew`) and a new one starts from an empty
+    /// history, so an eternal loop keeps its history small. Unprocessed
     /// external events are dropped; see
     /// [`continue_as_new_keep_events`](Self::continue_as_new_keep_events).
-    pub fn continue_as_new<T: Serialize>(&self, input: &T) {
+    ///
+    /// Return its value from the orchestrator:
+    /// `return ctx.continue_as_new(&next)`. It is a placeholder of the
+    /// orchestrator's return type (`Err(ContinuedAsNew.into())` for a
+    /// `Result`, see [`ContinueAsNewResult`]); once `continue_as_new` was
+    /// called, the engine ignores what the orchestrator returns, `Ok` or
+    /// `Err`, and restarts it when it returns.
+    ///
+    /// Called as a statement (`ctx.continue_as_new(&next);`) it does not
+    /// compile ("type annotations needed ... type parameter `Return`"):
+    /// return its value instead. Where the call cannot be the return value,
+    /// name the type, e.g. `let () = ctx.continue_as_new(&next);` and
+    /// return as usual.
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, TestEnv};
+    ///
+    /// let registry = Registry::new().orchestrator_fn("count_to_3", |ctx, n: u32| async move {
+    ///     if n < 3 {
+    ///         return ctx.continue_as_new(&(n + 1));
+    ///     }
+    ///     Ok(n)
+    /// });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("count_to_3", &0, Default::default()).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<u32>().unwrap(), 3);
+    /// # });
+    /// ```
+    pub fn continue_as_new<T: Serialize, Return: ContinueAsNewResult>(&self, input: &T) -> Return {
         let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, false));
+        Return::continued_as_new()
     }
 
     /// Like [`continue_as_new`](Self::continue_as_new) but carries external
-    /// events that arrived and were not consumed over to the new execution.
-    pub fn continue_as_new_keep_events<T: Serialize>(&self, input: &T) {
+    /// events that arrived and were not consumed over to the new execution:
+    /// `return ctx.continue_as_new_keep_events(&next)`.
+    pub fn continue_as_new_keep_events<T: Serialize, Return: ContinueAsNewResult>(
+        &self,
+        input: &T,
+    ) -> Return {
         let json = self.serialize(input, "the new input");
         self.lock().continue_as_new = Some((json, true));
+        Return::continued_as_new()
     }
 
     /// Waits for all futures; fails with the first failure (in completion
@@ -691,6 +734,82 @@ impl<T> DurableFuture<T> {
         };
         let task = Some(self.describe());
         ctx.timeout_of(self, after.into(), task)
+    }
+}
+
+/// Typed external events: an [`Event`] type carries the event's name and
+/// its payload, so the wait and the send (and the client's
+/// [`raise`](crate::Client::raise)) agree at compile time.
+impl OrchestrationContext {
+    /// Waits for the external event `E`: the next event named `E::NAME`
+    /// (case-insensitive), its data decoded into `E`. An event raised
+    /// before anyone waits is kept for the first waiter, as with
+    /// [`wait_for_external_event`](Self::wait_for_external_event), which
+    /// this is with the name taken from the type.
+    ///
+    /// ```
+    /// use durable_runtime::{Event, Registry, TestEnv};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Approval {
+    ///     approved: bool,
+    ///     by: String,
+    /// }
+    /// impl Event for Approval {
+    ///     const NAME: &'static str = "approval";
+    /// }
+    ///
+    /// let registry = Registry::new().orchestrator_fn("review", |ctx, _: ()| async move {
+    ///     let approval = ctx.wait_for_event::<Approval>().await?;
+    ///     Ok(format!("approved: {} by {}", approval.approved, approval.by))
+    /// });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let client = env.client();
+    /// let id = client.schedule_by_name("review", &(), Default::default()).await.unwrap();
+    /// client.raise(&id, &Approval { approved: true, by: "ana".into() }).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<String>().unwrap(), "approved: true by ana");
+    /// # });
+    /// ```
+    pub fn wait_for_event<E: Event>(&self) -> DurableFuture<E> {
+        self.wait_for_external_event(E::NAME)
+    }
+
+    /// Sends the event `E` to another orchestration instance (fire and
+    /// forget): [`send_event`](Self::send_event) with the name `E::NAME`
+    /// and `event` as the data. The receiver waits for it with
+    /// [`wait_for_event::<E>`](Self::wait_for_event), or, in another
+    /// language, by the name `E::NAME`.
+    ///
+    /// ```
+    /// use durable_runtime::{Event, Registry, TestEnv};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Ping(u32);
+    /// impl Event for Ping {
+    ///     const NAME: &'static str = "ping";
+    /// }
+    ///
+    /// let registry = Registry::new()
+    ///     .orchestrator_fn("receiver", |ctx, _: ()| async move {
+    ///         Ok(ctx.wait_for_event::<Ping>().await?.0)
+    ///     })
+    ///     .orchestrator_fn("sender", |ctx, to: String| async move {
+    ///         ctx.send(&to, &Ping(7));
+    ///         Ok(())
+    ///     });
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let client = env.client();
+    /// let receiver = client.schedule_by_name("receiver", &(), Default::default()).await.unwrap();
+    /// client.schedule_by_name("sender", &receiver, Default::default()).await.unwrap();
+    /// let state = env.wait_for_completion(&receiver).await.unwrap();
+    /// assert_eq!(state.output::<u32>().unwrap(), 7);
+    /// # });
+    /// ```
+    pub fn send<E: Event>(&self, instance_id: &str, event: &E) {
+        self.send_event(instance_id, E::NAME, event)
     }
 }
 

@@ -17,7 +17,9 @@ mod tests;
 use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult, Task};
 use crate::context::state::CtxState;
 use crate::context::OrchestrationContext;
-use crate::failure::{panic_details, TaskOutcome, NON_DETERMINISM_ERROR};
+use crate::failure::{
+    panic_details, ContinuedAsNew, TaskOutcome, CONTINUED_AS_NEW, NON_DETERMINISM_ERROR,
+};
 use crate::handler::BoxFuture;
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
 use crate::registry::{OrchestratorFn, Registry};
@@ -83,6 +85,9 @@ pub struct Execution {
     woken: Arc<RootWaker>,
     waker: Waker,
     completion: Option<ActionKind>,
+    /// The orchestrator continued as new keeping its events: events that
+    /// arrive after it returned, in the same episode, go over too.
+    carry_events: bool,
     non_determinism: Option<NonDeterminism>,
     /// The `ExecutionStarted` this execution ran from, to recognise its
     /// history (and not a replaced instance's) in the sticky-cache check.
@@ -121,6 +126,7 @@ impl Execution {
             waker: Waker::from(woken.clone()),
             woken,
             completion: None,
+            carry_events: false,
             non_determinism: None,
             started: None,
             suspended: false,
@@ -309,6 +315,34 @@ impl Execution {
         }
     }
 
+    /// After `continue_as_new_keep_events`, an event raised in the same
+    /// episode after the orchestrator returned joins the events carried to
+    /// the new execution, like the buffered ones (stamped with the
+    /// episode's time, as they are).
+    fn carry_over(&mut self, e: &HistoryEvent) {
+        let EventKind::EventRaised { name, input } = &e.kind else {
+            return;
+        };
+        if !self.carry_events {
+            return;
+        }
+        if let Some(ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::ContinuedAsNew,
+            carryover_events,
+            ..
+        }) = &mut self.completion
+        {
+            let now = self.ctx.lock().now;
+            carryover_events.push(HistoryEvent::new(
+                now,
+                EventKind::EventRaised {
+                    name: name.clone(),
+                    input: input.clone(),
+                },
+            ));
+        }
+    }
+
     fn is_terminated(&self) -> bool {
         self.completion
             .as_ref()
@@ -342,6 +376,7 @@ impl Execution {
             if self.non_determinism.is_none() && Task::scheduled_by(&e.kind).is_some() {
                 self.match_scheduled(e);
             }
+            self.carry_over(e);
             return;
         }
         // While suspended, inputs (the start, completions, timers, events)
@@ -496,8 +531,23 @@ impl Execution {
                 Ok(Poll::Ready(result)) => {
                     self.drop_root();
                     let mut s = self.ctx.lock();
+                    // Once `continue_as_new` was called, what the
+                    // orchestrator returned is ignored: an `Ok`, the
+                    // `ContinuedAsNew` placeholder, or any other error.
                     let completion = match (s.continue_as_new.take(), result) {
-                        (Some((input, keep)), Ok(_)) => {
+                        (Some((input, keep)), result) => {
+                            if let Err(details) = &result {
+                                if !is_continued_as_new(details) && !s.is_replaying {
+                                    tracing::warn!(
+                                        instance_id = %s.instance_id,
+                                        orchestrator = %s.name,
+                                        "the orchestrator returned an error after calling \
+                                         continue_as_new; it continues as new and the error \
+                                         is ignored: {details}"
+                                    );
+                                }
+                            }
+                            self.carry_events = keep;
                             let carryover = if keep {
                                 s.take_unconsumed_events()
                             } else {
@@ -519,6 +569,13 @@ impl Execution {
             }
         }
     }
+}
+
+/// Whether a returned failure is the placeholder of `continue_as_new`
+/// (through `OrchestrationError` it keeps its type; through `anyhow` or a
+/// boxed error, its message).
+fn is_continued_as_new(details: &FailureDetails) -> bool {
+    details.error_type == CONTINUED_AS_NEW || details.message == ContinuedAsNew.to_string()
 }
 
 /// Runs one episode from scratch (no cache): the reference behaviour that

@@ -263,6 +263,17 @@ fn ok(v: impl serde::Serialize) -> TaskOutcome {
     Ok(Some(serde_json::to_string(&v).unwrap()))
 }
 
+/// A typed event, implemented by hand as the derive would.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Approval {
+    approved: bool,
+    by: String,
+}
+
+impl crate::Event for Approval {
+    const NAME: &'static str = "approval";
+}
+
 fn registry() -> Registry {
     Registry::new()
         .orchestrator_fn("seq", |ctx, x: i64| async move {
@@ -346,11 +357,47 @@ fn registry() -> Registry {
         .orchestrator_fn("loop", |ctx, n: u32| async move {
             let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
             if n < 3 {
-                ctx.continue_as_new_keep_events(&(n + 1));
-                return Ok(n);
+                return ctx.continue_as_new_keep_events(&(n + 1));
             }
             let ev: String = ctx.wait_for_external_event("carried").await?;
             Ok(n * 100 + ev.len() as u32)
+        })
+        .orchestrator_fn("restart_placeholder", |ctx, n: u32| async move {
+            let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
+            if n < 2 {
+                return ctx.continue_as_new(&(n + 1));
+            }
+            Ok(n)
+        })
+        .orchestrator_fn("restart_then_err", |ctx, n: u32| async move {
+            let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
+            if n < 2 {
+                let () = ctx.continue_as_new(&(n + 1));
+                return Err(OrchestrationError::new(
+                    "ignored: continue_as_new was called",
+                ));
+            }
+            Ok(n)
+        })
+        .orchestrator_fn("restart_then_ok", |ctx, n: u32| async move {
+            let _: i64 = ctx.call_activity_by_name("inc", &0).await?;
+            if n < 2 {
+                let () = ctx.continue_as_new(&(n + 1));
+                return Ok(1000 + n);
+            }
+            Ok(n)
+        })
+        .orchestrator_fn("tick_loop", |ctx, n: u32| async move {
+            let _: () = ctx.wait_for_external_event("tick").await?;
+            if n < 2 {
+                return ctx.continue_as_new_keep_events(&(n + 1));
+            }
+            Ok(n)
+        })
+        .orchestrator_fn("typed_events", |ctx, _: ()| async move {
+            let approval = ctx.wait_for_event::<Approval>().await?;
+            ctx.send("other", &approval);
+            Ok(approval.by)
         })
         .orchestrator_fn("errs", |_ctx, _: ()| async move {
             Err::<(), _>(OrchestrationError::new("nope"))
@@ -692,6 +739,106 @@ fn continue_as_new_restarts_and_carries_events() {
         Some("304"),
         "n = 3 and the carried event's payload"
     );
+}
+
+/// The new inputs of the episodes that continued as new, in order.
+fn restarts(sim: &Sim) -> Vec<Option<String>> {
+    sim.results
+        .iter()
+        .flat_map(|r| &r.actions)
+        .filter_map(|a| match &a.kind {
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::ContinuedAsNew,
+                result,
+                failure,
+                ..
+            } => {
+                assert_eq!(failure, &None, "a restart records no failure");
+                Some(result.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn keep_events_carries_events_that_arrive_after_the_return_in_the_same_episode() {
+    for sticky in [false, true] {
+        let mut sim = Sim::start(registry(), "tick_loop", "0", sticky);
+        // Three ticks in one episode: the first ends the execution, the
+        // other two come after the orchestrator returned and go over.
+        for _ in 0..3 {
+            sim.inbox.push(HistoryEvent::new(
+                sim.now,
+                EventKind::EventRaised {
+                    name: "tick".into(),
+                    input: None,
+                },
+            ));
+        }
+        sim.episode();
+        assert_eq!(sim.status(), OrchestrationStatus::Completed);
+        assert_eq!(sim.output(), Some("2"), "one tick per execution");
+        assert_eq!(restarts(&sim).len(), 2);
+    }
+}
+
+#[test]
+fn continue_as_new_ignores_what_the_orchestrator_returns() {
+    // The placeholder `return ctx.continue_as_new(..)` hands back, a real
+    // `Err` and an `Ok` returned after the call: all restart alike.
+    for name in ["restart_placeholder", "restart_then_err", "restart_then_ok"] {
+        let mut runs = Vec::new();
+        for sticky in [false, true] {
+            let mut sim = Sim::start(registry(), name, "0", sticky);
+            for _ in 0..3 {
+                sim.run_activities(inc);
+            }
+            assert_eq!(sim.status(), OrchestrationStatus::Completed, "{name}");
+            assert_eq!(
+                sim.output(),
+                Some("2"),
+                "{name}: the last execution's output"
+            );
+            assert_eq!(
+                restarts(&sim),
+                [Some("1".to_string()), Some("2".to_string())],
+                "{name}: two restarts, each with the next input"
+            );
+            runs.push(sim.results.iter().map(strip).collect::<Vec<_>>());
+        }
+        assert_eq!(runs[0], runs[1], "{name}: sticky and full replay agree");
+    }
+}
+
+#[test]
+fn typed_events_wait_and_send_under_the_types_name() {
+    for sticky in [false, true] {
+        let mut sim = Sim::start(registry(), "typed_events", "null", sticky);
+        // Raised by name, as another language would (names match
+        // case-insensitively); the data is the type's JSON.
+        sim.raise("Approval", r#"{"approved":true,"by":"ana"}"#);
+        assert_eq!(sim.status(), OrchestrationStatus::Completed);
+        assert_eq!(sim.output(), Some("\"ana\""));
+        let sent: Vec<_> = sim
+            .history
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::EventSent {
+                    instance_id,
+                    name,
+                    input,
+                } => Some((instance_id.as_str(), name.as_str(), input.as_deref())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [("other", "approval", Some(r#"{"approved":true,"by":"ana"}"#))],
+            "sent under `Approval::NAME` with the value as its data"
+        );
+        sim.check_replay_of_every_prefix();
+    }
 }
 
 #[test]

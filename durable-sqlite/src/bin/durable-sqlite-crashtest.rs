@@ -270,8 +270,7 @@ fn mix_registry(log: Arc<Mutex<std::fs::File>>) -> Registry {
                 return Ok(acc);
             }
             let acc: i64 = ctx.call_activity_by_name("gen_step", &(left, acc)).await?;
-            ctx.continue_as_new(&(left - 1, acc));
-            Ok(acc)
+            ctx.continue_as_new(&(left - 1, acc))
         })
         .orchestrator_fn("event", |ctx, _: i64| async move {
             let x: i64 = ctx.wait_for_external_event("go").await?;

@@ -14,7 +14,7 @@ use durable::backend::InstanceQuery;
 use durable::prelude::*;
 use durable::{Backend, MemoryBackend, OrchestrationState};
 use order_processing::workflows::{
-    order_with_approval, process_order, Order, OrderItem, OrderResult,
+    order_with_approval, process_order, Approval, Order, OrderItem, OrderResult,
 };
 use std::io::Write;
 use std::process::ExitCode;
@@ -166,7 +166,7 @@ async fn run_samples(client: &Client, timeout: Duration) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     out!("  manager approves {id}");
     client
-        .raise_event(&id, "approval", &true)
+        .raise(&id, &Approval(true))
         .await
         .map_err(|e| e.to_string())?;
     let state = client

@@ -40,6 +40,13 @@ pub struct OrderResult {
     pub status: String,
 }
 
+/// A manager's decision on an order that needs approval: `Approval(true)`
+/// approves it. On the wire it is the event `"approval"` with the data
+/// `true` or `false`, so clients in other languages raise it by that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Event)]
+#[event(name = "approval")]
+pub struct Approval(pub bool);
+
 /// Orders at or above this total need a manager's approval.
 pub const APPROVAL_THRESHOLD: f64 = 500.0;
 
@@ -146,7 +153,7 @@ pub async fn process_order(
 }
 
 /// Like [`process_order`], but orders of 500 or more wait for a manager's
-/// `"approval"` event (`true` or `false`) for at most 30 seconds.
+/// [`Approval`] for at most 30 seconds.
 #[orchestrator]
 pub async fn order_with_approval(
     ctx: OrchestrationContext,
@@ -158,7 +165,7 @@ pub async fn order_with_approval(
 
     if total >= APPROVAL_THRESHOLD {
         // Human interaction: an external event races a durable timer.
-        let approval = ctx.wait_for_external_event::<bool>("approval");
+        let approval = ctx.wait_for_event::<Approval>();
         let timeout = ctx.create_timer(APPROVAL_TIMEOUT);
         let not_processed = |status: &str| OrderResult {
             order_id: "N/A".into(),
@@ -168,8 +175,9 @@ pub async fn order_with_approval(
         };
         match ctx.when_any2(approval, timeout).await {
             Either::Second(()) => return Ok(not_processed("cancelled-timeout")),
-            Either::First(approved) => {
-                if !approved? {
+            Either::First(approval) => {
+                let Approval(approved) = approval?;
+                if !approved {
                     return Ok(not_processed("rejected"));
                 }
             }

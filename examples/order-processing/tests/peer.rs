@@ -72,7 +72,7 @@ async fn approval(client: &Client, customer: &str, quantity: i64, approved: bool
         .await
         .unwrap_or_else(|e| panic!("waiting for {id} to start: {e}"));
     client
-        .raise_event(&id, "approval", &approved)
+        .raise(&id, &Approval(approved))
         .await
         .expect("raise the approval event");
     let state = client

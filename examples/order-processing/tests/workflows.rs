@@ -112,10 +112,7 @@ async fn high_value_approved(env: TestEnv) {
         )
         .await
         .unwrap();
-    env.client()
-        .raise_event(&id, "approval", &true)
-        .await
-        .unwrap();
+    env.client().raise(&id, &Approval(true)).await.unwrap();
     let result: OrderResult = env
         .wait_for_completion(&id)
         .await
@@ -137,8 +134,31 @@ async fn high_value_rejected(env: TestEnv) {
         )
         .await
         .unwrap();
+    env.client().raise(&id, &Approval(false)).await.unwrap();
+    let result: OrderResult = env
+        .wait_for_completion(&id)
+        .await
+        .unwrap()
+        .output()
+        .unwrap();
+    assert_eq!(result.status, "rejected");
+    assert_eq!(result.items_processed, 0);
+}
+
+#[durable::test]
+async fn an_approval_raised_by_name_as_other_languages_do_is_the_same_event(env: TestEnv) {
+    assert_eq!(<Approval as durable::Event>::NAME, "approval");
+    let id = env
+        .client()
+        .schedule(
+            order_with_approval,
+            order("Erin", vec![item("Server", 1, 900.0)]),
+        )
+        .await
+        .unwrap();
+    // The event's name and its JSON data: `Approval(false)` is `false`.
     env.client()
-        .raise_event(&id, "approval", &false)
+        .raise_event(&id, "Approval", &false)
         .await
         .unwrap();
     let result: OrderResult = env
@@ -148,7 +168,6 @@ async fn high_value_rejected(env: TestEnv) {
         .output()
         .unwrap();
     assert_eq!(result.status, "rejected");
-    assert_eq!(result.items_processed, 0);
 }
 
 #[durable::test]
@@ -179,10 +198,7 @@ async fn recorded_history_replays_against_the_current_code(env: TestEnv) {
         )
         .await
         .unwrap();
-    env.client()
-        .raise_event(&id, "approval", &true)
-        .await
-        .unwrap();
+    env.client().raise(&id, &Approval(true)).await.unwrap();
     env.wait_for_completion(&id).await.unwrap();
     let history = env.history(&id).await;
     // Round-trip through the documented JSON export format.

@@ -18,6 +18,18 @@ pub async fn greet_twice(ctx: OrchestrationContext, name: String) -> Result<Stri
     Ok(format!("{first} {second}"))
 }
 
+/// A typed event.
+#[derive(Serialize, Deserialize, Event)]
+#[event(name = "greeted")]
+pub struct Greeted(pub String);
+
+/// A generic typed event.
+#[derive(Serialize, Deserialize, Event)]
+pub enum Tagged<T> {
+    /// One value.
+    One(T),
+}
+
 #[durable::test]
 async fn greets(env: TestEnv) {
     let id = env.client().schedule(greet_twice, "ada".into()).await.unwrap();
