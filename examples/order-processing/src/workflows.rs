@@ -164,18 +164,21 @@ pub async fn order_with_approval(
         .await?;
 
     if total >= APPROVAL_THRESHOLD {
-        // Human interaction: an external event races a durable timer.
-        let approval = ctx.wait_for_event::<Approval>();
-        let timeout = ctx.create_timer(APPROVAL_TIMEOUT);
         let not_processed = |status: &str| OrderResult {
             order_id: "N/A".into(),
             total,
             items_processed: 0,
             status: status.into(),
         };
-        match ctx.when_any2(approval, timeout).await {
-            Either::Second(()) => return Ok(not_processed("cancelled-timeout")),
-            Either::First(approval) => {
+        // Human interaction: a typed external event with a deadline (a
+        // durable timer, cancelled when the manager answers in time).
+        match ctx
+            .wait_for_event::<Approval>()
+            .timeout(APPROVAL_TIMEOUT)
+            .await
+        {
+            Err(_timed_out) => return Ok(not_processed("cancelled-timeout")),
+            Ok(approval) => {
                 let Approval(approved) = approval?;
                 if !approved {
                     return Ok(not_processed("rejected"));
