@@ -1,0 +1,43 @@
+//! Reproductions found in review of the deadline / typed-event merge.
+
+use durable_runtime::{Registry, ScheduleOptions, TestEnv};
+use std::time::Duration;
+
+/// `Timeout`'s docs (and `DurableFuture::timeout`'s) promise that "a losing
+/// event wait leaves its event for a later wait". When the `Timeout` is
+/// awaited after both its deadline fired and its event arrived (deadline
+/// first), it reports `TimedOut` but the event it had already received is
+/// dropped with the wait: a later wait for the same event never sees it.
+#[tokio::test]
+async fn a_late_awaited_timeout_that_loses_keeps_its_event_for_a_later_wait() {
+    let registry = Registry::new().orchestrator_fn("late", |ctx, _: ()| async move {
+        let approval = ctx
+            .wait_for_external_event::<String>("approval")
+            .timeout(Duration::from_secs(10));
+        // Something else first; meanwhile the deadline passes (10 s) and
+        // then the event comes (20 min).
+        ctx.create_timer(Duration::from_secs(3600)).await;
+        match approval.await {
+            Ok(v) => Ok(format!("in time: {}", v?)),
+            Err(_) => {
+                let late: String = ctx.wait_for_external_event("approval").await?;
+                Ok(format!("late: {late}"))
+            }
+        }
+    });
+    let env = TestEnv::new(registry).unwrap();
+    let id = env
+        .client()
+        .schedule_by_name("late", &(), ScheduleOptions::with_id("late-1"))
+        .await
+        .unwrap();
+    env.advance_by(Duration::from_secs(20 * 60)).await.unwrap();
+    env.client()
+        .raise_event(&id, "approval", &"ann")
+        .await
+        .unwrap();
+    let state = env.wait_for_completion(&id).await.unwrap_or_else(|e| {
+        panic!("the event that came after the deadline was lost: {e}")
+    });
+    assert_eq!(state.output::<String>().unwrap(), "late: ann");
+}
