@@ -36,8 +36,46 @@ async fn a_late_awaited_timeout_that_loses_keeps_its_event_for_a_later_wait() {
         .raise_event(&id, "approval", &"ann")
         .await
         .unwrap();
-    let state = env.wait_for_completion(&id).await.unwrap_or_else(|e| {
-        panic!("the event that came after the deadline was lost: {e}")
-    });
+    let state = env
+        .wait_for_completion(&id)
+        .await
+        .unwrap_or_else(|e| panic!("the event that came after the deadline was lost: {e}"));
     assert_eq!(state.output::<String>().unwrap(), "late: ann");
+}
+
+/// A deadline on a retried call that passes during a back-off cancels the
+/// back-off timer with the call (probe: expected to pass).
+#[tokio::test]
+async fn a_deadline_passing_during_a_retry_back_off_cancels_the_back_off_timer() {
+    use durable_runtime::{ActivityError, RetryPolicy};
+    let registry = Registry::new()
+        .activity_fn("declines", |_ctx, _: ()| async move {
+            Err::<(), _>(ActivityError::new("Declined", "no"))
+        })
+        .orchestrator_fn("pay", |ctx, _: ()| async move {
+            let retry = RetryPolicy::new(5, Duration::from_secs(600));
+            let paid = ctx
+                .timeout(
+                    ctx.call_activity_by_name_with_retry::<()>("declines", &(), retry),
+                    Duration::from_secs(60),
+                )
+                .await;
+            let _: () = ctx.wait_for_external_event("gate").await?;
+            Ok(paid.is_err())
+        });
+    let env = TestEnv::new(registry).unwrap();
+    let id = env
+        .client()
+        .schedule_by_name("pay", &(), ScheduleOptions::with_id("pay-1"))
+        .await
+        .unwrap();
+    env.wait_until_waiting_for_event(&id, "gate").await.unwrap();
+    assert_eq!(
+        env.backend().next_timer(),
+        None,
+        "a timer was left behind after the deadline dropped the retried call"
+    );
+    env.client().raise_event(&id, "gate", &()).await.unwrap();
+    let state = env.wait_for_completion(&id).await.unwrap();
+    assert!(state.output::<bool>().unwrap(), "the deadline did not win");
 }
