@@ -664,16 +664,25 @@ impl OrchestrationContext {
     /// # });
     /// ```
     pub fn timeout<F: Future + Unpin>(&self, future: F, after: impl Into<TimerSpec>) -> Timeout<F> {
-        self.timeout_of(future, after.into(), None)
+        self.timeout_of(future, after.into(), None, None)
     }
 
-    fn timeout_of<F>(&self, future: F, after: TimerSpec, task: Option<String>) -> Timeout<F> {
+    /// `task` names a single durable future and `slot` is its key, so a
+    /// deadline that passed first is decided without consuming it.
+    fn timeout_of<F>(
+        &self,
+        future: F,
+        after: TimerSpec,
+        task: Option<String>,
+        slot: Option<i64>,
+    ) -> Timeout<F> {
         let deadline = self.fire_at(after);
         let timer = self.create_timer(deadline);
         Timeout {
             future: Some(future),
             timer: Some(timer),
             task,
+            slot,
             deadline,
             state: self.state.clone(),
         }
@@ -733,7 +742,8 @@ impl<T> DurableFuture<T> {
             state: self.state().clone(),
         };
         let task = Some(self.describe());
-        ctx.timeout_of(self, after.into(), task)
+        let slot = Some(self.task_id());
+        ctx.timeout_of(self, after.into(), task, slot)
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct Slot {
     pub(crate) finished_at: u64,
     /// Whether the task is a durable timer (dropping it unfired cancels it).
     pub(crate) timer: bool,
+    /// For an external-event wait, the event's name as buffered
+    /// (lower-case): dropping the wait unconsumed puts its event back.
+    pub(crate) event: Option<String>,
 }
 
 /// Mutable state of one orchestration execution, shared by the context,
@@ -107,6 +110,7 @@ impl CtxState {
                 describe,
                 finished_at: 0,
                 timer,
+                event: None,
             },
         );
         id
@@ -181,7 +185,10 @@ impl CtxState {
                 Some(Ok(payload))
             }
             None => {
-                self.event_waiters.entry(key).or_default().push_back(slot);
+                self.event_waiters
+                    .entry(key.clone())
+                    .or_default()
+                    .push_back(slot);
                 None
             }
         };
@@ -193,6 +200,7 @@ impl CtxState {
                 describe,
                 finished_at,
                 timer: false,
+                event: Some(key),
             },
         );
         slot
@@ -218,9 +226,11 @@ impl CtxState {
     }
 
     /// Forgets a slot whose future was dropped; an abandoned event wait
-    /// must not swallow the next event, and a timer that has not fired is
-    /// cancelled (reported in the episode's result, unless this is a
-    /// replay of an episode that already reported it).
+    /// must not swallow the next event, nor keep one it received and never
+    /// handed to the code (a deadline awaited late that lost: the event is
+    /// put back, first in line, for the next wait), and a timer that has not
+    /// fired is cancelled (reported in the episode's result, unless this is
+    /// a replay of an episode that already reported it).
     pub(super) fn forget(&mut self, key: i64) {
         let Some(slot) = self.slots.remove(&key) else {
             return;
@@ -230,6 +240,13 @@ impl CtxState {
                 q.retain(|k| *k != key);
             }
             self.event_waiters.retain(|_, q| !q.is_empty());
+            if let (Some(Ok(payload)), Some(name)) = (slot.outcome, slot.event) {
+                self.event_buffer
+                    .entry(name.clone())
+                    .or_default()
+                    .push_front(payload);
+                self.event_buffer_order.push_front(name);
+            }
         } else if slot.timer && slot.outcome.is_none() && !self.is_replaying {
             self.cancelled_timers.push(key as i32);
         }

@@ -7,8 +7,12 @@
 //! each poll; when both were already in before the first poll (the
 //! `Timeout` was awaited late), their positions in the order of completions
 //! decide. Whichever loses is dropped: a losing timer is cancelled, a
-//! losing task's result is ignored when it comes (a losing event wait
-//! leaves its event for a later wait).
+//! losing task's result is ignored when it comes, and a losing event wait
+//! leaves its event for a later wait, even one it had already received
+//! (the deadline passed first, then the event came, and the `Timeout` was
+//! awaited after both). With [`OrchestrationContext::timeout`] around a
+//! join, the join has consumed what its children received: those events
+//! are not put back.
 
 use super::futures::TimerFuture;
 use super::state::{lock, SharedState};
@@ -26,6 +30,8 @@ pub struct Timeout<F> {
     pub(super) future: Option<F>,
     pub(super) timer: Option<TimerFuture>,
     pub(super) task: Option<String>,
+    /// The slot of the single durable future raced (`DurableFuture::timeout`).
+    pub(super) slot: Option<i64>,
     pub(super) deadline: Timestamp,
     pub(super) state: SharedState,
 }
@@ -56,6 +62,16 @@ impl<F: Future + Unpin> Future for Timeout<F> {
         };
         // Where the timer fired, if it did, before anything consumes it.
         let timer_at = timer.0.finished_at();
+        if let Some(slot) = this.slot.filter(|k| *k != i64::MIN) {
+            // A single durable future: if the deadline passed before it
+            // finished, it loses without being consumed, so an event it
+            // received is put back for the next wait when it is dropped.
+            let at = lock(&this.state).finished_at(slot);
+            if timer_at != 0 && (at == 0 || timer_at < at) {
+                lock(&this.state).consumed = timer_at;
+                return Poll::Ready(Err(this.timed_out()));
+            }
+        }
         lock(&this.state).consumed = 0;
         if let Poll::Ready(out) = Pin::new(future).poll(cx) {
             // Where the future finished; 0 if it consumed no completion

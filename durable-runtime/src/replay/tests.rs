@@ -1339,6 +1339,25 @@ fn deadlines() -> Registry {
                 Err(t) => t.to_string(),
             })
         })
+        .orchestrator_fn(
+            "late_deadline_then_wait_again",
+            move |ctx, _: ()| async move {
+                // The deadline passes, then the event comes, both before the
+                // first poll: the deadline wins, and the event it had received
+                // goes to the next wait.
+                let approval = ctx
+                    .wait_for_external_event::<String>("approval")
+                    .timeout(Duration::from_secs(10));
+                let _: () = ctx.wait_for_external_event("gate").await?;
+                Ok(match approval.await {
+                    Ok(v) => format!("in time: {}", v?),
+                    Err(_) => {
+                        let late: String = ctx.wait_for_external_event("approval").await?;
+                        format!("late: {late}")
+                    }
+                })
+            },
+        )
         .orchestrator_fn("drops_a_timer", move |ctx, _: ()| async move {
             drop(ctx.create_timer(day));
             let n: i64 = ctx.call_activity_by_name("inc", &0).await?;
@@ -1509,6 +1528,16 @@ fn a_deadline_awaited_late_is_decided_by_history_order() {
         sim.raise("gate", "null");
     });
     assert_eq!(sim.output(), Some("\"in time\""));
+}
+
+#[test]
+fn an_event_a_late_deadline_received_goes_to_the_next_wait() {
+    let sim = run_deadline("late_deadline_then_wait_again", false, |sim| {
+        sim.fire_timers();
+        sim.raise("approval", "\"ann\"");
+        sim.raise("gate", "null");
+    });
+    assert_eq!(sim.output(), Some("\"late: ann\""));
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Reproductions found in review of the deadline / typed-event merge.
+//! Deadlines end to end on the in-memory backend: an event a losing deadline
+//! had already received stays for the next wait; a deadline on a retried
+//! call leaves no back-off timer behind.
 
 use durable_runtime::{Registry, ScheduleOptions, TestEnv};
 use std::time::Duration;
