@@ -1,8 +1,8 @@
 //! The client: schedule, query and control orchestration instances.
 
 use crate::backend::{
-    Backend, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery, PurgeTarget,
-    WaitFor,
+    Backend, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
+    PurgeTarget, WaitFor,
 };
 use crate::codec;
 use crate::error::Error;
@@ -334,6 +334,68 @@ impl Client {
                 .raise_event(instance_id, E::NAME, data?)
                 .await?)
         })
+    }
+
+    /// Starts a finished instance (completed, failed, terminated) again
+    /// under the same id: a new execution of the same orchestrator and
+    /// version with the input its last execution started with, as the
+    /// Durable Task SDKs' `restart` does. The old history is replaced.
+    /// Returns the id.
+    ///
+    /// Fails with [`BackendError::NotFound`] for an unknown id, and with
+    /// [`BackendError::InvalidState`] while the instance is pending, running
+    /// or suspended (terminate it first, or wait for it).
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, ScheduleOptions, TestEnv};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new().orchestrator_fn("double", |_ctx, x: i64| async move { Ok(x * 2) });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let id = env.client().schedule_by_name("double", &21, ScheduleOptions::with_id("d-1")).await.unwrap();
+    /// env.wait_for_completion(&id).await.unwrap();
+    ///
+    /// assert_eq!(env.client().restart(&id).await.unwrap(), "d-1");
+    /// let again = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(again.output::<i64>().unwrap(), 42);
+    /// # env.shutdown().await;
+    /// # });
+    /// ```
+    pub async fn restart(&self, instance_id: &str) -> Result<String, Error> {
+        self.restart_under(instance_id, instance_id.to_string())
+            .await
+    }
+
+    /// Like [`restart`](Self::restart), but the new execution gets a new,
+    /// random instance id (returned); the finished instance stays as it is.
+    pub async fn restart_as_new(&self, instance_id: &str) -> Result<String, Error> {
+        self.restart_under(instance_id, uuid::Uuid::new_v4().simple().to_string())
+            .await
+    }
+
+    async fn restart_under(&self, instance_id: &str, new_id: String) -> Result<String, Error> {
+        let meta = self
+            .backend
+            .get_instance(instance_id, true)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(instance_id.to_string()))?;
+        if !meta.status.is_terminal() {
+            return Err(BackendError::InvalidState {
+                id: instance_id.to_string(),
+                operation: "restart",
+                status: meta.status,
+            }
+            .into());
+        }
+        // Only a finished instance may be replaced: one restarted by
+        // someone else meanwhile is running, and this restart is refused.
+        let options = ScheduleOptions {
+            instance_id: Some(new_id),
+            version: meta.version,
+            reuse_policy: Some(IdReusePolicy::default()),
+            ..Default::default()
+        };
+        self.schedule_raw(&meta.name, meta.input, options).await
     }
 
     /// Terminates an instance, recording `output` as its output.

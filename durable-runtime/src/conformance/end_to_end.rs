@@ -12,7 +12,7 @@
 use super::WAIT;
 use crate::backend::{Backend, BackendError, InstanceQuery, PurgeTarget};
 use crate::handler::idempotency_key;
-use crate::history::{EventKind, OrchestrationStatus};
+use crate::history::{EventKind, HistoryEvent, OrchestrationStatus};
 use crate::{
     ActivityError, Client, Either, Error, OrchestrationError, OrchestrationState, Registry,
     RetryPolicy, ScheduleOptions, Worker, WorkerHandle,
@@ -1202,6 +1202,83 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         let s = h.wait(&id).await;
         completed(&s);
         assert_eq!(s.output::<Vec<u32>>().unwrap(), [1, 2, 3, 4]);
+        h.stop().await;
+    }
+
+    /// A finished instance restarts: under its id a new execution runs with
+    /// the same orchestrator and input (the old history replaced), or under
+    /// a new id with the old instance left as it was. A live instance or an
+    /// unknown id is refused.
+    async fn restart_runs_a_finished_instance_again(backend) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("chain", &5i64, ScheduleOptions::with_id("restarted"))
+            .await
+            .unwrap();
+        let first = h.wait(&id).await;
+        completed(&first);
+        assert_eq!(first.output::<i64>().unwrap(), 13);
+        let execution = |history: &[HistoryEvent]| {
+            history.iter().find_map(|e| match &e.kind {
+                EventKind::ExecutionStarted { execution_id, .. } => execution_id.clone(),
+                _ => None,
+            })
+        };
+        let first_execution = execution(&h.client.history(&id).await.unwrap());
+
+        assert_eq!(h.client.restart(&id).await.unwrap(), id);
+        let again = h.wait(&id).await;
+        completed(&again);
+        assert_eq!(again.output::<i64>().unwrap(), 13);
+        assert_eq!(again.name(), "chain");
+        let history = h.client.history(&id).await.unwrap();
+        let started = history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))
+            .count();
+        assert_eq!(started, 1, "the restarted history holds one execution: {history:?}");
+        // A new execution (sidecars that send no execution id show it by
+        // the creation time).
+        match (execution(&history), first_execution) {
+            (Some(now), Some(before)) => assert_ne!(now, before, "the restart is a new execution"),
+            _ => assert!(
+                again.created_at() > first.created_at(),
+                "the restart is a new execution: created {} then {}",
+                first.created_at(),
+                again.created_at()
+            ),
+        }
+
+        let other = h.client.restart_as_new(&id).await.unwrap();
+        assert_ne!(other, id);
+        let copy = h.wait(&other).await;
+        completed(&copy);
+        assert_eq!(copy.output::<i64>().unwrap(), 13);
+        let original = h.client.get_state(&id).await.unwrap().unwrap();
+        assert_eq!(original.status(), OrchestrationStatus::Completed);
+
+        let live = h
+            .client
+            .schedule_by_name("wait_event", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        h.started(&live).await;
+        let refused = h.client.restart(&live).await;
+        assert!(
+            matches!(
+                refused,
+                Err(crate::Error::Backend(BackendError::InvalidState { .. }))
+            ),
+            "restarting a running instance: {refused:?}"
+        );
+        let unknown = h.client.restart("no-such-instance").await;
+        assert!(
+            matches!(unknown, Err(crate::Error::Backend(BackendError::NotFound(_)))),
+            "restarting an unknown id: {unknown:?}"
+        );
+        h.client.raise_event(&live, "go", &"x").await.unwrap();
+        completed(&h.wait(&live).await);
         h.stop().await;
     }
 }
