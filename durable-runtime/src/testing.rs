@@ -333,19 +333,27 @@ impl TestEnv {
     ///
     /// Panics after 30 s of wall time if work never stops.
     pub async fn wait_until_idle(&self) {
+        if !self.idle_within_limit().await {
+            panic!(
+                "the test environment did not become idle within {:?}",
+                self.wait_limit
+            );
+        }
+    }
+
+    /// Waits until no work is queued or running; false if the wall-time
+    /// limit passed first.
+    async fn idle_within_limit(&self) -> bool {
         let deadline = crate::backend::deadline_after(self.wait_limit);
         loop {
             let changed = self.backend.change_notification();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if self.backend.is_idle() {
-                return;
+                return true;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!(
-                    "the test environment did not become idle within {:?}",
-                    self.wait_limit
-                );
+                return false;
             }
         }
     }
@@ -598,22 +606,14 @@ impl TestEnv {
 
     /// Waits until no work is queued or running, within the wall-time limit.
     async fn settle(&self, target: crate::history::Timestamp) -> Result<(), TestError> {
-        let deadline = crate::backend::deadline_after(self.wait_limit);
-        loop {
-            let changed = self.backend.change_notification();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.backend.is_idle() {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(TestError::StateTimeout {
-                    waited_for: format!("advancing virtual time to {target}"),
-                    limit: self.wait_limit,
-                    saw: format!("work was still running at {}", self.backend.now()),
-                });
-            }
+        if self.idle_within_limit().await {
+            return Ok(());
         }
+        Err(TestError::StateTimeout {
+            waited_for: format!("advancing virtual time to {target}"),
+            limit: self.wait_limit,
+            saw: format!("work was still running at {}", self.backend.now()),
+        })
     }
 
     /// The loop behind the state waits: `reached(state, idle)` returns the

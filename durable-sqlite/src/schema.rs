@@ -249,34 +249,29 @@ pub(crate) fn prepare(
         // Instances set aside because a row could not be read get another
         // chance at every open: the row may have been repaired, or this
         // build may read what an older one could not.
-        let retried = conn
-            .execute(
+        let retries = [
+            (
+                "instances",
                 "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
                         ready_at = (SELECT MIN(visible_at) FROM inbox
                                     WHERE inbox.instance_id = instances.instance_id)
                  WHERE lease_token = ?1",
-                [crate::store::SET_ASIDE],
-            )
-            .map_err(err)?;
-        if retried > 0 {
-            tracing::info!(
-                retried,
-                "retrying instances set aside because a row could not be read"
-            );
-        }
-        let retried = conn
-            .execute(
+            ),
+            (
+                "activities",
                 "UPDATE activities SET lease_token = NULL, lease_owner = NULL,
                         visible_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000000
                  WHERE lease_token = ?1",
-                [crate::store::SET_ASIDE],
-            )
-            .map_err(err)?;
-        if retried > 0 {
-            tracing::info!(
-                retried,
-                "retrying activities set aside because their row could not be read"
-            );
+            ),
+        ];
+        for (what, sql) in retries {
+            let retried = conn.execute(sql, [crate::store::SET_ASIDE]).map_err(err)?;
+            if retried > 0 {
+                tracing::info!(
+                    retried,
+                    "retrying {what} set aside because a row could not be read"
+                );
+            }
         }
         Ok(())
     };
