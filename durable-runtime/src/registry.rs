@@ -207,14 +207,19 @@ pub(crate) struct Entry<F> {
 /// ```
 #[derive(Default, Clone)]
 pub struct Registry {
-    pub(crate) orchestrators: HashMap<String, Arc<Entry<OrchestratorFn>>>,
+    /// Keyed by name and version: versions of one name run side by side.
+    pub(crate) orchestrators: HashMap<(String, Option<String>), Arc<Entry<OrchestratorFn>>>,
     pub(crate) activities: HashMap<String, Arc<Entry<ActivityFn>>>,
     errors: Vec<RegistryError>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut o: Vec<_> = self.orchestrators.keys().collect();
+        let mut o: Vec<_> = self
+            .orchestrators
+            .keys()
+            .map(|(n, v)| shown(n, v))
+            .collect();
         let mut a: Vec<_> = self.activities.keys().collect();
         o.sort();
         a.sort();
@@ -279,25 +284,34 @@ where
 
 /// Adds `e` under `name`, recording a duplicate (a different definition of
 /// the same name) as an error; the same definition again is ignored.
-fn insert<F>(
-    map: &mut HashMap<String, Arc<Entry<F>>>,
+fn insert<K: Eq + std::hash::Hash, F>(
+    map: &mut HashMap<K, Arc<Entry<F>>>,
     errors: &mut Vec<RegistryError>,
     kind: &'static str,
-    name: String,
+    key: K,
+    name: impl FnOnce() -> String,
     e: Arc<Entry<F>>,
 ) {
-    match map.get(&name) {
+    match map.get(&key) {
         Some(prev) if prev.identity != e.identity => errors.push(RegistryError::Duplicate {
             kind,
             attr: kind,
-            name,
+            name: name(),
             first: prev.defined_at,
             second: e.defined_at,
         }),
         Some(_) => {}
         None => {
-            map.insert(name, e);
+            map.insert(key, e);
         }
+    }
+}
+
+/// An orchestrator's name with its version, as messages show it.
+fn shown(name: &str, version: &Option<String>) -> String {
+    match version {
+        Some(v) => format!("{name}\" version \"{v}"),
+        None => name.to_string(),
     }
 }
 
@@ -353,17 +367,27 @@ impl Registry {
 
     /// Adds everything from another registry (duplicates are errors).
     pub fn merge(mut self, other: Registry) -> Self {
-        for (name, e) in other.orchestrators {
+        for ((name, version), e) in other.orchestrators {
+            let named = shown(&name, &version);
             insert(
                 &mut self.orchestrators,
                 &mut self.errors,
                 "orchestrator",
-                name,
+                (name, version),
+                || named,
                 e,
             );
         }
         for (name, e) in other.activities {
-            insert(&mut self.activities, &mut self.errors, "activity", name, e);
+            let named = name.clone();
+            insert(
+                &mut self.activities,
+                &mut self.errors,
+                "activity",
+                name,
+                || named,
+                e,
+            );
         }
         self.errors.extend(other.errors);
         self
@@ -379,7 +403,45 @@ impl Registry {
         Fut: Future<Output = Result<O, OrchestrationError>> + Send + 'static,
     {
         let handler = erase(format!("orchestrator \"{name}\""), f);
-        self.put_orchestrator(name, handler, here(), std::any::TypeId::of::<F>());
+        self.put_orchestrator(name, None, handler, here(), std::any::TypeId::of::<F>());
+        self
+    }
+
+    /// Adds version `version` of an orchestrator from a closure, beside
+    /// the other versions of `name` (an instance runs the version it
+    /// started with; see [`OrchestrationContext::version`]).
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, ScheduleOptions, TestEnv};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new()
+    ///     .orchestrator_version_fn("greet", "1", |_ctx, name: String| async move { Ok(format!("Hello, {name}")) })
+    ///     .orchestrator_version_fn("greet", "2", |_ctx, name: String| async move { Ok(format!("Hi {name}!")) });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let v1 = ScheduleOptions { version: Some("1".into()), ..Default::default() };
+    /// let id = env.client().schedule_by_name("greet", &"Ann", v1).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<String>().unwrap(), "Hello, Ann");
+    /// # env.shutdown().await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn orchestrator_version_fn<I, O, F, Fut>(mut self, name: &str, version: &str, f: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(OrchestrationContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, OrchestrationError>> + Send + 'static,
+    {
+        let handler = erase(format!("orchestrator \"{name}\" version \"{version}\""), f);
+        self.put_orchestrator(
+            name,
+            Some(version),
+            handler,
+            here(),
+            std::any::TypeId::of::<F>(),
+        );
         self
     }
 
@@ -401,7 +463,13 @@ impl Registry {
         let handler = erase(format!("orchestrator \"{}\"", O::NAME), |ctx, i| {
             O::default().run(ctx, i)
         });
-        self.put_orchestrator(O::NAME, handler, at, std::any::TypeId::of::<O>());
+        self.put_orchestrator(
+            O::NAME,
+            O::VERSION,
+            handler,
+            at,
+            std::any::TypeId::of::<O>(),
+        );
     }
 
     fn add_activity<A: Activity>(&mut self, at: DefinedAt) {
@@ -414,6 +482,7 @@ impl Registry {
     fn put_orchestrator(
         &mut self,
         name: &str,
+        version: Option<&str>,
         handler: OrchestratorFn,
         defined_at: DefinedAt,
         identity: std::any::TypeId,
@@ -425,11 +494,14 @@ impl Registry {
             needs: &[],
             faked_by: None,
         });
+        let version = version.map(str::to_string);
+        let named = shown(name, &version);
         insert(
             &mut self.orchestrators,
             &mut self.errors,
             "orchestrator",
-            name.to_string(),
+            (name.to_string(), version),
+            || named,
             entry,
         );
     }
@@ -454,6 +526,7 @@ impl Registry {
             &mut self.errors,
             "activity",
             name.to_string(),
+            || name.to_string(),
             entry,
         );
     }
@@ -571,7 +644,7 @@ impl Registry {
 
     /// Whether an orchestrator with this name is registered.
     pub fn has_orchestrator(&self, name: &str) -> bool {
-        self.orchestrators.contains_key(name)
+        self.orchestrators.keys().any(|(n, _)| n == name)
     }
 
     /// Whether an activity with this name is registered.
@@ -581,7 +654,21 @@ impl Registry {
 
     /// Names of registered orchestrators, sorted.
     pub fn orchestrator_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.orchestrators.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self.orchestrators.keys().map(|(n, _)| n.as_str()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The versions registered under an orchestrator name, sorted (`None`
+    /// for a registration without a version).
+    pub fn orchestrator_versions(&self, name: &str) -> Vec<Option<&str>> {
+        let mut v: Vec<Option<&str>> = self
+            .orchestrators
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+            .collect();
         v.sort_unstable();
         v
     }
@@ -593,8 +680,30 @@ impl Registry {
         v
     }
 
-    pub(crate) fn get_orchestrator(&self, name: &str) -> Option<OrchestratorFn> {
-        self.orchestrators.get(name).map(|e| e.handler.clone())
+    /// The handler for an instance of `name` started with `version`: the
+    /// registration of that version; if there is none and the name has one
+    /// registration only, that one (an orchestrator that gained or lost a
+    /// version attribute keeps running its instances). `Err` with the
+    /// registered versions when the name is registered, but not this
+    /// version; `Ok(None)` when the name is not registered.
+    pub(crate) fn get_orchestrator(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<OrchestratorFn>, Vec<Option<&str>>> {
+        let key = (name.to_string(), version.map(str::to_string));
+        if let Some(e) = self.orchestrators.get(&key) {
+            return Ok(Some(e.handler.clone()));
+        }
+        let versions = self.orchestrator_versions(name);
+        match versions.as_slice() {
+            [] => Ok(None),
+            [only] => {
+                let key = (name.to_string(), only.map(str::to_string));
+                Ok(self.orchestrators.get(&key).map(|e| e.handler.clone()))
+            }
+            _ => Err(versions),
+        }
     }
 
     pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {

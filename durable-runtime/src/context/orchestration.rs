@@ -110,6 +110,13 @@ impl OrchestrationContext {
         self.lock().name.clone()
     }
 
+    /// The orchestrator version this execution started with (its
+    /// `ExecutionStarted` version): the version it was scheduled with, or
+    /// `None`. An instance runs that version for its whole life.
+    pub fn version(&self) -> Option<String> {
+        self.lock().version.clone()
+    }
+
     /// The orchestration's notion of now: the time the current episode
     /// started, taken from the history (replay-safe, unlike `SystemTime::now`).
     pub fn current_utc_datetime(&self) -> Timestamp {

@@ -40,6 +40,8 @@ pub(crate) struct Slot {
 pub(crate) struct CtxState {
     pub(crate) instance_id: String,
     pub(crate) name: String,
+    /// The orchestrator version the execution started with.
+    pub(crate) version: Option<String>,
     /// Identifies the execution (its id, or its start time) for `new_uuid`.
     pub(crate) execution_key: String,
     pub(crate) now: Timestamp,
@@ -77,6 +79,7 @@ impl CtxState {
         CtxState {
             instance_id,
             name,
+            version: None,
             execution_key: String::new(),
             now,
             is_replaying: false,

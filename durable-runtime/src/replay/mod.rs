@@ -404,6 +404,7 @@ impl Execution {
             }
             EventKind::ExecutionStarted {
                 name,
+                version,
                 input,
                 execution_id,
                 ..
@@ -415,6 +416,7 @@ impl Execution {
                 {
                     let mut s = self.ctx.lock();
                     s.name = name.clone();
+                    s.version = version.clone();
                     s.execution_key = execution_id
                         .clone()
                         .unwrap_or_else(|| e.timestamp.to_rfc3339());
@@ -422,9 +424,27 @@ impl Execution {
                         s.now = e.timestamp;
                     }
                 }
-                match self.registry.get_orchestrator(name) {
-                    Some(f) => self.start(f, input.clone()),
-                    None => {
+                match self.registry.get_orchestrator(name, version.as_deref()) {
+                    Ok(Some(f)) => self.start(f, input.clone()),
+                    Err(versions) => {
+                        let shown = |v: &Option<&str>| match v {
+                            Some(v) => format!("\"{v}\""),
+                            None => "no version".to_string(),
+                        };
+                        let known: Vec<String> = versions.iter().map(shown).collect();
+                        let wanted = shown(&version.as_deref());
+                        self.fail(FailureDetails::new(
+                            "VersionNotRegistered",
+                            format!(
+                                "instance started with {wanted} of orchestrator \"{name}\", which this \
+                                 worker does not have (registered versions: [{}]); register that \
+                                 version beside the others until its instances finish",
+                                known.join(", ")
+                            ),
+                        ));
+                        return;
+                    }
+                    Ok(None) => {
                         let known = self.registry.orchestrator_names().join(", ");
                         self.fail(FailureDetails::new(
                             "OrchestratorNotRegistered",

@@ -1,0 +1,82 @@
+//! A rolling upgrade on SQLite: instances of version 1 in flight when the
+//! worker restarts with versions 1 and 2 finish on version 1, new ones
+//! start on version 2.
+
+use durable::prelude::*;
+use durable::sqlite::SqliteBackend;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[orchestrator(name = "checkout", version = "1")]
+async fn checkout_v1(
+    ctx: OrchestrationContext,
+    order: String,
+) -> Result<String, OrchestrationError> {
+    let _: () = ctx.wait_for_external_event("paid").await?;
+    Ok(format!("v1 shipped {order}"))
+}
+
+#[orchestrator(name = "checkout", version = "2")]
+async fn checkout_v2(
+    ctx: OrchestrationContext,
+    order: String,
+) -> Result<String, OrchestrationError> {
+    let _: () = ctx.wait_for_external_event("paid").await?;
+    let version = ctx.version().unwrap_or_default();
+    Ok(format!("v{version} shipped {order} with tracking"))
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_in_flight_finish_on_their_version_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgrade.db");
+
+    // Before the upgrade: only version 1 is deployed.
+    let backend: Arc<dyn durable::Backend> = Arc::new(SqliteBackend::open(&path).unwrap());
+    let worker = Worker::new(backend.clone(), Registry::new().orchestrator(checkout_v1))
+        .start()
+        .unwrap();
+    let client = Client::new(backend.clone());
+    let old = client.schedule(checkout_v1, "a".to_string()).await.unwrap();
+    client.wait_for_start(&old, WAIT).await.unwrap();
+    worker.shutdown().await;
+    drop(client);
+    drop(backend);
+
+    // After: both versions side by side.
+    let backend: Arc<dyn durable::Backend> = Arc::new(SqliteBackend::open(&path).unwrap());
+    let registry = Registry::new()
+        .orchestrator(checkout_v1)
+        .orchestrator(checkout_v2);
+    let worker = Worker::new(backend.clone(), registry).start().unwrap();
+    let client = Client::new(backend);
+    let new = client.schedule(checkout_v2, "b".to_string()).await.unwrap();
+    for id in [&old, &new] {
+        client.raise_event(id, "paid", &()).await.unwrap();
+    }
+    let output = |id: String| {
+        let client = &client;
+        async move {
+            let state = client.wait_for_completion(&id, WAIT).await.unwrap();
+            assert_eq!(state.status(), OrchestrationStatus::Completed, "{state:?}");
+            (
+                state.metadata().version.clone(),
+                state.output::<String>().unwrap(),
+            )
+        }
+    };
+    assert_eq!(
+        output(old).await,
+        (Some("1".to_string()), "v1 shipped a".to_string())
+    );
+    assert_eq!(
+        output(new).await,
+        (
+            Some("2".to_string()),
+            "v2 shipped b with tracking".to_string()
+        )
+    );
+    worker.shutdown().await;
+}
