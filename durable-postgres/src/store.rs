@@ -1,0 +1,1267 @@
+//! The storage operations. Each runs inside one transaction (see
+//! `PostgresBackend::transaction`) and only persists and queues what the
+//! pure transition core decides: no orchestration logic lives here.
+//!
+//! Statements that touch many rows take arrays (`= ANY($1)`, `unnest`), so
+//! an episode costs a fixed number of round trips however many events,
+//! activities and messages it produces.
+
+use crate::error::{Fail, Res};
+use deadpool_postgres::{GenericClient, Transaction};
+use durable_runtime::actions::OrchestratorResult;
+use durable_runtime::backend::transition::{
+    self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
+};
+use durable_runtime::backend::{
+    ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
+    OrchestrationWorkItem, PurgeTarget, QueryPage,
+};
+use durable_runtime::failure::TaskOutcome;
+use durable_runtime::history::{
+    EventKind, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::types::ToSql;
+
+type Tx<'a> = Transaction<'a>;
+
+/// What every operation needs besides the connection.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) limits: Limits,
+    pub(crate) lease_micros: i64,
+    pub(crate) cache: Mutex<HistoryCache>,
+    /// Who holds the leases this backend takes (host, process id and a
+    /// random part), recorded with each lease for diagnosis.
+    pub(crate) owner: String,
+}
+
+/// Histories of recently run executions, so an episode does not re-read
+/// the whole history. An entry is used only when its execution id and
+/// length match the database, so another process's writes are never
+/// missed.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryCache {
+    capacity: usize,
+    entries: HashMap<String, (String, Arc<Vec<HistoryEvent>>)>,
+}
+
+impl HistoryCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        HistoryCache {
+            capacity,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&self, id: &str, execution_id: &str, len: i32) -> Option<Arc<Vec<HistoryEvent>>> {
+        self.entries
+            .get(id)
+            .filter(|(e, h)| e == execution_id && h.len() as i64 == len as i64)
+            .map(|(_, h)| h.clone())
+    }
+
+    fn put(&mut self, id: String, execution_id: String, h: Arc<Vec<HistoryEvent>>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&id) {
+            // Evicting an arbitrary entry is enough: a miss costs one read.
+            if let Some(k) = self.entries.keys().next().cloned() {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(id, (execution_id, h));
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+}
+
+fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
+    // Nothing panics while holding it; the data stays consistent.
+    ctx.cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a committed operation changed: whom to wake, here and (by
+/// `NOTIFY`) in other processes.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Instances whose status may have changed.
+    pub(crate) touched: Vec<String>,
+    /// Orchestration work may be available.
+    pub(crate) orchestrations: bool,
+    /// Activity work may be available.
+    pub(crate) activities: bool,
+}
+
+/// The outcome of looking for work.
+#[derive(Debug)]
+pub(crate) enum Leased<T> {
+    /// Work, leased (possibly none, if the candidates had nothing to run
+    /// after all: look again at once).
+    Item(T),
+    /// Nothing to do now; something becomes due at this time (µs), if known.
+    Idle(Option<i64>),
+}
+
+/// Marks an instance set aside in `instances.lease_token`: one of its rows
+/// cannot be read, so no worker gets it until a backend connects again.
+/// Real tokens are never negative.
+pub(crate) const SET_ASIDE: i64 = -1;
+
+pub(crate) fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn now_micros() -> i64 {
+    micros(chrono::Utc::now())
+}
+
+fn new_token() -> i64 {
+    // Random, so processes sharing the database never hand out the same token.
+    (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, BackendError> {
+    serde_json::to_string(v).map_err(|e| BackendError::Other(format!("serialising: {e}")))
+}
+
+fn unreadable(id: &str, what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Other(format!(
+        "the stored {what} of instance \"{id}\" cannot be read ({e}); was it written by a \
+         newer version of durable?"
+    ))
+}
+
+fn parse_event(id: &str, what: &str, text: &str) -> Result<HistoryEvent, BackendError> {
+    serde_json::from_str(text).map_err(|e| unreadable(id, what, e))
+}
+
+fn parse_meta(id: &str, text: &str) -> Result<InstanceMetadata, BackendError> {
+    serde_json::from_str(text).map_err(|e| unreadable(id, "instance row", e))
+}
+
+fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
+    // The payloads live in their own columns.
+    to_json(&InstanceMetadata {
+        input: None,
+        output: None,
+        custom_status: None,
+        ..m.clone()
+    })
+}
+
+async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Res<Vec<tokio_postgres::Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Res<Option<tokio_postgres::Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&stmt, params).await?)
+}
+
+async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<u64> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.execute(&stmt, params).await?)
+}
+
+/// An instance row.
+struct Row {
+    meta: InstanceMetadata,
+    history_len: i32,
+    lease_token: Option<i64>,
+}
+
+async fn load<C: GenericClient>(c: &C, id: &str, payloads: bool, lock: bool) -> Res<Option<Row>> {
+    let sql = if lock {
+        "SELECT meta, input, output, custom_status, history_len, lease_token
+         FROM instances WHERE instance_id = $1 FOR UPDATE"
+    } else {
+        "SELECT meta, input, output, custom_status, history_len, lease_token
+         FROM instances WHERE instance_id = $1"
+    };
+    let Some(r) = query_opt(c, sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    let mut meta = parse_meta(id, r.get(0))?;
+    if payloads {
+        meta.input = r.get(1);
+        meta.output = r.get(2);
+        meta.custom_status = r.get(3);
+    }
+    Ok(Some(Row {
+        meta,
+        history_len: r.get(4),
+        lease_token: r.get(5),
+    }))
+}
+
+async fn insert_instance(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
+    execute(
+        tx,
+        "INSERT INTO instances (instance_id, execution_id, status, created_at, meta, input,
+                                output, custom_status, history_len)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+        &[
+            &m.instance_id,
+            &m.execution_id,
+            &m.status.to_string(),
+            &micros(m.created_at),
+            &meta_json(m)?,
+            &m.input,
+            &m.output,
+            &m.custom_status,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes metadata only (the payload columns keep their values).
+async fn update_status(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
+    execute(
+        tx,
+        "UPDATE instances SET status = $2, meta = $3 WHERE instance_id = $1",
+        &[&m.instance_id, &m.status.to_string(), &meta_json(m)?],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_instance(tx: &Tx<'_>, id: &str) -> Res<()> {
+    for sql in [
+        "DELETE FROM instances WHERE instance_id = $1",
+        "DELETE FROM history WHERE instance_id = $1",
+        "DELETE FROM inbox WHERE instance_id = $1",
+        "DELETE FROM activities WHERE instance_id = $1",
+    ] {
+        execute(tx, sql, &[&id]).await?;
+    }
+    Ok(())
+}
+
+/// Releases the leases of `ids` and recomputes when each next needs a worker.
+async fn release(tx: &Tx<'_>, ids: &[String]) -> Res<()> {
+    execute(
+        tx,
+        "UPDATE instances SET lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
+                ready_at = (SELECT min(visible_at) FROM inbox
+                            WHERE inbox.instance_id = instances.instance_id)
+         WHERE instance_id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events read with `sql` (selecting `event` for instance `$1`).
+async fn load_events<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    id: &str,
+    what: &str,
+) -> Res<Vec<HistoryEvent>> {
+    let rows = query(c, sql, &[&id]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(parse_event(id, what, r.get(0))?);
+    }
+    Ok(out)
+}
+
+async fn load_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
+    load_events(
+        c,
+        "SELECT event FROM history WHERE instance_id = $1 ORDER BY seq",
+        id,
+        "history",
+    )
+    .await
+}
+
+/// The first events of a history: enough to hold its `ExecutionStarted`.
+async fn load_history_start(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
+    load_events(
+        tx,
+        "SELECT event FROM history WHERE instance_id = $1 ORDER BY seq LIMIT 8",
+        id,
+        "history",
+    )
+    .await
+}
+
+async fn load_inbox(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
+    load_events(
+        tx,
+        "SELECT event FROM inbox WHERE instance_id = $1 ORDER BY visible_at, seq",
+        id,
+        "inbox",
+    )
+    .await
+}
+
+/// When the earliest queued `ExecutionStarted` or `ExecutionTerminated` of an
+/// instance becomes visible, if any is queued.
+async fn next_start_or_terminate(tx: &Tx<'_>, id: &str) -> Res<Option<i64>> {
+    let rows = query(
+        tx,
+        "SELECT visible_at, event FROM inbox WHERE instance_id = $1 ORDER BY visible_at, seq",
+        &[&id],
+    )
+    .await?;
+    for r in rows {
+        let e: Option<HistoryEvent> = serde_json::from_str(r.get(1)).ok();
+        if e.is_some_and(|e| {
+            matches!(
+                e.kind,
+                EventKind::ExecutionStarted { .. } | EventKind::ExecutionTerminated { .. }
+            )
+        }) {
+            return Ok(Some(r.get(0)));
+        }
+    }
+    Ok(None)
+}
+
+/// Routes messages: into their targets' inboxes (now or, for timers and
+/// delayed starts, later) or nowhere (unknown or finished instance,
+/// another execution), as the in-memory backend does. The targets' rows
+/// are locked first (in id order), so a message is checked against the
+/// status its target has when it is queued.
+async fn deliver(tx: &Tx<'_>, msgs: &[InstanceMessage], now: i64, fx: &mut Effects) -> Res<()> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = msgs.iter().map(|m| m.instance_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = query(
+        tx,
+        "SELECT instance_id, meta FROM instances WHERE instance_id = ANY($1)
+         ORDER BY instance_id FOR UPDATE",
+        &[&ids],
+    )
+    .await?;
+    let mut targets: HashMap<String, Option<InstanceMetadata>> = HashMap::new();
+    for r in rows {
+        let id: String = r.get(0);
+        let meta = match parse_meta(&id, r.get(1)) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Kept unchecked, for when the row can be read again.
+                tracing::error!(instance_id = %id, error = %e, "queueing a message for an instance whose row cannot be read");
+                None
+            }
+        };
+        targets.insert(id, meta);
+    }
+    let (mut to, mut execution, mut visible, mut checked, mut event) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for msg in msgs {
+        let Some(target) = targets.get(&msg.instance_id) else {
+            tracing::debug!(instance_id = %msg.instance_id, "dropping message for unknown instance");
+            continue;
+        };
+        let delayed = msg.visible_at.map(micros).filter(|t| *t > now);
+        // A delayed message is checked when it becomes due, like a timer firing.
+        let check = delayed.is_none() && target.is_some();
+        if check
+            && target
+                .as_ref()
+                .is_some_and(|t| !transition::accepts_message(t, msg))
+        {
+            tracing::debug!(instance_id = %msg.instance_id, event = msg.event.kind.type_name(), "dropping message for finished instance or old execution");
+            continue;
+        }
+        to.push(msg.instance_id.as_str());
+        execution.push(msg.execution_id.as_deref());
+        visible.push(delayed.unwrap_or(now));
+        checked.push(check);
+        event.push(to_json(&msg.event)?);
+    }
+    if to.is_empty() {
+        return Ok(());
+    }
+    execute(
+        tx,
+        "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[], $5::text[])",
+        &[&to, &execution, &visible, &checked, &event],
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE instances i SET ready_at = LEAST(COALESCE(i.ready_at, v.t), v.t)
+         FROM (SELECT id, min(t) AS t FROM unnest($1::text[], $2::int8[]) AS u(id, t)
+               GROUP BY id) v
+         WHERE i.instance_id = v.id AND i.lease_token IS NULL",
+        &[&to, &visible],
+    )
+    .await?;
+    fx.orchestrations = true;
+    Ok(())
+}
+
+/// Creates an instance (applying the reuse policy) and queues its start.
+pub(crate) async fn create(
+    tx: &Tx<'_>,
+    ctx: &Ctx,
+    request: &CreateInstanceRequest,
+    parent: Option<ParentInstance>,
+    now: Timestamp,
+    fx: &mut Effects,
+) -> Res<()> {
+    let existing = load(tx, &request.instance_id, false, true)
+        .await?
+        .map(|r| r.meta);
+    let decision = transition::check_reuse(existing.as_ref(), &request.reuse_policy)?;
+    // Validate the new instance before touching the old one.
+    let (meta, start) = transition::create_instance(request, parent, now, &ctx.limits)?;
+    let id = &request.instance_id;
+    if decision == Reuse::TerminateAndReplace {
+        let notice = transition::terminated_for_replacement(
+            id,
+            &load_history_start(tx, id).await?,
+            &load_inbox(tx, id).await?,
+            now,
+        );
+        if let Some(notice) = notice {
+            deliver(tx, &[notice], micros(now), fx).await?;
+        }
+    }
+    if decision != Reuse::Create {
+        // Replace: the old instance goes away; a worker still holding its
+        // lease gets LeaseLost.
+        delete_instance(tx, id).await?;
+    }
+    insert_instance(tx, &meta).await?;
+    deliver(tx, &[start], micros(now), fx).await?;
+    fx.touched.push(id.clone());
+    Ok(())
+}
+
+/// Creates a sub-orchestration; if that is refused, tells the parent instead.
+async fn create_child(
+    tx: &Tx<'_>,
+    ctx: &Ctx,
+    child: &NewInstance,
+    now: Timestamp,
+    fx: &mut Effects,
+) -> Res<()> {
+    tx.batch_execute("SAVEPOINT child").await?;
+    match create(tx, ctx, &child.request, Some(child.parent.clone()), now, fx).await {
+        Ok(()) => Ok(tx.batch_execute("RELEASE SAVEPOINT child").await?),
+        Err(Fail::Backend(e)) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT child; RELEASE SAVEPOINT child")
+                .await?;
+            deliver(tx, &[child.creation_failed(&e, now)], micros(now), fx).await
+        }
+        // A database error (a conflict to retry, a lost connection) is the
+        // whole transaction's.
+        Err(e) => Err(e),
+    }
+}
+
+fn set_aside_error(id: &str) -> BackendError {
+    BackendError::Other(format!(
+        "instance \"{id}\" was set aside because one of its rows could not be read (the \
+         error was logged when it happened); repair the row and connect again to run it, or \
+         purge it by id to delete it"
+    ))
+}
+
+pub(crate) async fn get_instance<C: GenericClient>(
+    c: &C,
+    id: &str,
+    payloads: bool,
+) -> Res<Option<InstanceMetadata>> {
+    match load(c, id, payloads, false).await? {
+        Some(row) if row.lease_token == Some(SET_ASIDE) => Err(set_aside_error(id).into()),
+        row => Ok(row.map(|r| r.meta)),
+    }
+}
+
+pub(crate) async fn get_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
+    if load(c, id, false, false).await?.is_none() {
+        return Err(BackendError::NotFound(id.to_string()).into());
+    }
+    load_history(c, id).await
+}
+
+/// Queues a client's event (raise, terminate, suspend, resume), setting the
+/// status at once where the transition core says so.
+pub(crate) async fn control(
+    tx: &Tx<'_>,
+    id: &str,
+    request: ControlRequest,
+    fx: &mut Effects,
+) -> Res<()> {
+    let now = chrono::Utc::now();
+    let row = load(tx, id, false, true)
+        .await?
+        .ok_or_else(|| BackendError::NotFound(id.to_string()))?;
+    if row.lease_token == Some(SET_ASIDE) && !matches!(request, ControlRequest::RaiseEvent { .. }) {
+        return Err(set_aside_error(id).into());
+    }
+    let mut meta = row.meta;
+    let Some((event, status)) = request.decide(id, meta.status)? else {
+        return Ok(());
+    };
+    if let Some(st) = status {
+        meta.status = st;
+        meta.last_updated_at = now;
+        update_status(tx, &meta).await?;
+    }
+    let msg = InstanceMessage {
+        instance_id: id.to_string(),
+        execution_id: Some(meta.execution_id.clone()),
+        event: HistoryEvent::new(now, event),
+        visible_at: None,
+    };
+    deliver(tx, &[msg], micros(now), fx).await?;
+    fx.touched.push(id.to_string());
+    Ok(())
+}
+
+pub(crate) async fn purge(
+    tx: &Tx<'_>,
+    target: &PurgeTarget,
+    recursive: bool,
+    fx: &mut Effects,
+) -> Res<usize> {
+    let mut roots: Vec<String> = match target {
+        PurgeTarget::Instance(id) => {
+            let row = load(tx, id, false, true)
+                .await?
+                .ok_or_else(|| BackendError::NotFound(id.clone()))?;
+            if row.lease_token != Some(SET_ASIDE) && !row.meta.status.is_terminal() {
+                return Err(BackendError::InvalidState {
+                    id: id.clone(),
+                    operation: "purge",
+                    status: row.meta.status,
+                }
+                .into());
+            }
+            vec![id.clone()]
+        }
+        PurgeTarget::Filter {
+            created_from,
+            created_to,
+            statuses,
+        } => {
+            let wanted: Vec<String> = OrchestrationStatus::ALL
+                .into_iter()
+                .filter(|s| s.is_terminal() && (statuses.is_empty() || statuses.contains(s)))
+                .map(|s| s.to_string())
+                .collect();
+            query(
+                tx,
+                "SELECT instance_id FROM instances
+                 WHERE status = ANY($1) AND created_at >= $2 AND created_at < $3
+                 ORDER BY instance_id",
+                &[
+                    &wanted,
+                    &created_from.map(micros).unwrap_or(i64::MIN),
+                    &created_to.map(micros).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+        }
+    };
+    let mut count = 0;
+    while let Some(id) = roots.pop() {
+        let Some(row) = load(tx, &id, false, true).await? else {
+            continue;
+        };
+        let set_aside = row.lease_token == Some(SET_ASIDE);
+        if !row.meta.status.is_terminal()
+            && !(set_aside && matches!(target, PurgeTarget::Instance(named) if *named == id))
+        {
+            continue;
+        }
+        if recursive {
+            match load_history(tx, &id).await {
+                Ok(history) => roots.extend(transition::all_children(&history)),
+                Err(e) if set_aside => {
+                    tracing::error!(instance_id = %id, error = %BackendError::from(e), "purging a set-aside instance whose history cannot be read: its sub-orchestrations, if any, are kept");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        delete_instance(tx, &id).await?;
+        fx.touched.push(id);
+        count += 1;
+    }
+    Ok(count)
+}
+
+pub(crate) async fn query_instances<C: GenericClient>(c: &C, q: &InstanceQuery) -> Res<QueryPage> {
+    let page = q.effective_page_size();
+    let after = q.continuation_token.clone().unwrap_or_default();
+    let prefix = q.instance_id_prefix.clone();
+    let end = prefix.as_deref().and_then(prefix_successor);
+    let from = q.created_from.map(micros).unwrap_or(i64::MIN);
+    let to = q.created_to.map(micros).unwrap_or(i64::MAX);
+    let statuses: Vec<String> = q.statuses.iter().map(|s| s.to_string()).collect();
+    let limit = page as i64 + 1;
+    let rows = query(
+        c,
+        "SELECT instance_id, meta, input, output, custom_status FROM instances
+         WHERE instance_id > $1
+           AND ($2::text IS NULL OR instance_id >= $2)
+           AND ($3::text IS NULL OR instance_id < $3)
+           AND created_at >= $4 AND created_at < $5
+           AND (cardinality($6::text[]) = 0 OR status = ANY($6))
+         ORDER BY instance_id LIMIT $7",
+        &[&after, &prefix, &end, &from, &to, &statuses, &limit],
+    )
+    .await?;
+    let mut instances = Vec::new();
+    let mut more = false;
+    for r in rows {
+        if instances.len() == page {
+            more = true;
+            break;
+        }
+        let id: String = r.get(0);
+        let mut m = match parse_meta(&id, r.get(1)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(instance_id = %id, error = %e, "the query skips an instance whose row cannot be read");
+                continue;
+            }
+        };
+        if q.fetch_payloads {
+            m.input = r.get(2);
+            m.output = r.get(3);
+            m.custom_status = r.get(4);
+        }
+        instances.push(m);
+    }
+    let continuation_token = if more {
+        instances
+            .last()
+            .map(|m: &InstanceMetadata| m.instance_id.clone())
+    } else {
+        None
+    };
+    Ok(QueryPage {
+        instances,
+        continuation_token,
+    })
+}
+
+/// The smallest string greater than every string that starts with `prefix`,
+/// or `None` if there is none. Ids compare byte-wise (`COLLATE "C"`), and
+/// UTF-8 byte order is code point order, so bumping the last character that
+/// can be bumped is enough.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A leased instance, before its history is attached.
+struct Candidate {
+    id: String,
+    meta: InstanceMetadata,
+    history_len: i32,
+    events: Vec<HistoryEvent>,
+}
+
+/// Leases up to `max` instances that have work now, longest waiting first.
+/// Rows other workers are claiming are skipped (`SKIP LOCKED`), so workers
+/// never wait for each other.
+pub(crate) async fn lease_orchestrations(
+    tx: &Tx<'_>,
+    ctx: &Ctx,
+    max: i64,
+    fx: &mut Effects,
+) -> Res<Leased<Vec<OrchestrationWorkItem>>> {
+    let now_ts = chrono::Utc::now();
+    let now = micros(now_ts);
+    let rows = query(
+        tx,
+        "SELECT instance_id, meta, history_len FROM instances WHERE ready_at <= $1
+         ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        &[&now, &max],
+    )
+    .await?;
+    if rows.is_empty() {
+        let next: Option<i64> = query(
+            tx,
+            "SELECT min(ready_at) FROM instances WHERE ready_at IS NOT NULL",
+            &[],
+        )
+        .await?
+        .first()
+        .and_then(|r| r.get(0));
+        return Ok(Leased::Idle(next));
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let inbox = query(
+        tx,
+        "SELECT seq, instance_id, execution_id, checked, event FROM inbox
+         WHERE instance_id = ANY($1) AND visible_at <= $2 ORDER BY visible_at, seq",
+        &[&ids, &now],
+    )
+    .await?;
+    let mut by_instance: HashMap<String, Vec<tokio_postgres::Row>> = HashMap::new();
+    for r in inbox {
+        by_instance.entry(r.get(1)).or_default().push(r);
+    }
+    let (mut dropped, mut finished, mut idle, mut waiting, mut set_aside) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut leased_seqs = Vec::new();
+    let mut leased = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        let read = || -> Result<Option<(Candidate, Vec<i64>, Vec<i64>)>, BackendError> {
+            let meta = parse_meta(&id, r.get(1))?;
+            if meta.status.is_terminal() {
+                return Ok(None);
+            }
+            let (mut events, mut seqs, mut drop) = (Vec::new(), Vec::new(), Vec::new());
+            for m in by_instance.get(&id).map(Vec::as_slice).unwrap_or_default() {
+                let seq: i64 = m.get(0);
+                let event = parse_event(&id, "inbox", m.get(4))?;
+                let checked: bool = m.get(3);
+                if !checked {
+                    let msg = InstanceMessage {
+                        instance_id: id.clone(),
+                        execution_id: m.get(2),
+                        event,
+                        visible_at: None,
+                    };
+                    if !transition::accepts_message(&meta, &msg) {
+                        drop.push(seq);
+                        continue;
+                    }
+                    events.push(msg.event);
+                } else {
+                    events.push(event);
+                }
+                seqs.push(seq);
+            }
+            let candidate = Candidate {
+                id: id.clone(),
+                meta,
+                history_len: r.get(2),
+                events,
+            };
+            Ok(Some((candidate, seqs, drop)))
+        };
+        match read() {
+            Ok(None) => finished.push(id),
+            Ok(Some((c, seqs, drop))) => {
+                dropped.extend(drop);
+                if c.events.is_empty() {
+                    idle.push(c.id);
+                } else if !transition::runnable(c.history_len == 0, &c.events) {
+                    waiting.push(c.id);
+                } else {
+                    leased_seqs.extend(seqs);
+                    leased.push(c);
+                }
+            }
+            Err(e) => {
+                tracing::error!(instance_id = %id, error = %e, "a row of the instance cannot be read; the instance is set aside");
+                set_aside.push(id);
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        execute(tx, "DELETE FROM inbox WHERE seq = ANY($1)", &[&dropped]).await?;
+    }
+    if !finished.is_empty() {
+        execute(
+            tx,
+            "DELETE FROM inbox WHERE instance_id = ANY($1)",
+            &[&finished],
+        )
+        .await?;
+        idle.extend(finished);
+    }
+    if !idle.is_empty() {
+        release(tx, &idle).await?;
+    }
+    for id in waiting {
+        // Not started yet (e.g. an event raised before a delayed start):
+        // wait for the start, or a terminate, whichever is queued first.
+        let next = next_start_or_terminate(tx, &id).await?;
+        execute(
+            tx,
+            "UPDATE instances SET ready_at = $2 WHERE instance_id = $1",
+            &[&id, &next],
+        )
+        .await?;
+    }
+    if !set_aside.is_empty() {
+        execute(
+            tx,
+            "UPDATE instances SET lease_token = $2, lease_expires = NULL, ready_at = NULL,
+                    lease_owner = NULL
+             WHERE instance_id = ANY($1)",
+            &[&set_aside, &SET_ASIDE],
+        )
+        .await?;
+        fx.touched.extend(set_aside);
+    }
+    if leased.is_empty() {
+        return Ok(Leased::Item(Vec::new()));
+    }
+    let token = new_token();
+    let expires = now.saturating_add(ctx.lease_micros);
+    let leased_ids: Vec<&str> = leased.iter().map(|c| c.id.as_str()).collect();
+    execute(
+        tx,
+        "UPDATE inbox SET lease_token = $2 WHERE seq = ANY($1)",
+        &[&leased_seqs, &token],
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE instances SET lease_token = $2, lease_expires = $3, ready_at = $3,
+                lease_owner = $4
+         WHERE instance_id = ANY($1)",
+        &[&leased_ids, &token, &expires, &ctx.owner],
+    )
+    .await?;
+    let mut histories: HashMap<String, Arc<Vec<HistoryEvent>>> = HashMap::new();
+    let mut missing = Vec::new();
+    {
+        let cache = cache(ctx);
+        for c in &leased {
+            match cache.get(&c.id, &c.meta.execution_id, c.history_len) {
+                Some(h) => {
+                    histories.insert(c.id.clone(), h);
+                }
+                None if c.history_len == 0 => {
+                    histories.insert(c.id.clone(), Arc::default());
+                }
+                None => missing.push(c.id.as_str()),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let rows = query(
+            tx,
+            "SELECT instance_id, event FROM history WHERE instance_id = ANY($1)
+             ORDER BY instance_id, seq",
+            &[&missing],
+        )
+        .await?;
+        let mut loaded: HashMap<String, Vec<HistoryEvent>> = HashMap::new();
+        for r in rows {
+            let id: String = r.get(0);
+            let e = parse_event(&id, "history", r.get(1))?;
+            loaded.entry(id).or_default().push(e);
+        }
+        let mut cache = cache(ctx);
+        for (id, h) in loaded {
+            let h = Arc::new(h);
+            if let Some(c) = leased.iter().find(|c| c.id == id) {
+                cache.put(id.clone(), c.meta.execution_id.clone(), h.clone());
+            }
+            histories.insert(id, h);
+        }
+    }
+    let items = leased
+        .into_iter()
+        .map(|c| OrchestrationWorkItem {
+            past_events: histories.remove(&c.id).unwrap_or_default(),
+            instance_id: c.id,
+            execution_id: c.meta.execution_id,
+            new_events: transition::episode_events(c.events, now_ts),
+            completion_token: token.to_string(),
+        })
+        .collect();
+    Ok(Leased::Item(items))
+}
+
+fn lost(what: &str) -> Fail {
+    BackendError::LeaseLost(what.to_string()).into()
+}
+
+/// Applies an episode's result.
+pub(crate) async fn complete_orchestration(
+    tx: &Tx<'_>,
+    ctx: &Ctx,
+    item: OrchestrationWorkItem,
+    result: &OrchestratorResult,
+    fx: &mut Effects,
+) -> Res<()> {
+    let now_ts = chrono::Utc::now();
+    let now = micros(now_ts);
+    let id = item.instance_id.clone();
+    let token: i64 = item.completion_token.parse().map_err(|_| lost(&id))?;
+    let row = load(tx, &id, true, true).await?.ok_or_else(|| lost(&id))?;
+    if row.lease_token != Some(token) {
+        return Err(lost(&id));
+    }
+    // Drop the cached copy so the item's history is the only reference and
+    // can grow in place.
+    cache(ctx).remove(&id);
+    let mut past = item.past_events;
+    if past.len() as i64 != row.history_len as i64 || item.execution_id != row.meta.execution_id {
+        past = Arc::new(load_history(tx, &id).await?);
+    }
+    let outcome = transition::apply_episode(
+        &row.meta,
+        &past,
+        &item.new_events,
+        result,
+        now_ts,
+        &ctx.limits,
+    );
+    execute(
+        tx,
+        "DELETE FROM inbox WHERE instance_id = $1 AND lease_token = $2",
+        &[&id, &token],
+    )
+    .await?;
+    let meta = outcome.metadata;
+    let (history_len, new_history) = match outcome.history {
+        HistoryUpdate::Append(events) => {
+            if !events.is_empty() {
+                let seqs: Vec<i32> = (0..events.len() as i32)
+                    .map(|i| row.history_len + i)
+                    .collect();
+                let types: Vec<&str> = events.iter().map(|e| e.kind.type_name()).collect();
+                let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+                execute(
+                    tx,
+                    "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
+                     SELECT $1, s, $2, t, e FROM unnest($3::int4[], $4::text[], $5::text[])
+                                                AS u(s, t, e)",
+                    &[&id, &meta.execution_id, &seqs, &types, &texts],
+                )
+                .await?;
+            }
+            let len = row.history_len + events.len() as i32;
+            Arc::make_mut(&mut past).extend(events);
+            (len, past)
+        }
+        HistoryUpdate::Restart { inbox_front } => {
+            execute(tx, "DELETE FROM history WHERE instance_id = $1", &[&id]).await?;
+            // Results of the old execution's tasks still queued would match
+            // the new execution's tasks of the same sequence numbers.
+            let queued = query(
+                tx,
+                "SELECT seq, event FROM inbox WHERE instance_id = $1",
+                &[&id],
+            )
+            .await?;
+            let stale: Vec<i64> = queued
+                .iter()
+                .filter(|r| {
+                    serde_json::from_str::<HistoryEvent>(r.get(1))
+                        .is_ok_and(|e| !transition::survives_restart(&e))
+                })
+                .map(|r| r.get(0))
+                .collect();
+            if !stale.is_empty() {
+                execute(tx, "DELETE FROM inbox WHERE seq = ANY($1)", &[&stale]).await?;
+            }
+            if !inbox_front.is_empty() {
+                // Ahead of everything already queued.
+                let visible: Vec<i64> = (0..inbox_front.len() as i64)
+                    .map(|i| i64::MIN + i)
+                    .collect();
+                let texts = inbox_front
+                    .iter()
+                    .map(to_json)
+                    .collect::<Result<Vec<_>, _>>()?;
+                execute(
+                    tx,
+                    "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+                     SELECT $1, $2, v, true, e FROM unnest($3::int8[], $4::text[]) AS u(v, e)",
+                    &[&id, &meta.execution_id, &visible, &texts],
+                )
+                .await?;
+            }
+            (0, Arc::new(Vec::new()))
+        }
+    };
+    if meta.status.is_terminal() {
+        execute(tx, "DELETE FROM inbox WHERE instance_id = $1", &[&id]).await?;
+    }
+    let out = outcome.outbox;
+    if !out.activities.is_empty() {
+        let n = out.activities.len();
+        let (mut ids, mut executions, mut tasks, mut names, mut versions, mut inputs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for a in &out.activities {
+            ids.push(a.instance_id.as_str());
+            executions.push(a.execution_id.as_str());
+            tasks.push(a.task_id);
+            names.push(a.name.as_str());
+            versions.push(a.version.as_deref());
+            inputs.push(a.input.as_deref());
+        }
+        execute(
+            tx,
+            "INSERT INTO activities (instance_id, execution_id, task_id, name, version, input,
+                                     visible_at)
+             SELECT i, e, t, n, v, p, $7 FROM unnest($1::text[], $2::text[], $3::int4[],
+                                                     $4::text[], $5::text[], $6::text[])
+                                          AS u(i, e, t, n, v, p)",
+            &[&ids, &executions, &tasks, &names, &versions, &inputs, &now],
+        )
+        .await?;
+        fx.activities = true;
+    }
+    for child in &out.new_instances {
+        create_child(tx, ctx, child, now_ts, fx).await?;
+    }
+    deliver(tx, &out.messages, now, fx).await?;
+    // Last, so `ready_at` counts the messages this episode sent itself.
+    execute(
+        tx,
+        "UPDATE instances SET execution_id = $2, status = $3, meta = $4, input = $5,
+                output = $6, custom_status = $7, history_len = $8,
+                lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
+                ready_at = (SELECT min(visible_at) FROM inbox WHERE instance_id = $1)
+         WHERE instance_id = $1",
+        &[
+            &id,
+            &meta.execution_id,
+            &meta.status.to_string(),
+            &meta_json(&meta)?,
+            &meta.input,
+            &meta.output,
+            &meta.custom_status,
+            &history_len,
+        ],
+    )
+    .await?;
+    fx.touched.push(id.clone());
+    fx.orchestrations = true;
+    // Cached before the commit; the caller clears the entry if the
+    // transaction does not commit.
+    if !meta.status.is_terminal() {
+        cache(ctx).put(id, meta.execution_id, new_history);
+    }
+    Ok(())
+}
+
+/// Forgets the cached history of an instance (a transaction that would
+/// have updated it did not commit).
+pub(crate) fn forget(ctx: &Ctx, id: &str) {
+    cache(ctx).remove(id);
+}
+
+pub(crate) async fn abandon_orchestration(
+    tx: &Tx<'_>,
+    item: &OrchestrationWorkItem,
+    fx: &mut Effects,
+) -> Res<()> {
+    let id = &item.instance_id;
+    let token: i64 = item.completion_token.parse().map_err(|_| lost(id))?;
+    let row = load(tx, id, false, true).await?.ok_or_else(|| lost(id))?;
+    if row.lease_token != Some(token) {
+        return Err(lost(id));
+    }
+    execute(
+        tx,
+        "UPDATE inbox SET lease_token = NULL WHERE instance_id = $1 AND lease_token = $2",
+        &[id, &token],
+    )
+    .await?;
+    release(tx, std::slice::from_ref(id)).await?;
+    fx.orchestrations = true;
+    Ok(())
+}
+
+pub(crate) async fn renew_orchestration<C: GenericClient>(
+    c: &C,
+    ctx: &Ctx,
+    item: &OrchestrationWorkItem,
+) -> Res<()> {
+    let id = &item.instance_id;
+    let token: i64 = item.completion_token.parse().map_err(|_| lost(id))?;
+    let expires = now_micros().saturating_add(ctx.lease_micros);
+    let n = execute(
+        c,
+        "UPDATE instances SET lease_expires = $3, ready_at = $3, lease_owner = $4
+         WHERE instance_id = $1 AND lease_token = $2",
+        &[id, &token, &expires, &ctx.owner],
+    )
+    .await?;
+    if n == 0 {
+        return Err(lost(id));
+    }
+    Ok(())
+}
+
+/// Leases up to `max` activities, longest waiting first, in one statement.
+pub(crate) async fn lease_activities<C: GenericClient>(
+    c: &C,
+    ctx: &Ctx,
+    max: i64,
+) -> Res<Leased<Vec<ActivityWorkItem>>> {
+    let now = now_micros();
+    let token = new_token();
+    let rows = query(
+        c,
+        "WITH picked AS (
+             SELECT id FROM activities WHERE visible_at <= $1
+             ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE activities a SET lease_token = $3, visible_at = $4, lease_owner = $5
+         FROM picked WHERE a.id = picked.id
+         RETURNING a.id, a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input",
+        &[
+            &now,
+            &max,
+            &token,
+            &now.saturating_add(ctx.lease_micros),
+            &ctx.owner,
+        ],
+    )
+    .await?;
+    if rows.is_empty() {
+        let next: Option<i64> = query(c, "SELECT min(visible_at) FROM activities", &[])
+            .await?
+            .first()
+            .and_then(|r| r.get(0));
+        return Ok(Leased::Idle(next));
+    }
+    let mut items: Vec<(i64, ActivityWorkItem)> = rows
+        .into_iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            (
+                id,
+                ActivityWorkItem {
+                    instance_id: r.get(1),
+                    execution_id: r.get(2),
+                    task_id: r.get(3),
+                    name: r.get(4),
+                    version: r.get(5),
+                    input: r.get(6),
+                    completion_token: format!("{id}:{token}"),
+                },
+            )
+        })
+        .collect();
+    items.sort_by_key(|(id, _)| *id);
+    Ok(Leased::Item(items.into_iter().map(|(_, i)| i).collect()))
+}
+
+fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
+    let bad = || lost(&item.completion_token);
+    let (id, token) = item.completion_token.split_once(':').ok_or_else(bad)?;
+    Ok((
+        id.parse().map_err(|_| bad())?,
+        token.parse().map_err(|_| bad())?,
+    ))
+}
+
+pub(crate) async fn complete_activity(
+    tx: &Tx<'_>,
+    ctx: &Ctx,
+    item: &ActivityWorkItem,
+    outcome: TaskOutcome,
+    fx: &mut Effects,
+) -> Res<()> {
+    let now_ts = chrono::Utc::now();
+    let (rowid, token) = activity_lease(item)?;
+    let row = query_opt(
+        tx,
+        "DELETE FROM activities WHERE id = $1 AND lease_token = $2
+         RETURNING task_id, name, instance_id, execution_id",
+        &[&rowid, &token],
+    )
+    .await?
+    .ok_or_else(|| lost(&item.completion_token))?;
+    let name: String = row.get(1);
+    let event = transition::activity_completion(row.get(0), outcome, &name, now_ts, &ctx.limits);
+    let msg = InstanceMessage {
+        instance_id: row.get(2),
+        execution_id: Some(row.get(3)),
+        event,
+        visible_at: None,
+    };
+    deliver(tx, &[msg], micros(now_ts), fx).await
+}
+
+pub(crate) async fn renew_activity<C: GenericClient>(
+    c: &C,
+    ctx: &Ctx,
+    item: &ActivityWorkItem,
+) -> Res<()> {
+    let (rowid, token) = activity_lease(item)?;
+    let expires = now_micros().saturating_add(ctx.lease_micros);
+    let n = execute(
+        c,
+        "UPDATE activities SET visible_at = $3, lease_owner = $4
+         WHERE id = $1 AND lease_token = $2",
+        &[&rowid, &token, &expires, &ctx.owner],
+    )
+    .await?;
+    if n == 0 {
+        return Err(lost(&item.completion_token));
+    }
+    Ok(())
+}
+
+pub(crate) async fn abandon_activity<C: GenericClient>(
+    c: &C,
+    item: &ActivityWorkItem,
+    fx: &mut Effects,
+) -> Res<()> {
+    let (rowid, token) = activity_lease(item)?;
+    let n = execute(
+        c,
+        "UPDATE activities SET lease_token = NULL, lease_owner = NULL, visible_at = $3
+         WHERE id = $1 AND lease_token = $2",
+        &[&rowid, &token, &now_micros()],
+    )
+    .await?;
+    if n == 0 {
+        return Err(lost(&item.completion_token));
+    }
+    fx.activities = true;
+    Ok(())
+}
+
+/// Gives set-aside instances another chance (at connect): their rows may
+/// have been repaired, or this build may read what an older one could not.
+pub(crate) async fn retry_set_aside<C: GenericClient>(c: &C) -> Res<u64> {
+    execute(
+        c,
+        "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
+                ready_at = (SELECT min(visible_at) FROM inbox
+                            WHERE inbox.instance_id = instances.instance_id)
+         WHERE lease_token = $1",
+        &[&SET_ASIDE],
+    )
+    .await
+}
