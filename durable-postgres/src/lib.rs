@@ -427,6 +427,18 @@ impl PostgresBackend {
         &self.shared.options
     }
 
+    /// How many clients of this backend are waiting in
+    /// [`wait_for_instance`](Backend::wait_for_instance) after reading
+    /// their instance (for tests that need a waiter parked before they act).
+    #[doc(hidden)]
+    pub fn parked_waiters(&self) -> usize {
+        self.shared
+            .signals
+            .watchers
+            .parked
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client, BackendError> {
         self.shared.pool.get().await.map_err(error::pool_error)
     }
@@ -531,7 +543,10 @@ impl Backend for PostgresBackend {
             if now >= deadline {
                 return Err(BackendError::Timeout(timeout, instance_id.to_string()));
             }
+            let parked = &self.shared.signals.watchers.parked;
+            parked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = tokio::time::timeout(deadline - now, notified).await;
+            parked.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 

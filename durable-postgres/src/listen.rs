@@ -123,6 +123,8 @@ fn wake_workers(n: &Notify) {
 #[derive(Debug, Default)]
 pub(crate) struct Watchers {
     map: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    /// Waiters that have read their instance and are waiting to be woken.
+    pub(crate) parked: std::sync::atomic::AtomicUsize,
 }
 
 impl Watchers {
