@@ -112,7 +112,7 @@ use tokio_postgres::NoTls;
 pub const SCHEMA_VERSION: i32 = schema::SCHEMA_VERSION;
 
 /// Items leased per claim when work is plentiful.
-const PREFETCH: i64 = 8;
+const PREFETCH: i64 = 16;
 
 /// How often a transaction that conflicted with another is run again.
 const RETRIES: u32 = 8;
@@ -188,7 +188,9 @@ macro_rules! transaction {
             let result: Res<_> = async {
                 let $tx = client.transaction().await?;
                 let value = $body;
-                notify(&$tx, &shared.signals, &$fx).await?;
+                if !$fx.sent {
+                    notify(&$tx, &shared.signals, &$fx).await?;
+                }
                 $tx.commit().await?;
                 Ok(value)
             }
@@ -219,9 +221,7 @@ async fn notify(
     if payloads.is_empty() {
         return Ok(());
     }
-    let stmt = tx
-        .prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .await?;
+    let stmt = tx.prepare_cached(store::NOTIFY).await?;
     tx.execute(&stmt, &[&signals.channel, &payloads]).await?;
     Ok(())
 }
@@ -648,7 +648,8 @@ impl Backend for PostgresBackend {
         let mut first = Some(item);
         let done = transaction!(self, |tx, fx| {
             let item = first.take().unwrap_or_else(|| again.clone());
-            store::complete_orchestration(&tx, &ctx, item, &result, &mut fx).await?
+            store::complete_orchestration(&tx, &ctx, &self.shared.signals, item, &result, &mut fx)
+                .await?
         });
         if done.is_err() {
             // The cached history may hold events that were not committed.
@@ -703,10 +704,30 @@ impl Backend for PostgresBackend {
         item: &ActivityWorkItem,
         outcome: TaskOutcome,
     ) -> Result<(), BackendError> {
-        let ctx = self.shared.ctx.clone();
-        transaction!(self, |tx, fx| {
-            store::complete_activity(&tx, &ctx, item, outcome.clone(), &mut fx).await?
-        })
+        // One statement, so no transaction around it.
+        let mut attempt = 0;
+        loop {
+            let client = self.client().await?;
+            let mut fx = Effects::default();
+            let signals = &self.shared.signals;
+            match store::complete_activity(
+                &client,
+                &self.shared.ctx,
+                signals,
+                item,
+                outcome.clone(),
+                &mut fx,
+            )
+            .await
+            {
+                Ok(()) => {
+                    signals.wake(&fx);
+                    return Ok(());
+                }
+                Err(e) if retryable(&e) && attempt < RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn abandon_activity_item(&self, item: &ActivityWorkItem) -> Result<(), BackendError> {

@@ -269,6 +269,7 @@ mod tests {
             touched: vec!["b".into(), "a".into(), "a".into(), "x".repeat(7001)],
             orchestrations: true,
             activities: false,
+            sent: false,
         };
         let o = &s.origin;
         assert_eq!(

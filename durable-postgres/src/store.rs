@@ -7,6 +7,7 @@
 //! activities and messages it produces.
 
 use crate::error::{Fail, Res};
+use crate::listen::Signals;
 use deadpool_postgres::{GenericClient, Transaction};
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
@@ -95,6 +96,8 @@ pub(crate) struct Effects {
     pub(crate) orchestrations: bool,
     /// Activity work may be available.
     pub(crate) activities: bool,
+    /// The notifications were sent with the writes.
+    pub(crate) sent: bool,
 }
 
 /// The outcome of looking for work.
@@ -254,17 +257,18 @@ async fn delete_instance(tx: &Tx<'_>, id: &str) -> Res<()> {
 
 /// Releases the leases of `ids` and recomputes when each next needs a worker.
 async fn release(tx: &Tx<'_>, ids: &[String]) -> Res<()> {
-    execute(
-        tx,
-        "UPDATE instances SET lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
-                ready_at = (SELECT min(visible_at) FROM inbox
-                            WHERE inbox.instance_id = instances.instance_id)
-         WHERE instance_id = ANY($1)",
-        &[&ids],
-    )
-    .await?;
+    execute(tx, RELEASE, &[&ids]).await?;
     Ok(())
 }
+
+const RELEASE: &str =
+    "UPDATE instances SET lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
+        ready_at = (SELECT min(visible_at) FROM inbox
+                    WHERE inbox.instance_id = instances.instance_id)
+ WHERE instance_id = ANY($1)";
+
+/// Sends notifications (one per payload) on a channel.
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
 /// Events read with `sql` (selecting `event` for instance `$1`).
 async fn load_events<C: GenericClient>(
@@ -692,7 +696,9 @@ struct Candidate {
 
 /// Leases up to `max` instances that have work now, longest waiting first.
 /// Rows other workers are claiming are skipped (`SKIP LOCKED`), so workers
-/// never wait for each other.
+/// never wait for each other. One statement picks the instances and reads
+/// their due inbox; one pipelined batch writes the leases and reads the
+/// histories not cached.
 pub(crate) async fn lease_orchestrations(
     tx: &Tx<'_>,
     ctx: &Ctx,
@@ -703,8 +709,12 @@ pub(crate) async fn lease_orchestrations(
     let now = micros(now_ts);
     let rows = query(
         tx,
-        "SELECT instance_id, meta, history_len FROM instances WHERE ready_at <= $1
-         ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "WITH c AS (
+             SELECT instance_id, meta, history_len, ready_at FROM instances
+             WHERE ready_at <= $1 ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         SELECT c.instance_id, c.meta, c.history_len, i.seq, i.execution_id, i.checked, i.event
+         FROM c LEFT JOIN inbox i ON i.instance_id = c.instance_id AND i.visible_at <= $1
+         ORDER BY c.ready_at, c.instance_id, i.visible_at, i.seq",
         &[&now, &max],
     )
     .await?;
@@ -719,38 +729,36 @@ pub(crate) async fn lease_orchestrations(
         .and_then(|r| r.get(0));
         return Ok(Leased::Idle(next));
     }
-    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let inbox = query(
-        tx,
-        "SELECT seq, instance_id, execution_id, checked, event FROM inbox
-         WHERE instance_id = ANY($1) AND visible_at <= $2 ORDER BY visible_at, seq",
-        &[&ids, &now],
-    )
-    .await?;
-    let mut by_instance: HashMap<String, Vec<tokio_postgres::Row>> = HashMap::new();
-    for r in inbox {
-        by_instance.entry(r.get(1)).or_default().push(r);
+    // The rows of one instance are adjacent.
+    let mut groups: Vec<(String, Vec<tokio_postgres::Row>)> = Vec::new();
+    for r in rows {
+        let id: String = r.get(0);
+        match groups.last_mut() {
+            Some((last, rows)) if *last == id => rows.push(r),
+            _ => groups.push((id, vec![r])),
+        }
     }
     let (mut dropped, mut finished, mut idle, mut waiting, mut set_aside) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut leased_seqs = Vec::new();
     let mut leased = Vec::new();
-    for r in rows {
-        let id: String = r.get(0);
+    for (id, rows) in groups {
         let read = || -> Result<Option<(Candidate, Vec<i64>, Vec<i64>)>, BackendError> {
-            let meta = parse_meta(&id, r.get(1))?;
+            let meta = parse_meta(&id, rows[0].get(1))?;
             if meta.status.is_terminal() {
                 return Ok(None);
             }
             let (mut events, mut seqs, mut drop) = (Vec::new(), Vec::new(), Vec::new());
-            for m in by_instance.get(&id).map(Vec::as_slice).unwrap_or_default() {
-                let seq: i64 = m.get(0);
-                let event = parse_event(&id, "inbox", m.get(4))?;
-                let checked: bool = m.get(3);
+            for m in &rows {
+                let Some(seq) = m.get::<_, Option<i64>>(3) else {
+                    continue; // no inbox row (the outer join's empty side)
+                };
+                let event = parse_event(&id, "inbox", m.get(6))?;
+                let checked: bool = m.get(5);
                 if !checked {
                     let msg = InstanceMessage {
                         instance_id: id.clone(),
-                        execution_id: m.get(2),
+                        execution_id: m.get(4),
                         event,
                         visible_at: None,
                     };
@@ -767,7 +775,7 @@ pub(crate) async fn lease_orchestrations(
             let candidate = Candidate {
                 id: id.clone(),
                 meta,
-                history_len: r.get(2),
+                history_len: rows[0].get(2),
                 events,
             };
             Ok(Some((candidate, seqs, drop)))
@@ -791,63 +799,21 @@ pub(crate) async fn lease_orchestrations(
             }
         }
     }
-    if !dropped.is_empty() {
-        execute(tx, "DELETE FROM inbox WHERE seq = ANY($1)", &[&dropped]).await?;
-    }
-    if !finished.is_empty() {
-        execute(
-            tx,
-            "DELETE FROM inbox WHERE instance_id = ANY($1)",
-            &[&finished],
-        )
-        .await?;
-        idle.extend(finished);
-    }
-    if !idle.is_empty() {
-        release(tx, &idle).await?;
-    }
-    for id in waiting {
+    for id in &waiting {
         // Not started yet (e.g. an event raised before a delayed start):
         // wait for the start, or a terminate, whichever is queued first.
-        let next = next_start_or_terminate(tx, &id).await?;
+        let next = next_start_or_terminate(tx, id).await?;
         execute(
             tx,
             "UPDATE instances SET ready_at = $2 WHERE instance_id = $1",
-            &[&id, &next],
+            &[id, &next],
         )
         .await?;
     }
-    if !set_aside.is_empty() {
-        execute(
-            tx,
-            "UPDATE instances SET lease_token = $2, lease_expires = NULL, ready_at = NULL,
-                    lease_owner = NULL
-             WHERE instance_id = ANY($1)",
-            &[&set_aside, &SET_ASIDE],
-        )
-        .await?;
-        fx.touched.extend(set_aside);
-    }
-    if leased.is_empty() {
-        return Ok(Leased::Item(Vec::new()));
-    }
+    idle.extend(finished.iter().cloned());
     let token = new_token();
     let expires = now.saturating_add(ctx.lease_micros);
     let leased_ids: Vec<&str> = leased.iter().map(|c| c.id.as_str()).collect();
-    execute(
-        tx,
-        "UPDATE inbox SET lease_token = $2 WHERE seq = ANY($1)",
-        &[&leased_seqs, &token],
-    )
-    .await?;
-    execute(
-        tx,
-        "UPDATE instances SET lease_token = $2, lease_expires = $3, ready_at = $3,
-                lease_owner = $4
-         WHERE instance_id = ANY($1)",
-        &[&leased_ids, &token, &expires, &ctx.owner],
-    )
-    .await?;
     let mut histories: HashMap<String, Arc<Vec<HistoryEvent>>> = HashMap::new();
     let mut missing = Vec::new();
     {
@@ -864,20 +830,81 @@ pub(crate) async fn lease_orchestrations(
             }
         }
     }
-    if !missing.is_empty() {
-        let rows = query(
-            tx,
-            "SELECT instance_id, event FROM history WHERE instance_id = ANY($1)
-             ORDER BY instance_id, seq",
-            &[&missing],
+    let s_drop = tx
+        .prepare_cached("DELETE FROM inbox WHERE seq = ANY($1)")
+        .await?;
+    let s_finished = tx
+        .prepare_cached("DELETE FROM inbox WHERE instance_id = ANY($1)")
+        .await?;
+    let s_release = tx.prepare_cached(RELEASE).await?;
+    let s_set_aside = tx
+        .prepare_cached(
+            "UPDATE instances SET lease_token = $2, lease_expires = NULL, ready_at = NULL,
+                    lease_owner = NULL
+             WHERE instance_id = ANY($1)",
         )
         .await?;
-        let mut loaded: HashMap<String, Vec<HistoryEvent>> = HashMap::new();
-        for r in rows {
-            let id: String = r.get(0);
-            let e = parse_event(&id, "history", r.get(1))?;
-            loaded.entry(id).or_default().push(e);
+    let s_inbox = tx
+        .prepare_cached("UPDATE inbox SET lease_token = $2 WHERE seq = ANY($1)")
+        .await?;
+    let s_lease = tx
+        .prepare_cached(
+            "UPDATE instances SET lease_token = $2, lease_expires = $3, ready_at = $3,
+                    lease_owner = $4
+             WHERE instance_id = ANY($1)",
+        )
+        .await?;
+    let s_history = tx
+        .prepare_cached(
+            "SELECT instance_id, event FROM history WHERE instance_id = ANY($1)
+             ORDER BY instance_id, seq",
+        )
+        .await?;
+    let drop_p: [&(dyn ToSql + Sync); 1] = [&dropped];
+    let finished_p: [&(dyn ToSql + Sync); 1] = [&finished];
+    let release_p: [&(dyn ToSql + Sync); 1] = [&idle];
+    let set_aside_p: [&(dyn ToSql + Sync); 2] = [&set_aside, &SET_ASIDE];
+    let inbox_p: [&(dyn ToSql + Sync); 2] = [&leased_seqs, &token];
+    let lease_p: [&(dyn ToSql + Sync); 4] = [&leased_ids, &token, &expires, &ctx.owner];
+    let mut batch: Vec<Write<'_>> = Vec::new();
+    if !dropped.is_empty() {
+        batch.push(write(tx, &s_drop, &drop_p));
+    }
+    if !finished.is_empty() {
+        batch.push(write(tx, &s_finished, &finished_p));
+    }
+    if !idle.is_empty() {
+        batch.push(write(tx, &s_release, &release_p));
+    }
+    if !set_aside.is_empty() {
+        batch.push(write(tx, &s_set_aside, &set_aside_p));
+    }
+    if !leased.is_empty() {
+        batch.push(write(tx, &s_inbox, &inbox_p));
+        batch.push(write(tx, &s_lease, &lease_p));
+    }
+    let history_rows = async {
+        if missing.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tx.query(&s_history, &[&missing]).await
         }
+    };
+    let ((), history_rows) = futures::future::try_join(pipelined(batch), async {
+        history_rows.await.map_err(Fail::from)
+    })
+    .await?;
+    fx.touched.extend(set_aside);
+    if leased.is_empty() {
+        return Ok(Leased::Item(Vec::new()));
+    }
+    let mut loaded: HashMap<String, Vec<HistoryEvent>> = HashMap::new();
+    for r in history_rows {
+        let id: String = r.get(0);
+        let e = parse_event(&id, "history", r.get(1))?;
+        loaded.entry(id).or_default().push(e);
+    }
+    {
         let mut cache = cache(ctx);
         for (id, h) in loaded {
             let h = Arc::new(h);
@@ -904,10 +931,89 @@ fn lost(what: &str) -> Fail {
     BackendError::LeaseLost(what.to_string()).into()
 }
 
-/// Applies an episode's result.
+/// A write of a pipelined batch.
+type Write<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// Runs `writes` pipelined: all are sent at once and the server runs them
+/// in order, so the batch costs one round trip.
+async fn pipelined(writes: Vec<Write<'_>>) -> Res<()> {
+    futures::future::try_join_all(writes).await?;
+    Ok(())
+}
+
+fn write<'a>(
+    tx: &'a Tx<'_>,
+    stmt: &'a tokio_postgres::Statement,
+    params: &'a [&'a (dyn ToSql + Sync)],
+) -> Write<'a> {
+    Box::pin(async move { tx.execute(stmt, params).await.map(|_| ()) })
+}
+
+/// Columns of messages queued unchecked (see [`queue_unchecked`]).
+#[derive(Default)]
+struct Queued<'a> {
+    to: Vec<&'a str>,
+    execution: Vec<Option<&'a str>>,
+    visible: Vec<i64>,
+    event: Vec<String>,
+}
+
+impl<'a> Queued<'a> {
+    fn of(msgs: &'a [InstanceMessage], now: i64) -> Result<Self, BackendError> {
+        let mut q = Queued::default();
+        for m in msgs {
+            q.to.push(&m.instance_id);
+            q.execution.push(m.execution_id.as_deref());
+            q.visible
+                .push(m.visible_at.map(micros).filter(|t| *t > now).unwrap_or(now));
+            q.event.push(to_json(&m.event)?);
+        }
+        Ok(q)
+    }
+}
+
+/// Queues messages sent by workers (an episode's outbox, an activity's
+/// result) without reading their targets first: they are checked
+/// against the target's status and execution when it is leased
+/// (`accepts_message`, in [`lease_orchestrations`]), exactly as timers
+/// are. Every such message that names an execution is a task, timer or
+/// sub-orchestration result, which does not survive a continue-as-new
+/// either way, so checking later decides the same as checking now.
+/// Messages for instances that do not exist are dropped.
+const QUEUE_UNCHECKED: &str =
+    "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+     SELECT u.i, u.x, u.v, false, u.e FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])
+                             AS u(i, x, v, e)
+     WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = u.i)";
+
+/// Brings the targets' `ready_at` forward to their messages (unless leased:
+/// then it is recomputed when the lease ends).
+const READY_SOONER: &str = "UPDATE instances i SET ready_at = LEAST(COALESCE(i.ready_at, v.t), v.t)
+     FROM (SELECT id, min(t) AS t FROM unnest($1::text[], $2::int8[]) AS u(id, t)
+           GROUP BY id) v
+     WHERE i.instance_id = v.id AND i.lease_token IS NULL";
+
+/// How an episode changes the stored history.
+enum HistoryWrite {
+    Append {
+        seqs: Vec<i32>,
+        types: Vec<&'static str>,
+        texts: Vec<String>,
+    },
+    Restart {
+        visible: Vec<i64>,
+        texts: Vec<String>,
+    },
+}
+
+/// Applies an episode's result: one statement to lock and check the
+/// instance, then every write in one pipelined batch.
 pub(crate) async fn complete_orchestration(
     tx: &Tx<'_>,
     ctx: &Ctx,
+    signals: &Signals,
     item: OrchestrationWorkItem,
     result: &OrchestratorResult,
     fx: &mut Effects,
@@ -935,138 +1041,205 @@ pub(crate) async fn complete_orchestration(
         now_ts,
         &ctx.limits,
     );
-    execute(
-        tx,
-        "DELETE FROM inbox WHERE instance_id = $1 AND lease_token = $2",
-        &[&id, &token],
-    )
-    .await?;
     let meta = outcome.metadata;
-    let (history_len, new_history) = match outcome.history {
+    let out = outcome.outbox;
+    // Sub-orchestrations first: each reads what it replaces.
+    for child in &out.new_instances {
+        create_child(tx, ctx, child, now_ts, fx).await?;
+    }
+    // What a continue-as-new drops needs a read first (rare).
+    let stale: Vec<i64> = match &outcome.history {
+        HistoryUpdate::Restart { .. } => query(
+            tx,
+            "SELECT seq, event FROM inbox WHERE instance_id = $1 AND lease_token IS DISTINCT FROM $2",
+            &[&id, &token],
+        )
+        .await?
+        .iter()
+        .filter(|r| {
+            serde_json::from_str::<HistoryEvent>(r.get(1))
+                .is_ok_and(|e| !transition::survives_restart(&e))
+        })
+        .map(|r| r.get(0))
+        .collect(),
+        HistoryUpdate::Append(_) => Vec::new(),
+    };
+
+    // Everything below goes out in one batch; build the parameters first.
+    let s_taken = tx
+        .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND lease_token = $2")
+        .await?;
+    let status = meta.status.to_string();
+    let meta_text = meta_json(&meta)?;
+    let terminal = meta.status.is_terminal();
+    let (history_len, new_history, history_write) = match outcome.history {
         HistoryUpdate::Append(events) => {
-            if !events.is_empty() {
-                let seqs: Vec<i32> = (0..events.len() as i32)
-                    .map(|i| row.history_len + i)
-                    .collect();
-                let types: Vec<&str> = events.iter().map(|e| e.kind.type_name()).collect();
-                let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
-                execute(
-                    tx,
-                    "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
-                     SELECT $1, s, $2, t, e FROM unnest($3::int4[], $4::text[], $5::text[])
-                                                AS u(s, t, e)",
-                    &[&id, &meta.execution_id, &seqs, &types, &texts],
-                )
-                .await?;
-            }
             let len = row.history_len + events.len() as i32;
+            let seqs: Vec<i32> = (0..events.len() as i32)
+                .map(|i| row.history_len + i)
+                .collect();
+            let types: Vec<&'static str> = events.iter().map(|e| e.kind.type_name()).collect();
+            let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
             Arc::make_mut(&mut past).extend(events);
-            (len, past)
+            (len, past, HistoryWrite::Append { seqs, types, texts })
         }
         HistoryUpdate::Restart { inbox_front } => {
-            execute(tx, "DELETE FROM history WHERE instance_id = $1", &[&id]).await?;
-            // Results of the old execution's tasks still queued would match
-            // the new execution's tasks of the same sequence numbers.
-            let queued = query(
-                tx,
-                "SELECT seq, event FROM inbox WHERE instance_id = $1",
-                &[&id],
-            )
-            .await?;
-            let stale: Vec<i64> = queued
-                .iter()
-                .filter(|r| {
-                    serde_json::from_str::<HistoryEvent>(r.get(1))
-                        .is_ok_and(|e| !transition::survives_restart(&e))
-                })
-                .map(|r| r.get(0))
+            // Ahead of everything already queued.
+            let visible: Vec<i64> = (0..inbox_front.len() as i64)
+                .map(|i| i64::MIN + i)
                 .collect();
-            if !stale.is_empty() {
-                execute(tx, "DELETE FROM inbox WHERE seq = ANY($1)", &[&stale]).await?;
-            }
-            if !inbox_front.is_empty() {
-                // Ahead of everything already queued.
-                let visible: Vec<i64> = (0..inbox_front.len() as i64)
-                    .map(|i| i64::MIN + i)
-                    .collect();
-                let texts = inbox_front
-                    .iter()
-                    .map(to_json)
-                    .collect::<Result<Vec<_>, _>>()?;
-                execute(
-                    tx,
-                    "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
-                     SELECT $1, $2, v, true, e FROM unnest($3::int8[], $4::text[]) AS u(v, e)",
-                    &[&id, &meta.execution_id, &visible, &texts],
-                )
-                .await?;
-            }
-            (0, Arc::new(Vec::new()))
+            let texts = inbox_front
+                .iter()
+                .map(to_json)
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                0,
+                Arc::new(Vec::new()),
+                HistoryWrite::Restart { visible, texts },
+            )
         }
     };
-    if meta.status.is_terminal() {
-        execute(tx, "DELETE FROM inbox WHERE instance_id = $1", &[&id]).await?;
+    let s_history = tx
+        .prepare_cached(
+            "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
+             SELECT $1, s, $2, t, e FROM unnest($3::int4[], $4::text[], $5::text[]) AS u(s, t, e)",
+        )
+        .await?;
+    let s_clear_history = tx
+        .prepare_cached("DELETE FROM history WHERE instance_id = $1")
+        .await?;
+    let s_drop_seqs = tx
+        .prepare_cached("DELETE FROM inbox WHERE seq = ANY($1)")
+        .await?;
+    let s_front = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+             SELECT $1, $2, v, true, e FROM unnest($3::int8[], $4::text[]) AS u(v, e)",
+        )
+        .await?;
+    let s_clear_inbox = tx
+        .prepare_cached("DELETE FROM inbox WHERE instance_id = $1")
+        .await?;
+    let n = out.activities.len();
+    let (mut a_ids, mut a_execs, mut a_tasks, mut a_names, mut a_versions, mut a_inputs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for a in &out.activities {
+        a_ids.push(a.instance_id.as_str());
+        a_execs.push(a.execution_id.as_str());
+        a_tasks.push(a.task_id);
+        a_names.push(a.name.as_str());
+        a_versions.push(a.version.as_deref());
+        a_inputs.push(a.input.as_deref());
     }
-    let out = outcome.outbox;
-    if !out.activities.is_empty() {
-        let n = out.activities.len();
-        let (mut ids, mut executions, mut tasks, mut names, mut versions, mut inputs) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for a in &out.activities {
-            ids.push(a.instance_id.as_str());
-            executions.push(a.execution_id.as_str());
-            tasks.push(a.task_id);
-            names.push(a.name.as_str());
-            versions.push(a.version.as_deref());
-            inputs.push(a.input.as_deref());
-        }
-        execute(
-            tx,
+    let s_activities = tx
+        .prepare_cached(
             "INSERT INTO activities (instance_id, execution_id, task_id, name, version, input,
                                      visible_at)
              SELECT i, e, t, n, v, p, $7 FROM unnest($1::text[], $2::text[], $3::int4[],
                                                      $4::text[], $5::text[], $6::text[])
                                           AS u(i, e, t, n, v, p)",
-            &[&ids, &executions, &tasks, &names, &versions, &inputs, &now],
         )
         .await?;
+    let queued = Queued::of(&out.messages, now)?;
+    let s_queue = tx.prepare_cached(QUEUE_UNCHECKED).await?;
+    let s_ready = tx.prepare_cached(READY_SOONER).await?;
+    // Last, so `ready_at` counts the messages this episode sent itself.
+    let s_instance = tx
+        .prepare_cached(
+            "UPDATE instances SET execution_id = $2, status = $3, meta = $4, input = $5,
+                    output = $6, custom_status = $7, history_len = $8,
+                    lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
+                    ready_at = (SELECT min(visible_at) FROM inbox WHERE instance_id = $1)
+             WHERE instance_id = $1",
+        )
+        .await?;
+    if !out.activities.is_empty() {
         fx.activities = true;
     }
-    for child in &out.new_instances {
-        create_child(tx, ctx, child, now_ts, fx).await?;
-    }
-    deliver(tx, &out.messages, now, fx).await?;
-    // Last, so `ready_at` counts the messages this episode sent itself.
-    execute(
-        tx,
-        "UPDATE instances SET execution_id = $2, status = $3, meta = $4, input = $5,
-                output = $6, custom_status = $7, history_len = $8,
-                lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
-                ready_at = (SELECT min(visible_at) FROM inbox WHERE instance_id = $1)
-         WHERE instance_id = $1",
-        &[
-            &id,
-            &meta.execution_id,
-            &meta.status.to_string(),
-            &meta_json(&meta)?,
-            &meta.input,
-            &meta.output,
-            &meta.custom_status,
-            &history_len,
-        ],
-    )
-    .await?;
-    fx.touched.push(id.clone());
+    // Messages may have arrived for this instance during the episode.
     fx.orchestrations = true;
-    // Cached before the commit; the caller clears the entry if the
+    if meta.status != row.meta.status {
+        fx.touched.push(id.clone());
+    }
+    let payloads = signals.payloads(fx);
+    let s_notify = tx.prepare_cached(NOTIFY).await?;
+    fx.sent = true;
+
+    let taken_p: [&(dyn ToSql + Sync); 2] = [&id, &token];
+    let clear_p: [&(dyn ToSql + Sync); 1] = [&id];
+    let stale_p: [&(dyn ToSql + Sync); 1] = [&stale];
+    let activities_p: [&(dyn ToSql + Sync); 7] = [
+        &a_ids,
+        &a_execs,
+        &a_tasks,
+        &a_names,
+        &a_versions,
+        &a_inputs,
+        &now,
+    ];
+    let queue_p: [&(dyn ToSql + Sync); 4] = [
+        &queued.to,
+        &queued.execution,
+        &queued.visible,
+        &queued.event,
+    ];
+    let ready_p: [&(dyn ToSql + Sync); 2] = [&queued.to, &queued.visible];
+    let instance_p: [&(dyn ToSql + Sync); 8] = [
+        &id,
+        &meta.execution_id,
+        &status,
+        &meta_text,
+        &meta.input,
+        &meta.output,
+        &meta.custom_status,
+        &history_len,
+    ];
+    let notify_p: [&(dyn ToSql + Sync); 2] = [&signals.channel, &payloads];
+    let history_p: [&(dyn ToSql + Sync); 5];
+    let front_p: [&(dyn ToSql + Sync); 4];
+    let mut batch: Vec<Write<'_>> = vec![write(tx, &s_taken, &taken_p)];
+    match &history_write {
+        HistoryWrite::Append { seqs, types, texts } => {
+            if !seqs.is_empty() {
+                history_p = [&id, &meta.execution_id, seqs, types, texts];
+                batch.push(write(tx, &s_history, &history_p));
+            }
+        }
+        HistoryWrite::Restart { visible, texts } => {
+            batch.push(write(tx, &s_clear_history, &clear_p));
+            if !stale.is_empty() {
+                batch.push(write(tx, &s_drop_seqs, &stale_p));
+            }
+            if !texts.is_empty() {
+                front_p = [&id, &meta.execution_id, visible, texts];
+                batch.push(write(tx, &s_front, &front_p));
+            }
+        }
+    }
+    if terminal {
+        batch.push(write(tx, &s_clear_inbox, &clear_p));
+    }
+    if !a_ids.is_empty() {
+        batch.push(write(tx, &s_activities, &activities_p));
+    }
+    if !queued.to.is_empty() {
+        batch.push(write(tx, &s_queue, &queue_p));
+        batch.push(write(tx, &s_ready, &ready_p));
+    }
+    batch.push(write(tx, &s_instance, &instance_p));
+    if !payloads.is_empty() {
+        batch.push(write(tx, &s_notify, &notify_p));
+    }
+    pipelined(batch).await?;
+    // Cached before the commit; the caller forgets the entry if the
     // transaction does not commit.
-    if !meta.status.is_terminal() {
+    if !terminal {
         cache(ctx).put(id, meta.execution_id, new_history);
     }
     Ok(())
@@ -1184,32 +1357,48 @@ fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
     ))
 }
 
-pub(crate) async fn complete_activity(
-    tx: &Tx<'_>,
+/// Records an activity's outcome and queues it for its orchestration, in
+/// one statement (so one round trip, and no transaction around it): the
+/// activity row is deleted only while the lease is current, and the
+/// result is queued only if it was.
+pub(crate) async fn complete_activity<C: GenericClient>(
+    c: &C,
     ctx: &Ctx,
+    signals: &Signals,
     item: &ActivityWorkItem,
     outcome: TaskOutcome,
     fx: &mut Effects,
 ) -> Res<()> {
     let now_ts = chrono::Utc::now();
+    let now = micros(now_ts);
     let (rowid, token) = activity_lease(item)?;
-    let row = query_opt(
-        tx,
-        "DELETE FROM activities WHERE id = $1 AND lease_token = $2
-         RETURNING task_id, name, instance_id, execution_id",
-        &[&rowid, &token],
+    let event =
+        transition::activity_completion(item.task_id, outcome, &item.name, now_ts, &ctx.limits);
+    let event = to_json(&event)?;
+    fx.orchestrations = true;
+    let payloads = signals.payloads(fx);
+    fx.sent = true;
+    let done = query_opt(
+        c,
+        "WITH done AS (
+             DELETE FROM activities WHERE id = $1 AND lease_token = $2
+             RETURNING instance_id, execution_id),
+         queued AS (
+             INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+             SELECT instance_id, execution_id, $3, false, $4 FROM done
+             RETURNING instance_id),
+         ready AS (
+             UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, $3), $3)
+             WHERE instance_id IN (SELECT instance_id FROM queued) AND lease_token IS NULL)
+         SELECT (SELECT string_agg(pg_notify($5, p)::text, '') FROM unnest($6::text[]) AS p)
+         FROM done",
+        &[&rowid, &token, &now, &event, &signals.channel, &payloads],
     )
-    .await?
-    .ok_or_else(|| lost(&item.completion_token))?;
-    let name: String = row.get(1);
-    let event = transition::activity_completion(row.get(0), outcome, &name, now_ts, &ctx.limits);
-    let msg = InstanceMessage {
-        instance_id: row.get(2),
-        execution_id: Some(row.get(3)),
-        event,
-        visible_at: None,
-    };
-    deliver(tx, &[msg], micros(now_ts), fx).await
+    .await?;
+    if done.is_none() {
+        return Err(lost(&item.completion_token));
+    }
+    Ok(())
 }
 
 pub(crate) async fn renew_activity<C: GenericClient>(
