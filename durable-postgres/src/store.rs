@@ -211,27 +211,6 @@ async fn load<C: GenericClient>(c: &C, id: &str, payloads: bool, lock: bool) -> 
     }))
 }
 
-async fn insert_instance(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
-    execute(
-        tx,
-        "INSERT INTO instances (instance_id, execution_id, status, created_at, meta, input,
-                                output, custom_status, history_len)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
-        &[
-            &m.instance_id,
-            &m.execution_id,
-            &m.status.to_string(),
-            &micros(m.created_at),
-            &meta_json(m)?,
-            &m.input,
-            &m.output,
-            &m.custom_status,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Writes metadata only (the payload columns keep their values).
 async fn update_status(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
     execute(
@@ -450,8 +429,49 @@ pub(crate) async fn create(
         // lease gets LeaseLost.
         delete_instance(tx, id).await?;
     }
-    insert_instance(tx, &meta).await?;
-    deliver(tx, &[start], micros(now), fx).await?;
+    // The new instance and its start, in one pipelined batch. The start is
+    // accepted by the instance it creates (pending, same execution), so it
+    // is queued checked unless it is delayed (then it is checked when due).
+    let now = micros(now);
+    let delayed = start.visible_at.map(micros).filter(|t| *t > now);
+    let visible = delayed.unwrap_or(now);
+    let s_instance = tx
+        .prepare_cached(
+            "INSERT INTO instances (instance_id, execution_id, status, created_at, meta, input,
+                                    output, custom_status, history_len, ready_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+        )
+        .await?;
+    let s_start = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, execution_id, visible_at, checked, event)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    let (status, meta_text, event) = (
+        meta.status.to_string(),
+        meta_json(&meta)?,
+        to_json(&start.event)?,
+    );
+    let instance_p: [&(dyn ToSql + Sync); 9] = [
+        &meta.instance_id,
+        &meta.execution_id,
+        &status,
+        &micros(meta.created_at),
+        &meta_text,
+        &meta.input,
+        &meta.output,
+        &meta.custom_status,
+        &visible,
+    ];
+    let checked = delayed.is_none();
+    let start_p: [&(dyn ToSql + Sync); 5] = [id, &start.execution_id, &visible, &checked, &event];
+    pipelined(vec![
+        write(tx, &s_instance, &instance_p),
+        write(tx, &s_start, &start_p),
+    ])
+    .await?;
+    fx.orchestrations = true;
     fx.touched.push(id.clone());
     Ok(())
 }
