@@ -36,8 +36,8 @@
 //! # Delivery
 //!
 //! Writes end with `pg_notify`; each backend listens on one dedicated
-//! connection and wakes its idle workers and waiting clients (see
-//! [`listen`](crate#delivery) in docs/postgres.md). Clients waiting for an
+//! connection and wakes its idle workers and waiting clients (docs/postgres.md
+//! in the repository has the details, the schema and the settings). Clients waiting for an
 //! instance are woken by notifications about that instance, never by
 //! polling. Idle workers also look again when the next timer falls due
 //! and after [`PostgresOptions::poll_interval`], in case a notification
@@ -57,7 +57,7 @@
 //! # Not yet
 //!
 //! TLS is not supported yet: connect over a trusted network or a local
-//! socket (a URL asking for `sslmode=require` is refused by the driver).
+//! socket (a URL asking for `sslmode=require` is refused at connect).
 //! Times are taken from the clocks of the worker machines; keep them
 //! synchronised (NTP).
 //!
@@ -318,6 +318,13 @@ impl PostgresBackend {
             _ => search_path,
         };
         config.options(&pg_options);
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(ConnectError::InvalidOption(
+                "the URL asks for TLS (sslmode=require), which durable-postgres does not \
+                 support yet; connect over a trusted network or a local socket"
+                    .into(),
+            ));
+        }
         let (host, port) = server_of(&config);
         let unreachable = |detail: String| ConnectError::Unreachable {
             host: host.clone(),

@@ -100,6 +100,11 @@ async fn bad_urls_and_schema_names_are_refused_before_connecting() {
         .await
         .expect_err("a schema name that needs quoting was accepted");
     assert!(e.to_string().contains("not allowed"), "{e}");
+    let url = format!("{}?sslmode=require", TestCluster::shared().url());
+    let e = PostgresBackend::connect(&url)
+        .await
+        .expect_err("a URL asking for TLS was accepted");
+    assert!(e.to_string().contains("does not support yet"), "{e}");
 }
 
 #[tokio::test]
