@@ -10,9 +10,9 @@ use crate::scenarios::Sizes;
 use clap::{Args, ValueEnum};
 use durable_grpc::testing::{PeerServer, PyProcess};
 use durable_grpc::{GrpcBackend, GrpcOptions};
-use durable_runtime::backend::transition::Limits;
 use durable_postgres::testing::TestCluster;
 use durable_postgres::{PostgresBackend, PostgresOptions};
+use durable_runtime::backend::transition::Limits;
 use durable_runtime::{Backend, MemoryBackend};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -277,9 +277,7 @@ impl BackendFactory {
     /// Scenario sizes to use unless overridden on the command line.
     pub(crate) fn default_sizes(&self) -> Sizes {
         match self.args.backend {
-            BackendKind::Memory | BackendKind::Sqlite | BackendKind::Postgres => {
-                Sizes::default()
-            }
+            BackendKind::Memory | BackendKind::Sqlite | BackendKind::Postgres => Sizes::default(),
             // A sidecar is a network hop per call, and the Python test
             // sidecar serves gRPC from 10 threads (its work-item stream and
             // every pending wait hold one): small runs, no uncached long
@@ -331,7 +329,9 @@ impl BackendFactory {
                     limits,
                     ..PostgresOptions::default()
                 };
-                Ok(Arc::new(PostgresBackend::connect_with(&url, options).await?))
+                Ok(Arc::new(
+                    PostgresBackend::connect_with(&url, options).await?,
+                ))
             }
             // The sidecar keeps its own limits; each run gets a new
             // connection to the same sidecar (instance ids do not repeat).

@@ -613,9 +613,11 @@ pub(crate) async fn purge(
             continue;
         };
         let set_aside = row.lease_token == Some(SET_ASIDE);
-        if !row.meta.status.is_terminal()
-            && !(set_aside && matches!(target, PurgeTarget::Instance(named) if *named == id))
-        {
+        // A set-aside instance runs no more whatever its status says, and
+        // purging it by id is how it is deleted.
+        let named = matches!(target, PurgeTarget::Instance(named) if *named == id);
+        let purgeable = row.meta.status.is_terminal() || (set_aside && named);
+        if !purgeable {
             continue;
         }
         if recursive {
@@ -763,7 +765,10 @@ pub(crate) async fn lease_orchestrations(
     let mut leased_seqs = Vec::new();
     let mut leased = Vec::new();
     for (id, rows) in groups {
-        let read = || -> Result<Option<(Candidate, Vec<i64>, Vec<i64>)>, BackendError> {
+        // The candidate (`None` if finished), the inbox rows it takes and
+        // those that no longer apply.
+        type Read = Option<(Candidate, Vec<i64>, Vec<i64>)>;
+        let read = || -> Result<Read, BackendError> {
             let meta = parse_meta(&id, rows[0].get(1))?;
             if meta.status.is_terminal() {
                 return Ok(None);
