@@ -3,15 +3,17 @@
 //! backends sharing a schema, and two backends (two pools, as two
 //! processes would have) sharing the work of one task hub.
 
+mod support;
+
 use durable_postgres::testing::TestCluster;
 use durable_postgres::{ConnectError, PostgresBackend, PostgresOptions, SCHEMA_VERSION};
 use durable_runtime::backend::{Backend, CreateInstanceRequest, IdReusePolicy, WaitFor};
 use durable_runtime::history::{EventKind, OrchestrationStatus};
 use durable_runtime::{ActivityError, Client, Registry, ScheduleOptions, Worker};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::check_no_duplicates;
 
 /// How long anything that should happen may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -359,25 +361,4 @@ async fn two_backends_share_the_work_and_apply_each_episode_once() {
         "both workers must take part: activities run per worker {counts:?}"
     );
     println!("activities run per worker: {counts:?} (of {})", 60 * 12);
-}
-
-/// No task is scheduled or completed twice, and no timer fires twice.
-fn check_no_duplicates(id: &str, history: &[durable_runtime::history::HistoryEvent]) {
-    let (mut scheduled, mut completed) = (HashSet::new(), HashSet::new());
-    for e in history {
-        let fresh = match &e.kind {
-            EventKind::TaskScheduled { .. }
-            | EventKind::TimerCreated { .. }
-            | EventKind::SubOrchestrationInstanceCreated { .. } => scheduled.insert(e.event_id),
-            EventKind::TaskCompleted {
-                task_scheduled_id, ..
-            }
-            | EventKind::SubOrchestrationInstanceCompleted {
-                task_scheduled_id, ..
-            } => completed.insert(*task_scheduled_id),
-            EventKind::TimerFired { timer_id, .. } => completed.insert(*timer_id),
-            _ => true,
-        };
-        assert!(fresh, "instance {id}: duplicated event {e:?}");
-    }
 }
