@@ -362,3 +362,75 @@ async fn two_backends_share_the_work_and_apply_each_episode_once() {
     );
     println!("activities run per worker: {counts:?} (of {})", 60 * 12);
 }
+
+/// Every connection of the backends is killed three times mid-run (as a
+/// restarting server or a dropping network would): the pools connect
+/// again, failed operations are retried or their work delivered again,
+/// and every orchestration completes once with its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_survives_connections_killed_mid_run() {
+    let schema = TestCluster::shared().fresh_schema();
+    let options = || PostgresOptions {
+        lease_duration: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(200),
+        ..PostgresOptions::default()
+    };
+    let registry = Registry::new()
+        .activity_fn(
+            "inc",
+            |_c, x: i64| async move { Ok::<_, ActivityError>(x + 1) },
+        )
+        .orchestrator_fn("chain", |ctx, x: i64| async move {
+            let mut v = x;
+            for _ in 0..5 {
+                v = ctx.call_activity_by_name("inc", &v).await?;
+            }
+            Ok(v)
+        });
+    let worker_side: Arc<dyn Backend> = Arc::new(connect(&schema, options()).await);
+    let worker = Worker::new(worker_side, registry).start().unwrap();
+    let client_backend = Arc::new(connect(&schema, options()).await);
+    let client = Client::new(client_backend.clone());
+    let mut ids = Vec::new();
+    for i in 0..40i64 {
+        let id = client
+            .schedule_by_name("chain", &i, ScheduleOptions::default())
+            .await
+            .unwrap();
+        ids.push((id, i));
+    }
+    let admin = admin().await;
+    let mut killed = 0i64;
+    for (n, (id, i)) in ids.iter().enumerate() {
+        if [0, 10, 25].contains(&n) {
+            killed += admin
+                .query_one(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = 'durable' AND pid <> pg_backend_pid()) t",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+        // A wait cut off by a killed connection is simply asked again.
+        let state = within(
+            "an orchestration after its connections were killed",
+            async {
+                loop {
+                    match client.wait_for_completion(id, LIMIT).await {
+                        Ok(state) => break state,
+                        Err(e) if e.to_string().contains("connection") => continue,
+                        Err(e) => panic!("{id}: {e}"),
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(state.output::<i64>().unwrap(), i + 5, "{id}");
+        check_no_duplicates(id, &client_backend.get_history(id).await.unwrap());
+    }
+    assert!(killed >= 3, "connections were killed: {killed}");
+    println!("killed {killed} connections in three rounds; all 40 orchestrations completed");
+    worker.shutdown().await;
+}
