@@ -434,3 +434,75 @@ async fn work_survives_connections_killed_mid_run() {
     println!("killed {killed} connections in three rounds; all 40 orchestrations completed");
     worker.shutdown().await;
 }
+
+/// An instance one of whose rows cannot be read (here: an event of a kind
+/// this build does not know) is set aside: the others still run, clients
+/// asking about it are told why, a new connection retries it, and purging
+/// it by id deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_sets_its_instance_aside_and_the_rest_runs() {
+    let schema = TestCluster::shared().fresh_schema();
+    let b = connect(&schema, PostgresOptions::default()).await;
+    b.create_instance(request("bad")).await.unwrap();
+    admin()
+        .await
+        .batch_execute(&format!(
+            "UPDATE {schema}.inbox SET event = '{{\"type\":\"FromTheFuture\"}}'
+             WHERE instance_id = 'bad'"
+        ))
+        .await
+        .unwrap();
+    b.create_instance(request("good")).await.unwrap();
+    let item = within(
+        "the readable instance's episode",
+        b.next_orchestration_item(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        item.instance_id, "good",
+        "the unreadable instance was handed out"
+    );
+    let e = b
+        .get_instance("bad", false)
+        .await
+        .expect_err("a set-aside instance was read");
+    assert!(e.to_string().contains("set aside"), "{e}");
+    let e = b
+        .terminate("bad", None, false)
+        .await
+        .expect_err("a set-aside instance was terminated");
+    assert!(e.to_string().contains("set aside"), "{e}");
+    // Connecting again retries it (and it is still unreadable).
+    let again = connect(&schema, PostgresOptions::default()).await;
+    let meta = again.get_instance("bad", false).await.unwrap();
+    assert_eq!(meta.map(|m| m.status), Some(OrchestrationStatus::Pending));
+    // The next claim meets it first (it waited longest), sets it aside
+    // again and hands out the instance behind it.
+    again.create_instance(request("other")).await.unwrap();
+    let item = within(
+        "the next instance's episode",
+        again.next_orchestration_item(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        item.instance_id, "other",
+        "the unreadable instance was handed out"
+    );
+    assert!(
+        again.get_instance("bad", false).await.is_err(),
+        "it was not set aside again"
+    );
+    assert_eq!(
+        again
+            .purge(
+                durable_runtime::backend::PurgeTarget::Instance("bad".into()),
+                false
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(again.get_instance("bad", false).await.unwrap().is_none());
+}
