@@ -91,15 +91,11 @@ impl TestCluster {
     }
 
     fn start() -> Result<TestCluster, String> {
-        let bin = find_bin_dir().ok_or_else(|| {
-            format!(
-                "PostgreSQL is not installed: the durable-postgres tests start a throwaway \
-                 server with initdb and pg_ctl, and found neither on PATH nor in \
-                 /usr/lib/postgresql/*/bin. Install it with `{INSTALL_COMMAND}` (Debian or \
-                 Ubuntu; as root, after apt-get update), or set {URL_VARIABLE} to the URL \
-                 of a server to use"
-            )
-        })?;
+        let bin = find_bin_dir(
+            std::env::var_os("PATH").as_deref(),
+            Path::new("/usr/lib/postgresql"),
+        )
+        .ok_or_else(missing_message)?;
         let run_as = if is_root() {
             Some(unprivileged_user()?)
         } else {
@@ -219,17 +215,28 @@ impl TestCluster {
     }
 }
 
-/// The directory holding `initdb` and `pg_ctl`.
-fn find_bin_dir() -> Option<PathBuf> {
+/// What a test run without PostgreSQL is told.
+fn missing_message() -> String {
+    format!(
+        "PostgreSQL is not installed: the durable-postgres tests start a throwaway server \
+         with initdb and pg_ctl, and found neither on PATH nor in /usr/lib/postgresql/*/bin. \
+         Install it with `{INSTALL_COMMAND}` (Debian or Ubuntu; as root, after apt-get \
+         update), or set {URL_VARIABLE} to the URL of a server to use"
+    )
+}
+
+/// The directory holding `initdb` and `pg_ctl`: the first on `path`, else
+/// the newest `<lib>/<version>/bin` (Debian's layout).
+fn find_bin_dir(path: Option<&std::ffi::OsStr>, lib: &Path) -> Option<PathBuf> {
     let has_both = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
+    if let Some(path) = path {
+        for d in std::env::split_paths(path) {
             if has_both(&d) {
                 return Some(d);
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(lib)
         .ok()?
         .filter_map(|e| {
             let e = e.ok()?;
@@ -287,4 +294,47 @@ fn free_port() -> Result<u16, String> {
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("finding a free loopback port failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temporary directory.
+    fn scratch() -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("durable-pg-find-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn install(bin: &Path) {
+        std::fs::create_dir_all(bin).unwrap();
+        for tool in ["initdb", "pg_ctl"] {
+            std::fs::write(bin.join(tool), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_tools_are_found_on_path_or_in_the_newest_debian_version() {
+        let d = scratch();
+        let lib = d.join("lib");
+        assert_eq!(find_bin_dir(None, &lib), None, "nothing installed");
+        install(&lib.join("13").join("bin"));
+        install(&lib.join("15").join("bin"));
+        std::fs::create_dir_all(lib.join("16").join("bin")).unwrap(); // empty
+        assert_eq!(find_bin_dir(None, &lib), Some(lib.join("15").join("bin")));
+        let on_path = d.join("path-bin");
+        install(&on_path);
+        let path = std::env::join_paths([d.join("nothing"), on_path.clone()]).unwrap();
+        assert_eq!(find_bin_dir(Some(&path), &lib), Some(on_path));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_missing_installation_says_how_to_install_it() {
+        let m = missing_message();
+        assert!(m.contains("apt-get install -y postgresql"), "{m}");
+        assert!(m.contains(URL_VARIABLE), "{m}");
+    }
 }
