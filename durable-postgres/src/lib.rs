@@ -86,6 +86,7 @@ mod options;
 mod schema;
 mod store;
 pub mod testing;
+mod tx;
 
 pub use error::ConnectError;
 pub use options::PostgresOptions;
@@ -180,18 +181,19 @@ macro_rules! transaction {
         let shared = &$backend.shared;
         let mut attempt = 0u32;
         loop {
-            let mut client = match shared.pool.get().await {
-                Ok(c) => c,
+            let $tx = match shared.pool.get().await {
+                Ok(c) => tx::Tx::new(c),
                 Err(e) => break Err(error::pool_error(e)),
             };
             let mut $fx = Effects::default();
             let result: Res<_> = async {
-                let $tx = client.transaction().await?;
                 let value = $body;
-                if !$fx.sent {
-                    notify(&$tx, &shared.signals, &$fx).await?;
+                if !$tx.is_done() {
+                    // The notifications and the commit, in one round trip.
+                    let nothing = Effects::default();
+                    let fx = if $fx.sent { &nothing } else { &$fx };
+                    commit_notifying(&$tx, &shared.signals, fx).await?;
                 }
-                $tx.commit().await?;
                 Ok(value)
             }
             .await;
@@ -200,40 +202,41 @@ macro_rules! transaction {
                     shared.signals.wake(&$fx);
                     break Ok(value);
                 }
-                Err(e) if retryable(&e) && attempt < RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(attempt, error = ?e, "a transaction conflicted with another; running it again");
+                Err(e) => {
+                    $tx.rollback().await;
+                    if retryable(&e) && attempt < RETRIES {
+                        attempt += 1;
+                        tracing::debug!(attempt, error = ?e, "a transaction conflicted with another; running it again");
+                    } else {
+                        break Err(BackendError::from(e));
+                    }
                 }
-                Err(e) => break Err(BackendError::from(e)),
             }
         }
     }};
 }
 
-/// Sends the notifications that tell other backends about `fx` (delivered
-/// when the transaction commits).
-async fn notify(
-    tx: &deadpool_postgres::Transaction<'_>,
-    signals: &Signals,
-    fx: &Effects,
-) -> Res<()> {
+/// Commits `tx` with the notifications for `fx`, in one round trip.
+async fn commit_notifying(tx: &tx::Tx, signals: &Signals, fx: &Effects) -> Res<()> {
     let payloads = signals.payloads(fx);
-    if payloads.is_empty() {
-        return Ok(());
+    let stmt = tx::Conn::prepare_cached(tx, store::NOTIFY).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&signals.channel, &payloads];
+    let mut writes: Vec<tx::Write<'_>> = Vec::new();
+    if !payloads.is_empty() {
+        writes.push(Box::pin(async {
+            tx::Conn::execute(tx, &stmt, &params).await.map(|_| ())
+        }));
     }
-    let stmt = tx.prepare_cached(store::NOTIFY).await?;
-    tx.execute(&stmt, &[&signals.channel, &payloads]).await?;
+    tx.commit_with(writes).await?;
     Ok(())
 }
 
 async fn give_back_orchestration(pool: &Pool, signals: &Signals, item: OrchestrationWorkItem) {
     let result: Res<()> = async {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
+        let tx = tx::Tx::new(pool.get().await?);
         let mut fx = Effects::default();
         store::abandon_orchestration(&tx, &item, &mut fx).await?;
-        notify(&tx, signals, &fx).await?;
-        tx.commit().await?;
+        commit_notifying(&tx, signals, &fx).await?;
         signals.wake(&fx);
         Ok(())
     }
@@ -249,12 +252,10 @@ async fn give_back_orchestration(pool: &Pool, signals: &Signals, item: Orchestra
 
 async fn give_back_activity(pool: &Pool, signals: &Signals, item: ActivityWorkItem) {
     let result: Res<()> = async {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
+        let tx = tx::Tx::new(pool.get().await?);
         let mut fx = Effects::default();
         store::abandon_activity(&tx, &item, &mut fx).await?;
-        notify(&tx, signals, &fx).await?;
-        tx.commit().await?;
+        commit_notifying(&tx, signals, &fx).await?;
         signals.wake(&fx);
         Ok(())
     }
@@ -617,7 +618,8 @@ impl Backend for PostgresBackend {
             notified.as_mut().enable();
             let ctx = self.shared.ctx.clone();
             let leased = transaction!(self, |tx, fx| {
-                store::lease_orchestrations(&tx, &ctx, PREFETCH, &mut fx).await?
+                store::lease_orchestrations(&tx, &ctx, &self.shared.signals, PREFETCH, &mut fx)
+                    .await?
             })?;
             let next = match leased {
                 Leased::Item(items) => {

@@ -8,7 +8,7 @@
 
 use crate::error::{Fail, Res};
 use crate::listen::Signals;
-use deadpool_postgres::{GenericClient, Transaction};
+use crate::tx::{Conn, Tx, Write};
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
@@ -24,8 +24,6 @@ use durable_runtime::history::{
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::types::ToSql;
-
-type Tx<'a> = Transaction<'a>;
 
 /// What every operation needs besides the connection.
 #[derive(Debug)]
@@ -157,7 +155,7 @@ fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
     })
 }
 
-async fn query<C: GenericClient>(
+async fn query<C: Conn>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -166,7 +164,7 @@ async fn query<C: GenericClient>(
     Ok(c.query(&stmt, params).await?)
 }
 
-async fn query_opt<C: GenericClient>(
+async fn query_opt<C: Conn>(
     c: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -175,7 +173,7 @@ async fn query_opt<C: GenericClient>(
     Ok(c.query_opt(&stmt, params).await?)
 }
 
-async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<u64> {
+async fn execute<C: Conn>(c: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<u64> {
     let stmt = c.prepare_cached(sql).await?;
     Ok(c.execute(&stmt, params).await?)
 }
@@ -187,7 +185,7 @@ struct Row {
     lease_token: Option<i64>,
 }
 
-async fn load<C: GenericClient>(c: &C, id: &str, payloads: bool, lock: bool) -> Res<Option<Row>> {
+async fn load<C: Conn>(c: &C, id: &str, payloads: bool, lock: bool) -> Res<Option<Row>> {
     let sql = if lock {
         "SELECT meta, input, output, custom_status, history_len, lease_token
          FROM instances WHERE instance_id = $1 FOR UPDATE"
@@ -212,7 +210,7 @@ async fn load<C: GenericClient>(c: &C, id: &str, payloads: bool, lock: bool) -> 
 }
 
 /// Writes metadata only (the payload columns keep their values).
-async fn update_status(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
+async fn update_status(tx: &Tx, m: &InstanceMetadata) -> Res<()> {
     execute(
         tx,
         "UPDATE instances SET status = $2, meta = $3 WHERE instance_id = $1",
@@ -222,7 +220,7 @@ async fn update_status(tx: &Tx<'_>, m: &InstanceMetadata) -> Res<()> {
     Ok(())
 }
 
-async fn delete_instance(tx: &Tx<'_>, id: &str) -> Res<()> {
+async fn delete_instance(tx: &Tx, id: &str) -> Res<()> {
     for sql in [
         "DELETE FROM instances WHERE instance_id = $1",
         "DELETE FROM history WHERE instance_id = $1",
@@ -235,7 +233,7 @@ async fn delete_instance(tx: &Tx<'_>, id: &str) -> Res<()> {
 }
 
 /// Releases the leases of `ids` and recomputes when each next needs a worker.
-async fn release(tx: &Tx<'_>, ids: &[String]) -> Res<()> {
+async fn release(tx: &Tx, ids: &[String]) -> Res<()> {
     execute(tx, RELEASE, &[&ids]).await?;
     Ok(())
 }
@@ -250,12 +248,7 @@ const RELEASE: &str =
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 
 /// Events read with `sql` (selecting `event` for instance `$1`).
-async fn load_events<C: GenericClient>(
-    c: &C,
-    sql: &str,
-    id: &str,
-    what: &str,
-) -> Res<Vec<HistoryEvent>> {
+async fn load_events<C: Conn>(c: &C, sql: &str, id: &str, what: &str) -> Res<Vec<HistoryEvent>> {
     let rows = query(c, sql, &[&id]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -264,7 +257,7 @@ async fn load_events<C: GenericClient>(
     Ok(out)
 }
 
-async fn load_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
+async fn load_history<C: Conn>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
     load_events(
         c,
         "SELECT event FROM history WHERE instance_id = $1 ORDER BY seq",
@@ -275,7 +268,7 @@ async fn load_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<HistoryEvent
 }
 
 /// The first events of a history: enough to hold its `ExecutionStarted`.
-async fn load_history_start(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
+async fn load_history_start(tx: &Tx, id: &str) -> Res<Vec<HistoryEvent>> {
     load_events(
         tx,
         "SELECT event FROM history WHERE instance_id = $1 ORDER BY seq LIMIT 8",
@@ -285,7 +278,7 @@ async fn load_history_start(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
     .await
 }
 
-async fn load_inbox(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
+async fn load_inbox(tx: &Tx, id: &str) -> Res<Vec<HistoryEvent>> {
     load_events(
         tx,
         "SELECT event FROM inbox WHERE instance_id = $1 ORDER BY visible_at, seq",
@@ -297,7 +290,7 @@ async fn load_inbox(tx: &Tx<'_>, id: &str) -> Res<Vec<HistoryEvent>> {
 
 /// When the earliest queued `ExecutionStarted` or `ExecutionTerminated` of an
 /// instance becomes visible, if any is queued.
-async fn next_start_or_terminate(tx: &Tx<'_>, id: &str) -> Res<Option<i64>> {
+async fn next_start_or_terminate(tx: &Tx, id: &str) -> Res<Option<i64>> {
     let rows = query(
         tx,
         "SELECT visible_at, event FROM inbox WHERE instance_id = $1 ORDER BY visible_at, seq",
@@ -323,7 +316,7 @@ async fn next_start_or_terminate(tx: &Tx<'_>, id: &str) -> Res<Option<i64>> {
 /// another execution), as the in-memory backend does. The targets' rows
 /// are locked first (in id order), so a message is checked against the
 /// status its target has when it is queued.
-async fn deliver(tx: &Tx<'_>, msgs: &[InstanceMessage], now: i64, fx: &mut Effects) -> Res<()> {
+async fn deliver(tx: &Tx, msgs: &[InstanceMessage], now: i64, fx: &mut Effects) -> Res<()> {
     if msgs.is_empty() {
         return Ok(());
     }
@@ -399,7 +392,7 @@ async fn deliver(tx: &Tx<'_>, msgs: &[InstanceMessage], now: i64, fx: &mut Effec
 
 /// Creates an instance (applying the reuse policy) and queues its start.
 pub(crate) async fn create(
-    tx: &Tx<'_>,
+    tx: &Tx,
     ctx: &Ctx,
     request: &CreateInstanceRequest,
     parent: Option<ParentInstance>,
@@ -478,7 +471,7 @@ pub(crate) async fn create(
 
 /// Creates a sub-orchestration; if that is refused, tells the parent instead.
 async fn create_child(
-    tx: &Tx<'_>,
+    tx: &Tx,
     ctx: &Ctx,
     child: &NewInstance,
     now: Timestamp,
@@ -506,7 +499,7 @@ fn set_aside_error(id: &str) -> BackendError {
     ))
 }
 
-pub(crate) async fn get_instance<C: GenericClient>(
+pub(crate) async fn get_instance<C: Conn>(
     c: &C,
     id: &str,
     payloads: bool,
@@ -517,7 +510,7 @@ pub(crate) async fn get_instance<C: GenericClient>(
     }
 }
 
-pub(crate) async fn get_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
+pub(crate) async fn get_history<C: Conn>(c: &C, id: &str) -> Res<Vec<HistoryEvent>> {
     if load(c, id, false, false).await?.is_none() {
         return Err(BackendError::NotFound(id.to_string()).into());
     }
@@ -527,7 +520,7 @@ pub(crate) async fn get_history<C: GenericClient>(c: &C, id: &str) -> Res<Vec<Hi
 /// Queues a client's event (raise, terminate, suspend, resume), setting the
 /// status at once where the transition core says so.
 pub(crate) async fn control(
-    tx: &Tx<'_>,
+    tx: &Tx,
     id: &str,
     request: ControlRequest,
     fx: &mut Effects,
@@ -560,7 +553,7 @@ pub(crate) async fn control(
 }
 
 pub(crate) async fn purge(
-    tx: &Tx<'_>,
+    tx: &Tx,
     target: &PurgeTarget,
     recursive: bool,
     fx: &mut Effects,
@@ -636,7 +629,7 @@ pub(crate) async fn purge(
     Ok(count)
 }
 
-pub(crate) async fn query_instances<C: GenericClient>(c: &C, q: &InstanceQuery) -> Res<QueryPage> {
+pub(crate) async fn query_instances<C: Conn>(c: &C, q: &InstanceQuery) -> Res<QueryPage> {
     let page = q.effective_page_size();
     let after = q.continuation_token.clone().unwrap_or_default();
     let prefix = q.instance_id_prefix.clone();
@@ -722,8 +715,9 @@ struct Candidate {
 /// their due inbox; one pipelined batch writes the leases and reads the
 /// histories not cached.
 pub(crate) async fn lease_orchestrations(
-    tx: &Tx<'_>,
+    tx: &Tx,
     ctx: &Ctx,
+    signals: &Signals,
     max: i64,
     fx: &mut Effects,
 ) -> Res<Leased<Vec<OrchestrationWorkItem>>> {
@@ -891,6 +885,11 @@ pub(crate) async fn lease_orchestrations(
     let set_aside_p: [&(dyn ToSql + Sync); 2] = [&set_aside, &SET_ASIDE];
     let inbox_p: [&(dyn ToSql + Sync); 2] = [&leased_seqs, &token];
     let lease_p: [&(dyn ToSql + Sync); 4] = [&leased_ids, &token, &expires, &ctx.owner];
+    fx.touched.extend(set_aside.iter().cloned());
+    let payloads = signals.payloads(fx);
+    fx.sent = true;
+    let s_notify = tx.prepare_cached(NOTIFY).await?;
+    let notify_p: [&(dyn ToSql + Sync); 2] = [&signals.channel, &payloads];
     let mut batch: Vec<Write<'_>> = Vec::new();
     if !dropped.is_empty() {
         batch.push(write(tx, &s_drop, &drop_p));
@@ -903,6 +902,7 @@ pub(crate) async fn lease_orchestrations(
     }
     if !set_aside.is_empty() {
         batch.push(write(tx, &s_set_aside, &set_aside_p));
+        batch.push(write(tx, &s_notify, &notify_p));
     }
     if !leased.is_empty() {
         batch.push(write(tx, &s_inbox, &inbox_p));
@@ -915,11 +915,9 @@ pub(crate) async fn lease_orchestrations(
             tx.query(&s_history, &[&missing]).await
         }
     };
-    let ((), history_rows) = futures::future::try_join(pipelined(batch), async {
-        history_rows.await.map_err(Fail::from)
-    })
-    .await?;
-    fx.touched.extend(set_aside);
+    // The history read goes first, then the writes, then the commit, all in
+    // one round trip.
+    let (history_rows, ()) = futures::future::try_join(history_rows, tx.commit_with(batch)).await?;
     if leased.is_empty() {
         return Ok(Leased::Item(Vec::new()));
     }
@@ -956,11 +954,6 @@ fn lost(what: &str) -> Fail {
     BackendError::LeaseLost(what.to_string()).into()
 }
 
-/// A write of a pipelined batch.
-type Write<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
->;
-
 /// Runs `writes` pipelined: all are sent at once and the server runs them
 /// in order, so the batch costs one round trip.
 async fn pipelined(writes: Vec<Write<'_>>) -> Res<()> {
@@ -969,7 +962,7 @@ async fn pipelined(writes: Vec<Write<'_>>) -> Res<()> {
 }
 
 fn write<'a>(
-    tx: &'a Tx<'_>,
+    tx: &'a Tx,
     stmt: &'a tokio_postgres::Statement,
     params: &'a [&'a (dyn ToSql + Sync)],
 ) -> Write<'a> {
@@ -1036,7 +1029,7 @@ enum HistoryWrite {
 /// Applies an episode's result: one statement to lock and check the
 /// instance, then every write in one pipelined batch.
 pub(crate) async fn complete_orchestration(
-    tx: &Tx<'_>,
+    tx: &Tx,
     ctx: &Ctx,
     signals: &Signals,
     item: OrchestrationWorkItem,
@@ -1261,9 +1254,7 @@ pub(crate) async fn complete_orchestration(
     if !payloads.is_empty() {
         batch.push(write(tx, &s_notify, &notify_p));
     }
-    pipelined(batch).await?;
-    // Cached before the commit; the caller forgets the entry if the
-    // transaction does not commit.
+    tx.commit_with(batch).await?;
     if !terminal {
         cache(ctx).put(id, meta.execution_id, new_history);
     }
@@ -1277,7 +1268,7 @@ pub(crate) fn forget(ctx: &Ctx, id: &str) {
 }
 
 pub(crate) async fn abandon_orchestration(
-    tx: &Tx<'_>,
+    tx: &Tx,
     item: &OrchestrationWorkItem,
     fx: &mut Effects,
 ) -> Res<()> {
@@ -1298,7 +1289,7 @@ pub(crate) async fn abandon_orchestration(
     Ok(())
 }
 
-pub(crate) async fn renew_orchestration<C: GenericClient>(
+pub(crate) async fn renew_orchestration<C: Conn>(
     c: &C,
     ctx: &Ctx,
     item: &OrchestrationWorkItem,
@@ -1320,7 +1311,7 @@ pub(crate) async fn renew_orchestration<C: GenericClient>(
 }
 
 /// Leases up to `max` activities, longest waiting first, in one statement.
-pub(crate) async fn lease_activities<C: GenericClient>(
+pub(crate) async fn lease_activities<C: Conn>(
     c: &C,
     ctx: &Ctx,
     max: i64,
@@ -1386,7 +1377,7 @@ fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
 /// one statement (so one round trip, and no transaction around it): the
 /// activity row is deleted only while the lease is current, and the
 /// result is queued only if it was.
-pub(crate) async fn complete_activity<C: GenericClient>(
+pub(crate) async fn complete_activity<C: Conn>(
     c: &C,
     ctx: &Ctx,
     signals: &Signals,
@@ -1426,11 +1417,7 @@ pub(crate) async fn complete_activity<C: GenericClient>(
     Ok(())
 }
 
-pub(crate) async fn renew_activity<C: GenericClient>(
-    c: &C,
-    ctx: &Ctx,
-    item: &ActivityWorkItem,
-) -> Res<()> {
+pub(crate) async fn renew_activity<C: Conn>(c: &C, ctx: &Ctx, item: &ActivityWorkItem) -> Res<()> {
     let (rowid, token) = activity_lease(item)?;
     let expires = now_micros().saturating_add(ctx.lease_micros);
     let n = execute(
@@ -1446,7 +1433,7 @@ pub(crate) async fn renew_activity<C: GenericClient>(
     Ok(())
 }
 
-pub(crate) async fn abandon_activity<C: GenericClient>(
+pub(crate) async fn abandon_activity<C: Conn>(
     c: &C,
     item: &ActivityWorkItem,
     fx: &mut Effects,
@@ -1468,7 +1455,7 @@ pub(crate) async fn abandon_activity<C: GenericClient>(
 
 /// Gives set-aside instances another chance (at connect): their rows may
 /// have been repaired, or this build may read what an older one could not.
-pub(crate) async fn retry_set_aside<C: GenericClient>(c: &C) -> Res<u64> {
+pub(crate) async fn retry_set_aside<C: Conn>(c: &C) -> Res<u64> {
     execute(
         c,
         "UPDATE instances SET lease_token = NULL, lease_expires = NULL,
