@@ -10,6 +10,8 @@ use crate::scenarios::Sizes;
 use clap::{Args, ValueEnum};
 use durable_grpc::testing::{PeerServer, PyProcess};
 use durable_grpc::{GrpcBackend, GrpcOptions};
+use durable_postgres::testing::TestCluster;
+use durable_postgres::{PostgresBackend, PostgresOptions};
 use durable_runtime::backend::transition::Limits;
 use durable_runtime::{Backend, MemoryBackend};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ pub(crate) enum BackendKind {
     /// A Durable Task sidecar over gRPC (`--endpoint`, `--taskhub`), or the
     /// Python `durabletask` package's in-memory sidecar (`--peer`).
     Grpc,
+    /// PostgreSQL (`--postgres-url`, or a throwaway local server the bench
+    /// starts); a fresh schema per run.
+    Postgres,
 }
 
 impl BackendKind {
@@ -38,6 +43,7 @@ impl BackendKind {
             BackendKind::Memory => "memory",
             BackendKind::Sqlite => "sqlite",
             BackendKind::Grpc => "grpc",
+            BackendKind::Postgres => "postgres",
         }
     }
 }
@@ -76,6 +82,14 @@ pub(crate) struct BackendArgs {
     /// throughputs and their ratio.
     #[arg(long)]
     pub(crate) compare_python: bool,
+
+    /// The PostgreSQL server to measure against (with --backend postgres),
+    /// e.g. postgres://user:password@host:5432/database. Each run uses a
+    /// fresh schema, left in place. Default: a throwaway server on a free
+    /// loopback port, started by the bench with the local PostgreSQL
+    /// installation's initdb and pg_ctl, removed when the bench exits.
+    #[arg(long)]
+    pub(crate) postgres_url: Option<String>,
 }
 
 /// The targets a backend is held to (`None`: no target for it).
@@ -136,6 +150,9 @@ impl BackendFactory {
         if args.backend != BackendKind::Grpc && (args.peer || args.compare_python) {
             return Err("--peer and --compare-python need --backend grpc".into());
         }
+        if args.backend != BackendKind::Postgres && args.postgres_url.is_some() {
+            return Err("--postgres-url needs --backend postgres".into());
+        }
         let peer = if args.peer {
             let server = catch_panic(PeerServer::start)
                 .map_err(|e| format!("cannot start the Python sidecar: {e}"))?;
@@ -168,6 +185,11 @@ impl BackendFactory {
                 self.endpoint(),
                 self.args.taskhub
             ),
+            BackendKind::Postgres => match &self.args.postgres_url {
+                Some(url) => format!("postgres at {}", without_password(url)),
+                None => "postgres, a throwaway local server (fsync off) started by the bench"
+                    .to_string(),
+            },
             other => other.name().to_string(),
         }
     }
@@ -235,6 +257,13 @@ impl BackendFactory {
                 s4: None,
                 s6: None,
             },
+            BackendKind::Postgres => Targets {
+                s1: Some(Target::AtLeast(1_000.0)),
+                s2: Some(Target::Below(5.0)),
+                s3: None,
+                s4: None,
+                s6: None,
+            },
             BackendKind::Grpc => Targets {
                 s1: None,
                 s2: None,
@@ -248,7 +277,7 @@ impl BackendFactory {
     /// Scenario sizes to use unless overridden on the command line.
     pub(crate) fn default_sizes(&self) -> Sizes {
         match self.args.backend {
-            BackendKind::Memory | BackendKind::Sqlite => Sizes::default(),
+            BackendKind::Memory | BackendKind::Sqlite | BackendKind::Postgres => Sizes::default(),
             // A sidecar is a network hop per call, and the Python test
             // sidecar serves gRPC from 10 threads (its work-item stream and
             // every pending wait hold one): small runs, no uncached long
@@ -288,6 +317,22 @@ impl BackendFactory {
                     &path, options,
                 )?))
             }
+            BackendKind::Postgres => {
+                let url = match &self.args.postgres_url {
+                    Some(url) => url.clone(),
+                    None => catch_panic(|| TestCluster::shared().url().to_string())
+                        .map_err(|e| format!("cannot start a local PostgreSQL server: {e}"))?,
+                };
+                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let options = PostgresOptions {
+                    schema: format!("bench_{}_{n}", std::process::id()),
+                    limits,
+                    ..PostgresOptions::default()
+                };
+                Ok(Arc::new(
+                    PostgresBackend::connect_with(&url, options).await?,
+                ))
+            }
             // The sidecar keeps its own limits; each run gets a new
             // connection to the same sidecar (instance ids do not repeat).
             BackendKind::Grpc => {
@@ -295,6 +340,18 @@ impl BackendFactory {
                 Ok(Arc::new(GrpcBackend::connect(options).await?))
             }
         }
+    }
+}
+
+/// `url` with its password, if any, left out.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -419,6 +476,21 @@ mod tests {
             f.describe(),
             "grpc, sidecar at http://127.0.0.1:9, task hub hub"
         );
+    }
+
+    #[test]
+    fn postgres_takes_a_url_and_hides_its_password() {
+        let f = factory(&[
+            "--backend",
+            "postgres",
+            "--postgres-url",
+            "postgres://app:secret@db:5432/app",
+        ])
+        .unwrap();
+        assert_eq!(f.describe(), "postgres at postgres://app@db:5432/app");
+        assert!(!f.is_remote());
+        let e = factory(&["--postgres-url", "postgres://db/app"]).unwrap_err();
+        assert!(e.to_string().contains("--backend postgres"), "{e}");
     }
 
     #[test]
