@@ -18,7 +18,8 @@ use crate::error::ConnectError;
 /// byte-wise (`COLLATE "C"`), so paging and prefix queries do not depend on
 /// the database's locale. Payloads and events are JSON text exactly as on
 /// the wire.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE instances (
         instance_id    text COLLATE "C" PRIMARY KEY,
         execution_id   text NOT NULL,
@@ -71,7 +72,12 @@ const MIGRATIONS: &[&str] = &[r#"
     );
     CREATE INDEX activities_visible ON activities (visible_at, id);
     CREATE INDEX activities_instance ON activities (instance_id);
-"#];
+"#,
+    // Version 2: a task's tags (the attempt number of a retried call).
+    r#"
+    ALTER TABLE activities ADD COLUMN tags text;
+"#,
+];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

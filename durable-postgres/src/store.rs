@@ -1082,6 +1082,25 @@ pub(crate) async fn complete_orchestration(
         .collect(),
         HistoryUpdate::Append(_) => Vec::new(),
     };
+    // Timers the episode cancelled: their TimerFired rows, due later or
+    // already waiting (an execution that ended or continued as new loses
+    // all of them with its inbox, above and below).
+    let cancelled: Vec<i64> = match &outcome.dropped_timers {
+        transition::DroppedTimers::Cancelled(ids) if !ids.is_empty() => query(
+            tx,
+            "SELECT seq, event FROM inbox WHERE instance_id = $1 AND execution_id = $2",
+            &[&id, &row.meta.execution_id],
+        )
+        .await?
+        .iter()
+        .filter(|r| {
+            serde_json::from_str::<HistoryEvent>(r.get(1))
+                .is_ok_and(|e| outcome.dropped_timers.covers(&e))
+        })
+        .map(|r| r.get(0))
+        .collect(),
+        _ => Vec::new(),
+    };
 
     // Everything below goes out in one batch; build the parameters first.
     let s_taken = tx
@@ -1139,6 +1158,7 @@ pub(crate) async fn complete_orchestration(
         .prepare_cached("DELETE FROM inbox WHERE instance_id = $1")
         .await?;
     let n = out.activities.len();
+    let mut a_tags: Vec<Option<String>> = Vec::with_capacity(n);
     let (mut a_ids, mut a_execs, mut a_tasks, mut a_names, mut a_versions, mut a_inputs) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -1154,14 +1174,19 @@ pub(crate) async fn complete_orchestration(
         a_names.push(a.name.as_str());
         a_versions.push(a.version.as_deref());
         a_inputs.push(a.input.as_deref());
+        a_tags.push(
+            (!a.tags.is_empty())
+                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises")),
+        );
     }
     let s_activities = tx
         .prepare_cached(
             "INSERT INTO activities (instance_id, execution_id, task_id, name, version, input,
-                                     visible_at)
-             SELECT i, e, t, n, v, p, $7 FROM unnest($1::text[], $2::text[], $3::int4[],
-                                                     $4::text[], $5::text[], $6::text[])
-                                          AS u(i, e, t, n, v, p)",
+                                     visible_at, tags)
+             SELECT i, e, t, n, v, p, $7, g FROM unnest($1::text[], $2::text[], $3::int4[],
+                                                        $4::text[], $5::text[], $6::text[],
+                                                        $8::text[])
+                                             AS u(i, e, t, n, v, p, g)",
         )
         .await?;
     let queued = Queued::of(&out.messages, now)?;
@@ -1192,7 +1217,7 @@ pub(crate) async fn complete_orchestration(
     let taken_p: [&(dyn ToSql + Sync); 2] = [&id, &token];
     let clear_p: [&(dyn ToSql + Sync); 1] = [&id];
     let stale_p: [&(dyn ToSql + Sync); 1] = [&stale];
-    let activities_p: [&(dyn ToSql + Sync); 7] = [
+    let activities_p: [&(dyn ToSql + Sync); 8] = [
         &a_ids,
         &a_execs,
         &a_tasks,
@@ -1200,6 +1225,7 @@ pub(crate) async fn complete_orchestration(
         &a_versions,
         &a_inputs,
         &now,
+        &a_tags,
     ];
     let queue_p: [&(dyn ToSql + Sync); 4] = [
         &queued.to,
@@ -1221,7 +1247,11 @@ pub(crate) async fn complete_orchestration(
     let notify_p: [&(dyn ToSql + Sync); 2] = [&signals.channel, &payloads];
     let history_p: [&(dyn ToSql + Sync); 5];
     let front_p: [&(dyn ToSql + Sync); 4];
+    let cancelled_p: [&(dyn ToSql + Sync); 1] = [&cancelled];
     let mut batch: Vec<Write<'_>> = vec![write(tx, &s_taken, &taken_p)];
+    if !cancelled.is_empty() {
+        batch.push(write(tx, &s_drop_seqs, &cancelled_p));
+    }
     match &history_write {
         HistoryWrite::Append { seqs, types, texts } => {
             if !seqs.is_empty() {
@@ -1325,7 +1355,8 @@ pub(crate) async fn lease_activities<C: Conn>(
              ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE activities a SET lease_token = $3, visible_at = $4, lease_owner = $5
          FROM picked WHERE a.id = picked.id
-         RETURNING a.id, a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input",
+         RETURNING a.id, a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input,
+                   a.tags",
         &[
             &now,
             &max,
@@ -1356,12 +1387,26 @@ pub(crate) async fn lease_activities<C: Conn>(
                     version: r.get(5),
                     input: r.get(6),
                     completion_token: format!("{id}:{token}"),
+                    tags: read_tags(r.get(7)),
                 },
             )
         })
         .collect();
     items.sort_by_key(|(id, _)| *id);
     Ok(Leased::Item(items.into_iter().map(|(_, i)| i).collect()))
+}
+
+/// An activity's stored tags (a JSON object of strings). Tags only inform
+/// the activity (its attempt number), so ones that do not parse are read
+/// as none, with a warning.
+fn read_tags(tags: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    let Some(text) = tags else {
+        return Default::default();
+    };
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::warn!(tags = text, error = %e, "an activity's stored tags do not parse; it runs without them");
+        Default::default()
+    })
 }
 
 fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
