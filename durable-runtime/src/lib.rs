@@ -34,6 +34,7 @@ pub mod registry;
 pub mod replay;
 pub mod retry;
 pub mod testing;
+pub mod versioning;
 pub mod worker;
 
 pub use app_state::{State, StateMap};

@@ -13,6 +13,7 @@ use crate::handler::{idempotency_key, ActivityContext};
 use crate::history::{FailureDetails, OrchestrationStatus};
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
+use crate::versioning::{FailureStrategy, VersioningOptions};
 use futures::FutureExt;
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,10 @@ pub struct WorkerOptions {
     /// On shutdown, how long in-flight items may take to finish before they
     /// are abandoned (default 5 s).
     pub shutdown_grace: Duration,
+    /// Which instances this worker runs, by the orchestrator version they
+    /// started with, and what it does with the others (default: every
+    /// instance). See [`VersioningOptions`].
+    pub versioning: VersioningOptions,
 }
 
 impl Default for WorkerOptions {
@@ -45,6 +50,7 @@ impl Default for WorkerOptions {
             max_concurrent_activities: 100,
             cache_capacity: 1024,
             shutdown_grace: Duration::from_secs(5),
+            versioning: VersioningOptions::default(),
         }
     }
 }
@@ -107,6 +113,7 @@ struct Inner {
     /// Episode completions that failed in a row (not for a lost lease), to
     /// space out the retries of a backend that cannot write.
     completion_failures: AtomicU32,
+    versioning: VersioningOptions,
 }
 
 /// A running worker; stop it with [`shutdown`](WorkerHandle::shutdown).
@@ -199,6 +206,7 @@ impl Worker {
                 entries: HashMap::new(),
             }),
             completion_failures: AtomicU32::new(0),
+            versioning: self.options.versioning.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let (abort, abort_rx) = watch::channel(false);
@@ -482,7 +490,91 @@ async fn orchestration_loop(
     dispatch_loop("orchestration", limit, stop, abort, fetch, job).await;
 }
 
+/// The version the instance of `item` started with.
+fn started_version(item: &OrchestrationWorkItem) -> Option<String> {
+    let started = crate::backend::transition::execution_started(&item.past_events)
+        .or_else(|| crate::backend::transition::execution_started(&item.new_events))?;
+    match &started.kind {
+        crate::history::EventKind::ExecutionStarted { version, .. } => version.clone(),
+        _ => None,
+    }
+}
+
+/// Applies the worker's versioning to an episode: false to run it; true
+/// when it was refused (given back for another worker, or failed).
+async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
+    let v = &inner.versioning;
+    let version = started_version(item);
+    if v.accepts(version.as_deref()) {
+        return false;
+    }
+    let shown = version.as_deref().unwrap_or("");
+    match v.failure_strategy {
+        FailureStrategy::Reject => {
+            tracing::info!(instance_id = %item.instance_id, version = shown, worker_version = %v.version, "the instance's version does not match this worker's; giving it back for another worker");
+            tokio::time::sleep(v.reject_pause).await;
+            let lease = OrchestrationWorkItem {
+                instance_id: item.instance_id.clone(),
+                execution_id: item.execution_id.clone(),
+                past_events: Arc::default(),
+                new_events: Vec::new(),
+                completion_token: item.completion_token.clone(),
+            };
+            if let Err(e) = inner.backend.abandon_orchestration_item(lease).await {
+                tracing::warn!(instance_id = %item.instance_id, error = %e, "giving back an instance of another version failed; it runs again when its lease expires");
+            }
+        }
+        FailureStrategy::Fail => {
+            let mut failure = FailureDetails::new(
+                "VersionMismatch",
+                format!(
+                    "instance \"{}\" started with version \"{shown}\", which a worker of version \
+                     \"{}\" does not run ({:?} matching); run a worker that accepts it",
+                    item.instance_id, v.version, v.match_strategy
+                ),
+            );
+            failure.non_retriable = true;
+            tracing::warn!(instance_id = %item.instance_id, "{}", failure.message);
+            // The completion takes the next sequence number, as the engine's would.
+            let next = item
+                .past_events
+                .iter()
+                .chain(&item.new_events)
+                .filter(|e| crate::actions::Task::scheduled_by(&e.kind).is_some())
+                .count() as i32;
+            let result = OrchestratorResult {
+                actions: vec![crate::actions::OrchestratorAction {
+                    id: next,
+                    kind: ActionKind::failed(failure),
+                }],
+                custom_status: None,
+                cancelled_timers: Vec::new(),
+            };
+            let item = OrchestrationWorkItem {
+                instance_id: item.instance_id.clone(),
+                execution_id: item.execution_id.clone(),
+                past_events: item.past_events.clone(),
+                new_events: item.new_events.clone(),
+                completion_token: item.completion_token.clone(),
+            };
+            if let Err(e) = inner
+                .backend
+                .complete_orchestration_item(item, result)
+                .await
+            {
+                tracing::warn!(error = %e, "failing an instance of another version failed; it is delivered again");
+            }
+        }
+    }
+    true
+}
+
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
+    if inner.versioning.match_strategy != crate::versioning::MatchStrategy::None
+        && version_refused(inner, &item).await
+    {
+        return;
+    }
     // Only an execution of the same execution id may continue (the instance
     // may have been replaced or continued as new meanwhile).
     let cached = lock_cache(inner)

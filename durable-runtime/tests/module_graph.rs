@@ -400,7 +400,7 @@ fn name(m: &Module) -> String {
 /// each module's rung, by its top-level module.
 fn rung(m: &Module) -> u8 {
     match m.first().map(String::as_str) {
-        Some("history" | "codec" | "app_state") => 1,
+        Some("history" | "codec" | "app_state" | "versioning") => 1,
         Some("actions" | "failure" | "handler" | "retry") => 2,
         Some("context") => 3,
         Some("registry") => 4,

@@ -109,3 +109,93 @@ async fn one_version_registered_twice_is_a_startup_error() {
     assert!(text.contains("\"greet\" version \"2\""), "{text}");
     assert!(text.contains("registered twice"), "{text}");
 }
+
+mod worker_versioning {
+    use durable_runtime::backend::MemoryBackend;
+    use durable_runtime::versioning::{FailureStrategy, MatchStrategy, VersioningOptions};
+    use durable_runtime::{Backend, Client, Registry, ScheduleOptions, Worker, WorkerOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn registry(who: &'static str) -> Registry {
+        Registry::new()
+            .orchestrator_version_fn("greet", "1", move |_ctx, _: ()| async move {
+                Ok(format!("v1 on {who}"))
+            })
+            .orchestrator_version_fn("greet", "2", move |_ctx, _: ()| async move {
+                Ok(format!("v2 on {who}"))
+            })
+    }
+
+    fn strict_v2(failure_strategy: FailureStrategy) -> WorkerOptions {
+        WorkerOptions {
+            versioning: VersioningOptions {
+                version: "2".into(),
+                match_strategy: MatchStrategy::Strict,
+                failure_strategy,
+                reject_pause: Duration::from_millis(10),
+            },
+            ..WorkerOptions::default()
+        }
+    }
+
+    async fn schedule(client: &Client, version: &str) -> String {
+        let options = ScheduleOptions {
+            version: Some(version.into()),
+            ..Default::default()
+        };
+        client
+            .schedule_by_name("greet", &(), options)
+            .await
+            .unwrap()
+    }
+
+    /// A strict version-2 worker that rejects leaves a version-1 instance to
+    /// a worker that runs it, and runs version 2 itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_strict_worker_gives_other_versions_back() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let client = Client::new(backend.clone());
+        let strict = Worker::new(backend.clone(), registry("the strict worker"))
+            .with_options(strict_v2(FailureStrategy::Reject))
+            .start()
+            .unwrap();
+        let old = schedule(&client, "1").await;
+        let new = schedule(&client, "2").await;
+        let state = client.wait_for_completion(&new, WAIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), "v2 on the strict worker");
+        // Version 1 waits for a worker that runs it.
+        let any = Worker::new(backend.clone(), registry("any worker"))
+            .start()
+            .unwrap();
+        let state = client.wait_for_completion(&old, WAIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), "v1 on any worker");
+        strict.shutdown().await;
+        any.shutdown().await;
+    }
+
+    /// A strict version-2 worker that fails: a version-1 instance fails
+    /// with `VersionMismatch`, naming both versions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_strict_worker_that_fails_fails_other_versions() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let client = Client::new(backend.clone());
+        let strict = Worker::new(backend.clone(), registry("the strict worker"))
+            .with_options(strict_v2(FailureStrategy::Fail))
+            .start()
+            .unwrap();
+        let old = schedule(&client, "1").await;
+        let state = client.wait_for_completion(&old, WAIT).await.unwrap();
+        let failure = state.failure().expect("the instance failed");
+        assert_eq!(failure.error_type, "VersionMismatch");
+        assert!(
+            failure.message.contains("version \"1\""),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("\"2\""), "{}", failure.message);
+        strict.shutdown().await;
+    }
+}
