@@ -681,11 +681,13 @@ impl Registry {
     }
 
     /// The handler for an instance of `name` started with `version`: the
-    /// registration of that version; if there is none and the name has one
-    /// registration only, that one (an orchestrator that gained or lost a
-    /// version attribute keeps running its instances). `Err` with the
-    /// registered versions when the name is registered, but not this
-    /// version; `Ok(None)` when the name is not registered.
+    /// registration of that version. An instance started without a version
+    /// (before the orchestrator had versions) runs the oldest registration
+    /// (by [`compare_versions`](crate::versioning::compare_versions); one
+    /// without a version is the oldest of all), which is the code it
+    /// started on when the old code keeps its place as the first version.
+    /// `Err` with the registered versions when the name is registered but
+    /// not this version; `Ok(None)` when the name is not registered.
     pub(crate) fn get_orchestrator(
         &self,
         name: &str,
@@ -696,13 +698,16 @@ impl Registry {
             return Ok(Some(e.handler.clone()));
         }
         let versions = self.orchestrator_versions(name);
-        match versions.as_slice() {
-            [] => Ok(None),
-            [only] => {
-                let key = (name.to_string(), only.map(str::to_string));
+        let oldest = versions
+            .iter()
+            .min_by(|a, b| crate::versioning::compare_versions(a.unwrap_or(""), b.unwrap_or("")));
+        match (version, oldest) {
+            (_, None) => Ok(None),
+            (None, Some(oldest)) => {
+                let key = (name.to_string(), oldest.map(str::to_string));
                 Ok(self.orchestrators.get(&key).map(|e| e.handler.clone()))
             }
-            _ => Err(versions),
+            (Some(_), Some(_)) => Err(versions),
         }
     }
 

@@ -81,10 +81,10 @@ impl VersioningOptions {
     }
 }
 
-/// Orders two versions as the Durable Task SDKs do: an empty version is
-/// the lowest; two versions made of dot-separated numbers compare number by
-/// number (`"1.10" > "1.9"`, `"1.0" == "1"`); anything else compares as
-/// text.
+/// Orders two versions by the Durable Task SDKs' rule: an empty (or blank)
+/// version is the lowest; two versions made of dot-separated numbers
+/// compare number by number (`"1.10" > "1.9"`, `"1.0" == "1"`); anything
+/// else compares as text, ignoring ASCII case (`"V2" == "v2"`).
 ///
 /// ```
 /// use durable_runtime::versioning::compare_versions;
@@ -95,6 +95,7 @@ impl VersioningOptions {
 /// assert_eq!(compare_versions("beta", "alpha"), Ordering::Greater);
 /// ```
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.trim(), b.trim());
     match (a.is_empty(), b.is_empty()) {
         (true, true) => return Ordering::Equal,
         (true, false) => return Ordering::Less,
@@ -111,7 +112,10 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
                 .find(|o| *o != Ordering::Equal)
                 .unwrap_or(Ordering::Equal)
         }
-        _ => a.cmp(b),
+        _ => a
+            .bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase())),
     }
 }
 
@@ -133,6 +137,9 @@ mod tests {
             ("10", "9", Greater),
             ("v2", "v10", Greater),
             ("1.a", "1.b", Less),
+            ("V2", "v2", Equal),
+            (" ", "", Equal),
+            (" 2 ", "2", Equal),
         ] {
             assert_eq!(compare_versions(a, b), want, "{a:?} vs {b:?}");
         }

@@ -490,12 +490,13 @@ async fn orchestration_loop(
     dispatch_loop("orchestration", limit, stop, abort, fetch, job).await;
 }
 
-/// The version the instance of `item` started with.
-fn started_version(item: &OrchestrationWorkItem) -> Option<String> {
+/// The version the instance of `item` started with; `None` when the item
+/// holds no start (a terminate delivered before a scheduled start).
+fn started_version(item: &OrchestrationWorkItem) -> Option<Option<String>> {
     let started = crate::backend::transition::execution_started(&item.past_events)
         .or_else(|| crate::backend::transition::execution_started(&item.new_events))?;
     match &started.kind {
-        crate::history::EventKind::ExecutionStarted { version, .. } => version.clone(),
+        crate::history::EventKind::ExecutionStarted { version, .. } => Some(version.clone()),
         _ => None,
     }
 }
@@ -504,7 +505,11 @@ fn started_version(item: &OrchestrationWorkItem) -> Option<String> {
 /// when it was refused (given back for another worker, or failed).
 async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
     let v = &inner.versioning;
-    let version = started_version(item);
+    // Without a start there is nothing to run on any version: the engine
+    // applies what came (a terminate).
+    let Some(version) = started_version(item) else {
+        return false;
+    };
     if v.accepts(version.as_deref()) {
         return false;
     }

@@ -66,28 +66,30 @@ async fn a_version_not_registered_fails_naming_the_registered_ones() {
             failure.message
         );
     }
-    // Without a version, with two registered: the same, rather than a guess.
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_started_before_versions_runs_the_oldest_version() {
+    // The old code kept its place as version "1" when "2" was added: an
+    // instance scheduled before (no version) runs it.
+    let env = TestEnv::new(two_versions()).unwrap();
     let id = env
         .client()
         .schedule_by_name("greet", &"Di", ScheduleOptions::default())
         .await
         .unwrap();
     let state = env.wait_for_completion(&id).await.unwrap();
-    let failure = state.failure().expect("the instance failed");
-    assert!(
-        failure.message.contains("no version"),
-        "{}",
-        failure.message
-    );
+    assert_eq!(state.output::<String>().unwrap(), "vNone: Hello, Di");
     env.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_single_registration_runs_instances_of_any_version() {
-    // An orchestrator that gained (or lost) a version attribute keeps
-    // running the instances started before.
-    let registry = Registry::new().orchestrator_fn("greet", |ctx, name: String| async move {
-        Ok(format!("{:?} {name}", ctx.version()))
+async fn an_instance_of_a_version_no_longer_registered_fails() {
+    // Version "1" was removed (or its attribute dropped): its instances
+    // fail clearly rather than run other code.
+    let registry = Registry::new().orchestrator_fn("greet", |_ctx, name: String| async move {
+        Ok(format!("unversioned {name}"))
     });
     let env = TestEnv::new(registry).unwrap();
     let id = env
@@ -96,7 +98,13 @@ async fn a_single_registration_runs_instances_of_any_version() {
         .await
         .unwrap();
     let state = env.wait_for_completion(&id).await.unwrap();
-    assert_eq!(state.output::<String>().unwrap(), "Some(\"1\") Ed");
+    let failure = state.failure().expect("the instance failed");
+    assert_eq!(failure.error_type, "VersionNotRegistered");
+    assert!(
+        failure.message.contains("no version"),
+        "{}",
+        failure.message
+    );
     env.shutdown().await;
 }
 
