@@ -80,3 +80,40 @@ async fn instances_in_flight_finish_on_their_version_after_an_upgrade() {
     );
     worker.shutdown().await;
 }
+
+#[orchestrator(name = "monitor", version = "1")]
+async fn monitor_v1(ctx: OrchestrationContext, round: u32) -> Result<String, OrchestrationError> {
+    // An eternal orchestration moves itself to version 2 at its next round.
+    ctx.continue_as_new_at_version(&(round + 1), "2")
+}
+
+#[orchestrator(name = "monitor", version = "2")]
+async fn monitor_v2(ctx: OrchestrationContext, round: u32) -> Result<String, OrchestrationError> {
+    Ok(format!(
+        "round {round} on version {}",
+        ctx.version().unwrap_or_default()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_moves_an_instance_to_a_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend: Arc<dyn durable::Backend> =
+        Arc::new(SqliteBackend::open(dir.path().join("moves.db")).unwrap());
+    let registry = Registry::new()
+        .orchestrator(monitor_v1)
+        .orchestrator(monitor_v2);
+    let worker = Worker::new(backend.clone(), registry).start().unwrap();
+    let client = Client::new(backend);
+    let id = client.schedule(monitor_v1, 1).await.unwrap();
+    let state = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "round 2 on version 2");
+    assert_eq!(state.metadata().version.as_deref(), Some("2"));
+    let history = client.history(&id).await.unwrap();
+    let started = history.iter().find_map(|e| match &e.kind {
+        durable::history::EventKind::ExecutionStarted { version, .. } => Some(version.clone()),
+        _ => None,
+    });
+    assert_eq!(started, Some(Some("2".to_string())), "{history:?}");
+    worker.shutdown().await;
+}

@@ -468,6 +468,47 @@ impl OrchestrationContext {
         Return::continued_as_new()
     }
 
+    /// Like [`continue_as_new`](Self::continue_as_new), and the new
+    /// execution starts on orchestrator version `version` (the protocol's
+    /// `newVersion`): how an eternal orchestration moves to new code, so
+    /// its old version can be removed. The new version must be registered
+    /// (see [`version`](Self::version)).
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, ScheduleOptions, TestEnv};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new()
+    ///     .orchestrator_version_fn("monitor", "1", |ctx, n: u32| async move {
+    ///         // Version 1 hands over to version 2 at its next iteration.
+    ///         let next: Result<String, durable_runtime::OrchestrationError> =
+    ///             ctx.continue_as_new_at_version(&(n + 1), "2");
+    ///         next
+    ///     })
+    ///     .orchestrator_version_fn("monitor", "2", |ctx, n: u32| async move {
+    ///         Ok(format!("{n} on version {}", ctx.version().unwrap_or_default()))
+    ///     });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let v1 = ScheduleOptions { version: Some("1".into()), ..Default::default() };
+    /// let id = env.client().schedule_by_name("monitor", &1u32, v1).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.output::<String>().unwrap(), "2 on version 2");
+    /// # env.shutdown().await;
+    /// # });
+    /// ```
+    pub fn continue_as_new_at_version<T: Serialize, Return: ContinueAsNewResult>(
+        &self,
+        input: &T,
+        version: &str,
+    ) -> Return {
+        let json = self.serialize(input, "the new input");
+        let mut s = self.lock();
+        s.continue_as_new = Some((json, false));
+        s.continue_version = Some(version.to_string());
+        drop(s);
+        Return::continued_as_new()
+    }
+
     /// Like [`continue_as_new`](Self::continue_as_new) but carries external
     /// events that arrived and were not consumed over to the new execution:
     /// `return ctx.continue_as_new_keep_events(&next)`.

@@ -66,6 +66,9 @@ pub(crate) struct CtxState {
     pub(crate) event_buffer_order: VecDeque<String>,
     pub(crate) custom_status: Option<String>,
     pub(crate) continue_as_new: Option<(Option<String>, bool)>,
+    /// The version the next execution starts on, if `continue_as_new`
+    /// moves the instance to another one.
+    pub(crate) continue_version: Option<String>,
     /// A value the code handed to the context could not be serialised; the
     /// orchestration fails with this at the end of the episode.
     pub(crate) deferred_failure: Option<FailureDetails>,
@@ -95,6 +98,7 @@ impl CtxState {
             event_buffer_order: VecDeque::new(),
             custom_status: None,
             continue_as_new: None,
+            continue_version: None,
             deferred_failure: None,
             cancelled_timers: Vec::new(),
         }

@@ -573,7 +573,12 @@ impl Execution {
                             } else {
                                 Vec::new()
                             };
-                            ActionKind::continued_as_new(input, carryover)
+                            let mut next = ActionKind::continued_as_new(input, carryover);
+                            if let ActionKind::CompleteOrchestration { new_version, .. } = &mut next
+                            {
+                                *new_version = s.continue_version.take();
+                            }
+                            next
                         }
                         (_, Ok(output)) => ActionKind::completed(output),
                         (_, Err(details)) => ActionKind::failed(details),

@@ -117,11 +117,14 @@ fn record_episode(
             result: output,
             failure,
             carryover_events,
-            ..
+            new_version,
         }) => match status {
-            OrchestrationStatus::ContinuedAsNew => {
-                ep.continue_as_new(metadata, output.clone(), carryover_events)
-            }
+            OrchestrationStatus::ContinuedAsNew => ep.continue_as_new(
+                metadata,
+                output.clone(),
+                carryover_events,
+                new_version.clone(),
+            ),
             OrchestrationStatus::Failed => match (ep.check_output(output), failure) {
                 (Err(e), _) => ep.fail(e),
                 // Code that no longer matches its history set nothing
@@ -437,6 +440,7 @@ impl Episode<'_> {
         mut metadata: InstanceMetadata,
         input: Option<String>,
         carryover_events: &[HistoryEvent],
+        new_version: Option<String>,
     ) -> EpisodeOutcome {
         let instance_id = &self.meta.instance_id;
         if let Err(e) = self.limits.check_payload(
@@ -451,11 +455,14 @@ impl Episode<'_> {
         metadata.input = input.clone();
         metadata.output = None;
         metadata.failure = None;
+        // The next execution runs the version the code asked for, else
+        // the same one.
+        metadata.version = new_version.or_else(|| self.meta.version.clone());
         let mut inbox_front = vec![HistoryEvent::new(
             self.now,
             EventKind::ExecutionStarted {
                 name: self.meta.name.clone(),
-                version: self.meta.version.clone(),
+                version: metadata.version.clone(),
                 input,
                 instance_id: instance_id.clone(),
                 execution_id: Some(execution_id),
