@@ -13,6 +13,7 @@ use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
 };
+pub(crate) use durable_runtime::backend::HistoryCache;
 use durable_runtime::backend::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
     OrchestrationWorkItem, PurgeTarget, QueryPage,
@@ -34,49 +35,6 @@ pub(crate) struct Ctx {
     /// Who holds the leases this backend takes (host, process id and a
     /// random part), recorded with each lease for diagnosis.
     pub(crate) owner: String,
-}
-
-/// Histories of recently run executions, so an episode does not re-read
-/// the whole history. An entry is used only when its execution id and
-/// length match the database, so another process's writes are never
-/// missed.
-#[derive(Debug, Default)]
-pub(crate) struct HistoryCache {
-    capacity: usize,
-    entries: HashMap<String, (String, Arc<Vec<HistoryEvent>>)>,
-}
-
-impl HistoryCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        HistoryCache {
-            capacity,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn get(&self, id: &str, execution_id: &str, len: i32) -> Option<Arc<Vec<HistoryEvent>>> {
-        self.entries
-            .get(id)
-            .filter(|(e, h)| e == execution_id && h.len() as i64 == len as i64)
-            .map(|(_, h)| h.clone())
-    }
-
-    fn put(&mut self, id: String, execution_id: String, h: Arc<Vec<HistoryEvent>>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&id) {
-            // Evicting an arbitrary entry is enough: a miss costs one read.
-            if let Some(k) = self.entries.keys().next().cloned() {
-                self.entries.remove(&k);
-            }
-        }
-        self.entries.insert(id, (execution_id, h));
-    }
-
-    fn remove(&mut self, id: &str) {
-        self.entries.remove(id);
-    }
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -838,7 +796,7 @@ pub(crate) async fn lease_orchestrations(
     {
         let cache = cache(ctx);
         for c in &leased {
-            match cache.get(&c.id, &c.meta.execution_id, c.history_len) {
+            match cache.get(&c.id, &c.meta.execution_id, c.history_len as usize) {
                 Some(h) => {
                     histories.insert(c.id.clone(), h);
                 }

@@ -7,6 +7,7 @@ use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::{
     self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, NewInstance, Reuse,
 };
+pub(crate) use durable_runtime::backend::HistoryCache;
 use durable_runtime::backend::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
     OrchestrationWorkItem, PurgeTarget, QueryPage,
@@ -16,7 +17,7 @@ use durable_runtime::history::{
     EventKind, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// What every operation needs besides the connection.
@@ -30,52 +31,6 @@ pub(crate) struct Ctx {
     /// The last other process's lease an idle worker was told it waits for
     /// (instance or activity, expiry), so it is logged once, not per poll.
     pub(crate) waiting_for: Mutex<Option<(String, i64)>>,
-}
-
-/// Histories of recently run executions, so an episode does not re-read
-/// the whole history. An entry is used only when its execution id and
-/// length match the file, so another process's writes are never missed.
-#[derive(Debug, Default)]
-pub(crate) struct HistoryCache {
-    pub(crate) capacity: usize,
-    entries: HashMap<String, (String, Arc<Vec<HistoryEvent>>)>,
-}
-
-impl HistoryCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        HistoryCache {
-            capacity,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn get(&self, id: &str, execution_id: &str, len: i64) -> Option<Arc<Vec<HistoryEvent>>> {
-        self.entries
-            .get(id)
-            .filter(|(e, h)| e == execution_id && h.len() as i64 == len)
-            .map(|(_, h)| h.clone())
-    }
-
-    pub(crate) fn put(&mut self, id: String, execution_id: String, h: Arc<Vec<HistoryEvent>>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&id) {
-            // Evicting an arbitrary entry is enough: a miss costs one read.
-            if let Some(k) = self.entries.keys().next().cloned() {
-                self.entries.remove(&k);
-            }
-        }
-        self.entries.insert(id, (execution_id, h));
-    }
-
-    fn remove(&mut self, id: &str) {
-        self.entries.remove(id);
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
-    }
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -1071,7 +1026,7 @@ fn lease_instance(
     .db()?
     .execute(params![id, token, expires, ctx.process_id])
     .db()?;
-    let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len);
+    let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len as usize);
     let past_events = match cached {
         Some(h) => h,
         None => {

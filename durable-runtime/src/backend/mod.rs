@@ -11,6 +11,7 @@
 //! exactly once (completing with a stale token is rejected with
 //! [`BackendError::LeaseLost`]).
 
+mod history_cache;
 pub mod memory;
 pub mod transition;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use history_cache::HistoryCache;
 pub use memory::MemoryBackend;
 
 /// Errors a backend reports. Each says what went wrong and what to do next.
