@@ -231,39 +231,42 @@ async fn commit_notifying(tx: &tx::Tx, signals: &Signals, fx: &Effects) -> Res<(
     Ok(())
 }
 
+/// Prefetched work to give back.
+enum Held {
+    Orchestration(OrchestrationWorkItem),
+    Activity(ActivityWorkItem),
+}
+
 async fn give_back_orchestration(pool: &Pool, signals: &Signals, item: OrchestrationWorkItem) {
+    give_back(pool, signals, Held::Orchestration(item)).await
+}
+
+async fn give_back_activity(pool: &Pool, signals: &Signals, item: ActivityWorkItem) {
+    give_back(pool, signals, Held::Activity(item)).await
+}
+
+async fn give_back(pool: &Pool, signals: &Signals, held: Held) {
     let result: Res<()> = async {
         let tx = tx::Tx::new(pool.get().await?);
         let mut fx = Effects::default();
-        store::abandon_orchestration(&tx, &item, &mut fx).await?;
+        match &held {
+            Held::Orchestration(item) => store::abandon_orchestration(&tx, item, &mut fx).await?,
+            Held::Activity(item) => store::abandon_activity(&tx, item, &mut fx).await?,
+        }
         commit_notifying(&tx, signals, &fx).await?;
         signals.wake(&fx);
         Ok(())
     }
     .await;
+    let (instance_id, what) = match &held {
+        Held::Orchestration(item) => (&item.instance_id, "episode"),
+        Held::Activity(item) => (&item.instance_id, "activity"),
+    };
     match result {
         // A lease another worker took over is not ours to give back.
         Ok(()) | Err(Fail::Backend(BackendError::LeaseLost(_))) => {}
         Err(e) => {
-            tracing::warn!(instance_id = %item.instance_id, error = %BackendError::from(e), "giving back a prefetched episode failed; it is delivered again when its lease expires")
-        }
-    }
-}
-
-async fn give_back_activity(pool: &Pool, signals: &Signals, item: ActivityWorkItem) {
-    let result: Res<()> = async {
-        let tx = tx::Tx::new(pool.get().await?);
-        let mut fx = Effects::default();
-        store::abandon_activity(&tx, &item, &mut fx).await?;
-        commit_notifying(&tx, signals, &fx).await?;
-        signals.wake(&fx);
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) | Err(Fail::Backend(BackendError::LeaseLost(_))) => {}
-        Err(e) => {
-            tracing::warn!(instance_id = %item.instance_id, error = %BackendError::from(e), "giving back a prefetched activity failed; it is delivered again when its lease expires")
+            tracing::warn!(instance_id = %instance_id, error = %BackendError::from(e), "giving back a prefetched {what} failed; it is delivered again when its lease expires")
         }
     }
 }
