@@ -456,15 +456,7 @@ async fn orchestration_loop(
         async move { fetcher.backend.next_orchestration_item().await }
     };
     let job = |item: OrchestrationWorkItem| {
-        // What abandoning needs, without a second reference to the history
-        // (which would force the backend to copy it).
-        let lease = OrchestrationWorkItem {
-            instance_id: item.instance_id.clone(),
-            execution_id: item.execution_id.clone(),
-            past_events: Arc::default(),
-            new_events: Vec::new(),
-            completion_token: item.completion_token.clone(),
-        };
+        let lease = lease_of(&item);
         let (a, b) = (inner.clone(), inner.clone());
         let renewal = lease.clone();
         (
@@ -488,6 +480,19 @@ async fn orchestration_loop(
         )
     };
     dispatch_loop("orchestration", limit, stop, abort, fetch, job).await;
+}
+
+/// What abandoning, renewing or a backend's bookkeeping needs of an
+/// episode: its identity and lease, without a second reference to its
+/// history (which would force the backend to copy it).
+fn lease_of(item: &OrchestrationWorkItem) -> OrchestrationWorkItem {
+    OrchestrationWorkItem {
+        instance_id: item.instance_id.clone(),
+        execution_id: item.execution_id.clone(),
+        past_events: Arc::default(),
+        new_events: Vec::new(),
+        completion_token: item.completion_token.clone(),
+    }
 }
 
 /// The version the instance of `item` started with; `None` when the item
@@ -518,13 +523,7 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
         FailureStrategy::Reject => {
             tracing::info!(instance_id = %item.instance_id, version = shown, worker_version = %v.version, "the instance's version does not match this worker's; giving it back for another worker");
             tokio::time::sleep(v.reject_pause).await;
-            let lease = OrchestrationWorkItem {
-                instance_id: item.instance_id.clone(),
-                execution_id: item.execution_id.clone(),
-                past_events: Arc::default(),
-                new_events: Vec::new(),
-                completion_token: item.completion_token.clone(),
-            };
+            let lease = lease_of(item);
             if let Err(e) = inner.backend.abandon_orchestration_item(lease).await {
                 tracing::warn!(instance_id = %item.instance_id, error = %e, "giving back an instance of another version failed; it runs again when its lease expires");
             }
@@ -599,13 +598,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     };
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
-    let lease = OrchestrationWorkItem {
-        instance_id: item.instance_id.clone(),
-        execution_id: item.execution_id.clone(),
-        past_events: Arc::default(),
-        new_events: Vec::new(),
-        completion_token: item.completion_token.clone(),
-    };
+    let lease = lease_of(&item);
     log_episode(&instance_id, &exec, &result);
     if inner.backend.wants_event_waits() {
         inner
