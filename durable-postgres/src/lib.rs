@@ -29,6 +29,13 @@
 //!   episodes and activities every third of
 //!   [`PostgresOptions::lease_duration`]; work held by a process that died
 //!   is delivered again once its lease expires.
+//! - **No message is stranded.** A message for an instance (an activity
+//!   result, a child's completion, an event) is queued with a write to the
+//!   instance's row, leased or not, so it is ordered with the lease
+//!   holder's release by the row lock: the holder either sees the message
+//!   when it recomputes when the instance next needs a worker, or the
+//!   message's write waits for the release and schedules the instance
+//!   itself.
 //! - **Conflicts are retried.** A transaction that deadlocks with another
 //!   or loses a race on a unique key is rolled back and run again; the
 //!   transition core is pure, so running it again is safe.

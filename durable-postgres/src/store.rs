@@ -966,10 +966,20 @@ const QUEUE_UNCHECKED: &str =
 
 /// Brings the targets' `ready_at` forward to their messages (unless leased:
 /// then it is recomputed when the lease ends).
-const READY_SOONER: &str = "UPDATE instances i SET ready_at = LEAST(COALESCE(i.ready_at, v.t), v.t)
+///
+/// A leased target's row is written too (unchanged): writing takes its row
+/// lock, which orders this commit with the lease holder's release. The
+/// holder locks its row before it reads the inbox to compute `ready_at`,
+/// so either it sees these messages, or this update waits for its release
+/// and then sees the row unleased. Skipping leased rows in the `WHERE`
+/// instead would not wait: a message committed just after the holder read
+/// the inbox would be left with no `ready_at`, and no worker would ever
+/// look at it.
+const READY_SOONER: &str = "UPDATE instances i SET ready_at = CASE WHEN i.lease_token IS NULL
+                               THEN LEAST(COALESCE(i.ready_at, v.t), v.t) ELSE i.ready_at END
      FROM (SELECT id, min(t) AS t FROM unnest($1::text[], $2::int8[]) AS u(id, t)
            GROUP BY id) v
-     WHERE i.instance_id = v.id AND i.lease_token IS NULL";
+     WHERE i.instance_id = v.id";
 
 /// How an episode changes the stored history.
 enum HistoryWrite {
@@ -1379,7 +1389,9 @@ fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
 /// Records an activity's outcome and queues it for its orchestration, in
 /// one statement (so one round trip, and no transaction around it): the
 /// activity row is deleted only while the lease is current, and the
-/// result is queued only if it was.
+/// result is queued only if it was. The instance row is written whether
+/// leased or not, as in [`READY_SOONER`], so a result that arrives while
+/// an episode is being applied is never left without a `ready_at`.
 pub(crate) async fn complete_activity<C: Conn>(
     c: &C,
     ctx: &Ctx,
@@ -1407,8 +1419,10 @@ pub(crate) async fn complete_activity<C: Conn>(
              SELECT instance_id, execution_id, $3, false, $4 FROM done
              RETURNING instance_id),
          ready AS (
-             UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, $3), $3)
-             WHERE instance_id IN (SELECT instance_id FROM queued) AND lease_token IS NULL)
+             UPDATE instances SET ready_at = CASE WHEN lease_token IS NULL
+                                             THEN LEAST(COALESCE(ready_at, $3), $3)
+                                             ELSE ready_at END
+             WHERE instance_id IN (SELECT instance_id FROM queued))
          SELECT (SELECT string_agg(pg_notify($5, p)::text, '') FROM unnest($6::text[]) AS p)
          FROM done",
         &[&rowid, &token, &now, &event, &signals.channel, &payloads],

@@ -39,6 +39,21 @@ async fn connect(schema: &str, options: PostgresOptions) -> PostgresBackend {
         .unwrap_or_else(|e| panic!("connecting to the test server failed: {e}"))
 }
 
+/// Connects with its own `application_name`, so a test can kill its
+/// connections without touching those of tests running beside it.
+async fn connect_as(app: &str, schema: &str, options: PostgresOptions) -> PostgresBackend {
+    let url = TestCluster::shared().url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let options = PostgresOptions {
+        schema: schema.to_string(),
+        pool_size: 4,
+        ..options
+    };
+    PostgresBackend::connect_with(&format!("{url}{sep}application_name={app}"), options)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test server failed: {e}"))
+}
+
 /// A plain connection to the test server, for looking behind the backend.
 async fn admin() -> tokio_postgres::Client {
     let (client, connection) =
@@ -387,9 +402,10 @@ async fn work_survives_connections_killed_mid_run() {
             }
             Ok(v)
         });
-    let worker_side: Arc<dyn Backend> = Arc::new(connect(&schema, options()).await);
+    // Named after the schema: the connections killed are this test's only.
+    let worker_side: Arc<dyn Backend> = Arc::new(connect_as(&schema, &schema, options()).await);
     let worker = Worker::new(worker_side, registry).start().unwrap();
-    let client_backend = Arc::new(connect(&schema, options()).await);
+    let client_backend = Arc::new(connect_as(&schema, &schema, options()).await);
     let client = Client::new(client_backend.clone());
     let mut ids = Vec::new();
     for i in 0..40i64 {
@@ -406,8 +422,8 @@ async fn work_survives_connections_killed_mid_run() {
             killed += admin
                 .query_one(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = 'durable' AND pid <> pg_backend_pid()) t",
-                    &[],
+                     WHERE application_name = $1) t",
+                    &[&schema],
                 )
                 .await
                 .unwrap()
@@ -505,4 +521,112 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_rest_runs() {
         1
     );
     assert!(again.get_instance("bad", false).await.unwrap().is_none());
+}
+
+/// An activity's result committed while its instance's episode is being
+/// applied is still delivered. The result's statement is made to start
+/// (and read the instance as leased) before the episode commits, and to
+/// commit after it: the episode cannot see the result, so the result's own
+/// statement must bring the instance's `ready_at` forward once the lease
+/// is released, or no worker ever looks at the instance again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_result_committed_during_an_episode_is_delivered() {
+    use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
+    let schema = TestCluster::shared().fresh_schema();
+    let options = PostgresOptions {
+        poll_interval: Duration::from_millis(50),
+        ..PostgresOptions::default()
+    };
+    let b = Arc::new(connect(&schema, options).await);
+    let episode_result = |actions: Vec<ActionKind>| OrchestratorResult {
+        actions: actions
+            .into_iter()
+            .enumerate()
+            .map(|(id, kind)| OrchestratorAction {
+                id: id as i32,
+                kind,
+            })
+            .collect(),
+        custom_status: None,
+        cancelled_timers: Vec::new(),
+    };
+    b.create_instance(request("x")).await.unwrap();
+    let start = within("the first episode", b.next_orchestration_item())
+        .await
+        .unwrap();
+    let task = ActionKind::ScheduleTask {
+        name: "act".into(),
+        version: None,
+        input: None,
+        tags: Default::default(),
+    };
+    b.complete_orchestration_item(start, episode_result(vec![task]))
+        .await
+        .unwrap();
+    let activity = within("the activity", b.next_activity_item())
+        .await
+        .unwrap();
+    // A second episode, leased while the activity runs.
+    b.raise_event("x", "e", None).await.unwrap();
+    let second = within("the event's episode", b.next_orchestration_item())
+        .await
+        .unwrap();
+    // Hold the activity row, so the result's statement waits on it after
+    // it has read the instance.
+    let holder = admin().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .batch_execute(&format!(
+            "SELECT 1 FROM {schema}.activities WHERE instance_id = 'x' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let completing = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.complete_activity_item(&activity, Ok(Some("1".into())))
+                .await
+        }
+    });
+    let watcher = admin().await;
+    within("the result's statement to wait for the held row", async {
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%DELETE FROM activities%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    b.complete_orchestration_item(second, episode_result(Vec::new()))
+        .await
+        .unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    within("the activity's completion", completing)
+        .await
+        .unwrap()
+        .unwrap();
+    let third = within(
+        "the episode with the activity's result (it was stranded)",
+        b.next_orchestration_item(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        third
+            .new_events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::TaskCompleted { .. })),
+        "the episode did not carry the result: {:?}",
+        third.new_events
+    );
 }
