@@ -711,6 +711,23 @@ impl Registry {
         }
     }
 
+    /// A registry holding only the registration of `name` at `version`,
+    /// registered as `as_version` instead (to replay a history of one
+    /// version against another version's code).
+    pub(crate) fn only_orchestrator(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        as_version: Option<&str>,
+    ) -> Option<Registry> {
+        let key = (name.to_string(), version.map(str::to_string));
+        let entry = self.orchestrators.get(&key)?.clone();
+        let mut only = Registry::new();
+        only.orchestrators
+            .insert((name.to_string(), as_version.map(str::to_string)), entry);
+        Some(only)
+    }
+
     pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {
         self.activities.get(name).map(|e| e.handler.clone())
     }

@@ -591,7 +591,8 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             (exec, r)
         }
         _ => {
-            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id);
+            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id)
+                .with_default_version(inner.versioning.default_version.clone());
             let r = exec.run_episode(&item.past_events, &item.new_events);
             (exec, r)
         }

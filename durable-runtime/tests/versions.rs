@@ -144,6 +144,7 @@ mod worker_versioning {
                 match_strategy: MatchStrategy::Strict,
                 failure_strategy,
                 reject_pause: Duration::from_millis(10),
+                ..VersioningOptions::default()
             },
             ..WorkerOptions::default()
         }
@@ -205,5 +206,79 @@ mod worker_versioning {
         );
         assert!(failure.message.contains("\"2\""), "{}", failure.message);
         strict.shutdown().await;
+    }
+}
+
+mod default_versions {
+    use super::two_versions;
+    use durable_runtime::backend::MemoryBackend;
+    use durable_runtime::versioning::VersioningOptions;
+    use durable_runtime::{Backend, Client, ScheduleOptions, Worker, WorkerOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A client's default version applies to what it schedules without
+    /// one; a version in the options still wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_s_default_version_starts_new_instances_on_it() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let worker = Worker::new(backend.clone(), two_versions())
+            .start()
+            .unwrap();
+        let client = Client::new(backend).with_default_version("2");
+        let defaulted = client
+            .schedule_by_name("greet", &"Fa", ScheduleOptions::default())
+            .await
+            .unwrap();
+        let named = client
+            .schedule_by_name("greet", &"Gu", super::with_version("1"))
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&defaulted, WAIT).await.unwrap();
+        assert_eq!(state.version(), Some("2"));
+        assert_eq!(state.output::<String>().unwrap(), "vSome(\"2\"): Hi Fa!");
+        let state = client.wait_for_completion(&named, WAIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), "vSome(\"1\"): Hello, Gu");
+        worker.shutdown().await;
+    }
+
+    /// A worker's default version starts the sub-orchestrations its code
+    /// starts without naming a version; a version the code names wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_s_default_version_starts_sub_orchestrations_on_it() {
+        let registry = two_versions().orchestrator_fn("parent", |ctx, _: ()| async move {
+            let defaulted: String = ctx
+                .call_sub_orchestrator_by_name("greet", None, &"Ha", None)
+                .await?;
+            let named: String = ctx
+                .call_sub_orchestrator_by_name("greet", Some("1"), &"Io", None)
+                .await?;
+            Ok(vec![defaulted, named])
+        });
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let options = WorkerOptions {
+            versioning: VersioningOptions {
+                default_version: Some("2".into()),
+                ..VersioningOptions::default()
+            },
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::new(backend.clone(), registry)
+            .with_options(options)
+            .start()
+            .unwrap();
+        let client = Client::new(backend);
+        let id = client
+            .schedule_by_name("parent", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(
+            state.output::<Vec<String>>().unwrap(),
+            ["vSome(\"2\"): Hi Ha!", "vSome(\"1\"): Hello, Io"]
+        );
+        worker.shutdown().await;
     }
 }
