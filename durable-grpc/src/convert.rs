@@ -317,6 +317,11 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 input: input.clone(),
             })
         }
+        EventKind::ExecutionRewound { reason } => {
+            EventType::ExecutionRewound(proto::ExecutionRewoundEvent {
+                reason: reason.clone(),
+            })
+        }
     };
     proto::HistoryEvent {
         event_id: e.event_id,
@@ -421,6 +426,9 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
         EventType::ExecutionResumed(r) => EventKind::ExecutionResumed {
             input: payload(r.input),
         },
+        EventType::ExecutionRewound(r) => EventKind::ExecutionRewound {
+            reason: opt_string(r.reason),
+        },
     };
     Ok(HistoryEvent {
         event_id,
@@ -501,6 +509,11 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
             reason: reason.clone(),
             recurse: *recurse,
         }),
+        ActionKind::RewindOrchestration { new_history } => {
+            OrchestratorActionType::RewindOrchestration(proto::RewindOrchestrationAction {
+                new_history: new_history.iter().map(event_to_proto).collect(),
+            })
+        }
     };
     proto::OrchestratorAction {
         id: a.id,
@@ -548,6 +561,9 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Orchestr
             instance_id: t.instance_id,
             reason: payload(t.reason),
             recurse: t.recurse,
+        },
+        OrchestratorActionType::RewindOrchestration(r) => ActionKind::RewindOrchestration {
+            new_history: events_from_proto(r.new_history)?,
         },
     };
     Ok(OrchestratorAction { id, kind })

@@ -510,6 +510,26 @@ pub(crate) async fn control(
     Ok(())
 }
 
+/// Rewinds a failed instance and, recursively, its failed
+/// sub-orchestrations, in one transaction.
+pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut Effects) -> Res<()> {
+    let request = ControlRequest::Rewind { reason };
+    control(tx, id, request.clone(), fx).await?;
+    let mut queue = vec![id.to_string()];
+    while let Some(parent) = queue.pop() {
+        for child in transition::failed_children(&load_history(tx, &parent).await?) {
+            let failed = load(tx, &child, false, true)
+                .await?
+                .is_some_and(|c| c.meta.status == OrchestrationStatus::Failed);
+            if failed {
+                control(tx, &child, request.clone(), fx).await?;
+                queue.push(child);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn purge(
     tx: &Tx,
     target: &PurgeTarget,
@@ -983,7 +1003,10 @@ const READY_SOONER: &str = "UPDATE instances i SET ready_at = CASE WHEN i.lease_
 
 /// How an episode changes the stored history.
 enum HistoryWrite {
+    /// Rows from `seqs`; with `clear`, after deleting the old ones (a
+    /// rewind rewrites the history of the same execution).
     Append {
+        clear: bool,
         seqs: Vec<i32>,
         types: Vec<&'static str>,
         texts: Vec<String>,
@@ -1048,7 +1071,7 @@ pub(crate) async fn complete_orchestration(
         })
         .map(|r| r.get(0))
         .collect(),
-        HistoryUpdate::Append(_) => Vec::new(),
+        HistoryUpdate::Append(_) | HistoryUpdate::Replace(_) => Vec::new(),
     };
     // Timers the episode cancelled: their TimerFired rows, due later or
     // already waiting (an execution that ended or continued as new loses
@@ -1086,7 +1109,26 @@ pub(crate) async fn complete_orchestration(
             let types: Vec<&'static str> = events.iter().map(|e| e.kind.type_name()).collect();
             let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
             Arc::make_mut(&mut past).extend(events);
-            (len, past, HistoryWrite::Append { seqs, types, texts })
+            let write = HistoryWrite::Append {
+                clear: false,
+                seqs,
+                types,
+                texts,
+            };
+            (len, past, write)
+        }
+        HistoryUpdate::Replace(events) => {
+            let len = events.len() as i32;
+            let seqs: Vec<i32> = (0..len).collect();
+            let types: Vec<&'static str> = events.iter().map(|e| e.kind.type_name()).collect();
+            let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+            let write = HistoryWrite::Append {
+                clear: true,
+                seqs,
+                types,
+                texts,
+            };
+            (len, Arc::new(events), write)
         }
         HistoryUpdate::Restart { inbox_front } => {
             // Ahead of everything already queued.
@@ -1221,7 +1263,15 @@ pub(crate) async fn complete_orchestration(
         batch.push(write(tx, &s_drop_seqs, &cancelled_p));
     }
     match &history_write {
-        HistoryWrite::Append { seqs, types, texts } => {
+        HistoryWrite::Append {
+            clear,
+            seqs,
+            types,
+            texts,
+        } => {
+            if *clear {
+                batch.push(write(tx, &s_clear_history, &clear_p));
+            }
             if !seqs.is_empty() {
                 history_p = [&id, &meta.execution_id, seqs, types, texts];
                 batch.push(write(tx, &s_history, &history_p));

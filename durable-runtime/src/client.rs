@@ -464,6 +464,55 @@ impl Client {
             .await?)
     }
 
+    /// Rewinds a failed instance: it continues from where it failed. The
+    /// activities and timers that failed or had not finished run again,
+    /// failed sub-orchestrations are rewound with it (recursively), and
+    /// what succeeded is not redone; its history keeps what succeeded and
+    /// shows an `ExecutionRewound` event with `reason`. Use it once the
+    /// cause is fixed (a deploy, a downstream service back). Fails with
+    /// `InvalidState` unless the instance failed.
+    ///
+    /// ```
+    /// # use durable_runtime::{ActivityError, Client, MemoryBackend, OrchestrationStatus, Registry, ScheduleOptions, Worker};
+    /// # use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let down = Arc::new(AtomicBool::new(true));
+    /// let gateway = down.clone();
+    /// let registry = Registry::new()
+    ///     .activity_fn("charge", move |_c, amount: u32| {
+    ///         let down = gateway.load(Ordering::SeqCst);
+    ///         async move {
+    ///             if down { return Err(ActivityError::new("Unavailable", "the gateway is down")); }
+    ///             Ok(format!("charged {amount}"))
+    ///         }
+    ///     })
+    ///     .orchestrator_fn("pay", |ctx, amount: u32| async move {
+    ///         Ok(ctx.call_activity_by_name::<String>("charge", &amount).await?)
+    ///     });
+    /// let backend = Arc::new(MemoryBackend::new());
+    /// let worker = Worker::new(backend.clone(), registry).start()?;
+    /// let client = Client::new(backend);
+    /// let id = client.schedule_by_name("pay", &5, ScheduleOptions::default()).await?;
+    /// let state = client.wait_for_completion(&id, Duration::from_secs(10)).await?;
+    /// assert_eq!(state.status(), OrchestrationStatus::Failed);
+    ///
+    /// down.store(false, Ordering::SeqCst); // the gateway is back
+    /// client.rewind(&id, Some("gateway restored")).await?;
+    /// let state = client.wait_for_completion(&id, Duration::from_secs(10)).await?;
+    /// assert_eq!(state.output::<String>()?, "charged 5");
+    /// worker.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn rewind(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        Ok(self
+            .backend
+            .rewind(instance_id, reason.map(str::to_string))
+            .await?)
+    }
+
     /// Deletes a finished instance and its history (and its
     /// sub-orchestrations if `recursive`); returns how many were deleted.
     pub async fn purge(&self, instance_id: &str, recursive: bool) -> Result<usize, Error> {

@@ -24,6 +24,11 @@ use std::collections::BTreeMap;
 /// execution the backend deletes: the ones the episode cancelled or, if the
 /// execution ended or continued as new, all of them. Timers both created
 /// and dropped by the episode are already left out of the outbox.
+///
+/// An episode whose first action is [`ActionKind::RewindOrchestration`]
+/// continues the rewound history it carries instead of `history`: the
+/// failure the instance ended with is gone from its metadata, and the
+/// outcome replaces the stored history ([`HistoryUpdate::Replace`]).
 pub fn apply_episode(
     meta: &InstanceMetadata,
     history: &[HistoryEvent],
@@ -32,7 +37,25 @@ pub fn apply_episode(
     now: Timestamp,
     limits: &Limits,
 ) -> EpisodeOutcome {
-    let mut outcome = record_episode(meta, history, new_events, result, now, limits);
+    let rewound = match result.actions.first().map(|a| &a.kind) {
+        Some(ActionKind::RewindOrchestration { new_history }) => Some(new_history.as_slice()),
+        _ => None,
+    };
+    let mut outcome = match rewound {
+        Some(base) => {
+            let mut meta = meta.clone();
+            meta.failure = None;
+            meta.output = None;
+            meta.completed_at = None;
+            let mut outcome = record_episode(&meta, base, new_events, result, now, limits);
+            if let HistoryUpdate::Append(events) = outcome.history {
+                let all = base.iter().cloned().chain(events).collect();
+                outcome.history = HistoryUpdate::Replace(all);
+            }
+            outcome
+        }
+        None => record_episode(meta, history, new_events, result, now, limits),
+    };
     let ended = outcome.metadata.status.is_terminal()
         || matches!(outcome.history, HistoryUpdate::Restart { .. });
     outcome.dropped_timers = if ended {
@@ -214,7 +237,9 @@ impl Episode<'_> {
                 self.send(terminate_message(instance_id, reason, *recurse, self.now));
                 Ok(())
             }
-            ActionKind::CompleteOrchestration { .. } => Ok(()),
+            ActionKind::CompleteOrchestration { .. } | ActionKind::RewindOrchestration { .. } => {
+                Ok(())
+            }
         }
     }
 

@@ -147,6 +147,9 @@ pub enum HistoryUpdate {
         /// Events to put first in the instance's inbox.
         inbox_front: Vec<HistoryEvent>,
     },
+    /// The execution was rewound: its whole history is now these events
+    /// (same execution; the inbox is kept as it is).
+    Replace(Vec<HistoryEvent>),
 }
 
 /// The result of applying an episode.
@@ -414,6 +417,11 @@ pub enum ControlRequest {
         /// Why (JSON).
         reason: Option<String>,
     },
+    /// Rewind a failed instance: it runs again from where it failed.
+    Rewind {
+        /// Why (text).
+        reason: Option<String>,
+    },
 }
 
 impl ControlRequest {
@@ -426,7 +434,9 @@ impl ControlRequest {
             ControlRequest::Terminate { output, .. } => {
                 limits.check_payload(|| "the termination output".to_string(), output.as_deref())
             }
-            ControlRequest::Suspend { reason } | ControlRequest::Resume { reason } => {
+            ControlRequest::Suspend { reason }
+            | ControlRequest::Resume { reason }
+            | ControlRequest::Rewind { reason } => {
                 limits.check_payload(|| "the reason".to_string(), reason.as_deref())
             }
         }
@@ -446,8 +456,18 @@ impl ControlRequest {
             ControlRequest::Terminate { .. } => "terminate",
             ControlRequest::Suspend { .. } => "suspend",
             ControlRequest::Resume { .. } => "resume",
+            ControlRequest::Rewind { .. } => "rewind",
         };
-        if current.is_terminal() {
+        if matches!(self, ControlRequest::Rewind { .. }) {
+            // Only a failed instance has a failure to go back before.
+            if current != OrchestrationStatus::Failed {
+                return Err(BackendError::InvalidState {
+                    id: instance_id.to_string(),
+                    operation,
+                    status: current,
+                });
+            }
+        } else if current.is_terminal() {
             return match self {
                 ControlRequest::Terminate { .. } => Ok(None),
                 _ => Err(BackendError::InvalidState {
@@ -478,8 +498,124 @@ impl ControlRequest {
                 EventKind::ExecutionResumed { input: reason },
                 Some(OrchestrationStatus::Running),
             )),
+            // Running again from the moment the rewind is queued.
+            ControlRequest::Rewind { reason } => Some((
+                EventKind::ExecutionRewound { reason },
+                Some(OrchestrationStatus::Running),
+            )),
         })
     }
+}
+
+/// The history a rewound execution continues from, if this episode is a
+/// rewind: an `ExecutionRewound` delivered to an execution that failed.
+/// (Delivered to one that did not fail, as a sidecar that rewinds the
+/// history itself sends it, the event only marks the rewind.)
+///
+/// The rewound history is the failed one without its failure: the failed
+/// `ExecutionCompleted` and every `TaskFailed` are gone, and so are the
+/// `TaskScheduled` of tasks that failed or had no result yet and the
+/// `TimerCreated` of timers that had not fired, so the code schedules them
+/// again when it replays; what succeeded stays and is not redone. A failed
+/// sub-orchestration keeps its `SubOrchestrationInstanceCreated` and loses
+/// its failure: it is rewound with its parent
+/// ([`failed_children`]), and its result comes to the same execution.
+///
+/// ```
+/// use durable_runtime::backend::transition::rewind_of;
+/// use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
+///
+/// let t = chrono::Utc::now();
+/// let ev = |id, kind| HistoryEvent::with_id(id, t, kind);
+/// let scheduled = |name: &str| EventKind::TaskScheduled {
+///     name: name.into(), version: None, input: None, tags: Default::default(),
+/// };
+/// let failure = FailureDetails::new("Boom", "the card was declined");
+/// let failed = vec![
+///     ev(-1, EventKind::OrchestratorStarted),
+///     ev(0, scheduled("reserve")),
+///     ev(1, scheduled("charge")),
+///     ev(-1, EventKind::TaskCompleted { task_scheduled_id: 0, result: None }),
+///     ev(-1, EventKind::TaskFailed { task_scheduled_id: 1, failure: failure.clone() }),
+///     ev(-1, EventKind::ExecutionCompleted {
+///         status: OrchestrationStatus::Failed, result: None, failure: Some(failure),
+///     }),
+/// ];
+/// let rewind = vec![ev(-1, EventKind::ExecutionRewound { reason: None })];
+/// let rewound = rewind_of(&failed, &rewind).expect("a rewind");
+/// let kinds: Vec<_> = rewound.iter().map(|e| e.kind.type_name()).collect();
+/// assert_eq!(kinds, ["OrchestratorStarted", "TaskScheduled", "TaskCompleted"]);
+/// assert!(rewind_of(&rewound, &rewind).is_none(), "only a failed execution is rewound");
+/// ```
+pub fn rewind_of(past: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<Vec<HistoryEvent>> {
+    let asked = new_events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::ExecutionRewound { .. }));
+    let failed = past.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::ExecutionCompleted {
+                status: OrchestrationStatus::Failed,
+                ..
+            }
+        )
+    });
+    if !asked || !failed {
+        return None;
+    }
+    let mut succeeded = std::collections::HashSet::new();
+    let mut fired = std::collections::HashSet::new();
+    for e in past {
+        match e.kind {
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            } => {
+                succeeded.insert(task_scheduled_id);
+            }
+            EventKind::TimerFired { timer_id, .. } => {
+                fired.insert(timer_id);
+            }
+            _ => {}
+        }
+    }
+    Some(
+        past.iter()
+            .filter(|e| match &e.kind {
+                EventKind::ExecutionCompleted { .. }
+                | EventKind::TaskFailed { .. }
+                | EventKind::SubOrchestrationInstanceFailed { .. } => false,
+                EventKind::TaskScheduled { .. } => succeeded.contains(&e.event_id),
+                EventKind::TimerCreated { .. } => fired.contains(&e.event_id),
+                _ => true,
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The instance ids of the sub-orchestrations that failed in `history`:
+/// rewinding an instance rewinds them too (recursively).
+pub fn failed_children(history: &[HistoryEvent]) -> Vec<String> {
+    let failed: std::collections::HashSet<i32> = history
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => Some(task_scheduled_id),
+            _ => None,
+        })
+        .collect();
+    history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. }
+                if failed.contains(&e.event_id) =>
+            {
+                Some(instance_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether an event still in the inbox when an execution continues as new
@@ -537,6 +673,119 @@ mod tests {
     }
 
     #[test]
+    fn a_rewound_history_keeps_what_succeeded_and_drops_what_failed_or_was_pending() {
+        use crate::history::FailureDetails;
+        let t = chrono::Utc::now();
+        let ev = |id, kind| HistoryEvent::with_id(id, t, kind);
+        let task = |name: &str| EventKind::TaskScheduled {
+            name: name.into(),
+            version: None,
+            input: None,
+            tags: Default::default(),
+        };
+        let boom = FailureDetails::new("Boom", "failed");
+        let failed = vec![
+            ev(-1, EventKind::OrchestratorStarted),
+            ev(0, task("ok")),
+            ev(1, task("fails")),
+            ev(2, task("pending")),
+            ev(3, EventKind::TimerCreated { fire_at: t }),
+            ev(4, EventKind::TimerCreated { fire_at: t }),
+            ev(
+                5,
+                EventKind::SubOrchestrationInstanceCreated {
+                    instance_id: "child".into(),
+                    name: "c".into(),
+                    version: None,
+                    input: None,
+                },
+            ),
+            ev(
+                6,
+                EventKind::EventSent {
+                    instance_id: "other".into(),
+                    name: "e".into(),
+                    input: None,
+                },
+            ),
+            ev(-1, EventKind::OrchestratorCompleted),
+            ev(-1, EventKind::OrchestratorStarted),
+            ev(
+                -1,
+                EventKind::TaskCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+            ev(
+                -1,
+                EventKind::TimerFired {
+                    fire_at: t,
+                    timer_id: 3,
+                },
+            ),
+            ev(
+                -1,
+                EventKind::TaskFailed {
+                    task_scheduled_id: 1,
+                    failure: boom.clone(),
+                },
+            ),
+            ev(
+                -1,
+                EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id: 5,
+                    failure: boom.clone(),
+                },
+            ),
+            ev(
+                -1,
+                EventKind::EventRaised {
+                    name: "x".into(),
+                    input: None,
+                },
+            ),
+            ev(-1, EventKind::OrchestratorCompleted),
+            ev(
+                -1,
+                EventKind::ExecutionCompleted {
+                    status: Failed,
+                    result: None,
+                    failure: Some(boom),
+                },
+            ),
+        ];
+        let rewind = [ev(-1, EventKind::ExecutionRewound { reason: None })];
+        let rewound = rewind_of(&failed, &rewind).expect("a failed execution rewinds");
+        let kept: Vec<(i32, &str)> = rewound
+            .iter()
+            .map(|e| (e.event_id, e.kind.type_name()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (-1, "OrchestratorStarted"),
+                (0, "TaskScheduled"),
+                (3, "TimerCreated"),
+                (5, "SubOrchestrationInstanceCreated"),
+                (6, "EventSent"),
+                (-1, "OrchestratorCompleted"),
+                (-1, "OrchestratorStarted"),
+                (-1, "TaskCompleted"),
+                (-1, "TimerFired"),
+                (-1, "EventRaised"),
+                (-1, "OrchestratorCompleted"),
+            ],
+            "kept: what succeeded, fired, was sent or arrived, and the failed child's creation"
+        );
+        assert_eq!(failed_children(&failed), ["child"]);
+        assert!(failed_children(&rewound).is_empty());
+        // Not a rewind: nothing asked, or nothing failed.
+        assert!(rewind_of(&failed, &[]).is_none());
+        assert!(rewind_of(&rewound, &rewind).is_none());
+    }
+
+    #[test]
     fn control_requests_by_status() {
         let raise = || ControlRequest::RaiseEvent {
             name: "e".into(),
@@ -558,6 +807,13 @@ mod tests {
                 Ok(None),
                 "resuming a {s} instance does nothing"
             );
+        }
+        // Only a failed instance rewinds; it is running again at once.
+        let rewind = || ControlRequest::Rewind { reason: None };
+        assert_eq!(decide(rewind(), Failed), Ok(Some(Running)));
+        for s in [Pending, Running, Suspended, Completed, Terminated] {
+            let e = decide(rewind(), s).unwrap_err();
+            assert!(e.contains("cannot rewind"), "{e}");
         }
         assert_eq!(decide(suspend(), Suspended), Ok(None));
         assert_eq!(decide(resume(), Suspended), Ok(Some(Running)));
