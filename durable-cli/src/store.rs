@@ -1,0 +1,201 @@
+//! Where instances live: parsing `--store` and `--endpoint`, and opening
+//! the backend without creating anything a read would not need.
+
+use crate::exit::CliError;
+use durable_runtime::Backend;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The store when neither `--store` nor `--endpoint` is given.
+pub const DEFAULT_STORE: &str = "sqlite:./durable.db";
+
+/// A store named by `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// An SQLite file (`sqlite:PATH`, `sqlite://PATH`, or a bare path).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://...` or `postgresql://...`).
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// Parses a `--store` value.
+    ///
+    /// ```
+    /// use durable_cli::store::StoreSpec;
+    /// use std::path::PathBuf;
+    /// assert_eq!(StoreSpec::parse("sqlite:./app.db").unwrap(), StoreSpec::Sqlite(PathBuf::from("./app.db")));
+    /// assert_eq!(StoreSpec::parse("sqlite:///var/lib/app.db").unwrap(), StoreSpec::Sqlite(PathBuf::from("/var/lib/app.db")));
+    /// assert!(matches!(StoreSpec::parse("postgres://app@db/app").unwrap(), StoreSpec::Postgres(_)));
+    /// assert!(StoreSpec::parse("mysql://db/app").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, CliError> {
+        let text = text.trim();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(StoreSpec::Postgres(text.to_string()));
+        }
+        let path = if let Some(rest) = text.strip_prefix("sqlite://") {
+            rest
+        } else if let Some(rest) = text.strip_prefix("sqlite:") {
+            rest
+        } else if let Some((scheme, _)) = text.split_once("://") {
+            return Err(CliError::Usage(format!(
+                "unknown store \"{scheme}://...\"; use sqlite:PATH or postgres://user:password@host:port/database \
+                 (or --endpoint URL for a sidecar)"
+            )));
+        } else {
+            text
+        };
+        if path.is_empty() {
+            return Err(CliError::Usage(
+                "the store names no file; use sqlite:PATH, e.g. sqlite:./durable.db".into(),
+            ));
+        }
+        Ok(StoreSpec::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// What the command talks to: a store, or a sidecar over gRPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A database the CLI opens itself.
+    Store(StoreSpec),
+    /// A running sidecar (`--endpoint`), with its task hub.
+    Endpoint {
+        /// `http://host:port` or `https://host:port`.
+        url: String,
+        /// The task hub sent with every call.
+        task_hub: String,
+    },
+}
+
+impl Target {
+    /// The target of the global options: `--endpoint` if given, else
+    /// `--store` (default [`DEFAULT_STORE`]). Both at once is a usage error.
+    pub fn from_options(
+        store: Option<&str>,
+        endpoint: Option<&str>,
+        task_hub: &str,
+    ) -> Result<Self, CliError> {
+        match (store, endpoint) {
+            (Some(_), Some(_)) => Err(CliError::Usage(
+                "give either --store or --endpoint, not both (check the DURABLE_STORE and \
+                 DURABLE_ENDPOINT environment variables too)"
+                    .into(),
+            )),
+            (_, Some(url)) => Ok(Target::Endpoint {
+                url: url.to_string(),
+                task_hub: task_hub.to_string(),
+            }),
+            (store, None) => StoreSpec::parse(store.unwrap_or(DEFAULT_STORE)).map(Target::Store),
+        }
+    }
+
+    /// Opens the backend. An SQLite file that does not exist is an error
+    /// (exit code 3), never created.
+    pub async fn open(&self) -> Result<Arc<dyn Backend>, CliError> {
+        match self {
+            Target::Store(StoreSpec::Sqlite(path)) => open_sqlite(path),
+            Target::Store(StoreSpec::Postgres(url)) => {
+                use durable_postgres::ConnectError;
+                match durable_postgres::PostgresBackend::connect(url).await {
+                    Ok(b) => Ok(Arc::new(b)),
+                    Err(e @ (ConnectError::InvalidUrl(_) | ConnectError::InvalidOption(_))) => {
+                        Err(CliError::Usage(e.to_string()))
+                    }
+                    Err(e) => Err(CliError::Unavailable(e.to_string())),
+                }
+            }
+            Target::Endpoint { url, task_hub } => {
+                let options = durable_grpc::GrpcOptions::new(url.clone())
+                    .task_hub(task_hub.clone())
+                    .connect_timeout(Duration::from_secs(5));
+                match durable_grpc::GrpcBackend::connect(options).await {
+                    Ok(b) => Ok(Arc::new(b)),
+                    Err(e) => Err(match CliError::from(e) {
+                        // A malformed URL is bad usage; everything else
+                        // about a sidecar that does not answer is exit 3.
+                        CliError::Usage(m) => CliError::Usage(m),
+                        other => CliError::Unavailable(format!(
+                            "cannot reach the sidecar at {url}: {other}"
+                        )),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn open_sqlite(path: &Path) -> Result<Arc<dyn Backend>, CliError> {
+    if !path.exists() {
+        return Err(CliError::Unavailable(format!(
+            "no SQLite database at {}: the file does not exist (the CLI never creates one). \
+             Check --store (default {DEFAULT_STORE}) or the directory you run in",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(CliError::Unavailable(format!(
+            "{} is a directory, not an SQLite database; pass --store sqlite:PATH to the database file",
+            path.display()
+        )));
+    }
+    durable_sqlite::SqliteBackend::open(path)
+        .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        .map_err(|e| CliError::Unavailable(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_specs() {
+        let sqlite = |p: &str| StoreSpec::Sqlite(PathBuf::from(p));
+        assert_eq!(StoreSpec::parse("sqlite:a.db").unwrap(), sqlite("a.db"));
+        assert_eq!(StoreSpec::parse("sqlite://a.db").unwrap(), sqlite("a.db"));
+        assert_eq!(StoreSpec::parse("data/a.db").unwrap(), sqlite("data/a.db"));
+        assert_eq!(
+            StoreSpec::parse("postgresql://u@h/d").unwrap(),
+            StoreSpec::Postgres("postgresql://u@h/d".into())
+        );
+        let e = StoreSpec::parse("redis://h").unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::ERROR);
+        assert!(e.to_string().contains("redis://"), "{e}");
+        assert!(StoreSpec::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::from_options(None, None, "default").unwrap(),
+            Target::Store(StoreSpec::Sqlite(PathBuf::from("./durable.db")))
+        );
+        assert_eq!(
+            Target::from_options(None, Some("http://localhost:4001"), "orders").unwrap(),
+            Target::Endpoint {
+                url: "http://localhost:4001".into(),
+                task_hub: "orders".into()
+            }
+        );
+        let both = Target::from_options(Some("sqlite:x"), Some("http://h:1"), "d").unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+    }
+
+    #[test]
+    fn a_missing_sqlite_file_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.db");
+        let e = open_sqlite(&path)
+            .err()
+            .expect("a missing file is an error");
+        assert_eq!(e.exit_code(), crate::exit::UNAVAILABLE);
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!path.exists(), "the file was created");
+        let e = open_sqlite(dir.path())
+            .err()
+            .expect("a directory is an error");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+}
