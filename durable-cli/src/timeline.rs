@@ -93,12 +93,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// `end - start`, for entries that span time.
+    /// `end - start`, for entries that span time; never negative (a
+    /// timer's `TimerFired` carries its fire time, which can be a moment
+    /// before its `TimerCreated` was recorded).
     pub fn duration(&self) -> Option<TimeDelta> {
         match self.kind {
-            EntryKind::Activity | EntryKind::Timer | EntryKind::SubOrchestration => {
-                self.end.map(|end| end - self.start)
-            }
+            EntryKind::Activity | EntryKind::Timer | EntryKind::SubOrchestration => self
+                .end
+                .map(|end| (end - self.start).max(TimeDelta::zero())),
             _ => None,
         }
     }
@@ -464,5 +466,17 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].outcome, Outcome::Fired);
         assert_eq!(entries[0].duration(), Some(Duration::milliseconds(10)));
+        // Fired at its fire time, a moment before its creation was recorded.
+        let early = vec![
+            HistoryEvent::with_id(0, t(5), EventKind::TimerCreated { fire_at: t(4) }),
+            HistoryEvent::new(
+                t(4),
+                EventKind::TimerFired {
+                    fire_at: t(4),
+                    timer_id: 0,
+                },
+            ),
+        ];
+        assert_eq!(timeline(&early)[0].duration(), Some(Duration::zero()));
     }
 }
