@@ -3,7 +3,7 @@
 //! (gRPC). See docs/cli.md for every command.
 //!
 //! The binary is thin: [`args`] parses, [`run::run`] does the work against
-//! a [`durable_runtime::Client`], and [`format`] and [`timeline`] turn what
+//! a [`durable_runtime::Client`], and [`mod@format`] and [`timeline`] turn what
 //! it reads into text and JSON without I/O, so they are tested on their own.
 //! [`exit`] holds the exit codes scripts can rely on.
 //!
