@@ -33,6 +33,11 @@ pub struct Cli {
     )]
     pub taskhub: String,
 
+    /// The PostgreSQL schema holding durable's tables (with a postgres:// store)
+    /// [default: durable]
+    #[arg(long, global = true, env = "DURABLE_SCHEMA", value_name = "NAME")]
+    pub schema: Option<String>,
+
     /// Print JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -104,6 +109,7 @@ pub enum Command {
         new_id: bool,
     },
     /// Print an instance's status changes until it finishes; the exit code says how it ended
+    #[command(after_help = exit::WATCH_HELP)]
     Watch(WatchArgs),
 }
 

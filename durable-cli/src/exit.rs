@@ -39,6 +39,16 @@ Stores: --store sqlite:PATH (default sqlite:./durable.db; never created by the C
         --store postgres://user:password@host:port/database,
         or --endpoint URL [--taskhub NAME] for a Durable Task sidecar (gRPC).";
 
+/// The text `durable watch --help` shows after the options.
+pub const WATCH_HELP: &str = "\
+Exit codes:
+  0  the instance completed
+  2  no instance has that id (or it was purged while watched)
+  3  store or endpoint unreachable or unreadable
+  4  the instance failed
+  5  the instance was terminated
+  6  --timeout passed before the instance finished";
+
 /// The exit code `watch` ends with when the instance reached `status`.
 ///
 /// ```

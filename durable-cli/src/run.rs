@@ -3,7 +3,7 @@
 use crate::args::{Cli, Command, ListArgs, PurgeArgs, WatchArgs};
 use crate::exit::{self, CliError};
 use crate::format;
-use crate::store::Target;
+use crate::store::{Target, TargetOptions};
 use durable_runtime::backend::{BackendError, InstanceMetadata, InstanceQuery, PurgeTarget};
 use durable_runtime::{Client, Error};
 use serde_json::{json, Value};
@@ -13,7 +13,12 @@ use std::time::Duration;
 /// Runs the command of `cli`, writing what it prints to `out`; returns the
 /// exit code (0, or for `watch` the code of the final status).
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
-    let target = Target::from_options(cli.store.as_deref(), cli.endpoint.as_deref(), &cli.taskhub)?;
+    let target = Target::from_options(TargetOptions {
+        store: cli.store.as_deref(),
+        endpoint: cli.endpoint.as_deref(),
+        task_hub: &cli.taskhub,
+        schema: cli.schema.as_deref(),
+    })?;
     // Checked before the store is opened: bad input never touches it.
     if let Command::Raise {
         data: Some(data), ..

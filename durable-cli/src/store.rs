@@ -59,8 +59,16 @@ impl StoreSpec {
 /// What the command talks to: a store, or a sidecar over gRPC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A database the CLI opens itself.
-    Store(StoreSpec),
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, and the schema holding durable's tables
+    /// (`None`: the backend's default, `durable`).
+    Postgres {
+        /// `postgres://user:password@host:port/database`.
+        url: String,
+        /// `--schema`.
+        schema: Option<String>,
+    },
     /// A running sidecar (`--endpoint`), with its task hub.
     Endpoint {
         /// `http://host:port` or `https://host:port`.
@@ -70,36 +78,66 @@ pub enum Target {
     },
 }
 
+/// The global options that choose the [`Target`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetOptions<'a> {
+    /// `--store`.
+    pub store: Option<&'a str>,
+    /// `--endpoint`.
+    pub endpoint: Option<&'a str>,
+    /// `--taskhub`.
+    pub task_hub: &'a str,
+    /// `--schema`.
+    pub schema: Option<&'a str>,
+}
+
 impl Target {
     /// The target of the global options: `--endpoint` if given, else
-    /// `--store` (default [`DEFAULT_STORE`]). Both at once is a usage error.
-    pub fn from_options(
-        store: Option<&str>,
-        endpoint: Option<&str>,
-        task_hub: &str,
-    ) -> Result<Self, CliError> {
-        match (store, endpoint) {
-            (Some(_), Some(_)) => Err(CliError::Usage(
-                "give either --store or --endpoint, not both (check the DURABLE_STORE and \
-                 DURABLE_ENDPOINT environment variables too)"
-                    .into(),
-            )),
-            (_, Some(url)) => Ok(Target::Endpoint {
+    /// `--store` (default [`DEFAULT_STORE`]). Both at once is a usage
+    /// error, and so is `--schema` with anything but a PostgreSQL store.
+    pub fn from_options(o: TargetOptions<'_>) -> Result<Self, CliError> {
+        let target = match (o.store, o.endpoint) {
+            (Some(_), Some(_)) => {
+                return Err(CliError::Usage(
+                    "give either --store or --endpoint, not both (check the DURABLE_STORE and \
+                     DURABLE_ENDPOINT environment variables too)"
+                        .into(),
+                ))
+            }
+            (_, Some(url)) => Target::Endpoint {
                 url: url.to_string(),
-                task_hub: task_hub.to_string(),
-            }),
-            (store, None) => StoreSpec::parse(store.unwrap_or(DEFAULT_STORE)).map(Target::Store),
+                task_hub: o.task_hub.to_string(),
+            },
+            (store, None) => match StoreSpec::parse(store.unwrap_or(DEFAULT_STORE))? {
+                StoreSpec::Sqlite(path) => Target::Sqlite(path),
+                StoreSpec::Postgres(url) => Target::Postgres {
+                    url,
+                    schema: o.schema.map(str::to_string),
+                },
+            },
+        };
+        if o.schema.is_some() && !matches!(target, Target::Postgres { .. }) {
+            return Err(CliError::Usage(
+                "--schema applies only to a PostgreSQL store (--store postgres://...)".into(),
+            ));
         }
+        Ok(target)
     }
 
     /// Opens the backend. An SQLite file that does not exist is an error
     /// (exit code 3), never created.
     pub async fn open(&self) -> Result<Arc<dyn Backend>, CliError> {
         match self {
-            Target::Store(StoreSpec::Sqlite(path)) => open_sqlite(path),
-            Target::Store(StoreSpec::Postgres(url)) => {
-                use durable_postgres::ConnectError;
-                match durable_postgres::PostgresBackend::connect(url).await {
+            Target::Sqlite(path) => open_sqlite(path),
+            Target::Postgres { url, schema } => {
+                use durable_postgres::{ConnectError, PostgresBackend, PostgresOptions};
+                let mut options = PostgresOptions::default();
+                if let Some(schema) = schema {
+                    options.schema = schema.clone();
+                }
+                // A command holds one connection at a time.
+                options.pool_size = 2;
+                match PostgresBackend::connect_with(url, options).await {
                     Ok(b) => Ok(Arc::new(b)),
                     Err(e @ (ConnectError::InvalidUrl(_) | ConnectError::InvalidOption(_))) => {
                         Err(CliError::Usage(e.to_string()))
@@ -168,19 +206,37 @@ mod tests {
 
     #[test]
     fn targets() {
+        let o = |store, endpoint, schema| TargetOptions {
+            store,
+            endpoint,
+            task_hub: "orders",
+            schema,
+        };
         assert_eq!(
-            Target::from_options(None, None, "default").unwrap(),
-            Target::Store(StoreSpec::Sqlite(PathBuf::from("./durable.db")))
+            Target::from_options(o(None, None, None)).unwrap(),
+            Target::Sqlite(PathBuf::from("./durable.db"))
         );
         assert_eq!(
-            Target::from_options(None, Some("http://localhost:4001"), "orders").unwrap(),
+            Target::from_options(o(None, Some("http://localhost:4001"), None)).unwrap(),
             Target::Endpoint {
                 url: "http://localhost:4001".into(),
                 task_hub: "orders".into()
             }
         );
-        let both = Target::from_options(Some("sqlite:x"), Some("http://h:1"), "d").unwrap_err();
+        assert_eq!(
+            Target::from_options(o(Some("postgres://u@h/d"), None, Some("app"))).unwrap(),
+            Target::Postgres {
+                url: "postgres://u@h/d".into(),
+                schema: Some("app".into())
+            }
+        );
+        let both = Target::from_options(o(Some("sqlite:x"), Some("http://h:1"), None)).unwrap_err();
         assert!(both.to_string().contains("not both"), "{both}");
+        let schema = Target::from_options(o(Some("sqlite:x"), None, Some("app"))).unwrap_err();
+        assert!(
+            schema.to_string().contains("only to a PostgreSQL"),
+            "{schema}"
+        );
     }
 
     #[test]

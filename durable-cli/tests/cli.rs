@@ -2,62 +2,17 @@
 //! running in the test process: every command, its text and JSON output,
 //! and the exit codes of its errors.
 
+mod support;
+
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
-use durable_runtime::{
-    ActivityError, Client, OrchestrationState, Registry, ScheduleOptions, Worker, WorkerHandle,
-};
+use durable_runtime::{Client, OrchestrationState, ScheduleOptions, Worker, WorkerHandle};
 use durable_sqlite::SqliteBackend;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long any one wait may take before the test fails saying what it
-/// waited for.
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn registry() -> Registry {
-    Registry::new()
-        .activity_fn("hello", |_ctx, name: String| async move {
-            Ok::<_, ActivityError>(format!("Hello, {name}!"))
-        })
-        .activity_fn("charge", |_ctx, _amount: u32| async move {
-            Err::<u32, _>(ActivityError::new("CardDeclined", "card expired").non_retriable())
-        })
-        .orchestrator_fn("greet", |ctx, name: String| async move {
-            let greeting: String = ctx.call_activity_by_name("hello", &name).await?;
-            Ok(greeting)
-        })
-        .orchestrator_fn("checkout", |ctx, amount: u32| async move {
-            let charged: u32 = ctx.call_activity_by_name("charge", &amount).await?;
-            Ok(charged)
-        })
-        .orchestrator_fn("approval", |ctx, _: ()| async move {
-            ctx.set_custom_status(&"waiting for approval");
-            let approved: bool = ctx.wait_for_external_event("approve").await?;
-            Ok(if approved { "approved" } else { "rejected" }.to_string())
-        })
-        .orchestrator_fn("parent", |ctx, name: String| async move {
-            let child: String = ctx
-                .call_sub_orchestrator_by_name("greet", None, &name, None)
-                .await?;
-            Ok(child)
-        })
-        .orchestrator_fn("waiting_parent", |ctx, _: ()| async move {
-            let child: String = ctx
-                .call_sub_orchestrator_by_name("approval", None, &(), None)
-                .await?;
-            Ok(child)
-        })
-        .orchestrator_fn("timed", |ctx, name: String| async move {
-            ctx.create_timer(Duration::from_millis(1)).await;
-            let greeting: String = ctx.call_activity_by_name("hello", &name).await?;
-            Ok(greeting)
-        })
-}
+use support::{drain, durable, finish, registry, run_raw, Run, LIMIT};
 
 /// A database with a worker running on it, and the CLI pointed at it.
 struct Store {
@@ -65,81 +20,6 @@ struct Store {
     path: PathBuf,
     client: Client,
     worker: WorkerHandle,
-}
-
-/// What a run of the binary printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "expected success, got {self:#?}");
-        self
-    }
-
-    #[track_caller]
-    fn code(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "expected exit code {code}, got {self:#?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
-    }
-}
-
-fn durable(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_durable"));
-    cmd.args(args)
-        .env_remove("DURABLE_STORE")
-        .env_remove("DURABLE_ENDPOINT")
-        .env_remove("DURABLE_TASKHUB")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Reads a child's whole stream on a thread.
-fn drain(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-/// Waits for the child to end (within [`LIMIT`], else kills it and fails).
-fn finish(mut child: Child, stdout: mpsc::Receiver<String>, what: &str) -> Run {
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let stdout = match stdout.recv_timeout(LIMIT) {
-        Ok(text) => text,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("`{what}` did not finish within {LIMIT:?}");
-        }
-    };
-    let status = child.wait().expect("waiting for the child");
-    Run {
-        code: status.code().expect("the CLI exits with a code"),
-        stdout,
-        stderr: stderr.recv_timeout(LIMIT).unwrap_or_default(),
-    }
-}
-
-/// Runs the binary with exactly these arguments.
-fn run_raw(args: &[&str]) -> Run {
-    let mut child = durable(args).spawn().expect("starting the durable binary");
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    finish(child, stdout, &args.join(" "))
 }
 
 impl Store {
@@ -697,13 +577,26 @@ async fn watch_prints_changes_and_exits_by_final_status() {
     };
     assert!(first.contains("  Running"), "{first}");
     assert!(first.contains("waiting for approval"), "{first}");
+    // Each change is printed: the instance stays suspended until resumed,
+    // so the watch cannot miss it.
+    let next_line = |what: &str| match lines.recv_timeout(LIMIT) {
+        Ok(l) => l,
+        Err(_) => panic!("durable watch printed no {what} line within {LIMIT:?}"),
+    };
+    s.client.suspend("approval-1", None).await.unwrap();
+    let suspended = next_line("Suspended");
+    assert!(suspended.contains("  Suspended"), "{suspended}");
+    s.client.resume("approval-1", None).await.unwrap();
+    let resumed = next_line("Running");
+    assert!(resumed.contains("  Running"), "{resumed}");
     s.client
         .raise_event("approval-1", "approve", &false)
         .await
         .unwrap();
     let run = finish(child, done_rx, "durable watch approval-1").code(0);
-    let last = run.stdout.lines().last().unwrap_or_default();
-    assert!(last.contains("  Completed"), "{}", run.stdout);
+    let printed: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(printed.len(), 4, "{}", run.stdout);
+    assert!(printed[3].contains("  Completed"), "{}", run.stdout);
 
     // Terminated: its own code.
     s.schedule("approval", (), "w-t").await;
@@ -769,6 +662,13 @@ async fn errors_have_their_exit_codes() {
             .contains("5  watch: the instance was terminated"),
         "{}",
         help.stdout
+    );
+
+    let watch = run_raw(&["watch", "--help"]).ok();
+    assert!(
+        watch.stdout.contains("4  the instance failed"),
+        "{}",
+        watch.stdout
     );
 
     // On a real store: unknown ids are 2 for every command reading one.
