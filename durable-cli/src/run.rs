@@ -10,15 +10,25 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
-/// Runs the command of `cli`, writing what it prints to `out`; returns the
-/// exit code (0, or for `watch` the code of the final status).
-pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
-    let target = Target::from_options(TargetOptions {
+/// The target the global options of `cli` name.
+pub fn target(cli: &Cli) -> Result<Target, CliError> {
+    Target::from_options(TargetOptions {
         store: cli.store.as_deref(),
         endpoint: cli.endpoint.as_deref(),
         task_hub: &cli.taskhub,
         schema: cli.schema.as_deref(),
-    })?;
+    })
+}
+
+/// Runs the command of `cli`, writing what it prints to `out`; returns the
+/// exit code (0, or for `watch` the code of the final status).
+///
+/// Every command here reads or controls instances through a [`Client`] on
+/// a target that must exist. A command that does something else (a
+/// server, which may create its store with [`Target::open_or_create`])
+/// gets an arm in `main` or before the client is made here.
+pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
+    let target = target(cli)?;
     // Checked before the store is opened: bad input never touches it.
     if let Command::Raise {
         data: Some(data), ..

@@ -127,8 +127,18 @@ impl Target {
     /// Opens the backend. An SQLite file that does not exist is an error
     /// (exit code 3), never created.
     pub async fn open(&self) -> Result<Arc<dyn Backend>, CliError> {
+        self.open_backend(false).await
+    }
+
+    /// Opens the backend, creating an SQLite file that does not exist yet
+    /// (for commands that run work rather than read it).
+    pub async fn open_or_create(&self) -> Result<Arc<dyn Backend>, CliError> {
+        self.open_backend(true).await
+    }
+
+    async fn open_backend(&self, create: bool) -> Result<Arc<dyn Backend>, CliError> {
         match self {
-            Target::Sqlite(path) => open_sqlite(path),
+            Target::Sqlite(path) => open_sqlite(path, create),
             Target::Postgres { url, schema } => {
                 use durable_postgres::{ConnectError, PostgresBackend, PostgresOptions};
                 let mut options = PostgresOptions::default();
@@ -165,8 +175,8 @@ impl Target {
     }
 }
 
-fn open_sqlite(path: &Path) -> Result<Arc<dyn Backend>, CliError> {
-    if !path.exists() {
+fn open_sqlite(path: &Path, create: bool) -> Result<Arc<dyn Backend>, CliError> {
+    if !create && !path.exists() {
         return Err(CliError::Unavailable(format!(
             "no SQLite database at {}: the file does not exist (the CLI never creates one). \
              Check --store (default {DEFAULT_STORE}) or the directory you run in",
@@ -243,15 +253,18 @@ mod tests {
     fn a_missing_sqlite_file_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.db");
-        let e = open_sqlite(&path)
+        let e = open_sqlite(&path, false)
             .err()
             .expect("a missing file is an error");
         assert_eq!(e.exit_code(), crate::exit::UNAVAILABLE);
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(!path.exists(), "the file was created");
-        let e = open_sqlite(dir.path())
+        let e = open_sqlite(dir.path(), true)
             .err()
             .expect("a directory is an error");
         assert!(e.to_string().contains("is a directory"), "{e}");
+        drop(open_sqlite(&path, true).expect("creating the file"));
+        assert!(path.exists(), "open_or_create creates the file");
+        drop(open_sqlite(&path, false).expect("then it opens"));
     }
 }
