@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use support::{drain, durable, finish, registry, run_raw, Run, LIMIT};
+use support::{drain, durable, registry, run_raw, Run, Running, LIMIT};
 
 /// A database with a worker running on it, and the CLI pointed at it.
 struct Store {
@@ -546,19 +546,17 @@ async fn watch_prints_changes_and_exits_by_final_status() {
     // A watch that sees the instance finish: its first line says it is
     // watching, then the event comes.
     let store = s.store();
-    let mut child = durable(&[
+    let mut child = Running::spawn(durable(&[
         "--store",
         &store,
         "watch",
         "approval-1",
         "--interval",
         "50ms",
-    ])
-    .spawn()
-    .expect("starting durable watch");
+    ]));
     let (tx, lines) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let stdout = child.child().stdout.take().expect("stdout is piped");
     std::thread::spawn(move || {
         let mut all = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -570,10 +568,7 @@ async fn watch_prints_changes_and_exits_by_final_status() {
     });
     let first = match lines.recv_timeout(LIMIT) {
         Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("durable watch printed nothing within {LIMIT:?}");
-        }
+        Err(_) => panic!("durable watch printed nothing within {LIMIT:?}"),
     };
     assert!(first.contains("  Running"), "{first}");
     assert!(first.contains("waiting for approval"), "{first}");
@@ -593,7 +588,7 @@ async fn watch_prints_changes_and_exits_by_final_status() {
         .raise_event("approval-1", "approve", &false)
         .await
         .unwrap();
-    let run = finish(child, done_rx, "durable watch approval-1").code(0);
+    let run = child.finish(done_rx, "durable watch approval-1").code(0);
     let printed: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(printed.len(), 4, "{}", run.stdout);
     assert!(printed[3].contains("  Completed"), "{}", run.stdout);
@@ -688,9 +683,9 @@ async fn errors_have_their_exit_codes() {
     let r = {
         let mut cmd = durable(&["list"]);
         cmd.current_dir(dir.path());
-        let mut child = cmd.spawn().unwrap();
-        let stdout = drain(child.stdout.take().unwrap());
-        finish(child, stdout, "durable list (default store)")
+        let mut child = Running::spawn(cmd);
+        let stdout = drain(child.child().stdout.take().unwrap());
+        child.finish(stdout, "durable list (default store)")
     }
     .code(3);
     assert!(r.stderr.contains("./durable.db"), "{}", r.stderr);

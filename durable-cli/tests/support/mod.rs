@@ -129,3 +129,33 @@ pub(crate) fn run_raw(args: &[&str]) -> Run {
     let stdout = drain(child.stdout.take().expect("stdout is piped"));
     finish(child, stdout, &args.join(" "))
 }
+
+/// A child process that is killed when dropped, so a test that fails
+/// while it runs leaves nothing behind.
+pub(crate) struct Running(Option<Child>);
+
+impl Running {
+    /// Starts the command.
+    pub(crate) fn spawn(mut cmd: Command) -> Running {
+        Running(Some(cmd.spawn().expect("starting the durable binary")))
+    }
+
+    /// The child, until [`finish`](Self::finish) takes it.
+    pub(crate) fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is still running")
+    }
+
+    /// Waits for the child to end, as [`finish`] does.
+    pub(crate) fn finish(mut self, stdout: mpsc::Receiver<String>, what: &str) -> Run {
+        finish(self.0.take().expect("finished once"), stdout, what)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
