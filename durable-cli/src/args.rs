@@ -33,6 +33,21 @@ pub struct Cli {
     )]
     pub taskhub: String,
 
+    /// A metadata header sent to the sidecar with every call, NAME=VALUE (repeatable; e.g. dapr-api-token=TOKEN)
+    #[arg(long, global = true, value_name = "NAME=VALUE")]
+    pub header: Vec<String>,
+
+    /// A bearer token sent to the sidecar (authorization: Bearer); better given
+    /// through the environment than on the command line
+    #[arg(
+        long,
+        global = true,
+        env = "DURABLE_BEARER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub bearer_token: Option<String>,
+
     /// The PostgreSQL schema holding durable's tables (with a postgres:// store)
     /// [default: durable]
     #[arg(long, global = true, env = "DURABLE_SCHEMA", value_name = "NAME")]

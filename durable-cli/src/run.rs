@@ -17,6 +17,8 @@ pub fn target(cli: &Cli) -> Result<Target, CliError> {
         endpoint: cli.endpoint.as_deref(),
         task_hub: &cli.taskhub,
         schema: cli.schema.as_deref(),
+        headers: &cli.header,
+        bearer_token: cli.bearer_token.as_deref(),
     })
 }
 

@@ -57,7 +57,7 @@ impl StoreSpec {
 }
 
 /// What the command talks to: a store, or a sidecar over gRPC.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// An SQLite file.
     Sqlite(PathBuf),
@@ -75,11 +75,42 @@ pub enum Target {
         url: String,
         /// The task hub sent with every call.
         task_hub: String,
+        /// Metadata headers sent with every call (`--header`, and
+        /// `authorization` for a bearer token).
+        headers: Vec<(String, String)>,
     },
 }
 
-/// The global options that choose the [`Target`].
-#[derive(Clone, Copy, Debug, Default)]
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Target::Postgres { url, schema } => f
+                .debug_struct("Postgres")
+                .field("url", url)
+                .field("schema", schema)
+                .finish(),
+            // Header values may be secrets: names only.
+            Target::Endpoint {
+                url,
+                task_hub,
+                headers,
+            } => f
+                .debug_struct("Endpoint")
+                .field("url", url)
+                .field("task_hub", task_hub)
+                .field(
+                    "headers",
+                    &headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
+}
+
+/// The global options that choose the [`Target`]. (Not `Debug`: it may
+/// hold a token.)
+#[derive(Clone, Copy, Default)]
 pub struct TargetOptions<'a> {
     /// `--store`.
     pub store: Option<&'a str>,
@@ -89,6 +120,39 @@ pub struct TargetOptions<'a> {
     pub task_hub: &'a str,
     /// `--schema`.
     pub schema: Option<&'a str>,
+    /// `--header NAME=VALUE`, each.
+    pub headers: &'a [String],
+    /// `--bearer-token` (used only with an endpoint).
+    pub bearer_token: Option<&'a str>,
+}
+
+/// Parses a `--header NAME=VALUE`.
+///
+/// ```
+/// use durable_cli::store::parse_header;
+/// assert_eq!(parse_header("Dapr-Api-Token=s3cret").unwrap(), ("dapr-api-token".into(), "s3cret".into()));
+/// assert!(parse_header("no-value").is_err());
+/// ```
+pub fn parse_header(text: &str) -> Result<(String, String), CliError> {
+    let bad = |why: &str| {
+        CliError::Usage(format!(
+            "--header {}: {why}; write it as NAME=VALUE, e.g. dapr-api-token=TOKEN",
+            text.split_once('=').map_or(text, |(name, _)| name)
+        ))
+    };
+    let (name, value) = text.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad("the name must be ASCII letters, digits, '-' or '_'"));
+    }
+    if !value.is_ascii() || value.chars().any(|c| c.is_ascii_control()) {
+        return Err(bad("the value must be printable ASCII"));
+    }
+    Ok((name, value.to_string()))
 }
 
 impl Target {
@@ -104,10 +168,21 @@ impl Target {
                         .into(),
                 ))
             }
-            (_, Some(url)) => Target::Endpoint {
-                url: url.to_string(),
-                task_hub: o.task_hub.to_string(),
-            },
+            (_, Some(url)) => {
+                let mut headers = o
+                    .headers
+                    .iter()
+                    .map(|h| parse_header(h))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(token) = o.bearer_token.filter(|t| !t.is_empty()) {
+                    headers.push(("authorization".into(), format!("Bearer {}", token.trim())));
+                }
+                Target::Endpoint {
+                    url: url.to_string(),
+                    task_hub: o.task_hub.to_string(),
+                    headers,
+                }
+            }
             (store, None) => match StoreSpec::parse(store.unwrap_or(DEFAULT_STORE))? {
                 StoreSpec::Sqlite(path) => Target::Sqlite(path),
                 StoreSpec::Postgres(url) => Target::Postgres {
@@ -116,6 +191,11 @@ impl Target {
                 },
             },
         };
+        if !o.headers.is_empty() && !matches!(target, Target::Endpoint { .. }) {
+            return Err(CliError::Usage(
+                "--header applies only to a sidecar (--endpoint URL)".into(),
+            ));
+        }
         if o.schema.is_some() && !matches!(target, Target::Postgres { .. }) {
             return Err(CliError::Usage(
                 "--schema applies only to a PostgreSQL store (--store postgres://...)".into(),
@@ -155,10 +235,17 @@ impl Target {
                     Err(e) => Err(CliError::Unavailable(e.to_string())),
                 }
             }
-            Target::Endpoint { url, task_hub } => {
-                let options = durable_grpc::GrpcOptions::new(url.clone())
+            Target::Endpoint {
+                url,
+                task_hub,
+                headers,
+            } => {
+                let mut options = durable_grpc::GrpcOptions::new(url.clone())
                     .task_hub(task_hub.clone())
                     .connect_timeout(Duration::from_secs(5));
+                for (name, value) in headers {
+                    options = options.header(name.clone(), value.clone());
+                }
                 match durable_grpc::GrpcBackend::connect(options).await {
                     Ok(b) => Ok(Arc::new(b)),
                     Err(e) => Err(match CliError::from(e) {
@@ -221,6 +308,8 @@ mod tests {
             endpoint,
             task_hub: "orders",
             schema,
+            headers: &[],
+            bearer_token: None,
         };
         assert_eq!(
             Target::from_options(o(None, None, None)).unwrap(),
@@ -230,7 +319,8 @@ mod tests {
             Target::from_options(o(None, Some("http://localhost:4001"), None)).unwrap(),
             Target::Endpoint {
                 url: "http://localhost:4001".into(),
-                task_hub: "orders".into()
+                task_hub: "orders".into(),
+                headers: vec![],
             }
         );
         assert_eq!(
@@ -247,6 +337,51 @@ mod tests {
             schema.to_string().contains("only to a PostgreSQL"),
             "{schema}"
         );
+    }
+
+    #[test]
+    fn headers_and_tokens_go_to_sidecars_only() {
+        let headers = ["dapr-api-token=abc".to_string()];
+        let o = TargetOptions {
+            endpoint: Some("http://h:1"),
+            task_hub: "default",
+            headers: &headers,
+            bearer_token: Some("t0ken"),
+            ..TargetOptions::default()
+        };
+        let target = Target::from_options(o).unwrap();
+        assert_eq!(
+            target,
+            Target::Endpoint {
+                url: "http://h:1".into(),
+                task_hub: "default".into(),
+                headers: vec![
+                    ("dapr-api-token".into(), "abc".into()),
+                    ("authorization".into(), "Bearer t0ken".into())
+                ],
+            }
+        );
+        let shown = format!("{target:?}");
+        assert!(
+            !shown.contains("abc") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        // A token from the environment does not get in the way of a store.
+        let store = TargetOptions {
+            store: Some("sqlite:x.db"),
+            bearer_token: Some("t0ken"),
+            ..TargetOptions::default()
+        };
+        assert!(Target::from_options(store).is_ok());
+        let e = Target::from_options(TargetOptions {
+            headers: &headers,
+            ..store
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("only to a sidecar"), "{e}");
+        for bad in ["x", "=v", "a b=v", "k=caf\u{e9}"] {
+            assert!(parse_header(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

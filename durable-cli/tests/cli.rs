@@ -641,6 +641,17 @@ async fn errors_have_their_exit_codes() {
     // Usage errors are 1 (not clap's 2, which means "not found" here).
     let r = run_raw(&["--store", "sqlite:x.db", "--endpoint", "http://h:1", "list"]).code(1);
     assert!(r.stderr.contains("not both"), "{}", r.stderr);
+    let r = run_raw(&["--header", "a=b", "list"]).code(1);
+    assert!(r.stderr.contains("only to a sidecar"), "{}", r.stderr);
+    let r = run_raw(&[
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--header",
+        "oops",
+        "list",
+    ])
+    .code(1);
+    assert!(r.stderr.contains("NAME=VALUE"), "{}", r.stderr);
     run_raw(&["frobnicate"]).code(1);
     run_raw(&["show"]).code(1);
     let r = run_raw(&["--store", "redis://h", "list"]).code(1);

@@ -35,7 +35,14 @@ async fn commands_on_a_sidecar() {
     client.wait_for_start("sc-wait", LIMIT).await.unwrap();
 
     let cli = |args: &[&str]| {
-        let mut all = vec!["--endpoint", endpoint.as_str(), "--taskhub", "default"];
+        let mut all = vec![
+            "--endpoint",
+            endpoint.as_str(),
+            "--taskhub",
+            "default",
+            "--header",
+            "x-durable-cli-test=1",
+        ];
         all.extend_from_slice(args);
         run_raw(&all)
     };
