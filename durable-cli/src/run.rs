@@ -60,6 +60,17 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             reason,
             recursive,
         } => {
+            let status = client
+                .get_status(id)
+                .await?
+                .ok_or_else(|| CliError::not_found(id))?
+                .status();
+            if status.is_terminal() {
+                return p.done(
+                    &format!("{id} has already finished ({status}); nothing to terminate"),
+                    json!({"instance_id": id, "terminate": "finished", "status": status.to_string()}),
+                );
+            }
             match reason {
                 Some(r) if *recursive => client.terminate_recursive(id, r).await?,
                 Some(r) => client.terminate(id, r).await?,

@@ -405,6 +405,11 @@ async fn terminate_with_a_reason_and_recursively() {
         OrchestrationStatus::Terminated
     );
     s.cli(&["terminate", "missing"]).code(2);
+    let again = s.cli(&["terminate", "t-1"]).ok();
+    assert_eq!(
+        again.stdout,
+        "t-1 has already finished (Terminated); nothing to terminate\n"
+    );
     s.stop().await;
 }
 
