@@ -164,14 +164,22 @@ impl Printer<'_> {
     }
 }
 
-async fn list(client: &Client, args: &ListArgs, p: &mut Printer<'_>) -> Result<u8, CliError> {
-    if let (Some(a), Some(b)) = (args.created_after, args.created_before) {
-        if a >= b {
-            return Err(CliError::Usage(
-                "--created-after must be earlier than --created-before".into(),
-            ));
-        }
+type Timestamp = durable_runtime::chrono::DateTime<durable_runtime::chrono::Utc>;
+
+/// `--created-after` must come before `--created-before`, or nothing could match.
+fn check_range(after: Option<Timestamp>, before: Option<Timestamp>) -> Result<(), CliError> {
+    match (after, before) {
+        (Some(a), Some(b)) if a >= b => Err(CliError::Usage(format!(
+            "--created-after ({}) must be earlier than --created-before ({}), or nothing matches",
+            format::timestamp(a),
+            format::timestamp(b)
+        ))),
+        _ => Ok(()),
     }
+}
+
+async fn list(client: &Client, args: &ListArgs, p: &mut Printer<'_>) -> Result<u8, CliError> {
+    check_range(args.created_after, args.created_before)?;
     let mut query = InstanceQuery {
         statuses: args.status.clone(),
         created_from: args.created_after,
@@ -254,6 +262,7 @@ async fn purge(client: &Client, args: &PurgeArgs, p: &mut Printer<'_>) -> Result
                         .into(),
                 ));
             }
+            check_range(args.created_after, args.created_before)?;
             if let Some(s) = args.status.iter().find(|s| !s.is_terminal()) {
                 return Err(CliError::Usage(format!(
                     "only finished instances can be purged, not {s} ones; use \
@@ -370,6 +379,16 @@ mod tests {
             assert!(check_json(ok).is_ok(), "{ok}");
         }
         assert!(check_json("approved").is_err(), "bare text is not JSON");
+    }
+
+    #[test]
+    fn a_time_range_must_not_be_empty() {
+        let t = |s: &str| Some(crate::args::parse_time(s).unwrap());
+        assert!(check_range(t("2030-01-01T00:00:00Z"), t("2030-01-02T00:00:00Z")).is_ok());
+        assert!(check_range(None, t("2030-01-02T00:00:00Z")).is_ok());
+        let e = check_range(t("2030-01-02T00:00:00Z"), t("2030-01-01T00:00:00Z")).unwrap_err();
+        assert_eq!(e.exit_code(), exit::ERROR);
+        assert!(e.to_string().contains("must be earlier"), "{e}");
     }
 
     #[test]
