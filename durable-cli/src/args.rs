@@ -83,7 +83,8 @@ pub enum Command {
         id: String,
         /// Event name
         name: String,
-        /// Event data as JSON (e.g. '"text"', '{"ok":true}'); none if left out
+        /// Event data as JSON (e.g. '"text"', '{"ok":true}'), or - to read it from
+        /// standard input; none if left out
         data: Option<String>,
     },
     /// Terminate an instance

@@ -31,13 +31,21 @@ pub fn target(cli: &Cli) -> Result<Target, CliError> {
 /// gets an arm in `main` or before the client is made here.
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
     let target = target(cli)?;
-    // Checked before the store is opened: bad input never touches it.
-    if let Command::Raise {
-        data: Some(data), ..
-    } = &cli.command
-    {
-        check_json(data)?;
-    }
+    // Read and checked before the store is opened: bad input never
+    // touches it.
+    let event_data = match &cli.command {
+        Command::Raise { data: Some(d), .. } if d == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read the event data from standard input: {e}"
+                ))
+            })?;
+            Some(checked_json(&text)?)
+        }
+        Command::Raise { data: Some(d), .. } => Some(checked_json(d)?),
+        _ => None,
+    };
     let client = Client::new(target.open().await?);
     let mut p = Printer {
         out,
@@ -47,9 +55,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::List(args) => list(&client, args, &mut p).await,
         Command::Show { id } => show(&client, id, &mut p).await,
         Command::History { id } => history(&client, id, &mut p).await,
-        Command::Raise { id, name, data } => {
-            let data = data.as_deref().map(|d| d.trim().to_string());
-            client.backend().raise_event(id, name, data).await?;
+        Command::Raise { id, name, .. } => {
+            client.backend().raise_event(id, name, event_data).await?;
             p.done(
                 &format!("raised event \"{name}\" on {id}"),
                 json!({"instance_id": id, "raised": name}),
@@ -119,13 +126,21 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
 /// assert!(e.to_string().contains("not valid JSON"));
 /// ```
 pub fn check_json(data: &str) -> Result<(), CliError> {
-    serde_json::from_str::<Value>(data).map(drop).map_err(|e| {
-        CliError::Usage(format!(
-            "the event data is not valid JSON ({e}): {}; quote text as JSON strings, \
+    checked_json(data).map(drop)
+}
+
+/// The event data, trimmed, if it is JSON.
+fn checked_json(data: &str) -> Result<String, CliError> {
+    let data = data.trim();
+    serde_json::from_str::<Value>(data)
+        .map(|_| data.to_string())
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "the event data is not valid JSON ({e}): {}; quote text as JSON strings, \
              e.g. '\"approved\"', or pass an object such as '{{\"ok\":true}}'",
-            format::truncate(data, 80)
-        ))
-    })
+                format::truncate(data, 80)
+            ))
+        })
 }
 
 struct Printer<'a> {

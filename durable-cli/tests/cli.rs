@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
-use support::{drain, durable, registry, run_raw, Run, Running, LIMIT};
+use support::{drain, durable, registry, run_raw, run_with_input, Run, Running, LIMIT};
 
 /// A database with a worker running on it, and the CLI pointed at it.
 struct Store {
@@ -359,7 +359,18 @@ async fn raise_makes_a_waiting_instance_complete() {
     let nf = s.cli(&["raise", "nobody", "approve", "true"]).code(2);
     assert!(nf.stderr.contains("\"nobody\""), "{}", nf.stderr);
 
-    let r = s.cli(&["raise", "approval-1", "approve", "true"]).ok();
+    let store = s.store();
+    let piped = [
+        "--store",
+        store.as_str(),
+        "raise",
+        "approval-1",
+        "approve",
+        "-",
+    ];
+    let bad = run_with_input(&piped, "{\"approved\": ").code(1);
+    assert!(bad.stderr.contains("not valid JSON"), "{}", bad.stderr);
+    let r = run_with_input(&piped, "true\n").ok();
     assert_eq!(r.stdout, "raised event \"approve\" on approval-1\n");
     let state = s.done("approval-1").await;
     assert_eq!(state.status(), OrchestrationStatus::Completed);

@@ -123,6 +123,22 @@ pub(crate) fn finish(mut child: Child, stdout: mpsc::Receiver<String>, what: &st
     }
 }
 
+/// Runs the binary with these arguments and `input` on its standard input.
+pub(crate) fn run_with_input(args: &[&str], input: &str) -> Run {
+    let mut cmd = durable(args);
+    cmd.stdin(Stdio::piped());
+    let mut child = Running::spawn(cmd);
+    {
+        use std::io::Write;
+        let mut stdin = child.child().stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(input.as_bytes())
+            .expect("writing to the CLI");
+    }
+    let stdout = drain(child.child().stdout.take().expect("stdout is piped"));
+    child.finish(stdout, &args.join(" "))
+}
+
 /// Runs the binary with exactly these arguments.
 pub(crate) fn run_raw(args: &[&str]) -> Run {
     let mut child = durable(args).spawn().expect("starting the durable binary");
