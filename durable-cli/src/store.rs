@@ -225,6 +225,16 @@ impl Target {
                 if let Some(schema) = schema {
                     options.schema = schema.clone();
                 }
+                // Connecting creates durable's tables; a command that only
+                // reads must not leave an empty store behind a typo.
+                if !create && postgres_store_missing(url, &options.schema).await {
+                    return Err(CliError::Unavailable(format!(
+                        "the database holds no durable store in schema \"{}\" (the CLI never \
+                         creates one); check --schema (default durable), or start a worker on \
+                         the database first",
+                        options.schema
+                    )));
+                }
                 // A command holds one connection at a time.
                 options.pool_size = 2;
                 match PostgresBackend::connect_with(url, options).await {
@@ -260,6 +270,38 @@ impl Target {
             }
         }
     }
+}
+
+/// Whether the database answers that `schema` has no `instances` table.
+/// Anything else (a bad URL, a server that does not answer, an invalid
+/// schema name) is left for the backend's connect to report in full.
+async fn postgres_store_missing(url: &str, schema: &str) -> bool {
+    let valid_name = schema.len() <= 48
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let Ok(mut config) = url.parse::<tokio_postgres::Config>() else {
+        return false;
+    };
+    if !valid_name || config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return false;
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await else {
+        return false;
+    };
+    let running = tokio::spawn(connection);
+    let found = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'instances'",
+            &[&schema],
+        )
+        .await;
+    drop(client);
+    let _ = running.await;
+    matches!(found, Ok(None))
 }
 
 fn open_sqlite(path: &Path, create: bool) -> Result<Arc<dyn Backend>, CliError> {

@@ -65,6 +65,24 @@ async fn commands_on_a_postgres_store() {
     assert_eq!(state.output::<String>().unwrap(), "approved");
     let watched = cli(&["watch", "pg-wait"]).code(0);
     assert!(watched.stdout.contains("  Completed"), "{}", watched.stdout);
+    // A schema without a store is reported, and not created by the look.
+    for _ in 0..2 {
+        let missing = run_raw(&[
+            "--store",
+            cluster.url(),
+            "--schema",
+            "no_store_here",
+            "list",
+        ])
+        .code(3);
+        assert!(
+            missing
+                .stderr
+                .contains("no durable store in schema \"no_store_here\""),
+            "{}",
+            missing.stderr
+        );
+    }
     // A schema that is not a valid name is refused before connecting.
     let bad = run_raw(&["--store", cluster.url(), "--schema", "No Such", "list"]).code(1);
     assert!(bad.stderr.contains("schema"), "{}", bad.stderr);
