@@ -501,6 +501,38 @@ SEQ  KIND      NAME                               START         END           DU
     }
 
     #[test]
+    fn histories_over_several_days_and_empty_ones() {
+        let events = vec![
+            HistoryEvent::with_id(
+                0,
+                t(0),
+                EventKind::TimerCreated {
+                    fire_at: t(86_400_000),
+                },
+            ),
+            HistoryEvent::new(
+                t(86_400_000),
+                EventKind::TimerFired {
+                    fire_at: t(86_400_000),
+                    timer_id: 0,
+                },
+            ),
+        ];
+        let text = history_timeline("long", &events);
+        assert!(text.contains("Times are UTC\n"), "{text}");
+        assert!(
+            text.contains("2030-01-02T03:04:05.000Z  2030-01-03T03:04:05.000Z  1d 00h    fired"),
+            "{text}"
+        );
+        let empty = history_timeline("later", &[]);
+        assert_eq!(
+            empty,
+            "Instance later: 0 events, 0 episodes (current execution)\n\n\
+             SEQ  KIND  NAME  START  END  DURATION  RESULT\n"
+        );
+    }
+
+    #[test]
     fn failures_and_pending_in_results() {
         let entry = |outcome| Entry {
             seq: Some(0),
