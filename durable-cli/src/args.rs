@@ -124,6 +124,15 @@ pub enum Command {
         #[arg(long)]
         new_id: bool,
     },
+    /// Continue a failed instance from where it failed: what failed runs again, what succeeded is
+    /// not redone (failed sub-orchestrations are rewound with it)
+    Rewind {
+        /// Instance id
+        id: String,
+        /// Why (recorded in the history's ExecutionRewound event)
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Print an instance's status changes until it finishes; the exit code says how it ended
     #[command(after_help = exit::WATCH_HELP)]
     Watch(WatchArgs),

@@ -114,6 +114,13 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
                 json!({"instance_id": started, "restarted_from": id}),
             )
         }
+        Command::Rewind { id, reason } => {
+            client.rewind(id, reason.as_deref()).await?;
+            p.done(
+                &format!("rewound {id}: it runs again from where it failed"),
+                json!({"instance_id": id, "rewound": true}),
+            )
+        }
         Command::Watch(args) => watch(&client, args, &mut p).await,
     }
 }

@@ -27,6 +27,8 @@ pub enum EntryKind {
     Suspended,
     /// The execution was resumed.
     Resumed,
+    /// The failed execution was rewound (`ExecutionRewound`).
+    Rewound,
     /// A terminate request arrived.
     TerminateRequested,
     /// The execution continued as new.
@@ -47,6 +49,7 @@ impl EntryKind {
             EntryKind::EventSent => "event sent",
             EntryKind::Suspended => "suspended",
             EntryKind::Resumed => "resumed",
+            EntryKind::Rewound => "rewound",
             EntryKind::TerminateRequested => "terminate",
             EntryKind::ContinuedAsNew => "continued as new",
             EntryKind::Ended => "ended",
@@ -226,6 +229,12 @@ pub fn timeline(events: &[HistoryEvent]) -> Vec<Entry> {
                 String::new(),
                 at,
                 Outcome::Value(input.clone()),
+            )),
+            EventKind::ExecutionRewound { reason } => t.entries.push(moment(
+                EntryKind::Rewound,
+                reason.clone().unwrap_or_default(),
+                at,
+                Outcome::Value(None),
             )),
             EventKind::ExecutionTerminated { input, recurse } => t.entries.push(moment(
                 EntryKind::TerminateRequested,

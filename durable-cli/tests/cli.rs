@@ -719,3 +719,29 @@ async fn errors_have_their_exit_codes() {
     assert!(!dir.path().join("durable.db").exists());
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_runs_a_failed_instance_again_from_where_it_failed() {
+    let s = Store::seeded().await;
+    let r = s
+        .cli(&["rewind", "checkout-1", "--reason", "card fixed"])
+        .ok();
+    assert_eq!(
+        r.stdout,
+        "rewound checkout-1: it runs again from where it failed\n"
+    );
+    // Its cause is not fixed here: it fails again, and the history shows
+    // the rewind.
+    assert_eq!(
+        s.done("checkout-1").await.status(),
+        OrchestrationStatus::Failed
+    );
+    let timeline = s.cli(&["history", "checkout-1"]).ok().stdout;
+    assert!(timeline.contains("rewound"), "{timeline}");
+    assert!(timeline.contains("card fixed"), "{timeline}");
+
+    let done = s.cli(&["rewind", "greet-1"]).code(1);
+    assert!(done.stderr.contains("cannot rewind"), "{}", done.stderr);
+    s.cli(&["rewind", "nope"]).code(2);
+    s.stop().await;
+}
