@@ -10,10 +10,12 @@
 
 use crate::proto;
 use chrono::DateTime;
-use durable_runtime::actions::{ActionKind, OrchestratorAction};
+use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
-    ActivityWorkItem, InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget,
+    ActivityWorkItem, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
+    OrchestrationWorkItem, PurgeTarget,
 };
+use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -508,9 +510,9 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
     }
 }
 
-/// Converts the protocol's orchestrator action (what a sidecar reads; used
-/// by tests and by anything serving the protocol from a durable backend).
-#[cfg_attr(not(test), allow(dead_code))]
+/// Converts the protocol's orchestrator action (what a sidecar reads: the
+/// server, and tests).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
 pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<OrchestratorAction> {
     let id = a.id;
     let kind = match a
@@ -577,8 +579,8 @@ pub(crate) fn metadata_from_proto(s: proto::OrchestrationState) -> Result<Instan
     })
 }
 
-/// Converts metadata to the protocol's instance state (for tests and servers).
-#[cfg_attr(not(test), allow(dead_code))]
+/// Converts metadata to the protocol's instance state (for the server and tests).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
 pub(crate) fn metadata_to_proto(m: &InstanceMetadata) -> proto::OrchestrationState {
     proto::OrchestrationState {
         instance_id: m.instance_id.clone(),
@@ -633,6 +635,96 @@ pub(crate) fn purge_to_proto(t: &PurgeTarget, recursive: bool) -> proto::PurgeIn
     }
 }
 
+
+/// Converts a request to create an instance to the protocol's message. The
+/// reuse policy is always sent, so an empty list means "never reuse".
+pub(crate) fn create_request_to_proto(r: CreateInstanceRequest) -> proto::CreateInstanceRequest {
+    proto::CreateInstanceRequest {
+        instance_id: r.instance_id,
+        name: r.name,
+        version: r.version,
+        input: r.input,
+        scheduled_start_timestamp: r.scheduled_start.as_ref().map(timestamp_to_proto),
+        orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
+            replaceable_status: r
+                .reuse_policy
+                .replaceable
+                .iter()
+                .map(|s| status_to_proto(*s))
+                .collect(),
+        }),
+    }
+}
+
+/// Converts the protocol's request to create an instance. An absent reuse
+/// policy is durable's default (replace finished instances only); a policy
+/// that is present is taken as it is, so an empty one means "never reuse".
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn create_request_from_proto(
+    r: proto::CreateInstanceRequest,
+) -> Result<CreateInstanceRequest> {
+    let reuse_policy = match r.orchestration_id_reuse_policy {
+        None => IdReusePolicy::default(),
+        Some(p) => IdReusePolicy {
+            replaceable: p
+                .replaceable_status
+                .into_iter()
+                .map(status_from_proto)
+                .collect::<Result<_>>()?,
+        },
+    };
+    Ok(CreateInstanceRequest {
+        instance_id: r.instance_id,
+        name: r.name,
+        version: opt_string(r.version),
+        input: payload(r.input),
+        scheduled_start: opt_timestamp(r.scheduled_start_timestamp.as_ref())?,
+        reuse_policy,
+    })
+}
+
+/// Converts the protocol's query. A page size of 0 or less means the
+/// backend's default.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn query_from_proto(q: proto::InstanceQuery) -> Result<InstanceQuery> {
+    Ok(InstanceQuery {
+        statuses: q
+            .runtime_status
+            .into_iter()
+            .map(status_from_proto)
+            .collect::<Result<_>>()?,
+        created_from: opt_timestamp(q.created_time_from.as_ref())?,
+        created_to: opt_timestamp(q.created_time_to.as_ref())?,
+        instance_id_prefix: opt_string(q.instance_id_prefix),
+        page_size: usize::try_from(q.max_instance_count).unwrap_or(0),
+        continuation_token: opt_string(q.continuation_token),
+        fetch_payloads: q.fetch_inputs_and_outputs,
+    })
+}
+
+/// Converts the protocol's purge request to a target and whether to
+/// recurse; `None` when it names neither an instance nor a filter.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn purge_from_proto(
+    r: proto::PurgeInstancesRequest,
+) -> Result<Option<(PurgeTarget, bool)>> {
+    use proto::purge_instances_request::Request;
+    let target = match r.request {
+        None => return Ok(None),
+        Some(Request::InstanceId(id)) => PurgeTarget::Instance(id),
+        Some(Request::PurgeInstanceFilter(f)) => PurgeTarget::Filter {
+            created_from: opt_timestamp(f.created_time_from.as_ref())?,
+            created_to: opt_timestamp(f.created_time_to.as_ref())?,
+            statuses: f
+                .runtime_status
+                .into_iter()
+                .map(status_from_proto)
+                .collect::<Result<_>>()?,
+        },
+    };
+    Ok(Some((target, r.recursive)))
+}
+
 // ---- work items ----
 
 /// The execution id of an orchestration work item: the request's, else the
@@ -685,6 +777,100 @@ pub(crate) fn activity_item_from_proto(
         task_id: r.task_id,
         completion_token,
         tags: tags_from_proto(r.tags),
+    }
+}
+
+/// An orchestration work item as the protocol's work item, under a
+/// completion token of the server's (not the backend's own).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn orchestration_item_to_proto(
+    item: &OrchestrationWorkItem,
+    completion_token: String,
+) -> proto::WorkItem {
+    proto::WorkItem {
+        request: Some(proto::work_item::Request::OrchestratorRequest(
+            proto::OrchestratorRequest {
+                instance_id: item.instance_id.clone(),
+                execution_id: Some(item.execution_id.clone()).filter(|s| !s.is_empty()),
+                past_events: item.past_events.iter().map(event_to_proto).collect(),
+                new_events: item.new_events.iter().map(event_to_proto).collect(),
+                requires_history_streaming: false,
+            },
+        )),
+        completion_token,
+    }
+}
+
+/// An activity work item as the protocol's work item, under a completion
+/// token of the server's.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn activity_item_to_proto(
+    item: &ActivityWorkItem,
+    completion_token: String,
+) -> proto::WorkItem {
+    proto::WorkItem {
+        request: Some(proto::work_item::Request::ActivityRequest(
+            proto::ActivityRequest {
+                name: item.name.clone(),
+                version: item.version.clone(),
+                input: item.input.clone(),
+                orchestration_instance: Some(proto::OrchestrationInstance {
+                    instance_id: item.instance_id.clone(),
+                    execution_id: Some(item.execution_id.clone()).filter(|s| !s.is_empty()),
+                }),
+                task_id: item.task_id,
+                tags: tags_to_proto(&item.tags),
+            },
+        )),
+        completion_token,
+    }
+}
+
+/// Converts a worker's episode result (its actions and custom status). The
+/// protocol cannot say which timers were dropped, so none are cancelled.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn orchestrator_result_from_proto(
+    r: proto::OrchestratorResponse,
+) -> Result<OrchestratorResult> {
+    Ok(OrchestratorResult {
+        actions: r
+            .actions
+            .into_iter()
+            .map(action_from_proto)
+            .collect::<Result<_>>()?,
+        custom_status: payload(r.custom_status),
+        cancelled_timers: Vec::new(),
+    })
+}
+
+/// Converts an activity's outcome to the protocol's result and failure.
+/// Sidecars tell a failure from a success by a non-empty message, so a
+/// failure without one gets its type, or a generic message, as its message.
+pub(crate) fn activity_outcome_to_proto(
+    outcome: TaskOutcome,
+) -> (Option<String>, Option<proto::TaskFailureDetails>) {
+    match outcome {
+        Ok(result) => (result, None),
+        Err(mut failure) => {
+            if failure.message.is_empty() {
+                failure.message = if failure.error_type.is_empty() {
+                    "the activity failed".to_string()
+                } else {
+                    failure.error_type.clone()
+                };
+            }
+            (None, Some(failure_to_proto(&failure)))
+        }
+    }
+}
+
+/// Converts a worker's activity response to its outcome: a failure if it
+/// carries failure details, else its result.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn activity_outcome_from_proto(r: proto::ActivityResponse) -> TaskOutcome {
+    match r.failure_details {
+        Some(f) => Err(failure_from_proto(f)),
+        None => Ok(payload(r.result)),
     }
 }
 

@@ -1,0 +1,450 @@
+//! Work items: the table of items leased to workers (keyed by the
+//! completion tokens the server hands out) and the task behind each
+//! `GetWorkItems` stream, which leases items from the backend, sends them,
+//! renews their leases while workers hold them, and gives them back when
+//! the stream closes.
+
+use super::Shared;
+use crate::convert;
+use crate::proto;
+use durable_runtime::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
+use futures::future::{BoxFuture, OptionFuture};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tonic::Status;
+
+/// A work item a worker holds.
+#[derive(Clone)]
+pub(super) enum Item {
+    /// An orchestration episode.
+    Orchestration(OrchestrationWorkItem),
+    /// An activity.
+    Activity(ActivityWorkItem),
+}
+
+impl Item {
+    fn instance_id(&self) -> &str {
+        match self {
+            Item::Orchestration(i) => &i.instance_id,
+            Item::Activity(i) => &i.instance_id,
+        }
+    }
+}
+
+/// One `GetWorkItems` stream's share of the table.
+pub(super) struct StreamState {
+    id: u64,
+    /// Orchestration episodes and activities its worker holds now.
+    orchestrations: AtomicUsize,
+    activities: AtomicUsize,
+    /// Set when the stream has closed: items it brought are given back.
+    closed: AtomicBool,
+    /// Woken when one of its items is finished.
+    finished: Notify,
+}
+
+struct Leased {
+    stream: Arc<StreamState>,
+    item: Item,
+}
+
+/// The items leased to workers, by completion token.
+pub(super) struct Leases {
+    /// Makes this server's tokens unlike another's (or a restarted one's).
+    nonce: u64,
+    next: AtomicU64,
+    items: Mutex<HashMap<String, Leased>>,
+}
+
+/// Which kind of item a call expects.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kind {
+    Orchestration,
+    Activity,
+}
+
+impl Kind {
+    fn of(item: &Item) -> Kind {
+        match item {
+            Item::Orchestration(_) => Kind::Orchestration,
+            Item::Activity(_) => Kind::Activity,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Orchestration => "an orchestration work item",
+            Kind::Activity => "an activity work item",
+        }
+    }
+}
+
+impl Leases {
+    pub(super) fn new() -> Self {
+        Leases {
+            nonce: fastrand::u64(..),
+            next: AtomicU64::new(1),
+            items: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Leased>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an item handed out on `stream`; returns its token.
+    fn insert(&self, stream: &Arc<StreamState>, item: Item) -> String {
+        let token = format!(
+            "durable-{:016x}-{}",
+            self.nonce,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        stream.count(Kind::of(&item)).fetch_add(1, Ordering::SeqCst);
+        self.lock().insert(
+            token.clone(),
+            Leased {
+                stream: stream.clone(),
+                item,
+            },
+        );
+        token
+    }
+
+    /// Takes the item of `token` out of the table, for a call that finishes
+    /// it; `instance_id` (if the call names one) must be the item's. A token
+    /// of the wrong kind or instance is refused and left in place.
+    pub(super) fn take(
+        &self,
+        token: &str,
+        kind: Kind,
+        instance_id: &str,
+        call: &str,
+    ) -> Result<Taken, Status> {
+        let mut items = self.lock();
+        let Some(leased) = items.get(token) else {
+            return Err(Status::failed_precondition(format!(
+                "{call}: completion token \"{token}\" is not that of a work item this server \
+                 has handed out and not yet seen finished: the item was completed or \
+                 abandoned already, the work-item stream that brought it closed (its items \
+                 are given back then, to be delivered again), or the token is from another \
+                 server; nothing was changed"
+            )));
+        };
+        if Kind::of(&leased.item) != kind {
+            return Err(Status::invalid_argument(format!(
+                "{call}: completion token \"{token}\" is that of {}, not {}; nothing was \
+                 changed",
+                Kind::of(&leased.item).noun(),
+                kind.noun()
+            )));
+        }
+        if !instance_id.is_empty() && instance_id != leased.item.instance_id() {
+            return Err(Status::invalid_argument(format!(
+                "{call}: completion token \"{token}\" is that of a work item of instance \
+                 \"{}\", not of \"{instance_id}\"; nothing was changed",
+                leased.item.instance_id()
+            )));
+        }
+        let leased = items.remove(token).expect("looked up above");
+        Ok(Taken {
+            token: token.to_string(),
+            stream: leased.stream,
+            item: Some(leased.item),
+        })
+    }
+
+    /// Gives back every item still leased (at shutdown).
+    pub(super) async fn give_back_all(&self, backend: &dyn Backend) {
+        let all: Vec<Leased> = self.lock().drain().map(|(_, l)| l).collect();
+        for leased in all {
+            leased.stream.closed.store(true, Ordering::SeqCst);
+            give_back(backend, leased.item).await;
+        }
+    }
+
+    /// Takes out the items of a closed stream.
+    fn take_stream(&self, stream: &StreamState) -> Vec<Item> {
+        let mut items = self.lock();
+        let tokens: Vec<String> = items
+            .iter()
+            .filter(|(_, l)| l.stream.id == stream.id)
+            .map(|(t, _)| t.clone())
+            .collect();
+        tokens
+            .into_iter()
+            .filter_map(|t| items.remove(&t).map(|l| l.item))
+            .collect()
+    }
+
+    /// The items of a stream, for renewing their leases.
+    fn of_stream(&self, stream: &StreamState) -> Vec<Item> {
+        self.lock()
+            .values()
+            .filter(|l| l.stream.id == stream.id)
+            .map(|l| match &l.item {
+                // The events are not needed to renew an episode's lease.
+                Item::Orchestration(i) => Item::Orchestration(OrchestrationWorkItem {
+                    instance_id: i.instance_id.clone(),
+                    execution_id: i.execution_id.clone(),
+                    past_events: Arc::default(),
+                    new_events: Vec::new(),
+                    completion_token: i.completion_token.clone(),
+                }),
+                other => other.clone(),
+            })
+            .collect()
+    }
+}
+
+impl StreamState {
+    fn count(&self, kind: Kind) -> &AtomicUsize {
+        match kind {
+            Kind::Orchestration => &self.orchestrations,
+            Kind::Activity => &self.activities,
+        }
+    }
+}
+
+/// An item taken out of the table by a call that finishes it. Dropped
+/// without [`Taken::done`], it goes back in (or, if its stream has closed
+/// meanwhile, back to the backend).
+pub(super) struct Taken {
+    token: String,
+    stream: Arc<StreamState>,
+    item: Option<Item>,
+}
+
+impl Taken {
+    /// The item.
+    pub(super) fn item(&self) -> &Item {
+        self.item.as_ref().expect("present until done or dropped")
+    }
+
+    /// The item is finished with: the worker no longer holds it.
+    pub(super) fn done(mut self) {
+        if let Some(item) = self.item.take() {
+            self.release(Kind::of(&item));
+        }
+    }
+
+    fn release(&self, kind: Kind) {
+        self.stream.count(kind).fetch_sub(1, Ordering::SeqCst);
+        self.stream.finished.notify_waiters();
+    }
+
+    /// Puts the item back after a call that failed without finishing it,
+    /// so the worker may complete or abandon it again; gives it back to the
+    /// backend instead if its stream closed meanwhile.
+    pub(super) async fn restore(mut self, shared: &Shared) {
+        let Some(item) = self.item.take() else { return };
+        if self.stream.closed.load(Ordering::SeqCst) {
+            self.release(Kind::of(&item));
+            give_back(shared.backend.as_ref(), item).await;
+        } else {
+            shared.leases.lock().insert(
+                self.token.clone(),
+                Leased {
+                    stream: self.stream.clone(),
+                    item,
+                },
+            );
+        }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // A call cancelled half way (its client went away): the item is
+        // released, and the backend's lease expires by itself.
+        if let Some(item) = self.item.take() {
+            self.release(Kind::of(&item));
+        }
+    }
+}
+
+/// Gives an item back to the backend, logging (not failing) if it cannot.
+async fn give_back(backend: &dyn Backend, item: Item) {
+    let id = item.instance_id().to_string();
+    let result = match item {
+        Item::Orchestration(i) => backend.abandon_orchestration_item(i).await,
+        Item::Activity(i) => backend.abandon_activity_item(&i).await,
+    };
+    match result {
+        Ok(()) | Err(BackendError::LeaseLost(_)) => {}
+        Err(e) => {
+            tracing::warn!(instance_id = %id, error = %e, "could not give a work item back to the backend; it is delivered again when its lease expires")
+        }
+    }
+}
+
+/// How many items of each kind a stream's worker may hold at once (0: no
+/// limit), from its request.
+pub(super) struct Limits {
+    pub(super) orchestrations: usize,
+    pub(super) activities: usize,
+}
+
+impl Limits {
+    pub(super) fn from_request(r: &proto::GetWorkItemsRequest) -> Self {
+        Limits {
+            orchestrations: usize::try_from(r.max_concurrent_orchestration_work_items)
+                .unwrap_or(0),
+            activities: usize::try_from(r.max_concurrent_activity_work_items).unwrap_or(0),
+        }
+    }
+}
+
+static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The pause after the backend failed to hand out work, before asking again.
+const RETRY: Duration = Duration::from_millis(200);
+
+type Next<T> = BoxFuture<'static, Result<T, BackendError>>;
+
+fn next_orchestration(backend: Arc<dyn Backend>, pause: bool) -> Next<OrchestrationWorkItem> {
+    Box::pin(async move {
+        if pause {
+            tokio::time::sleep(RETRY).await;
+        }
+        backend.next_orchestration_item().await
+    })
+}
+
+fn next_activity(backend: Arc<dyn Backend>, pause: bool) -> Next<ActivityWorkItem> {
+    Box::pin(async move {
+        if pause {
+            tokio::time::sleep(RETRY).await;
+        }
+        backend.next_activity_item().await
+    })
+}
+
+/// The task behind one `GetWorkItems` stream: runs until the stream
+/// closes or the server stops, then gives back what its worker still holds.
+pub(super) async fn run_stream(
+    shared: Arc<Shared>,
+    limits: Limits,
+    tx: mpsc::Sender<Result<proto::WorkItem, Status>>,
+) {
+    let stream = Arc::new(StreamState {
+        id: STREAM_IDS.fetch_add(1, Ordering::Relaxed),
+        orchestrations: AtomicUsize::new(0),
+        activities: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
+        finished: Notify::new(),
+    });
+    let backend = shared.backend.clone();
+    let renewal = [
+        backend.orchestration_lease_renewal(),
+        backend.activity_lease_renewal(),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let mut renew = renewal.map(|every| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let below = |n: &AtomicUsize, limit: usize| limit == 0 || n.load(Ordering::SeqCst) < limit;
+    let mut orchestration: Option<Next<OrchestrationWorkItem>> = None;
+    let mut activity: Option<Next<ActivityWorkItem>> = None;
+    let mut pause_orchestrations = false;
+    let mut pause_activities = false;
+    tracing::debug!(stream = stream.id, "a worker opened a work-item stream");
+    loop {
+        if orchestration.is_none() && below(&stream.orchestrations, limits.orchestrations) {
+            orchestration = Some(next_orchestration(backend.clone(), pause_orchestrations));
+        }
+        if activity.is_none() && below(&stream.activities, limits.activities) {
+            activity = Some(next_activity(backend.clone(), pause_activities));
+        }
+        // Registered before the counts are read again below, so a finish
+        // in between is not missed.
+        let finished = stream.finished.notified();
+        let at_limit = orchestration.is_none() || activity.is_none();
+        tokio::select! {
+            _ = tx.closed() => break,
+            _ = shared.stopped() => break,
+            Some(r) = OptionFuture::from(orchestration.as_mut()), if orchestration.is_some() => {
+                orchestration = None;
+                pause_orchestrations = false;
+                match r {
+                    Ok(item) => {
+                        let token = shared.leases.insert(&stream, Item::Orchestration(item.clone()));
+                        let wire = convert::orchestration_item_to_proto(&item, token);
+                        if tx.send(Ok(wire)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(BackendError::Shutdown) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the backend failed to hand out an orchestration episode; asking again shortly");
+                        pause_orchestrations = true;
+                    }
+                }
+            }
+            Some(r) = OptionFuture::from(activity.as_mut()), if activity.is_some() => {
+                activity = None;
+                pause_activities = false;
+                match r {
+                    Ok(item) => {
+                        let token = shared.leases.insert(&stream, Item::Activity(item.clone()));
+                        let wire = convert::activity_item_to_proto(&item, token);
+                        if tx.send(Ok(wire)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(BackendError::Shutdown) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the backend failed to hand out an activity; asking again shortly");
+                        pause_activities = true;
+                    }
+                }
+            }
+            _ = finished, if at_limit => {}
+            _ = async { renew.as_mut().expect("checked").tick().await }, if renew.is_some() => {
+                renew_leases(&shared, &stream).await;
+            }
+        }
+    }
+    // Pending `next_*` calls are dropped here: what they had not yet
+    // leased stays with the backend.
+    drop(orchestration);
+    drop(activity);
+    stream.closed.store(true, Ordering::SeqCst);
+    let held = shared.leases.take_stream(&stream);
+    tracing::debug!(
+        stream = stream.id,
+        given_back = held.len(),
+        "a work-item stream closed; giving back the items its worker held"
+    );
+    for item in held {
+        stream.count(Kind::of(&item)).fetch_sub(1, Ordering::SeqCst);
+        give_back(backend.as_ref(), item).await;
+    }
+    if *shared.stopping.borrow() {
+        let _ = tx
+            .send(Err(Status::unavailable(
+                "the server is shutting down; the work items this stream brought were given \
+                 back, to be delivered again",
+            )))
+            .await;
+    }
+}
+
+/// Renews the backend's leases of the items a stream's worker holds.
+async fn renew_leases(shared: &Shared, stream: &StreamState) {
+    for item in shared.leases.of_stream(stream) {
+        let result = match &item {
+            Item::Orchestration(i) => shared.backend.renew_orchestration_item(i).await,
+            Item::Activity(i) => shared.backend.renew_activity_item(i).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(instance_id = %item.instance_id(), error = %e, "could not renew the lease of a work item a worker holds");
+        }
+    }
+}
