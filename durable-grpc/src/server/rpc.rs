@@ -72,7 +72,12 @@ impl SidecarService {
     ) -> Answer<proto::GetInstanceResponse> {
         let shared = &self.shared;
         shared.check(&request, call)?;
-        let timeout = deadline(&request).unwrap_or(Duration::MAX);
+        // Answered a little before the deadline, so the caller gets this
+        // server's DEADLINE_EXCEEDED (naming the instance) rather than the
+        // transport's cancellation.
+        let timeout = deadline(&request).map_or(Duration::MAX, |d| {
+            d.saturating_sub((d / 10).min(Duration::from_millis(50)))
+        });
         let r = request.into_inner();
         let waited = tokio::select! {
             w = shared.backend.wait_for_instance(&r.instance_id, wait_for, timeout) => w,
