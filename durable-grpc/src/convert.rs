@@ -635,7 +635,6 @@ pub(crate) fn purge_to_proto(t: &PurgeTarget, recursive: bool) -> proto::PurgeIn
     }
 }
 
-
 /// Converts a request to create an instance to the protocol's message. The
 /// reuse policy is always sent, so an empty list means "never reuse".
 pub(crate) fn create_request_to_proto(r: CreateInstanceRequest) -> proto::CreateInstanceRequest {
@@ -1255,6 +1254,161 @@ mod tests {
                 tags: tags(&[("durable.attempt", "2")]),
             }
         );
+    }
+
+    #[test]
+    fn create_requests_round_trip_and_an_absent_policy_is_the_default() {
+        let r = CreateInstanceRequest {
+            instance_id: "i".into(),
+            name: "o".into(),
+            version: Some("2".into()),
+            input: Some("[1]".into()),
+            scheduled_start: Some(t(1_700_000_000, 9)),
+            reuse_policy: IdReusePolicy::never(),
+        };
+        let wire = create_request_to_proto(r.clone());
+        assert_eq!(create_request_from_proto(wire.clone()).unwrap(), r);
+        let no_policy = proto::CreateInstanceRequest {
+            orchestration_id_reuse_policy: None,
+            ..wire
+        };
+        assert_eq!(
+            create_request_from_proto(no_policy).unwrap().reuse_policy,
+            IdReusePolicy::default()
+        );
+    }
+
+    #[test]
+    fn queries_and_purges_round_trip() {
+        let q = InstanceQuery {
+            statuses: vec![OrchestrationStatus::Running, OrchestrationStatus::Failed],
+            created_from: Some(t(1_700_000_000, 0)),
+            created_to: Some(t(1_700_000_100, 0)),
+            instance_id_prefix: Some("order-".into()),
+            page_size: 7,
+            continuation_token: Some("next".into()),
+            fetch_payloads: true,
+        };
+        assert_eq!(query_from_proto(query_to_proto(&q)).unwrap(), q);
+        let targets = [
+            PurgeTarget::Instance("i".into()),
+            PurgeTarget::Filter {
+                created_from: Some(t(1_700_000_000, 0)),
+                created_to: None,
+                statuses: vec![OrchestrationStatus::Completed],
+            },
+        ];
+        for target in targets {
+            for recursive in [false, true] {
+                assert_eq!(
+                    purge_from_proto(purge_to_proto(&target, recursive)).unwrap(),
+                    Some((target.clone(), recursive))
+                );
+            }
+        }
+        assert_eq!(
+            purge_from_proto(proto::PurgeInstancesRequest::default()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn work_items_round_trip_under_the_servers_token() {
+        let started = HistoryEvent::new(
+            t(1_700_000_000, 0),
+            EventKind::ExecutionStarted {
+                name: "n".into(),
+                version: None,
+                input: Some("1".into()),
+                instance_id: "i".into(),
+                execution_id: Some("e".into()),
+                parent: None,
+                scheduled_start: None,
+            },
+        );
+        let item = OrchestrationWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            past_events: std::sync::Arc::new(vec![started]),
+            new_events: vec![HistoryEvent::new(
+                t(1_700_000_001, 0),
+                EventKind::OrchestratorStarted,
+            )],
+            completion_token: "backend-token".into(),
+        };
+        let wire = orchestration_item_to_proto(&item, "server-token".into());
+        assert_eq!(wire.completion_token, "server-token");
+        let Some(proto::work_item::Request::OrchestratorRequest(r)) = wire.request else {
+            panic!("an orchestrator request");
+        };
+        let past = events_from_proto(r.past_events.clone()).unwrap();
+        let back = orchestration_item_from_proto(r, past, "server-token".into()).unwrap();
+        assert_eq!(
+            back,
+            OrchestrationWorkItem {
+                completion_token: "server-token".into(),
+                ..item
+            }
+        );
+
+        let activity = ActivityWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            name: "ship".into(),
+            version: Some("1".into()),
+            input: Some("2".into()),
+            task_id: 3,
+            completion_token: "backend-token".into(),
+            tags: tags(&[("durable.attempt", "2")]),
+        };
+        let wire = activity_item_to_proto(&activity, "server-token".into());
+        let Some(proto::work_item::Request::ActivityRequest(r)) = wire.request else {
+            panic!("an activity request");
+        };
+        assert_eq!(
+            activity_item_from_proto(r, "server-token".into()),
+            ActivityWorkItem {
+                completion_token: "server-token".into(),
+                ..activity
+            }
+        );
+    }
+
+    #[test]
+    fn results_and_outcomes_round_trip() {
+        let actions: Vec<OrchestratorAction> = every_action_kind()
+            .into_iter()
+            .enumerate()
+            .map(|(id, kind)| OrchestratorAction {
+                id: id as i32,
+                kind,
+            })
+            .collect();
+        let wire = proto::OrchestratorResponse {
+            instance_id: "i".into(),
+            actions: actions.iter().map(action_to_proto).collect(),
+            custom_status: Some("\"half\"".into()),
+            completion_token: "t".into(),
+        };
+        let result = orchestrator_result_from_proto(wire).unwrap();
+        assert_eq!(result.actions, actions);
+        assert_eq!(result.custom_status.as_deref(), Some("\"half\""));
+        assert!(result.cancelled_timers.is_empty());
+
+        let response = |(result, failure_details)| proto::ActivityResponse {
+            result,
+            failure_details,
+            ..Default::default()
+        };
+        for outcome in [Ok(Some("1".to_string())), Ok(None), Err(failure())] {
+            let back =
+                activity_outcome_from_proto(response(activity_outcome_to_proto(outcome.clone())));
+            assert_eq!(back, outcome);
+        }
+        // A failure with no message gets one, so peers see a failure.
+        let silent = FailureDetails::new("E", "");
+        let back = activity_outcome_from_proto(response(activity_outcome_to_proto(Err(silent))));
+        assert_eq!(back.unwrap_err().message, "E");
     }
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -95,7 +95,8 @@ async fn a_python_client_runs_a_rust_orchestration() {
             let upper: String = ctx.call_activity_by_name("rust_upper", &name).await?;
             Ok(format!("Hello, {upper}!"))
         });
-    let backend = Arc::new(GrpcBackend::new(GrpcOptions::new(format!("http://{address}"))).unwrap());
+    let backend =
+        Arc::new(GrpcBackend::new(GrpcOptions::new(format!("http://{address}"))).unwrap());
     let worker = Worker::new(backend, registry).start().unwrap();
     let ok = python_client(&address, "rust_greeter", r#""ada""#).await;
     assert_eq!(ok["status"], "COMPLETED", "{ok}");

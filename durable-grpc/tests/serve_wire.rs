@@ -14,7 +14,13 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-#[allow(missing_docs, unreachable_pub, dead_code, clippy::all, clippy::pedantic)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic
+)]
 mod proto {
     tonic::include_proto!("_");
 }
@@ -147,7 +153,12 @@ async fn others_still_served(endpoint: &str, options: GrpcOptions, id: &str) {
         .await
         .unwrap();
     let state = client.wait_for_completion(id, WAIT).await.unwrap();
-    assert_eq!(state.status(), OrchestrationStatus::Completed, "{:?}", state.failure());
+    assert_eq!(
+        state.status(),
+        OrchestrationStatus::Completed,
+        "{:?}",
+        state.failure()
+    );
     assert_eq!(state.output::<i64>().unwrap(), 42);
     worker.shutdown().await;
 }
@@ -164,11 +175,19 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
 
     // A payload that is not JSON.
     let m = refused(
-        c.start_instance(start_request("bad-json", Some("{not json"))).await,
+        c.start_instance(start_request("bad-json", Some("{not json")))
+            .await,
         Code::InvalidArgument,
     );
-    assert!(m.contains("orchestration \"o\"") && m.contains("not JSON"), "{m}");
-    assert!(backend.get_instance("bad-json", false).await.unwrap().is_none());
+    assert!(
+        m.contains("orchestration \"o\"") && m.contains("not JSON"),
+        "{m}"
+    );
+    assert!(backend
+        .get_instance("bad-json", false)
+        .await
+        .unwrap()
+        .is_none());
 
     // An empty orchestrator name.
     let mut nameless = start_request("nameless", None);
@@ -239,7 +258,8 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
 
     // A purge that names nothing, and calls the server does not serve.
     let m = refused(
-        c.purge_instances(proto::PurgeInstancesRequest::default()).await,
+        c.purge_instances(proto::PurgeInstancesRequest::default())
+            .await,
         Code::InvalidArgument,
     );
     assert!(m.contains("neither an instance id nor a filter"), "{m}");
@@ -264,14 +284,22 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
         .metadata_mut()
         .insert("taskhub", "elsewhere".parse().unwrap());
     let m = refused(c.hello(other_hub).await, Code::PermissionDenied);
-    assert!(m.contains("\"elsewhere\"") && m.contains("\"default\""), "{m}");
+    assert!(
+        m.contains("\"elsewhere\"") && m.contains("\"default\""),
+        "{m}"
+    );
 
     // "taken" is as it was.
     let m = backend.get_instance("taken", true).await.unwrap().unwrap();
     assert_eq!(m.input.as_deref(), Some("1"));
     assert_eq!(m.status, OrchestrationStatus::Pending);
 
-    others_still_served(&endpoint, GrpcOptions::new(endpoint.clone()), "after-bad-calls").await;
+    others_still_served(
+        &endpoint,
+        GrpcOptions::new(endpoint.clone()),
+        "after-bad-calls",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,13 +318,18 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
 
     // A token the server never handed out.
     let m = refused(
-        c.complete_orchestrator_task(completes("bogus", "i", "1")).await,
+        c.complete_orchestrator_task(completes("bogus", "i", "1"))
+            .await,
         Code::FailedPrecondition,
     );
-    assert!(m.contains("\"bogus\"") && m.contains("nothing was changed"), "{m}");
+    assert!(
+        m.contains("\"bogus\"") && m.contains("nothing was changed"),
+        "{m}"
+    );
     // The right token for another instance.
     let m = refused(
-        c.complete_orchestrator_task(completes(&token, "j", "1")).await,
+        c.complete_orchestrator_task(completes(&token, "j", "1"))
+            .await,
         Code::InvalidArgument,
     );
     assert!(m.contains("\"i\"") && m.contains("\"j\""), "{m}");
@@ -319,8 +352,16 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
             .await,
         Code::InvalidArgument,
     );
-    assert!(m.contains("output of instance \"i\"") && m.contains("not JSON"), "{m}");
-    let status = backend.get_instance("i", false).await.unwrap().unwrap().status;
+    assert!(
+        m.contains("output of instance \"i\"") && m.contains("not JSON"),
+        "{m}"
+    );
+    let status = backend
+        .get_instance("i", false)
+        .await
+        .unwrap()
+        .unwrap()
+        .status;
     assert_eq!(status, OrchestrationStatus::Pending, "nothing was applied");
 
     // The item is still held: its completion is taken, once.
@@ -328,12 +369,17 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
         .await
         .expect("the first completion");
     let m = refused(
-        c.complete_orchestrator_task(completes(&token, "i", "2")).await,
+        c.complete_orchestrator_task(completes(&token, "i", "2"))
+            .await,
         Code::FailedPrecondition,
     );
     assert!(m.contains("completed or abandoned already"), "{m}");
     let m = backend.get_instance("i", false).await.unwrap().unwrap();
-    assert_eq!(m.status, OrchestrationStatus::Running, "the stale completion changed nothing");
+    assert_eq!(
+        m.status,
+        OrchestrationStatus::Running,
+        "the stale completion changed nothing"
+    );
 
     // The activity the episode scheduled, then the stream closes: it is
     // given back at once and comes on the next stream, under a new token.
@@ -357,7 +403,10 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
         failure_details: None,
         completion_token: activity.completion_token.clone(),
     };
-    refused(c.complete_activity_task(old).await, Code::FailedPrecondition);
+    refused(
+        c.complete_activity_task(old).await,
+        Code::FailedPrecondition,
+    );
     let m = refused(
         c.complete_activity_task(proto::ActivityResponse {
             completion_token: again.completion_token.clone(),
@@ -367,7 +416,10 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
         .await,
         Code::InvalidArgument,
     );
-    assert!(m.contains("result of an activity") && m.contains("not JSON"), "{m}");
+    assert!(
+        m.contains("result of an activity") && m.contains("not JSON"),
+        "{m}"
+    );
     c.complete_activity_task(proto::ActivityResponse {
         instance_id: "i".into(),
         task_id: 0,
@@ -388,7 +440,12 @@ async fn stale_foreign_and_malformed_completions_are_refused_and_change_nothing(
     assert_eq!(m.output.as_deref(), Some("5"));
     drop(stream);
 
-    others_still_served(&endpoint, GrpcOptions::new(endpoint.clone()), "after-bad-tokens").await;
+    others_still_served(
+        &endpoint,
+        GrpcOptions::new(endpoint.clone()),
+        "after-bad-tokens",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,15 +466,15 @@ async fn with_a_token_every_call_needs_it() {
     let m = refused(c.start_instance(wrong).await, Code::Unauthenticated);
     assert!(m.contains("not the one"), "{m}");
     let m = refused(
-        c.get_work_items(proto::GetWorkItemsRequest::default()).await,
+        c.get_work_items(proto::GetWorkItemsRequest::default())
+            .await,
         Code::Unauthenticated,
     );
     assert!(m.contains("GetWorkItems"), "{m}");
 
     // durable's own backend, with the token, is served.
-    let options = GrpcOptions::new(endpoint.clone()).bearer_token(|| async {
-        Ok::<_, std::io::Error>("s3cret".to_string())
-    });
+    let options = GrpcOptions::new(endpoint.clone())
+        .bearer_token(|| async { Ok::<_, std::io::Error>("s3cret".to_string()) });
     others_still_served(&endpoint, options, "with-token").await;
 }
 

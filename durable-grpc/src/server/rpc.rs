@@ -40,17 +40,25 @@ fn check_result(
         let id = action.id;
         match &action.kind {
             ActionKind::ScheduleTask { name, input, .. } => json(
-                || format!("the input of activity \"{name}\" (action {id} of instance \"{instance_id}\")"),
+                || {
+                    format!("the input of activity \"{name}\" (action {id} of instance \"{instance_id}\")")
+                },
                 input.as_deref(),
             )?,
             ActionKind::CreateSubOrchestration { name, input, .. } => json(
-                || format!("the input of sub-orchestration \"{name}\" (action {id} of instance \"{instance_id}\")"),
+                || {
+                    format!("the input of sub-orchestration \"{name}\" (action {id} of instance \"{instance_id}\")")
+                },
                 input.as_deref(),
             )?,
-            ActionKind::SendEvent { name, data, .. } => json(
-                || format!("the data of event \"{name}\" (action {id} of instance \"{instance_id}\")"),
-                data.as_deref(),
-            )?,
+            ActionKind::SendEvent { name, data, .. } => {
+                json(
+                    || {
+                        format!("the data of event \"{name}\" (action {id} of instance \"{instance_id}\")")
+                    },
+                    data.as_deref(),
+                )?
+            }
             ActionKind::CompleteOrchestration { result, .. } => json(
                 || format!("the output of instance \"{instance_id}\""),
                 result.as_deref(),
@@ -308,9 +316,8 @@ impl TaskHubSidecarService for SidecarService {
             if from.is_none() && to.is_none() {
                 return true;
             }
-            m.completed_at.is_some_and(|t| {
-                from.is_none_or(|f| t >= f) && to.is_none_or(|until| t < until)
-            })
+            m.completed_at
+                .is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|until| t < until))
         };
         Ok(Response::new(proto::ListInstanceIdsResponse {
             instance_ids: page
@@ -362,7 +369,9 @@ impl TaskHubSidecarService for SidecarService {
             client.restart(&r.instance_id).await
         };
         match restarted {
-            Ok(instance_id) => Ok(Response::new(proto::RestartInstanceResponse { instance_id })),
+            Ok(instance_id) => Ok(Response::new(proto::RestartInstanceResponse {
+                instance_id,
+            })),
             Err(durable_runtime::Error::Backend(e)) => Err(from_backend(e)),
             Err(e) => Err(Status::internal(format!(
                 "RestartInstance of instance \"{}\": {e}",
@@ -426,9 +435,8 @@ impl TaskHubSidecarService for SidecarService {
         let r = request.into_inner();
         let token = r.completion_token.clone();
         let instance_id = r.instance_id.clone();
-        let result = convert::orchestrator_result_from_proto(r).map_err(|e| {
-            unreadable(&format!("{call} of instance \"{instance_id}\""), e)
-        })?;
+        let result = convert::orchestrator_result_from_proto(r)
+            .map_err(|e| unreadable(&format!("{call} of instance \"{instance_id}\""), e))?;
         check_result(&instance_id, &result)?;
         let taken = shared
             .leases
@@ -436,7 +444,11 @@ impl TaskHubSidecarService for SidecarService {
         let Item::Orchestration(item) = taken.item().clone() else {
             unreachable!("taken by kind")
         };
-        match shared.backend.complete_orchestration_item(item, result).await {
+        match shared
+            .backend
+            .complete_orchestration_item(item, result)
+            .await
+        {
             Ok(()) => {
                 taken.done();
                 Ok(Response::new(proto::CompleteTaskResponse {}))
@@ -517,9 +529,7 @@ impl TaskHubSidecarService for SidecarService {
         let shared = &self.shared;
         shared.check(&request, call)?;
         let token = request.into_inner().completion_token;
-        let taken = shared
-            .leases
-            .take(&token, Kind::Orchestration, "", call)?;
+        let taken = shared.leases.take(&token, Kind::Orchestration, "", call)?;
         let Item::Orchestration(item) = taken.item().clone() else {
             unreachable!("taken by kind")
         };

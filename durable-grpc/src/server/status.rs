@@ -71,9 +71,9 @@ pub(super) fn from_backend(e: BackendError) -> Status {
         BackendError::InvalidState { .. } | BackendError::LeaseLost(_) => {
             Status::failed_precondition(message)
         }
-        BackendError::PayloadTooLarge { size, limit, .. } => Status::resource_exhausted(format!(
-            "{message} (larger than max ({size} vs. {limit}))"
-        )),
+        BackendError::PayloadTooLarge { size, limit, .. } => {
+            Status::resource_exhausted(format!("{message} (larger than max ({size} vs. {limit}))"))
+        }
         BackendError::Timeout(..) => Status::deadline_exceeded(message),
         BackendError::Shutdown => Status::unavailable(format!(
             "{message}; the server is stopping, so retry against another one"
@@ -96,7 +96,8 @@ pub(super) fn unreadable(call: &str, e: ConvertError) -> Status {
 pub(super) fn json(what: impl FnOnce() -> String, payload: Option<&str>) -> Result<(), Status> {
     let Some(text) = payload else { return Ok(()) };
     let mut de = serde_json::Deserializer::from_str(text);
-    match <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de).and_then(|_| de.end()) {
+    match <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de).and_then(|_| de.end())
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(Status::invalid_argument(format!(
             "{} is not JSON text ({e}); send JSON (a string as \"text\", in quotes), or no \
@@ -153,7 +154,11 @@ mod tests {
         for bad in ["{not json", "text", "1 2", ""] {
             let e = json(|| "the input of \"o\"".into(), Some(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
-            assert!(e.message().contains("the input of \"o\""), "{}", e.message());
+            assert!(
+                e.message().contains("the input of \"o\""),
+                "{}",
+                e.message()
+            );
         }
     }
 }

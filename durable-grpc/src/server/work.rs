@@ -290,8 +290,7 @@ pub(super) struct Limits {
 impl Limits {
     pub(super) fn from_request(r: &proto::GetWorkItemsRequest) -> Self {
         Limits {
-            orchestrations: usize::try_from(r.max_concurrent_orchestration_work_items)
-                .unwrap_or(0),
+            orchestrations: usize::try_from(r.max_concurrent_orchestration_work_items).unwrap_or(0),
             activities: usize::try_from(r.max_concurrent_activity_work_items).unwrap_or(0),
         }
     }
