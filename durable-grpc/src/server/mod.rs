@@ -5,26 +5,44 @@
 //!
 //! Needs the `server` feature.
 //!
-//! ```no_run
+//! ```
 //! use durable_grpc::server::{ServerOptions, SidecarServer};
+//! use durable_grpc::{GrpcBackend, GrpcOptions};
 //! use durable_runtime::backend::MemoryBackend;
+//! use durable_runtime::{ActivityError, Client, Registry, ScheduleOptions, Worker};
 //! use std::sync::Arc;
+//! use std::time::Duration;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
-//! let options = ServerOptions {
-//!     token: Some("s3cret".into()),
-//!     ..ServerOptions::default()
-//! };
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // Serve an in-memory backend on a free loopback port, with a token.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let endpoint = format!("http://{}", listener.local_addr().unwrap());
+//! let options = ServerOptions { token: Some("s3cret".into()), ..ServerOptions::default() };
 //! let server = SidecarServer::with_options(Arc::new(MemoryBackend::new()), options);
-//! // Serves until Ctrl-C, then gives the work it leased back to the backend.
-//! server
-//!     .serve(listener, async {
-//!         let _ = tokio::signal::ctrl_c().await;
-//!     })
-//!     .await?;
-//! # Ok(())
-//! # }
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(server.serve(listener, async { let _ = stopped.await; }));
+//!
+//! // Any Durable Task SDK can now use it; here, durable's own gRPC backend.
+//! let options = GrpcOptions::new(endpoint)
+//!     .bearer_token(|| async { Ok::<_, std::io::Error>("s3cret".to_string()) });
+//! let backend = Arc::new(GrpcBackend::connect(options).await.unwrap());
+//! let registry = Registry::new()
+//!     .activity_fn("double", |_ctx, x: i64| async move { Ok::<_, ActivityError>(x * 2) })
+//!     .orchestrator_fn("doubler", |ctx, x: i64| async move {
+//!         let y: i64 = ctx.call_activity_by_name("double", &x).await?;
+//!         Ok(y)
+//!     });
+//! let worker = Worker::new(backend.clone(), registry).start().unwrap();
+//! let client = Client::new(backend);
+//! let id = client.schedule_by_name("doubler", &21, ScheduleOptions::default()).await.unwrap();
+//! let state = client.wait_for_completion(&id, Duration::from_secs(30)).await.unwrap();
+//! assert_eq!(state.output::<i64>().unwrap(), 42);
+//! worker.shutdown().await;
+//!
+//! // Stop serving: the work leased to workers goes back to the backend.
+//! stop.send(()).unwrap();
+//! serving.await.unwrap().unwrap();
+//! # });
 //! ```
 //!
 //! Work items: each `GetWorkItems` stream has a task of its own that leases
