@@ -103,3 +103,56 @@ async fn a_python_client_runs_a_rust_orchestration() {
     assert_eq!(ok["output"], r#""Hello, ADA!""#, "{ok}");
     worker.shutdown().await;
 }
+
+/// Rust and Python workers on one server, each asking only for its own
+/// names: each gets only its own work, and orchestrations call across.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_and_python_workers_share_the_server() {
+    let address = serve(Arc::new(MemoryBackend::new())).await;
+    let mut python_worker = tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || {
+            let mut w = PyProcess::spawn("worker.py", &[&address]);
+            w.expect_line("READY", Duration::from_secs(60));
+            w
+        }
+    })
+    .await
+    .unwrap();
+    let registry =
+        Registry::new().orchestrator_fn("calls_python", |ctx, name: String| async move {
+            let shouted: String = ctx.call_activity_by_name("py_shout", &name).await?;
+            Ok(format!("rust heard {shouted}"))
+        });
+    let filters = durable_grpc::WorkItemFilters {
+        orchestrations: vec!["calls_python".into()],
+        activities: vec![],
+    };
+    let backend = Arc::new(
+        GrpcBackend::new(GrpcOptions::new(format!("http://{address}")).work_item_filters(filters))
+            .unwrap(),
+    );
+    let client = durable_runtime::Client::new(backend.clone());
+    let worker = Worker::new(backend, registry).start().unwrap();
+    let wait = Duration::from_secs(30);
+    for (name, input, expected) in [
+        ("calls_python", "ada", "rust heard ADA!"),
+        ("py_orchestrator", "lin", "python says LIN!"),
+        ("py_chain", "go", "GO!!!"),
+    ] {
+        let id = client
+            .schedule_by_name(name, &input, durable_runtime::ScheduleOptions::default())
+            .await
+            .unwrap();
+        let s = client.wait_for_completion(&id, wait).await.unwrap();
+        assert_eq!(
+            s.status(),
+            durable_runtime::OrchestrationStatus::Completed,
+            "{name}: {:?}",
+            s.failure()
+        );
+        assert_eq!(s.output::<String>().unwrap(), expected, "{name}");
+    }
+    worker.shutdown().await;
+    python_worker.kill();
+}

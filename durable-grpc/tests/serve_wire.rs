@@ -511,3 +511,86 @@ async fn shutting_down_gives_held_work_back() {
         .unwrap();
     assert_eq!(again.instance_id, "held");
 }
+
+/// A stream asking only for the given orchestrator names (and no activities).
+async fn filtered_stream(
+    client: &mut RawClient<Channel>,
+    names: &[&str],
+) -> tonic::Streaming<proto::WorkItem> {
+    let filters = proto::WorkItemFilters {
+        orchestrations: names
+            .iter()
+            .map(|n| proto::OrchestrationFilter {
+                name: n.to_string(),
+                versions: vec![],
+            })
+            .collect(),
+        activities: vec![],
+    };
+    client
+        .get_work_items(proto::GetWorkItemsRequest {
+            work_item_filters: Some(filters),
+            ..Default::default()
+        })
+        .await
+        .expect("a work-item stream")
+        .into_inner()
+}
+
+fn instance_of(item: &proto::WorkItem) -> &str {
+    match &item.request {
+        Some(proto::work_item::Request::OrchestratorRequest(r)) => &r.instance_id,
+        other => panic!("an orchestration work item, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_item_filters_route_each_item_to_a_worker_that_serves_it() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (endpoint, _stop, _server) = start(backend.clone(), ServerOptions::default()).await;
+    let mut c = raw(&endpoint).await;
+    let start_named = |id: &str, name: &str| proto::CreateInstanceRequest {
+        instance_id: id.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut alpha = filtered_stream(&mut c, &["alpha"]).await;
+    let mut beta = filtered_stream(&mut c, &["beta"]).await;
+    // Whichever stream leases an episode, it reaches the one serving it.
+    for round in 0..3 {
+        c.start_instance(start_named(&format!("b{round}"), "beta"))
+            .await
+            .unwrap();
+        c.start_instance(start_named(&format!("a{round}"), "alpha"))
+            .await
+            .unwrap();
+        let a = next_item(&mut alpha).await;
+        let b = next_item(&mut beta).await;
+        assert_eq!(instance_of(&a), format!("a{round}"));
+        assert_eq!(instance_of(&b), format!("b{round}"));
+        c.complete_orchestrator_task(completes(&a.completion_token, "", "1"))
+            .await
+            .unwrap();
+        c.complete_orchestrator_task(completes(&b.completion_token, "", "1"))
+            .await
+            .unwrap();
+    }
+
+    // Work no open stream serves waits for a stream that does.
+    c.start_instance(start_named("g", "gamma")).await.unwrap();
+    let mut gamma = filtered_stream(&mut c, &["gamma"]).await;
+    let g = next_item(&mut gamma).await;
+    assert_eq!(instance_of(&g), "g");
+    drop(gamma);
+
+    // "g" was given back with its stream; the streams left lease it again
+    // and park it (neither serves it), and when the last of them closes it
+    // goes back to the backend.
+    drop(alpha);
+    drop(beta);
+    let again = tokio::time::timeout(WAIT, backend.next_orchestration_item())
+        .await
+        .expect("the unserved episode is the backend's again")
+        .unwrap();
+    assert_eq!(again.instance_id, "g");
+}

@@ -51,7 +51,9 @@
 //! leased items, so a stale or foreign token is refused and changes nothing.
 //! While a worker holds an item the server renews its lease with the
 //! backend (the protocol has no renewal call); when the stream that brought
-//! it closes, the item is given back at once, to be delivered again.
+//! it closes, the item is given back at once, to be delivered again. Items
+//! a stream's work-item filters exclude go to a stream whose filters take
+//! them (or wait, held, until one opens).
 //!
 //! See `docs/serve.md` for the RPCs and how they differ from other servers.
 

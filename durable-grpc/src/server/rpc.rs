@@ -2,7 +2,7 @@
 //! request with `convert`, asks the backend, and answers with `convert`.
 
 use super::status::{deadline, from_backend, json, unreadable};
-use super::work::{self, Item, Kind, Limits};
+use super::work::{self, Filters, Item, Kind, Limits};
 use super::SidecarService;
 use crate::convert;
 use crate::proto;
@@ -420,8 +420,9 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<BoxStream<proto::WorkItem>> {
         self.shared.check(&request, "GetWorkItems")?;
         let limits = Limits::from_request(request.get_ref());
+        let filters = Filters::from_request(request.get_ref());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(work::run_stream(self.shared.clone(), limits, tx));
+        tokio::spawn(work::run_stream(self.shared.clone(), limits, filters, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -8,8 +8,9 @@ use super::Shared;
 use crate::convert;
 use crate::proto;
 use durable_runtime::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
+use durable_runtime::history::EventKind;
 use futures::future::{BoxFuture, OptionFuture};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,20 @@ pub(super) enum Item {
 }
 
 impl Item {
+    /// A copy without the events (not needed to renew a lease).
+    fn without_events(&self) -> Item {
+        match self {
+            Item::Orchestration(i) => Item::Orchestration(OrchestrationWorkItem {
+                instance_id: i.instance_id.clone(),
+                execution_id: i.execution_id.clone(),
+                past_events: Arc::default(),
+                new_events: Vec::new(),
+                completion_token: i.completion_token.clone(),
+            }),
+            other => other.clone(),
+        }
+    }
+
     fn instance_id(&self) -> &str {
         match self {
             Item::Orchestration(i) => &i.instance_id,
@@ -51,12 +66,98 @@ struct Leased {
     item: Item,
 }
 
-/// The items leased to workers, by completion token.
+/// The items leased to workers, by completion token, and where items a
+/// stream's filters exclude go.
 pub(super) struct Leases {
     /// Makes this server's tokens unlike another's (or a restarted one's).
     nonce: u64,
     next: AtomicU64,
     items: Mutex<HashMap<String, Leased>>,
+    /// The open streams, by id: their filters, and where to send them an
+    /// item another stream leased for them.
+    routes: Mutex<HashMap<u64, Route>>,
+    /// Items no open stream's filters take: held (their leases renewed)
+    /// until a stream that takes them opens, and given back when the last
+    /// stream closes.
+    parked: Mutex<Vec<Item>>,
+}
+
+struct Route {
+    filters: Arc<Filters>,
+    inbox: mpsc::UnboundedSender<Item>,
+}
+
+/// Which names a stream's worker serves (`workItemFilters`): `None` for a
+/// kind means any; otherwise only the names listed, each with the versions
+/// listed (none listed: any version).
+#[derive(Debug, Default)]
+pub(super) struct Filters {
+    orchestrations: Option<HashMap<String, HashSet<String>>>,
+    activities: Option<HashMap<String, HashSet<String>>>,
+}
+
+impl Filters {
+    /// The filters of a request; none when it has no `workItemFilters`.
+    pub(super) fn from_request(r: &proto::GetWorkItemsRequest) -> Self {
+        let Some(f) = &r.work_item_filters else {
+            return Filters::default();
+        };
+        let build = |pairs: Vec<(&String, &Vec<String>)>| {
+            let mut map: HashMap<String, HashSet<String>> = HashMap::new();
+            for (name, versions) in pairs {
+                map.entry(name.clone())
+                    .or_default()
+                    .extend(versions.iter().cloned());
+            }
+            Some(map)
+        };
+        Filters {
+            orchestrations: build(
+                f.orchestrations
+                    .iter()
+                    .map(|o| (&o.name, &o.versions))
+                    .collect(),
+            ),
+            activities: build(
+                f.activities
+                    .iter()
+                    .map(|a| (&a.name, &a.versions))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether the stream's worker takes `item`.
+    fn matches(&self, item: &Item) -> bool {
+        let allowed = |filter: &Option<HashMap<String, HashSet<String>>>,
+                       name: &str,
+                       version: Option<&str>| match filter {
+            None => true,
+            Some(names) => names.get(name).is_some_and(|versions| {
+                versions.is_empty() || versions.contains(version.unwrap_or(""))
+            }),
+        };
+        match item {
+            Item::Activity(a) => allowed(&self.activities, &a.name, a.version.as_deref()),
+            Item::Orchestration(o) => {
+                if self.orchestrations.is_none() {
+                    return true;
+                }
+                let started =
+                    o.new_events
+                        .iter()
+                        .chain(o.past_events.iter())
+                        .find_map(|e| match &e.kind {
+                            EventKind::ExecutionStarted { name, version, .. } => {
+                                Some((name.as_str(), version.as_deref()))
+                            }
+                            _ => None,
+                        });
+                // An episode that names no orchestrator goes anywhere.
+                started.is_none_or(|(name, version)| allowed(&self.orchestrations, name, version))
+            }
+        }
+    }
 }
 
 /// Which kind of item a call expects.
@@ -88,7 +189,63 @@ impl Leases {
             nonce: fastrand::u64(..),
             next: AtomicU64::new(1),
             items: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            parked: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Opens a route to a new stream; returns the parked items it takes.
+    fn open_route(&self, stream: &StreamState, route: Route) -> Vec<Item> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, kept) = parked
+            .drain(..)
+            .partition(|item| route.filters.matches(item));
+        *parked = kept;
+        routes.insert(stream.id, route);
+        taken
+    }
+
+    /// Closes a stream's route; if it was the last stream, also returns
+    /// the parked items (no one is left to take them).
+    fn close_route(&self, stream: &StreamState) -> Vec<Item> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        routes.remove(&stream.id);
+        if routes.is_empty() {
+            std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Sends an item a stream's filters exclude to an open stream whose
+    /// filters take it, or parks it until one opens.
+    fn route(&self, from: &StreamState, item: Item) {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut item = item;
+        for (id, route) in routes.iter() {
+            if *id == from.id || !route.filters.matches(&item) {
+                continue;
+            }
+            match route.inbox.send(item) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => item = back,
+            }
+        }
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(item);
+    }
+
+    /// The parked items, for renewing their leases.
+    fn parked(&self) -> Vec<Item> {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(Item::without_events)
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Leased>> {
@@ -163,6 +320,10 @@ impl Leases {
             leased.stream.closed.store(true, Ordering::SeqCst);
             give_back(backend, leased.item).await;
         }
+        let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|p| p.into_inner()));
+        for item in parked {
+            give_back(backend, item).await;
+        }
     }
 
     /// Takes out the items of a closed stream.
@@ -184,17 +345,7 @@ impl Leases {
         self.lock()
             .values()
             .filter(|l| l.stream.id == stream.id)
-            .map(|l| match &l.item {
-                // The events are not needed to renew an episode's lease.
-                Item::Orchestration(i) => Item::Orchestration(OrchestrationWorkItem {
-                    instance_id: i.instance_id.clone(),
-                    execution_id: i.execution_id.clone(),
-                    past_events: Arc::default(),
-                    new_events: Vec::new(),
-                    completion_token: i.completion_token.clone(),
-                }),
-                other => other.clone(),
-            })
+            .map(|l| l.item.without_events())
             .collect()
     }
 }
@@ -321,11 +472,30 @@ fn next_activity(backend: Arc<dyn Backend>, pause: bool) -> Next<ActivityWorkIte
     })
 }
 
+/// Hands an item to the stream's worker: records it under a new token and
+/// sends it; `false` if the stream has closed (the item is then in the
+/// table, and given back with the stream's other items).
+async fn deliver(
+    shared: &Shared,
+    stream: &Arc<StreamState>,
+    tx: &mpsc::Sender<Result<proto::WorkItem, Status>>,
+    item: Item,
+) -> bool {
+    let wire = |token| match &item {
+        Item::Orchestration(i) => convert::orchestration_item_to_proto(i, token),
+        Item::Activity(i) => convert::activity_item_to_proto(i, token),
+    };
+    let token = shared.leases.insert(stream, item.clone());
+    tx.send(Ok(wire(token))).await.is_ok()
+}
+
 /// The task behind one `GetWorkItems` stream: runs until the stream
 /// closes or the server stops, then gives back what its worker still holds.
+/// Items its filters exclude go to a stream that takes them.
 pub(super) async fn run_stream(
     shared: Arc<Shared>,
     limits: Limits,
+    filters: Filters,
     tx: mpsc::Sender<Result<proto::WorkItem, Status>>,
 ) {
     let stream = Arc::new(StreamState {
@@ -335,6 +505,18 @@ pub(super) async fn run_stream(
         closed: AtomicBool::new(false),
         finished: Notify::new(),
     });
+    let filters = Arc::new(filters);
+    let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
+    for item in shared.leases.open_route(
+        &stream,
+        Route {
+            filters: filters.clone(),
+            inbox: inbox_tx.clone(),
+        },
+    ) {
+        let _ = inbox_tx.send(item);
+    }
+    drop(inbox_tx);
     let backend = shared.backend.clone();
     let renewal = [
         backend.orchestration_lease_renewal(),
@@ -353,36 +535,37 @@ pub(super) async fn run_stream(
     let mut activity: Option<Next<ActivityWorkItem>> = None;
     let mut pause_orchestrations = false;
     let mut pause_activities = false;
-    tracing::debug!(stream = stream.id, "a worker opened a work-item stream");
+    tracing::debug!(
+        stream = stream.id,
+        ?filters,
+        "a worker opened a work-item stream"
+    );
     loop {
+        // Registered before the counts are read, so a finish in between
+        // is not missed.
+        let finished = stream.finished.notified();
         if orchestration.is_none() && below(&stream.orchestrations, limits.orchestrations) {
             orchestration = Some(next_orchestration(backend.clone(), pause_orchestrations));
         }
         if activity.is_none() && below(&stream.activities, limits.activities) {
             activity = Some(next_activity(backend.clone(), pause_activities));
         }
-        // Registered before the counts are read again below, so a finish
-        // in between is not missed.
-        let finished = stream.finished.notified();
         let at_limit = orchestration.is_none() || activity.is_none();
-        tokio::select! {
+        // What this turn brought from the backend or from another stream.
+        let item = tokio::select! {
             _ = tx.closed() => break,
             _ = shared.stopped() => break,
+            Some(item) = inbox.recv() => Some(item),
             Some(r) = OptionFuture::from(orchestration.as_mut()), if orchestration.is_some() => {
                 orchestration = None;
                 pause_orchestrations = false;
                 match r {
-                    Ok(item) => {
-                        let token = shared.leases.insert(&stream, Item::Orchestration(item.clone()));
-                        let wire = convert::orchestration_item_to_proto(&item, token);
-                        if tx.send(Ok(wire)).await.is_err() {
-                            break;
-                        }
-                    }
+                    Ok(item) => Some(Item::Orchestration(item)),
                     Err(BackendError::Shutdown) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "the backend failed to hand out an orchestration episode; asking again shortly");
                         pause_orchestrations = true;
+                        None
                     }
                 }
             }
@@ -390,24 +573,29 @@ pub(super) async fn run_stream(
                 activity = None;
                 pause_activities = false;
                 match r {
-                    Ok(item) => {
-                        let token = shared.leases.insert(&stream, Item::Activity(item.clone()));
-                        let wire = convert::activity_item_to_proto(&item, token);
-                        if tx.send(Ok(wire)).await.is_err() {
-                            break;
-                        }
-                    }
+                    Ok(item) => Some(Item::Activity(item)),
                     Err(BackendError::Shutdown) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "the backend failed to hand out an activity; asking again shortly");
                         pause_activities = true;
+                        None
                     }
                 }
             }
-            _ = finished, if at_limit => {}
+            _ = finished, if at_limit => None,
             _ = async { renew.as_mut().expect("checked").tick().await }, if renew.is_some() => {
                 renew_leases(&shared, &stream).await;
+                None
             }
+        };
+        match item {
+            Some(item) if filters.matches(&item) => {
+                if !deliver(&shared, &stream, &tx, item).await {
+                    break;
+                }
+            }
+            Some(item) => shared.leases.route(&stream, item),
+            None => {}
         }
     }
     // Pending `next_*` calls are dropped here: what they had not yet
@@ -415,14 +603,22 @@ pub(super) async fn run_stream(
     drop(orchestration);
     drop(activity);
     stream.closed.store(true, Ordering::SeqCst);
-    let held = shared.leases.take_stream(&stream);
+    let mut held = shared.leases.close_route(&stream);
+    inbox.close();
+    while let Ok(item) = inbox.try_recv() {
+        held.push(item);
+    }
+    let taken = shared.leases.take_stream(&stream);
+    for item in &taken {
+        stream.count(Kind::of(item)).fetch_sub(1, Ordering::SeqCst);
+    }
+    held.extend(taken);
     tracing::debug!(
         stream = stream.id,
         given_back = held.len(),
         "a work-item stream closed; giving back the items its worker held"
     );
     for item in held {
-        stream.count(Kind::of(&item)).fetch_sub(1, Ordering::SeqCst);
         give_back(backend.as_ref(), item).await;
     }
     if *shared.stopping.borrow() {
@@ -436,8 +632,11 @@ pub(super) async fn run_stream(
 }
 
 /// Renews the backend's leases of the items a stream's worker holds.
+/// Also renews the parked items (any stream may; renewing twice is harmless).
 async fn renew_leases(shared: &Shared, stream: &StreamState) {
-    for item in shared.leases.of_stream(stream) {
+    let mut items = shared.leases.of_stream(stream);
+    items.extend(shared.leases.parked());
+    for item in items {
         let result = match &item {
             Item::Orchestration(i) => shared.backend.renew_orchestration_item(i).await,
             Item::Activity(i) => shared.backend.renew_activity_item(i).await,
