@@ -588,14 +588,11 @@ pub(super) async fn run_stream(
                 None
             }
         };
-        match item {
-            Some(item) if filters.matches(&item) => {
-                if !deliver(&shared, &stream, &tx, item).await {
-                    break;
-                }
-            }
-            Some(item) => shared.leases.route(&stream, item),
-            None => {}
+        let Some(item) = item else { continue };
+        if !filters.matches(&item) {
+            shared.leases.route(&stream, item);
+        } else if !deliver(&shared, &stream, &tx, item).await {
+            break;
         }
     }
     // Pending `next_*` calls are dropped here: what they had not yet
