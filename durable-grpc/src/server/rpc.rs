@@ -441,7 +441,7 @@ impl TaskHubSidecarService for SidecarService {
         check_result(&instance_id, &result)?;
         let taken = shared
             .leases
-            .take(&token, Kind::Orchestration, &instance_id, call)?;
+            .take(shared, &token, Kind::Orchestration, &instance_id, call)?;
         let Item::Orchestration(item) = taken.item().clone() else {
             unreachable!("taken by kind")
         };
@@ -459,7 +459,7 @@ impl TaskHubSidecarService for SidecarService {
                 Err(from_backend(e))
             }
             Err(e) => {
-                taken.restore(shared).await;
+                taken.restore().await;
                 Err(from_backend(e))
             }
         }
@@ -484,7 +484,7 @@ impl TaskHubSidecarService for SidecarService {
         }
         let taken = shared
             .leases
-            .take(&token, Kind::Activity, &instance_id, call)?;
+            .take(shared, &token, Kind::Activity, &instance_id, call)?;
         let Item::Activity(item) = taken.item() else {
             unreachable!("taken by kind")
         };
@@ -498,7 +498,7 @@ impl TaskHubSidecarService for SidecarService {
                 Err(from_backend(e))
             }
             Err(e) => {
-                taken.restore(shared).await;
+                taken.restore().await;
                 Err(from_backend(e))
             }
         }
@@ -512,7 +512,9 @@ impl TaskHubSidecarService for SidecarService {
         let shared = &self.shared;
         shared.check(&request, call)?;
         let token = request.into_inner().completion_token;
-        let taken = shared.leases.take(&token, Kind::Activity, "", call)?;
+        let taken = shared
+            .leases
+            .take(shared, &token, Kind::Activity, "", call)?;
         let Item::Activity(item) = taken.item() else {
             unreachable!("taken by kind")
         };
@@ -530,7 +532,9 @@ impl TaskHubSidecarService for SidecarService {
         let shared = &self.shared;
         shared.check(&request, call)?;
         let token = request.into_inner().completion_token;
-        let taken = shared.leases.take(&token, Kind::Orchestration, "", call)?;
+        let taken = shared
+            .leases
+            .take(shared, &token, Kind::Orchestration, "", call)?;
         let Item::Orchestration(item) = taken.item().clone() else {
             unreachable!("taken by kind")
         };

@@ -275,6 +275,7 @@ impl Leases {
     /// of the wrong kind or instance is refused and left in place.
     pub(super) fn take(
         &self,
+        shared: &Arc<Shared>,
         token: &str,
         kind: Kind,
         instance_id: &str,
@@ -307,6 +308,7 @@ impl Leases {
         }
         let leased = items.remove(token).expect("looked up above");
         Ok(Taken {
+            shared: shared.clone(),
             token: token.to_string(),
             stream: leased.stream,
             item: Some(leased.item),
@@ -360,9 +362,10 @@ impl StreamState {
 }
 
 /// An item taken out of the table by a call that finishes it. Dropped
-/// without [`Taken::done`], it goes back in (or, if its stream has closed
-/// meanwhile, back to the backend).
+/// without [`Taken::done`] (the call was cancelled: its client went away),
+/// it goes back in, or back to the backend if its stream has closed.
 pub(super) struct Taken {
+    shared: Arc<Shared>,
     token: String,
     stream: Arc<StreamState>,
     item: Option<Item>,
@@ -386,32 +389,46 @@ impl Taken {
         self.stream.finished.notify_waiters();
     }
 
+    /// Puts the item back in the table, unless its stream has closed: then
+    /// it is released and returned, to be given back to the backend. The
+    /// check and the insert are one step under the table's lock, so a
+    /// stream closing meanwhile (it is marked closed before its items are
+    /// taken out) cannot miss the item.
+    fn put_back(&mut self) -> Option<Item> {
+        let item = self.item.take()?;
+        let mut items = self.shared.leases.lock();
+        if self.stream.closed.load(Ordering::SeqCst) {
+            drop(items);
+            self.release(Kind::of(&item));
+            return Some(item);
+        }
+        items.insert(
+            self.token.clone(),
+            Leased {
+                stream: self.stream.clone(),
+                item,
+            },
+        );
+        None
+    }
+
     /// Puts the item back after a call that failed without finishing it,
     /// so the worker may complete or abandon it again; gives it back to the
     /// backend instead if its stream closed meanwhile.
-    pub(super) async fn restore(mut self, shared: &Shared) {
-        let Some(item) = self.item.take() else { return };
-        if self.stream.closed.load(Ordering::SeqCst) {
-            self.release(Kind::of(&item));
-            give_back(shared.backend.as_ref(), item).await;
-        } else {
-            shared.leases.lock().insert(
-                self.token.clone(),
-                Leased {
-                    stream: self.stream.clone(),
-                    item,
-                },
-            );
+    pub(super) async fn restore(mut self) {
+        if let Some(item) = self.put_back() {
+            give_back(self.shared.backend.as_ref(), item).await;
         }
     }
 }
 
 impl Drop for Taken {
     fn drop(&mut self) {
-        // A call cancelled half way (its client went away): the item is
-        // released, and the backend's lease expires by itself.
-        if let Some(item) = self.item.take() {
-            self.release(Kind::of(&item));
+        if let Some(item) = self.put_back() {
+            let backend = self.shared.backend.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { give_back(backend.as_ref(), item).await });
+            }
         }
     }
 }
