@@ -594,3 +594,128 @@ async fn work_item_filters_route_each_item_to_a_worker_that_serves_it() {
         .unwrap();
     assert_eq!(again.instance_id, "g");
 }
+
+fn no_actions(token: &str) -> proto::OrchestratorResponse {
+    proto::OrchestratorResponse {
+        instance_id: String::new(),
+        actions: vec![],
+        custom_status: None,
+        completion_token: token.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_over_the_size_limit_is_left_out_for_workers_that_stream_it() {
+    let backend = Arc::new(MemoryBackend::new());
+    let options = ServerOptions {
+        max_message_size: 16 * 1024,
+        ..ServerOptions::default()
+    };
+    let (endpoint, _stop, _server) = start(backend.clone(), options).await;
+    let mut c = raw(&endpoint).await;
+    let mut stream = c
+        .get_work_items(proto::GetWorkItemsRequest {
+            capabilities: vec![proto::WorkerCapability::HistoryStreaming as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.start_instance(start_request("h", None)).await.unwrap();
+    let first = next_item(&mut stream).await;
+    c.complete_orchestrator_task(no_actions(&first.completion_token))
+        .await
+        .unwrap();
+    let data = format!("\"{}\"", "d".repeat(6 * 1024));
+    let mut streamed = None;
+    for n in 0..4 {
+        c.raise_event(proto::RaiseEventRequest {
+            instance_id: "h".into(),
+            name: format!("e{n}"),
+            input: Some(data.clone()),
+        })
+        .await
+        .unwrap();
+        let item = next_item(&mut stream).await;
+        let Some(proto::work_item::Request::OrchestratorRequest(r)) = &item.request else {
+            panic!("an episode, got {item:?}");
+        };
+        if r.requires_history_streaming {
+            assert!(r.past_events.is_empty(), "the history is left out");
+            streamed = Some(item);
+            break;
+        }
+        assert!(!r.past_events.is_empty());
+        c.complete_orchestrator_task(no_actions(&item.completion_token))
+            .await
+            .unwrap();
+    }
+    let item = streamed.expect("a work item over the limit leaves its history out");
+    let mut chunks = c
+        .stream_instance_history(proto::StreamInstanceHistoryRequest {
+            instance_id: "h".into(),
+            execution_id: None,
+            for_work_item_processing: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = 0;
+    let mut count = 0;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        assert!(!chunk.events.is_empty());
+        count += 1;
+        events += chunk.events.len();
+    }
+    assert_eq!(events, backend.get_history("h").await.unwrap().len());
+    assert!(count > 1, "chunks fit the limit: {count} chunk(s)");
+    c.complete_orchestrator_task(completes(&item.completion_token, "h", "1"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durables_backend_runs_an_orchestration_whose_history_is_streamed() {
+    let options = ServerOptions {
+        max_message_size: 16 * 1024,
+        ..ServerOptions::default()
+    };
+    let (endpoint, _stop, _server) = start(Arc::new(MemoryBackend::new()), options).await;
+    // The client takes no message over 20 KiB either: the episodes with
+    // the whole history (30 KiB) would never reach it.
+    let backend = Arc::new(
+        GrpcBackend::new(GrpcOptions::new(endpoint).max_incoming_message_size(20 * 1024)).unwrap(),
+    );
+    let registry = Registry::new().orchestrator_fn("collects", |ctx, n: usize| async move {
+        let mut total = 0;
+        for i in 0..n {
+            let data: String = ctx.wait_for_external_event(&format!("e{i}")).await?;
+            total += data.len();
+        }
+        Ok(total)
+    });
+    let worker = durable_runtime::Worker::new(backend.clone(), registry)
+        .start()
+        .unwrap();
+    let client = Client::new(backend);
+    let id = client
+        .schedule_by_name("collects", &5usize, ScheduleOptions::with_id("big-history"))
+        .await
+        .unwrap();
+    let data = "d".repeat(6 * 1024);
+    for i in 0..5 {
+        client
+            .raise_event(&id, &format!("e{i}"), &data)
+            .await
+            .unwrap();
+    }
+    let state = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(
+        state.status(),
+        OrchestrationStatus::Completed,
+        "{:?}",
+        state.failure()
+    );
+    assert_eq!(state.output::<usize>().unwrap(), 5 * 6 * 1024);
+    worker.shutdown().await;
+}

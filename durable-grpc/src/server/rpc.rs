@@ -10,6 +10,7 @@ use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 use durable_runtime::actions::ActionKind;
 use durable_runtime::backend::{InstanceQuery, WaitFor};
 use durable_runtime::Client;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
@@ -397,20 +398,47 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<BoxStream<proto::HistoryChunk>> {
         self.shared.check(&request, "StreamInstanceHistory")?;
         let r = request.into_inner();
-        let history = self
-            .shared
-            .backend
-            .get_history(&r.instance_id)
-            .await
-            .map_err(from_backend)?;
-        let chunks: Vec<Result<proto::HistoryChunk, Status>> = history
-            .chunks(HISTORY_CHUNK_EVENTS)
-            .map(|events| {
-                Ok(proto::HistoryChunk {
-                    events: events.iter().map(convert::event_to_proto).collect(),
-                })
-            })
-            .collect();
+        let execution_id = convert::payload(r.execution_id);
+        // For a work item that left its history out: the history it was
+        // leased with, which is what its episode must replay.
+        let held = if r.for_work_item_processing {
+            self.shared
+                .leases
+                .held_history(&r.instance_id, execution_id.as_deref())
+        } else {
+            None
+        };
+        let history = match held {
+            Some(events) => events,
+            None => Arc::new(
+                self.shared
+                    .backend
+                    .get_history(&r.instance_id)
+                    .await
+                    .map_err(from_backend)?,
+            ),
+        };
+        // Chunks of at most HISTORY_CHUNK_EVENTS events and about half the
+        // message size limit, so each fits a peer's incoming limit.
+        let budget = self.shared.options.max_message_size / 2;
+        let mut chunks: Vec<Result<proto::HistoryChunk, Status>> = Vec::new();
+        let mut chunk = proto::HistoryChunk { events: Vec::new() };
+        let mut size = 0;
+        for event in history.iter() {
+            let wire = convert::event_to_proto(event);
+            let len = prost::Message::encoded_len(&wire);
+            if !chunk.events.is_empty()
+                && (chunk.events.len() == HISTORY_CHUNK_EVENTS || size + len > budget)
+            {
+                chunks.push(Ok(std::mem::take(&mut chunk)));
+                size = 0;
+            }
+            size += len;
+            chunk.events.push(wire);
+        }
+        if !chunk.events.is_empty() {
+            chunks.push(Ok(chunk));
+        }
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 

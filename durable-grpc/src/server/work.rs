@@ -342,6 +342,25 @@ impl Leases {
             .collect()
     }
 
+    /// The past events of the episode of `instance_id` a worker holds (of
+    /// `execution_id`, if given), for a worker fetching the history its
+    /// work item left out.
+    pub(super) fn held_history(
+        &self,
+        instance_id: &str,
+        execution_id: Option<&str>,
+    ) -> Option<Arc<Vec<durable_runtime::history::HistoryEvent>>> {
+        self.lock().values().find_map(|l| match &l.item {
+            Item::Orchestration(i)
+                if i.instance_id == instance_id
+                    && execution_id.is_none_or(|e| e == i.execution_id) =>
+            {
+                Some(i.past_events.clone())
+            }
+            _ => None,
+        })
+    }
+
     /// The items of a stream, for renewing their leases.
     fn of_stream(&self, stream: &StreamState) -> Vec<Item> {
         self.lock()
@@ -449,10 +468,12 @@ async fn give_back(backend: &dyn Backend, item: Item) {
 }
 
 /// How many items of each kind a stream's worker may hold at once (0: no
-/// limit), from its request.
+/// limit), and whether it fetches a history left out of a work item
+/// (`WORKER_CAPABILITY_HISTORY_STREAMING`), from its request.
 pub(super) struct Limits {
     pub(super) orchestrations: usize,
     pub(super) activities: usize,
+    pub(super) history_streaming: bool,
 }
 
 impl Limits {
@@ -460,6 +481,9 @@ impl Limits {
         Limits {
             orchestrations: usize::try_from(r.max_concurrent_orchestration_work_items).unwrap_or(0),
             activities: usize::try_from(r.max_concurrent_activity_work_items).unwrap_or(0),
+            history_streaming: r
+                .capabilities
+                .contains(&(proto::WorkerCapability::HistoryStreaming as i32)),
         }
     }
 }
@@ -492,14 +516,30 @@ fn next_activity(backend: Arc<dyn Backend>, pause: bool) -> Next<ActivityWorkIte
 /// Hands an item to the stream's worker: records it under a new token and
 /// sends it; `false` if the stream has closed (the item is then in the
 /// table, and given back with the stream's other items).
+///
+/// An episode whose work item would be larger than the server's message
+/// size limit leaves its past events out (`requiresHistoryStreaming`) if
+/// the worker can fetch them (`StreamInstanceHistory`, from the held item).
 async fn deliver(
     shared: &Shared,
     stream: &Arc<StreamState>,
     tx: &mpsc::Sender<Result<proto::WorkItem, Status>>,
+    history_streaming: bool,
     item: Item,
 ) -> bool {
     let wire = |token| match &item {
-        Item::Orchestration(i) => convert::orchestration_item_to_proto(i, token),
+        Item::Orchestration(i) => {
+            let mut wire = convert::orchestration_item_to_proto(i, token);
+            let too_large =
+                prost::Message::encoded_len(&wire) + 5 > shared.options.max_message_size;
+            if history_streaming && too_large {
+                if let Some(proto::work_item::Request::OrchestratorRequest(r)) = &mut wire.request {
+                    r.past_events.clear();
+                    r.requires_history_streaming = true;
+                }
+            }
+            wire
+        }
         Item::Activity(i) => convert::activity_item_to_proto(i, token),
     };
     let token = shared.leases.insert(stream, item.clone());
@@ -608,7 +648,7 @@ pub(super) async fn run_stream(
         let Some(item) = item else { continue };
         if !filters.matches(&item) {
             shared.leases.route(&stream, item);
-        } else if !deliver(&shared, &stream, &tx, item).await {
+        } else if !deliver(&shared, &stream, &tx, limits.history_streaming, item).await {
             break;
         }
     }
