@@ -719,3 +719,143 @@ async fn durables_backend_runs_an_orchestration_whose_history_is_streamed() {
     assert_eq!(state.output::<usize>().unwrap(), 5 * 6 * 1024);
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_and_list_instance_ids() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (endpoint, _stop, _server) = start(backend.clone(), ServerOptions::default()).await;
+    let mut c = raw(&endpoint).await;
+    let restart = |id: &str, new_id: bool| proto::RestartInstanceRequest {
+        instance_id: id.into(),
+        restart_with_new_instance_id: new_id,
+    };
+    let m = refused(
+        c.restart_instance(restart("nobody", false)).await,
+        Code::NotFound,
+    );
+    assert!(m.contains("\"nobody\""), "{m}");
+
+    c.start_instance(start_request("r", Some("7")))
+        .await
+        .unwrap();
+    let m = refused(
+        c.restart_instance(restart("r", false)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(m.contains("restart") && m.contains("\"r\""), "{m}");
+
+    // Finished, it runs again with the same input, under its id or a new one.
+    let mut stream = work_stream(&mut c).await;
+    let item = next_item(&mut stream).await;
+    c.complete_orchestrator_task(completes(&item.completion_token, "r", "1"))
+        .await
+        .unwrap();
+    let same = c
+        .restart_instance(restart("r", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.instance_id, "r");
+    let m = backend.get_instance("r", true).await.unwrap().unwrap();
+    assert_eq!(
+        (m.status, m.input.as_deref()),
+        (OrchestrationStatus::Pending, Some("7"))
+    );
+    let item = next_item(&mut stream).await;
+    c.complete_orchestrator_task(completes(&item.completion_token, "r", "2"))
+        .await
+        .unwrap();
+    let other = c
+        .restart_instance(restart("r", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(other.instance_id, "r");
+    let m = backend
+        .get_instance(&other.instance_id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.name.as_str(), m.input.as_deref()), ("o", Some("7")));
+    drop(stream);
+
+    // Ids by status, a page at a time.
+    for id in ["p1", "p2", "p3"] {
+        c.start_instance(start_request(id, None)).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    let mut key = None;
+    loop {
+        let page = c
+            .list_instance_ids(proto::ListInstanceIdsRequest {
+                runtime_status: vec![proto::OrchestrationStatus::Completed as i32],
+                page_size: 1,
+                last_instance_key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.instance_ids.len() <= 1, "{page:?}");
+        ids.extend(page.instance_ids);
+        match page.last_instance_key {
+            Some(k) => key = Some(k),
+            None => break,
+        }
+        assert!(ids.len() < 10, "paging ends: {ids:?}");
+    }
+    assert_eq!(ids, ["r"], "only the completed instance");
+    let completed_long_ago = c
+        .list_instance_ids(proto::ListInstanceIdsRequest {
+            completed_time_to: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        completed_long_ago.instance_ids.is_empty(),
+        "{completed_long_ago:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_gets_no_more_work_than_its_worker_asked_to_hold() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (endpoint, _stop, _server) = start(backend, ServerOptions::default()).await;
+    let mut c = raw(&endpoint).await;
+    let mut one_at_a_time = c
+        .get_work_items(proto::GetWorkItemsRequest {
+            max_concurrent_orchestration_work_items: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.start_instance(start_request("first", None))
+        .await
+        .unwrap();
+    let first = next_item(&mut one_at_a_time).await;
+    assert_eq!(instance_of(&first), "first");
+    // Its worker holds one: the next episode goes to another stream.
+    let mut other = work_stream(&mut c).await;
+    c.start_instance(start_request("second", None))
+        .await
+        .unwrap();
+    let second = next_item(&mut other).await;
+    assert_eq!(instance_of(&second), "second");
+    drop(other);
+    // Once it finishes its item, it gets work again.
+    c.complete_orchestrator_task(completes(&first.completion_token, "first", "1"))
+        .await
+        .unwrap();
+    let again = next_item(&mut one_at_a_time).await;
+    assert_eq!(
+        instance_of(&again),
+        "second",
+        "given back when the other stream closed"
+    );
+}
