@@ -41,7 +41,7 @@
 //! [`durable_runtime::backend::BackendError::LeaseLost`] is only reported
 //! where the sidecar reports it.
 //!
-//! Feature `server`: the [`server`] module serves `TaskHubSidecarService`
+//! Feature `server`: the `server` module serves `TaskHubSidecarService`
 //! from any durable backend (memory, SQLite, PostgreSQL), so workers and
 //! clients of any Durable Task SDK can use it.
 //!
