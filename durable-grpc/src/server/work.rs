@@ -127,6 +127,16 @@ impl Filters {
         }
     }
 
+    /// Whether the stream's worker takes any item of `kind` (a filter that
+    /// lists no names takes none: the stream then leases none).
+    fn takes_any(&self, kind: Kind) -> bool {
+        let filter = match kind {
+            Kind::Orchestration => &self.orchestrations,
+            Kind::Activity => &self.activities,
+        };
+        filter.as_ref().is_none_or(|names| !names.is_empty())
+    }
+
     /// Whether the stream's worker takes `item`.
     fn matches(&self, item: &Item) -> bool {
         let allowed = |filter: &Option<HashMap<String, HashSet<String>>>,
@@ -587,6 +597,8 @@ pub(super) async fn run_stream(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
+    let wants_orchestrations = filters.takes_any(Kind::Orchestration);
+    let wants_activities = filters.takes_any(Kind::Activity);
     let below = |n: &AtomicUsize, limit: usize| limit == 0 || n.load(Ordering::SeqCst) < limit;
     let mut orchestration: Option<Next<OrchestrationWorkItem>> = None;
     let mut activity: Option<Next<ActivityWorkItem>> = None;
@@ -601,10 +613,13 @@ pub(super) async fn run_stream(
         // Registered before the counts are read, so a finish in between
         // is not missed.
         let finished = stream.finished.notified();
-        if orchestration.is_none() && below(&stream.orchestrations, limits.orchestrations) {
+        if wants_orchestrations
+            && orchestration.is_none()
+            && below(&stream.orchestrations, limits.orchestrations)
+        {
             orchestration = Some(next_orchestration(backend.clone(), pause_orchestrations));
         }
-        if activity.is_none() && below(&stream.activities, limits.activities) {
+        if wants_activities && activity.is_none() && below(&stream.activities, limits.activities) {
             activity = Some(next_activity(backend.clone(), pause_activities));
         }
         let at_limit = orchestration.is_none() || activity.is_none();
@@ -698,5 +713,80 @@ async fn renew_leases(shared: &Shared, stream: &StreamState) {
         if let Err(e) = result {
             tracing::debug!(instance_id = %item.instance_id(), error = %e, "could not renew the lease of a work item a worker holds");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use durable_runtime::history::HistoryEvent;
+
+    fn episode(name: &str, version: Option<&str>) -> Item {
+        Item::Orchestration(OrchestrationWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            past_events: Arc::new(vec![HistoryEvent::new(
+                Default::default(),
+                EventKind::ExecutionStarted {
+                    name: name.into(),
+                    version: version.map(str::to_string),
+                    input: None,
+                    instance_id: "i".into(),
+                    execution_id: Some("e".into()),
+                    parent: None,
+                    scheduled_start: None,
+                },
+            )]),
+            new_events: vec![],
+            completion_token: String::new(),
+        })
+    }
+
+    fn activity(name: &str) -> Item {
+        Item::Activity(ActivityWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            name: name.into(),
+            version: None,
+            input: None,
+            task_id: 0,
+            completion_token: String::new(),
+            tags: Default::default(),
+        })
+    }
+
+    #[test]
+    fn filters_take_the_names_and_versions_listed() {
+        let none = Filters::from_request(&proto::GetWorkItemsRequest::default());
+        assert!(none.matches(&episode("any", None)) && none.matches(&activity("any")));
+        assert!(none.takes_any(Kind::Orchestration) && none.takes_any(Kind::Activity));
+
+        let request = proto::GetWorkItemsRequest {
+            work_item_filters: Some(proto::WorkItemFilters {
+                orchestrations: vec![
+                    proto::OrchestrationFilter {
+                        name: "o".into(),
+                        versions: vec![],
+                    },
+                    proto::OrchestrationFilter {
+                        name: "v".into(),
+                        versions: vec!["2".into()],
+                    },
+                ],
+                activities: vec![],
+            }),
+            ..Default::default()
+        };
+        let some = Filters::from_request(&request);
+        assert!(some.matches(&episode("o", None)));
+        assert!(some.matches(&episode("o", Some("9"))));
+        assert!(some.matches(&episode("v", Some("2"))));
+        assert!(!some.matches(&episode("v", Some("1"))));
+        assert!(!some.matches(&episode("v", None)));
+        assert!(!some.matches(&episode("other", None)));
+        // Listing no activities means serving none.
+        assert!(!some.matches(&activity("a")));
+        assert!(some.takes_any(Kind::Orchestration));
+        assert!(!some.takes_any(Kind::Activity));
     }
 }
