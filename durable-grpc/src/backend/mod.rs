@@ -227,24 +227,7 @@ impl Backend for GrpcBackend {
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();
         let what = format!("the input of orchestration \"{}\"", request.name);
-        let message = proto::CreateInstanceRequest {
-            instance_id: request.instance_id,
-            name: request.name,
-            version: request.version,
-            input: request.input,
-            scheduled_start_timestamp: request
-                .scheduled_start
-                .as_ref()
-                .map(convert::timestamp_to_proto),
-            orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
-                replaceable_status: request
-                    .reuse_policy
-                    .replaceable
-                    .iter()
-                    .map(|s| convert::status_to_proto(*s))
-                    .collect(),
-            }),
-        };
+        let message = convert::create_request_to_proto(request);
         let req = rpc.request(message, &what).await?;
         match rpc.client().start_instance(req).await {
             Ok(_) => Ok(()),
@@ -611,20 +594,7 @@ impl Backend for GrpcBackend {
         outcome: durable_runtime::failure::TaskOutcome,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
-        let (result, failure_details) = match outcome {
-            Ok(result) => (result, None),
-            Err(mut failure) => {
-                // Sidecars tell failure from success by a non-empty message.
-                if failure.message.is_empty() {
-                    failure.message = if failure.error_type.is_empty() {
-                        "the activity failed".to_string()
-                    } else {
-                        failure.error_type.clone()
-                    };
-                }
-                (None, Some(convert::failure_to_proto(&failure)))
-            }
-        };
+        let (result, failure_details) = convert::activity_outcome_to_proto(outcome);
         let what = format!("the result of activity \"{}\"", item.name);
         match send_activity_response(rpc, item, result, failure_details, &what).await {
             // Too large for us or for the sidecar: the orchestration gets a
