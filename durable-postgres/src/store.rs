@@ -515,15 +515,26 @@ pub(crate) async fn control(
 pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut Effects) -> Res<()> {
     let request = ControlRequest::Rewind { reason };
     control(tx, id, request.clone(), fx).await?;
+    let now = chrono::Utc::now();
     let mut queue = vec![id.to_string()];
     while let Some(parent) = queue.pop() {
-        for child in transition::failed_children(&load_history(tx, &parent).await?) {
-            let failed = load(tx, &child, false, true)
-                .await?
-                .is_some_and(|c| c.meta.status == OrchestrationStatus::Failed);
-            if failed {
-                control(tx, &child, request.clone(), fx).await?;
-                queue.push(child);
+        let Some(parent_row) = load(tx, &parent, false, false).await? else {
+            continue;
+        };
+        let history = load_history(tx, &parent).await?;
+        for (child, task_id) in transition::rewind_children(&history) {
+            let Some(c) = load(tx, &child, true, true).await? else {
+                continue;
+            };
+            match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
+                Some(transition::ChildOnRewind::Rewind) => {
+                    control(tx, &child, request.clone(), fx).await?;
+                    queue.push(child);
+                }
+                Some(transition::ChildOnRewind::Deliver(msg)) => {
+                    deliver(tx, &[msg], micros(now), fx).await?;
+                }
+                None => {}
             }
         }
     }

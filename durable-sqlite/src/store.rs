@@ -562,14 +562,25 @@ pub(crate) fn rewind(
 ) -> Result<(), BackendError> {
     let request = ControlRequest::Rewind { reason };
     control(conn, id, request.clone(), fx)?;
+    let now = chrono::Utc::now();
     let mut queue = vec![id.to_string()];
     while let Some(parent) = queue.pop() {
-        for child in transition::failed_children(&load_history(conn, &parent)?) {
-            let failed = load(conn, &child, false)?
-                .is_some_and(|c| c.meta.status == OrchestrationStatus::Failed);
-            if failed {
-                control(conn, &child, request.clone(), fx)?;
-                queue.push(child);
+        let Some(parent_row) = load(conn, &parent, false)? else {
+            continue;
+        };
+        for (child, task_id) in transition::rewind_children(&load_history(conn, &parent)?) {
+            let Some(c) = load(conn, &child, true)? else {
+                continue;
+            };
+            match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
+                Some(transition::ChildOnRewind::Rewind) => {
+                    control(conn, &child, request.clone(), fx)?;
+                    queue.push(child);
+                }
+                Some(transition::ChildOnRewind::Deliver(msg)) => {
+                    deliver(conn, &msg, micros(now), fx)?;
+                }
+                None => {}
             }
         }
     }

@@ -386,10 +386,13 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::RewindInstanceRequest>,
     ) -> Answer<proto::RewindInstanceResponse> {
         self.shared.check(&request, "RewindInstance")?;
-        Err(not_served(
-            "RewindInstance",
-            "durable cannot rewind a failed instance; restart it (RestartInstance) instead",
-        ))
+        let r = request.into_inner();
+        self.shared
+            .backend
+            .rewind(&r.instance_id, r.reason)
+            .await
+            .map_err(from_backend)?;
+        Ok(Response::new(proto::RewindInstanceResponse {}))
     }
 
     async fn stream_instance_history(

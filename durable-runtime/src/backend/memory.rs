@@ -471,19 +471,21 @@ impl Backend for MemoryBackend {
         Self::control_locked(&mut s, instance_id, request.clone(), now)?;
         let mut queue = vec![instance_id.to_string()];
         while let Some(id) = queue.pop() {
-            let children = s
-                .instances
-                .get(&id)
-                .map(|i| transition::failed_children(&i.history))
-                .unwrap_or_default();
-            for child in children {
-                let failed = s
-                    .instances
-                    .get(&child)
-                    .is_some_and(|c| c.meta.status == OrchestrationStatus::Failed);
-                if failed {
-                    Self::control_locked(&mut s, &child, request.clone(), now)?;
-                    queue.push(child);
+            let Some(parent) = s.instances.get(&id) else {
+                continue;
+            };
+            let parent_meta = parent.meta.clone();
+            for (child, task_id) in transition::rewind_children(&parent.history) {
+                let Some(c) = s.instances.get(&child) else {
+                    continue;
+                };
+                match transition::child_on_rewind(&parent_meta, task_id, &c.meta, now) {
+                    Some(transition::ChildOnRewind::Rewind) => {
+                        Self::control_locked(&mut s, &child, request.clone(), now)?;
+                        queue.push(child);
+                    }
+                    Some(transition::ChildOnRewind::Deliver(msg)) => deliver(&mut s, msg, now),
+                    None => {}
                 }
             }
         }

@@ -296,6 +296,51 @@ pub fn registry() -> Registry {
                 .await?;
             Ok((a, child, b))
         })
+        .orchestrator_fn("rewind_handled", |ctx, _: ()| async move {
+            // A failure handled and gone on from, then a final one.
+            let key = ctx.instance_id();
+            let a: u32 = match ctx
+                .call_activity_by_name::<u32>("flaky_key", &(format!("{key}:a"), 99u32))
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    ctx.call_activity_by_name("flaky_key", &(format!("{key}:b"), 1u32))
+                        .await?
+                }
+            };
+            let c: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:c"), 2u32))
+                .await?;
+            Ok((a, c))
+        })
+        .orchestrator_fn("rewind_retried", |ctx, _: ()| async move {
+            // Two attempts, both failing; the rewind's third succeeds.
+            let key = ctx.instance_id();
+            let n: u32 = ctx
+                .call_activity_by_name_with_retry(
+                    "flaky_key",
+                    &(key, 3u32),
+                    RetryPolicy::new(2, Duration::from_millis(10)),
+                )
+                .await?;
+            Ok(n)
+        })
+        .orchestrator_fn("rewind_late_child", |ctx, _: ()| async move {
+            // Fails while its child still runs; the child finishes later.
+            let key = ctx.instance_id();
+            let child = ctx.call_sub_orchestrator_by_name::<String>(
+                "wait_event",
+                None,
+                &(),
+                Some(format!("{key}:late")),
+            );
+            let n: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:x"), 2u32))
+                .await?;
+            let got: String = child.await?;
+            Ok(format!("{n} {got}"))
+        })
         .orchestrator_fn("deadline_or_fail", |ctx, deadline_ms: u64| async move {
             let approved: bool = ctx
                 .wait_for_external_event("approval")
@@ -1303,6 +1348,45 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         );
         h.client.raise_event(&live, "go", &"x").await.unwrap();
         completed(&h.wait(&live).await);
+        h.stop().await;
+    }
+
+    /// A rewind takes the path the code took: a failure the code handled
+    /// and went on from stays, a retried call keeps its failed attempts and
+    /// gets one more, and a child that finished after its parent failed
+    /// has its result delivered.
+    async fn rewind_replays_handled_failures_retries_and_late_children(backend) needs(rewind) {
+        let h = Harness::start(backend);
+        for (name, want) in [
+            ("rewind_handled", serde_json::json!([1, 2])),
+            ("rewind_retried", serde_json::json!(3)),
+        ] {
+            let id = h
+                .client
+                .schedule_by_name(name, &(), ScheduleOptions::default())
+                .await
+                .unwrap();
+            let first = h.wait(&id).await;
+            assert_eq!(first.status(), OrchestrationStatus::Failed, "{name}: {first:?}");
+            h.client.rewind(&id, None).await.unwrap();
+            let done = h.wait(&id).await;
+            completed(&done);
+            assert_eq!(done.output::<serde_json::Value>().unwrap(), want, "{name}");
+        }
+        let id = h
+            .client
+            .schedule_by_name("rewind_late_child", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        let child = format!("{id}:late");
+        let first = h.wait(&id).await;
+        assert_eq!(first.status(), OrchestrationStatus::Failed, "{first:?}");
+        h.client.raise_event(&child, "go", &"late").await.unwrap();
+        completed(&h.wait(&child).await);
+        h.client.rewind(&id, None).await.unwrap();
+        let done = h.wait(&id).await;
+        completed(&done);
+        assert_eq!(done.output::<String>().unwrap(), "2 got late");
         h.stop().await;
     }
 

@@ -42,7 +42,17 @@ pub fn apply_episode(
         _ => None,
     };
     let mut outcome = match rewound {
-        Some(base) => {
+        Some(new_history) => {
+            // A worker speaking the protocol sends the rewound history with
+            // this episode's events at its end, and nothing else: the next
+            // episode, which it leaves to the backend, runs the code on it.
+            let alone = result.actions.len() == 1;
+            let base = match new_history.len().checked_sub(new_events.len()) {
+                Some(cut) if !new_events.is_empty() && new_history[cut..] == *new_events => {
+                    &new_history[..cut]
+                }
+                _ => new_history,
+            };
             let mut meta = meta.clone();
             meta.failure = None;
             meta.output = None;
@@ -51,6 +61,14 @@ pub fn apply_episode(
             if let HistoryUpdate::Append(events) = outcome.history {
                 let all = base.iter().cloned().chain(events).collect();
                 outcome.history = HistoryUpdate::Replace(all);
+            }
+            if alone && !outcome.metadata.status.is_terminal() {
+                outcome.outbox.messages.push(InstanceMessage {
+                    instance_id: meta.instance_id.clone(),
+                    execution_id: Some(meta.execution_id.clone()),
+                    event: HistoryEvent::new(now, EventKind::OrchestratorStarted),
+                    visible_at: None,
+                });
             }
             outcome
         }

@@ -512,14 +512,18 @@ impl ControlRequest {
 /// (Delivered to one that did not fail, as a sidecar that rewinds the
 /// history itself sends it, the event only marks the rewind.)
 ///
-/// The rewound history is the failed one without its failure: the failed
-/// `ExecutionCompleted` and every `TaskFailed` are gone, and so are the
-/// `TaskScheduled` of tasks that failed or had no result yet and the
-/// `TimerCreated` of timers that had not fired, so the code schedules them
-/// again when it replays; what succeeded stays and is not redone. A failed
-/// sub-orchestration keeps its `SubOrchestrationInstanceCreated` and loses
-/// its failure: it is rewound with its parent
-/// ([`failed_children`]), and its result comes to the same execution.
+/// The rewound history is the failed one without what ended it: the failed
+/// `ExecutionCompleted`; each *final* failure (a `TaskFailed` or
+/// `SubOrchestrationInstanceFailed` after which nothing more was
+/// scheduled: the failure the code did not get past) with, for a task, its
+/// `TaskScheduled`; and the `TaskScheduled` of tasks and `TimerCreated` of
+/// timers that had no result yet. The code schedules those again when it
+/// replays; everything else stays and is not redone. A failure the code
+/// handled and went on from (a caught error, a retried attempt) stays, so
+/// the replay takes the same path. A sub-orchestration whose final failure
+/// is dropped keeps its `SubOrchestrationInstanceCreated`: it is rewound
+/// with its parent ([`rewind_children`]), and its result comes to the same
+/// execution.
 ///
 /// ```
 /// use durable_runtime::backend::transition::rewind_of;
@@ -563,59 +567,148 @@ pub fn rewind_of(past: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<V
     if !asked || !failed {
         return None;
     }
-    let mut succeeded = std::collections::HashSet::new();
-    let mut fired = std::collections::HashSet::new();
-    for e in past {
-        match e.kind {
-            EventKind::TaskCompleted {
-                task_scheduled_id, ..
-            } => {
-                succeeded.insert(task_scheduled_id);
-            }
-            EventKind::TimerFired { timer_id, .. } => {
-                fired.insert(timer_id);
-            }
-            _ => {}
-        }
-    }
+    let plan = RewindPlan::of(past);
     Some(
         past.iter()
-            .filter(|e| match &e.kind {
-                EventKind::ExecutionCompleted { .. }
-                | EventKind::TaskFailed { .. }
-                | EventKind::SubOrchestrationInstanceFailed { .. } => false,
-                EventKind::TaskScheduled { .. } => succeeded.contains(&e.event_id),
-                EventKind::TimerCreated { .. } => fired.contains(&e.event_id),
-                _ => true,
-            })
-            .cloned()
+            .enumerate()
+            .filter(|(i, e)| plan.keeps(*i, e))
+            .map(|(_, e)| e.clone())
             .collect(),
     )
 }
 
-/// The instance ids of the sub-orchestrations that failed in `history`:
-/// rewinding an instance rewinds them too (recursively).
-pub fn failed_children(history: &[HistoryEvent]) -> Vec<String> {
-    let failed: std::collections::HashSet<i32> = history
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::SubOrchestrationInstanceFailed {
-                task_scheduled_id, ..
-            } => Some(task_scheduled_id),
-            _ => None,
-        })
-        .collect();
+/// Which events of a failed history a rewind keeps (see [`rewind_of`]).
+struct RewindPlan {
+    /// Index of the last scheduling event: a failure after it is final.
+    last_scheduling: Option<usize>,
+    /// Tasks, timers and sub-orchestrations with a result that stays.
+    resolved: std::collections::HashSet<i32>,
+}
+
+impl RewindPlan {
+    fn of(history: &[HistoryEvent]) -> Self {
+        let last_scheduling = history
+            .iter()
+            .rposition(|e| crate::actions::Task::scheduled_by(&e.kind).is_some());
+        let is_final = |i: usize| last_scheduling.is_none_or(|l| i > l);
+        let mut resolved = std::collections::HashSet::new();
+        for (i, e) in history.iter().enumerate() {
+            match e.kind {
+                EventKind::TaskCompleted {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::TimerFired { timer_id: id, .. } => {
+                    resolved.insert(id);
+                }
+                EventKind::TaskFailed {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id: id,
+                    ..
+                } => {
+                    if !is_final(i) {
+                        resolved.insert(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        RewindPlan {
+            last_scheduling,
+            resolved,
+        }
+    }
+
+    fn is_final(&self, i: usize) -> bool {
+        self.last_scheduling.is_none_or(|l| i > l)
+    }
+
+    fn keeps(&self, i: usize, e: &HistoryEvent) -> bool {
+        match &e.kind {
+            EventKind::ExecutionCompleted { .. } => false,
+            EventKind::TaskFailed { .. } | EventKind::SubOrchestrationInstanceFailed { .. } => {
+                !self.is_final(i)
+            }
+            // Run again: failed at the end, or no result yet.
+            EventKind::TaskScheduled { .. } | EventKind::TimerCreated { .. } => {
+                self.resolved.contains(&e.event_id)
+            }
+            // Kept: the child is rewound, or its result is delivered.
+            _ => true,
+        }
+    }
+}
+
+/// The sub-orchestrations a rewind of `history`'s instance must look at,
+/// with the sequence number of each in the parent: those whose final
+/// failure the rewind drops (see [`rewind_of`]) and those the parent has
+/// no result of (still running, or finished after the parent failed). A
+/// backend applies [`child_on_rewind`] to each.
+pub fn rewind_children(history: &[HistoryEvent]) -> Vec<(String, i32)> {
+    let plan = RewindPlan::of(history);
     history
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::SubOrchestrationInstanceCreated { instance_id, .. }
-                if failed.contains(&e.event_id) =>
+                if !plan.resolved.contains(&e.event_id) =>
             {
-                Some(instance_id.clone())
+                Some((instance_id.clone(), e.event_id))
             }
             _ => None,
         })
         .collect()
+}
+
+/// What rewinding a parent does to one of its [`rewind_children`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChildOnRewind {
+    /// The child failed: rewind it too.
+    Rewind,
+    /// The child finished after its parent failed, so its result never
+    /// reached the parent: deliver it now.
+    Deliver(InstanceMessage),
+}
+
+/// What a rewind of `parent` (its metadata after the rewind) does to its
+/// child `child` (metadata with payloads), started as sequence number
+/// `task_id`: `None` if the child is still live (its result comes by
+/// itself) or is not the parent's (an id reused since).
+pub fn child_on_rewind(
+    parent: &InstanceMetadata,
+    task_id: i32,
+    child: &InstanceMetadata,
+    now: Timestamp,
+) -> Option<ChildOnRewind> {
+    if child.parent_instance_id.as_deref() != Some(parent.instance_id.as_str()) {
+        return None;
+    }
+    let to_parent = ParentInstance {
+        instance_id: parent.instance_id.clone(),
+        execution_id: Some(parent.execution_id.clone()),
+        name: Some(parent.name.clone()),
+        task_scheduled_id: task_id,
+    };
+    match child.status {
+        OrchestrationStatus::Failed => Some(ChildOnRewind::Rewind),
+        OrchestrationStatus::Completed => Some(ChildOnRewind::Deliver(notify_parent(
+            &to_parent,
+            Ok(child.output.clone()),
+            now,
+        ))),
+        OrchestrationStatus::Terminated => Some(ChildOnRewind::Deliver(notify_parent(
+            &to_parent,
+            Err(terminated_notice(&child.instance_id)),
+            now,
+        ))),
+        _ => None,
+    }
 }
 
 /// Whether an event still in the inbox when an execution continues as new
