@@ -532,7 +532,7 @@ pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut E
                     queue.push(child);
                 }
                 Some(transition::ChildOnRewind::Deliver(msg)) => {
-                    deliver(tx, &[msg], micros(now), fx).await?;
+                    deliver(tx, &[*msg], micros(now), fx).await?;
                 }
                 None => {}
             }

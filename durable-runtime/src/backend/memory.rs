@@ -484,7 +484,7 @@ impl Backend for MemoryBackend {
                         Self::control_locked(&mut s, &child, request.clone(), now)?;
                         queue.push(child);
                     }
-                    Some(transition::ChildOnRewind::Deliver(msg)) => deliver(&mut s, msg, now),
+                    Some(transition::ChildOnRewind::Deliver(msg)) => deliver(&mut s, *msg, now),
                     None => {}
                 }
             }

@@ -612,10 +612,9 @@ impl RewindPlan {
                 | EventKind::SubOrchestrationInstanceFailed {
                     task_scheduled_id: id,
                     ..
-                } => {
-                    if !is_final(i) {
-                        resolved.insert(id);
-                    }
+                } if !is_final(i) => {
+                    // Handled: the code went on from it.
+                    resolved.insert(id);
                 }
                 _ => {}
             }
@@ -673,7 +672,7 @@ pub enum ChildOnRewind {
     Rewind,
     /// The child finished after its parent failed, so its result never
     /// reached the parent: deliver it now.
-    Deliver(InstanceMessage),
+    Deliver(Box<InstanceMessage>),
 }
 
 /// What a rewind of `parent` (its metadata after the rewind) does to its
@@ -697,16 +696,16 @@ pub fn child_on_rewind(
     };
     match child.status {
         OrchestrationStatus::Failed => Some(ChildOnRewind::Rewind),
-        OrchestrationStatus::Completed => Some(ChildOnRewind::Deliver(notify_parent(
+        OrchestrationStatus::Completed => Some(ChildOnRewind::Deliver(Box::new(notify_parent(
             &to_parent,
             Ok(child.output.clone()),
             now,
-        ))),
-        OrchestrationStatus::Terminated => Some(ChildOnRewind::Deliver(notify_parent(
+        )))),
+        OrchestrationStatus::Terminated => Some(ChildOnRewind::Deliver(Box::new(notify_parent(
             &to_parent,
             Err(terminated_notice(&child.instance_id)),
             now,
-        ))),
+        )))),
         _ => None,
     }
 }
@@ -871,8 +870,29 @@ mod tests {
             ],
             "kept: what succeeded, fired, was sent or arrived, and the failed child's creation"
         );
-        assert_eq!(failed_children(&failed), ["child"]);
-        assert!(failed_children(&rewound).is_empty());
+        assert_eq!(rewind_children(&failed), [("child".to_string(), 5)]);
+        // A failure followed by more scheduling was handled: it stays, and
+        // so does its task; the failure after the last scheduling goes.
+        let mut handled = failed.clone();
+        handled.insert(13, ev(7, EventKind::TimerCreated { fire_at: t }));
+        let rewound = rewind_of(&handled, &rewind).unwrap();
+        let has = |kind: &str, id: i32| {
+            rewound
+                .iter()
+                .any(|e| e.kind.type_name() == kind && e.event_id == id)
+        };
+        assert!(has("TaskScheduled", 1), "the handled failure's task stays");
+        assert!(
+            rewound.iter().any(|e| e.kind.type_name() == "TaskFailed"),
+            "the handled failure stays"
+        );
+        assert!(!has("TimerCreated", 7), "the unfired timer goes");
+        assert!(
+            !rewound
+                .iter()
+                .any(|e| e.kind.type_name() == "SubOrchestrationInstanceFailed"),
+            "the final failure goes"
+        );
         // Not a rewind: nothing asked, or nothing failed.
         assert!(rewind_of(&failed, &[]).is_none());
         assert!(rewind_of(&rewound, &rewind).is_none());
