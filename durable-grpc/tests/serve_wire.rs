@@ -256,7 +256,8 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
     assert!(m.contains("vs. 65536") && m.contains("smaller"), "{m}");
     assert!(backend.get_instance("big", false).await.unwrap().is_none());
 
-    // A purge that names nothing, and calls the server does not serve.
+    // A purge that names nothing, a rewind of an instance that did not
+    // fail, and calls the server does not serve.
     let m = refused(
         c.purge_instances(proto::PurgeInstancesRequest::default())
             .await,
@@ -269,9 +270,9 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
             reason: None,
         })
         .await,
-        Code::Unimplemented,
+        Code::FailedPrecondition,
     );
-    assert!(m.contains("RewindInstance") && m.contains("restart"), "{m}");
+    assert!(m.contains("cannot rewind") && m.contains("Pending"), "{m}");
     let m = refused(
         c.signal_entity(proto::SignalEntityRequest {}).await,
         Code::Unimplemented,
