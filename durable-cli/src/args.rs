@@ -133,9 +133,37 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Serve the store over the Durable Task gRPC protocol, for workers and clients of any SDK
+    /// (--store memory serves an in-memory store)
+    Serve(ServeArgs),
     /// Print an instance's status changes until it finishes; the exit code says how it ended
     #[command(after_help = exit::WATCH_HELP)]
     Watch(WatchArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (the SDKs' default sidecar address)
+    #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: String,
+    /// Require this bearer token on every call (needed to listen beyond loopback)
+    #[arg(
+        long,
+        env = "DURABLE_SERVE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Listen beyond loopback without a token (on a network you trust)
+    #[arg(long)]
+    pub insecure: bool,
+    /// TLS certificate (PEM); not served yet, refused with a message
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM); not served yet, refused with a message
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Filters and paging of `list`.

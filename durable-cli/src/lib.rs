@@ -17,5 +17,6 @@ pub mod args;
 pub mod exit;
 pub mod format;
 pub mod run;
+pub mod serve;
 pub mod store;
 pub mod timeline;

@@ -30,6 +30,9 @@ pub fn target(cli: &Cli) -> Result<Target, CliError> {
 /// server, which may create its store with [`Target::open_or_create`])
 /// gets an arm in `main` or before the client is made here.
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
+    if let Command::Serve(args) = &cli.command {
+        return crate::serve::serve(cli, args, out).await;
+    }
     let target = target(cli)?;
     // Read and checked before the store is opened: bad input never
     // touches it.
@@ -122,6 +125,8 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             )
         }
         Command::Watch(args) => watch(&client, args, &mut p).await,
+        // Served above, before a client is made.
+        Command::Serve(args) => crate::serve::serve(cli, args, p.out).await,
     }
 }
 
