@@ -54,18 +54,7 @@ fn registry(who: &'static str) -> Registry {
 /// A backend asking only for this registry's work, so Python workers on
 /// the same sidecar get theirs.
 fn backend_for(server: &PeerServer, registry: &Registry) -> Arc<dyn Backend> {
-    let filters = WorkItemFilters {
-        orchestrations: registry
-            .orchestrator_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-        activities: registry
-            .activity_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-    };
+    let filters = WorkItemFilters::of_registry(registry);
     Arc::new(
         GrpcBackend::new(GrpcOptions::new(server.endpoint()).work_item_filters(filters))
             .expect("valid options"),
