@@ -17,6 +17,9 @@ durable_runtime::conformance_tests! {
                     sees attempt 1 and a key of its own task",
         cancel_timers: "the Durable Task protocol has no action to cancel a timer: the \
                         sidecar fires it, and the engine ignores it",
+        entities: "the Python test sidecar serves entities as entity work items, which \
+                   durable's gRPC worker does not take yet; an event to an entity id \
+                   does not create the entity there",
     },
     skip: {
         delivery: "not run on the Python test sidecar, which keeps no leases; this \

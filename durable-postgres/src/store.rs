@@ -436,12 +436,15 @@ async fn create_child(
     fx: &mut Effects,
 ) -> Res<()> {
     tx.batch_execute("SAVEPOINT child").await?;
-    match create(tx, ctx, &child.request, Some(child.parent.clone()), now, fx).await {
+    match create(tx, ctx, &child.request, child.parent.clone(), now, fx).await {
         Ok(()) => Ok(tx.batch_execute("RELEASE SAVEPOINT child").await?),
         Err(Fail::Backend(e)) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT child; RELEASE SAVEPOINT child")
                 .await?;
-            deliver(tx, &[child.creation_failed(&e, now)], micros(now), fx).await
+            match child.creation_failed(&e, now) {
+                Some(notice) => deliver(tx, &[notice], micros(now), fx).await,
+                None => Ok(()),
+            }
         }
         // A database error (a conflict to retry, a lost connection) is the
         // whole transaction's.

@@ -1,5 +1,9 @@
 //! The client: schedule, query and control orchestration instances.
 
+mod entities;
+
+pub use entities::{CleanEntityStorage, EntityMetadata, EntityPage, EntityQuery};
+
 use crate::backend::{
     Backend, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
     PurgeTarget, WaitFor,

@@ -10,7 +10,8 @@
 //! 1. [`history`], [`codec`]: the history model and payload encoding;
 //!    [`app_state`]: the application state activities take;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
-//!    for, failures, handler signatures, retry policies;
+//!    for, failures, handler signatures, retry policies; [`entity`]: entity
+//!    ids, messages, declarations and the batch that runs them;
 //! 3. [`context`]: what orchestrator code calls;
 //! 4. [`registry`]: handlers by name;
 //! 5. [`replay`]: the replay engine; [`backend`]: the `Backend` trait, the
@@ -26,6 +27,7 @@ pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod context;
+pub mod entity;
 pub mod error;
 pub mod failure;
 pub mod handler;

@@ -10,6 +10,7 @@ use crate::actions::Task;
 use crate::app_state::{StateMap, StateRequirement};
 use crate::codec;
 use crate::context::OrchestrationContext;
+use crate::entity::{Entity, ErasedEntity};
 use crate::failure::{ActivityError, OrchestrationError, TaskOutcome};
 use crate::handler::{ActivityContext, ActivitySignature, BoxFuture, OrchestratorSignature};
 use crate::history::FailureDetails;
@@ -210,6 +211,8 @@ pub struct Registry {
     /// Keyed by name and version: versions of one name run side by side.
     pub(crate) orchestrators: HashMap<(String, Option<String>), Arc<Entry<OrchestratorFn>>>,
     pub(crate) activities: HashMap<String, Arc<Entry<ActivityFn>>>,
+    /// Entities by (lower-case) name.
+    pub(crate) entities: HashMap<String, Arc<Entry<Arc<dyn ErasedEntity>>>>,
     errors: Vec<RegistryError>,
 }
 
@@ -384,6 +387,17 @@ impl Registry {
                 &mut self.activities,
                 &mut self.errors,
                 "activity",
+                name,
+                || named,
+                e,
+            );
+        }
+        for (name, e) in other.entities {
+            let named = name.clone();
+            insert(
+                &mut self.entities,
+                &mut self.errors,
+                "entity",
                 name,
                 || named,
                 e,
@@ -669,6 +683,51 @@ impl Registry {
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_deref())
             .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Adds an entity (see [`Entity`]): instances `@name@key` of its
+    /// name run its operations.
+    #[track_caller]
+    pub fn entity<E: Entity>(mut self) -> Self {
+        let handler = crate::entity::erase::<E>();
+        let name = handler.name().to_string();
+        let entry = Arc::new(Entry {
+            handler,
+            defined_at: here(),
+            identity: std::any::TypeId::of::<E>(),
+            needs: &[],
+            faked_by: None,
+        });
+        let named = name.clone();
+        insert(
+            &mut self.entities,
+            &mut self.errors,
+            "entity",
+            name,
+            || named,
+            entry,
+        );
+        self
+    }
+
+    /// Whether an entity with this name (compared in lower case) is
+    /// registered.
+    pub fn has_entity(&self, name: &str) -> bool {
+        self.entities.contains_key(&name.to_lowercase())
+    }
+
+    /// The entity registered under `name` (compared in lower case).
+    pub fn get_entity(&self, name: &str) -> Option<Arc<dyn ErasedEntity>> {
+        self.entities
+            .get(&name.to_lowercase())
+            .map(|e| e.handler.clone())
+    }
+
+    /// Names of registered entities, sorted.
+    pub fn entity_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.entities.keys().map(String::as_str).collect();
         v.sort_unstable();
         v
     }

@@ -5,6 +5,8 @@
 //! start at every step. Activities run as ordinary tokio tasks. Panics in
 //! user code fail that one instance or task, never the worker.
 
+mod entities;
+
 use crate::actions::{ActionKind, OrchestratorResult};
 use crate::app_state::StateMap;
 use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
@@ -574,6 +576,9 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
 }
 
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
+    if entities::is_entity_item(&inner.registry, &item) {
+        return entities::run(inner.backend.as_ref(), &inner.registry, item).await;
+    }
     if inner.versioning.match_strategy != crate::versioning::MatchStrategy::None
         && version_refused(inner, &item).await
     {

@@ -485,14 +485,7 @@ fn create_child(
         .db()?
         .execute([])
         .db()?;
-    match create(
-        conn,
-        ctx,
-        &child.request,
-        Some(child.parent.clone()),
-        now,
-        fx,
-    ) {
+    match create(conn, ctx, &child.request, child.parent.clone(), now, fx) {
         Ok(()) => conn
             .prepare_cached("RELEASE child")
             .db()?
@@ -502,7 +495,10 @@ fn create_child(
         Err(e) => {
             conn.execute_batch("ROLLBACK TO child; RELEASE child")
                 .db()?;
-            deliver(conn, &child.creation_failed(&e, now), micros(now), fx)
+            match child.creation_failed(&e, now) {
+                Some(notice) => deliver(conn, &notice, micros(now), fx),
+                None => Ok(()),
+            }
         }
     }
 }

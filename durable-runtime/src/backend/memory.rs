@@ -721,10 +721,10 @@ impl Backend for MemoryBackend {
         let new_activities = !out.activities.is_empty();
         s.activities.extend(out.activities);
         for child in out.new_instances {
-            if let Err(e) =
-                self.create_locked(&mut s, &child.request, Some(child.parent.clone()), now)
-            {
-                deliver(&mut s, child.creation_failed(&e, now), now);
+            if let Err(e) = self.create_locked(&mut s, &child.request, child.parent.clone(), now) {
+                if let Some(notice) = child.creation_failed(&e, now) {
+                    deliver(&mut s, notice, now);
+                }
             }
         }
         for msg in out.messages {

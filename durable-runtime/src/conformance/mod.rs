@@ -19,6 +19,9 @@
 //!   rejected, abandoned and expired work is delivered again, results and
 //!   timers of an old execution are dropped, a delayed start holds events
 //!   back, competing callers never share a work item.
+//! - [`entities`]: each case runs a worker with entities and checks
+//!   operations, state, failures, critical sections and the client's
+//!   entity calls.
 //!
 //! Each case and rule is an `async fn(Arc<dyn Backend>)` of its tier's
 //! module, defined once: the same definition also puts it on the list that
@@ -28,7 +31,7 @@
 //! # Running it
 //!
 //! [`conformance_tests!`] generates one `#[tokio::test]` per case and rule,
-//! in the modules `end_to_end` and `delivery` of the module where it is
+//! in the modules `end_to_end`, `delivery` and `entities` of the module where it is
 //! invoked, so a failure names its case (`delivery::abandoned_activity_is_redelivered`):
 //!
 //! ```text
@@ -64,6 +67,7 @@
 //! | `replace_live` | creating an instance over a live one (a reuse policy that allows it) terminates the old one first, so a sub-orchestration's parent sees it fail as terminated | [`end_to_end::replacing_a_live_child`] |
 //! | `task_tags` | a scheduled task's tags are kept in its `TaskScheduled` and reach its activity work item, with the execution id (an activity's [attempt](crate::ActivityContext::attempt) and [idempotency key](crate::ActivityContext::idempotency_key) come from them) | [`delivery::task_tags_survive_redelivery`], [`end_to_end::activity_attempts_and_idempotency_keys`] |
 //! | `rewind` | [`Backend::rewind`](crate::Backend::rewind): a failed instance and its failed sub-orchestrations run again from where they failed | [`end_to_end::rewind_continues_a_failed_instance_from_where_it_failed`] |
+//! | `entities` | entities run: a message to an `@name@key` instance creates it, a delayed signal waits until its time, and continue-as-new with a snapshot keeps the state ([`crate::entity`]) | every case of [`entities`] |
 //! | `cancel_timers` | a timer the orchestration dropped before it fired (reported in [`OrchestratorResult::cancelled_timers`](crate::actions::OrchestratorResult::cancelled_timers)) is deleted and never fires | [`end_to_end::deadline_event_wins_and_its_timer_is_cancelled`] |
 //!
 //! A rule or case whose capability is listed, or whose tier is skipped, is
@@ -113,9 +117,10 @@ macro_rules! cases {
 
 pub mod delivery;
 pub mod end_to_end;
+pub mod entities;
 
 /// Generates the conformance suite for a backend: one `#[tokio::test]` per
-/// case and rule, in modules `end_to_end` and `delivery`. See the
+/// case and rule, in modules `end_to_end`, `delivery` and `entities`. See the
 /// [module docs](crate::conformance) for the arguments and capabilities.
 ///
 /// Needs the `conformance` feature of durable-runtime, and `tokio` (with
@@ -220,6 +225,12 @@ macro_rules! conformance_tests {
             use super::*;
             $crate::__conformance_delivery_rules! {}
         }
+        /// The entities tier of the conformance suite.
+        mod entities {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_entities_cases! {}
+        }
     };
     (
         backend: $backend:expr
@@ -246,12 +257,13 @@ macro_rules! __conformance_capability {
     (task_tags) => {};
     (cancel_timers) => {};
     (rewind) => {};
+    (entities) => {};
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance capability `",
             ::core::stringify!($other),
             "`; the capabilities are stale_tokens, lease_expiry, delayed_start, replace_live, \
-             task_tags, cancel_timers and rewind"
+             task_tags, cancel_timers, rewind and entities"
         ));
     };
 }
@@ -262,11 +274,12 @@ macro_rules! __conformance_capability {
 macro_rules! __conformance_tier {
     (end_to_end) => {};
     (delivery) => {};
+    (entities) => {};
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance tier `",
             ::core::stringify!($other),
-            "`; the tiers are end_to_end and delivery"
+            "`; the tiers are end_to_end, delivery and entities"
         ));
     };
 }

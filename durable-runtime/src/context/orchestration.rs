@@ -153,6 +153,12 @@ impl OrchestrationContext {
 
     /// Serialises a value handed to the context; a failure fails the
     /// orchestration at the end of the episode, naming `what` and the type.
+    /// Fails the orchestration at the end of the episode (the first
+    /// failure recorded wins).
+    pub(crate) fn fail_later(&self, failure: FailureDetails) {
+        self.lock().deferred_failure.get_or_insert(failure);
+    }
+
     fn serialize<T: Serialize>(&self, value: &T, what: &str) -> Option<String> {
         match codec::encode(value) {
             Ok(json) => json,

@@ -194,6 +194,17 @@ fn too_large(e: BackendError) -> FailureDetails {
     FailureDetails::new("PayloadTooLarge", e.to_string())
 }
 
+/// The entity an event is a message to: an [`ENTITY_EVENT`] sent to an
+/// `@name@key` id.
+///
+/// [`ENTITY_EVENT`]: crate::entity::ENTITY_EVENT
+fn entity_message(target: &str, name: &str) -> Option<crate::entity::EntityId> {
+    if !name.eq_ignore_ascii_case(crate::entity::ENTITY_EVENT) {
+        return None;
+    }
+    target.parse().ok()
+}
+
 /// Status implied by suspend/resume events delivered in an episode.
 fn status_after(current: OrchestrationStatus, new_events: &[HistoryEvent]) -> OrchestrationStatus {
     let mut status = current;
@@ -359,12 +370,12 @@ impl Episode<'_> {
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
             },
-            parent: ParentInstance {
+            parent: Some(ParentInstance {
                 instance_id: self.meta.instance_id.clone(),
                 execution_id: Some(self.meta.execution_id.clone()),
                 name: Some(self.meta.name.clone()),
                 task_scheduled_id: id,
-            },
+            }),
         });
         Ok(())
     }
@@ -386,6 +397,26 @@ impl Episode<'_> {
                 input: data.clone(),
             },
         );
+        let visible_at = match entity_message(target, name) {
+            Some(entity) => {
+                // A message to an entity creates it if it does not exist
+                // (an existing one, in any state, is kept); a delayed
+                // signal waits like a timer.
+                self.outbox.new_instances.push(NewInstance {
+                    request: CreateInstanceRequest {
+                        instance_id: target.to_string(),
+                        name: entity.name().to_string(),
+                        version: None,
+                        input: None,
+                        scheduled_start: None,
+                        reuse_policy: IdReusePolicy::never(),
+                    },
+                    parent: None,
+                });
+                crate::entity::delivery_time(data.as_deref())
+            }
+            None => None,
+        };
         self.send(InstanceMessage {
             instance_id: target.to_string(),
             execution_id: None,
@@ -396,7 +427,7 @@ impl Episode<'_> {
                     input: data.clone(),
                 },
             ),
-            visible_at: None,
+            visible_at,
         });
         Ok(())
     }

@@ -78,22 +78,25 @@ pub struct InstanceMessage {
 pub struct NewInstance {
     /// The creation request (default reuse policy).
     pub request: CreateInstanceRequest,
-    /// The parent, to notify if creation fails.
-    pub parent: ParentInstance,
+    /// The parent, to notify if creation fails; `None` for an entity
+    /// created by the first message sent to it (a taken id then means the
+    /// entity exists, which is fine).
+    pub parent: Option<ParentInstance>,
 }
 
 impl NewInstance {
     /// What the parent is told when the sub-orchestration could not be
-    /// created (its id is taken, its input is too large, ...).
-    pub fn creation_failed(&self, error: &BackendError, now: Timestamp) -> InstanceMessage {
-        notify_parent(
-            &self.parent,
+    /// created (its id is taken, its input is too large, ...); `None` when
+    /// there is no parent to tell.
+    pub fn creation_failed(&self, error: &BackendError, now: Timestamp) -> Option<InstanceMessage> {
+        Some(notify_parent(
+            self.parent.as_ref()?,
             Err(FailureDetails::new(
                 "SubOrchestrationCreationFailed",
                 error.to_string(),
             )),
             now,
-        )
+        ))
     }
 }
 

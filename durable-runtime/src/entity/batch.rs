@@ -1,0 +1,234 @@
+//! Running one batch of an entity's messages: the whole of an entity
+//! episode.
+
+use super::handler::{EntityContext, ErasedEntity};
+use super::id::EntityId;
+use super::message::{
+    lock_event_name, response_event_name, EntityMessage, EntityResponse, EntitySnapshot,
+    ENTITY_EVENT,
+};
+use crate::actions::{ActionKind, OrchestratorAction, OrchestratorResult, Task};
+use crate::history::{EventKind, FailureDetails, HistoryEvent, Timestamp};
+
+/// Runs an entity episode: reads the snapshot the execution started with,
+/// applies the messages delivered in `new_events` one at a time in arrival
+/// order (holding back those of others while a critical section holds the
+/// entity), and ends the execution by continuing it as new with the new
+/// snapshot. An episode without messages (the start of an execution that
+/// nothing else came with) returns no actions: the execution waits for the
+/// next message as it is. The result carries the responses to calls, lock grants, and
+/// what the successful operations sent.
+///
+/// Pure: the same events give the same result, so a batch redelivered
+/// after a lost lease runs again from the same snapshot.
+pub fn run_batch(
+    entity: &dyn ErasedEntity,
+    instance_id: &str,
+    execution_id: &str,
+    past_events: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+) -> OrchestratorResult {
+    let all = || past_events.iter().chain(new_events);
+    let first_id = all()
+        .filter(|e| Task::scheduled_by(&e.kind).is_some())
+        .count() as i32;
+    let mut batch = Batch {
+        entity,
+        id: instance_id
+            .parse()
+            .unwrap_or_else(|_| EntityId::new(entity.name(), instance_id)),
+        seed: execution_id.to_string(),
+        now: new_events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+            .map(|e| e.timestamp)
+            .unwrap_or_else(chrono::Utc::now),
+        actions: Vec::new(),
+        snapshot: EntitySnapshot::default(),
+        operations: 0,
+    };
+    let finish = |actions: Vec<ActionKind>| OrchestratorResult {
+        actions: actions
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| OrchestratorAction {
+                id: first_id + i as i32,
+                kind,
+            })
+            .collect(),
+        custom_status: None,
+        cancelled_timers: Vec::new(),
+    };
+    let input = all().find_map(|e| match &e.kind {
+        EventKind::ExecutionStarted { input, .. } => Some(input.clone()),
+        _ => None,
+    });
+    match EntitySnapshot::decode(input.flatten().as_deref()) {
+        Ok(s) => batch.snapshot = s,
+        Err(e) => {
+            // Never overwrite what cannot be read: fail the instance, which
+            // keeps its input for inspection.
+            let failure = FailureDetails::new(
+                "EntityStateUnreadable",
+                format!(
+                    "the stored snapshot of entity \"{instance_id}\" does not parse ({e}); \
+                     it was not written by this version of durable: inspect its input, \
+                     then purge the instance to start the entity afresh"
+                ),
+            );
+            return finish(vec![ActionKind::failed(failure)]);
+        }
+    }
+    let delivered = new_events.iter().any(|e| match &e.kind {
+        EventKind::EventRaised { name, .. } => name.eq_ignore_ascii_case(ENTITY_EVENT),
+        EventKind::ExecutionTerminated { .. } => true,
+        _ => false,
+    });
+    if !delivered {
+        // Nothing to do (the start of an execution that carried no
+        // messages): the execution waits as it is, rather than continue as
+        // new into another empty episode.
+        return finish(Vec::new());
+    }
+    for event in new_events {
+        match &event.kind {
+            EventKind::ExecutionTerminated { input, .. } => {
+                return finish(vec![ActionKind::terminated(input.clone())]);
+            }
+            EventKind::EventRaised { name, input } if name.eq_ignore_ascii_case(ENTITY_EVENT) => {
+                match input.as_deref().map(serde_json::from_str::<EntityMessage>) {
+                    Some(Ok(m)) => batch.handle(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(entity = %instance_id, error = %e, "dropping a message to an entity that does not parse")
+                    }
+                    None => {
+                        tracing::warn!(entity = %instance_id, "dropping an empty message to an entity")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    tracing::debug!(entity = %instance_id, operations = batch.operations, "entity batch");
+    let mut actions = batch.actions;
+    actions.push(ActionKind::continued_as_new(
+        Some(batch.snapshot.encode()),
+        Vec::new(),
+    ));
+    finish(actions)
+}
+
+struct Batch<'a> {
+    entity: &'a dyn ErasedEntity,
+    id: EntityId,
+    seed: String,
+    now: Timestamp,
+    actions: Vec<ActionKind>,
+    snapshot: EntitySnapshot,
+    operations: usize,
+}
+
+impl Batch<'_> {
+    /// Whether the entity is locked by someone other than `parent`.
+    fn held_from(&self, parent: Option<&str>) -> bool {
+        match &self.snapshot.locked_by {
+            Some(holder) => parent != Some(holder.as_str()),
+            None => false,
+        }
+    }
+
+    fn handle(&mut self, m: EntityMessage) {
+        match m {
+            EntityMessage::Unlock { parent } => {
+                if self.snapshot.locked_by.as_deref() == Some(parent.as_str()) {
+                    self.snapshot.locked_by = None;
+                    // Everything held back comes in again, in order; a lock
+                    // it grants holds back the rest again.
+                    let queued = std::mem::take(&mut self.snapshot.queue);
+                    for q in queued {
+                        self.handle(q);
+                    }
+                }
+            }
+            m if self.held_from(m.parent()) => self.snapshot.queue.push(m),
+            EntityMessage::Lock { request_id, parent } => {
+                self.snapshot.locked_by = Some(parent.clone());
+                self.send(
+                    &parent,
+                    lock_event_name(&request_id),
+                    Some(serde_json::to_string(&self.id.to_string()).expect("a string")),
+                );
+            }
+            EntityMessage::Operation {
+                op,
+                input,
+                request_id,
+                parent,
+                ..
+            } => self.operate(&op, input.as_deref(), request_id, parent),
+        }
+    }
+
+    fn operate(
+        &mut self,
+        op: &str,
+        input: Option<&str>,
+        request_id: Option<String>,
+        parent: Option<String>,
+    ) {
+        self.operations += 1;
+        let mut ctx = EntityContext::new(
+            self.id.clone(),
+            self.now,
+            format!("{}/{}", self.seed, self.operations),
+        );
+        let state = self.snapshot.state.as_deref();
+        let entity = self.entity;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entity.run(state, op, input, &mut ctx)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(FailureDetails::new(
+                "EntityPanic",
+                format!(
+                    "operation \"{op}\" of entity \"{}\" panicked: {message}",
+                    self.id
+                ),
+            ))
+        });
+        let response = match outcome {
+            Ok((state, result)) => {
+                self.snapshot.state = state;
+                self.actions.append(&mut ctx.actions);
+                EntityResponse {
+                    result,
+                    failure: None,
+                }
+            }
+            Err(failure) => {
+                tracing::debug!(entity = %self.id, op, error = %failure.message, "entity operation failed; its state change is rolled back");
+                EntityResponse {
+                    result: None,
+                    failure: Some(failure),
+                }
+            }
+        };
+        if let (Some(request_id), Some(parent)) = (request_id, parent) {
+            let data = serde_json::to_string(&response).expect("plain data");
+            self.send(&parent, response_event_name(&request_id), Some(data));
+        }
+    }
+
+    fn send(&mut self, to: &str, name: String, data: Option<String>) {
+        self.actions.push(ActionKind::SendEvent {
+            instance_id: to.to_string(),
+            name,
+            data,
+        });
+    }
+}
