@@ -229,6 +229,8 @@ pub use durable_grpc as grpc;
 /// named `test` would shadow the built-in `#[test]`; write `#[durable::test]`.
 pub mod prelude {
     pub use durable_macros::{activity, orchestrator, Event};
+    pub use durable_runtime::context::CriticalSection;
+    pub use durable_runtime::entity::{Entity, EntityContext, EntityId, Operations};
     pub use durable_runtime::{
         Activity, ActivityContext, ActivityError, ActivitySignature, Client, ContinuedAsNew,
         DurableFuture, Either, Event, IdReusePolicy, OrchestrationContext, OrchestrationError,

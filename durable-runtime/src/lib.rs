@@ -39,6 +39,9 @@ pub mod testing;
 pub mod versioning;
 pub mod worker;
 
+#[doc(hidden)]
+pub use inventory as __inventory;
+
 pub use app_state::{State, StateMap};
 pub use backend::{Backend, BackendError, IdReusePolicy, MemoryBackend};
 /// Re-export: timestamps are `chrono::DateTime<Utc>`.

@@ -132,6 +132,8 @@ pub enum RegistrationKind {
     Orchestrator,
     /// An activity.
     Activity,
+    /// An entity.
+    Entity,
 }
 
 /// A definition submitted for discovery by the macros.
@@ -179,6 +181,23 @@ impl Registration {
             module_path,
             state: A::STATE,
             register: |r, at| r.add_activity::<A>(at),
+        }
+    }
+
+    /// Registration of an entity (used by
+    /// [`register_entity!`](crate::register_entity)).
+    pub const fn entity<E: Entity>(
+        file: &'static str,
+        line: u32,
+        module_path: &'static str,
+    ) -> Registration {
+        Registration {
+            kind: RegistrationKind::Entity,
+            name: E::NAME,
+            defined_at: DefinedAt { file, line },
+            module_path,
+            state: &[],
+            register: |r, at| r.add_entity::<E>(at),
         }
     }
 }
@@ -334,8 +353,9 @@ impl Registry {
         Self::default()
     }
 
-    /// Everything annotated with `#[orchestrator]` or `#[activity]` in this
-    /// binary. Fails if two definitions share a name.
+    /// Everything annotated with `#[orchestrator]` or `#[activity]`, and
+    /// every entity named in [`register_entity!`](crate::register_entity),
+    /// in this binary. Fails if two definitions share a name.
     pub fn discover() -> Result<Registry, RegistryError> {
         let mut r = Registry::new();
         for reg in inventory::iter::<Registration> {
@@ -691,11 +711,16 @@ impl Registry {
     /// name run its operations.
     #[track_caller]
     pub fn entity<E: Entity>(mut self) -> Self {
+        self.add_entity::<E>(here());
+        self
+    }
+
+    fn add_entity<E: Entity>(&mut self, at: DefinedAt) {
         let handler = crate::entity::erase::<E>();
         let name = handler.name().to_string();
         let entry = Arc::new(Entry {
             handler,
-            defined_at: here(),
+            defined_at: at,
             identity: std::any::TypeId::of::<E>(),
             needs: &[],
             faked_by: None,
@@ -709,7 +734,6 @@ impl Registry {
             || named,
             entry,
         );
-        self
     }
 
     /// Whether an entity with this name (compared in lower case) is

@@ -232,3 +232,195 @@ impl Batch<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::{Entity, Operations};
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Log(Vec<String>);
+
+    impl Entity for Log {
+        const NAME: &'static str = "log";
+        fn operations(ops: &mut Operations<Self>) {
+            ops.op("push", |l: &mut Log, s: String| -> Result<usize, String> {
+                l.0.push(s);
+                Ok(l.0.len())
+            })
+            .op(
+                "push_then_fail",
+                |l: &mut Log, s: String| -> Result<(), String> {
+                    l.0.push(s);
+                    Err("no".into())
+                },
+            );
+        }
+    }
+
+    fn t() -> Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    fn started(snapshot: Option<&EntitySnapshot>) -> Vec<HistoryEvent> {
+        vec![
+            HistoryEvent::new(t(), EventKind::OrchestratorStarted),
+            HistoryEvent::new(
+                t(),
+                EventKind::ExecutionStarted {
+                    name: "log".into(),
+                    version: None,
+                    input: snapshot.map(EntitySnapshot::encode),
+                    instance_id: "@log@k".into(),
+                    execution_id: Some("e1".into()),
+                    parent: None,
+                    scheduled_start: None,
+                },
+            ),
+        ]
+    }
+
+    fn message(m: EntityMessage) -> HistoryEvent {
+        HistoryEvent::new(
+            t(),
+            EventKind::EventRaised {
+                name: ENTITY_EVENT.into(),
+                input: Some(serde_json::to_string(&m).unwrap()),
+            },
+        )
+    }
+
+    fn push(s: &str, from: &str, request: Option<&str>) -> HistoryEvent {
+        message(EntityMessage::Operation {
+            op: "push".into(),
+            input: Some(format!("\"{s}\"")),
+            request_id: request.map(str::to_string),
+            parent: Some(from.into()),
+            scheduled_time: None,
+        })
+    }
+
+    fn run(events: Vec<HistoryEvent>) -> (EntitySnapshot, Vec<ActionKind>) {
+        let entity = crate::entity::erase::<Log>();
+        let r = run_batch(entity.as_ref(), "@log@k", "e1", &[], &events);
+        let mut actions: Vec<ActionKind> = r.actions.into_iter().map(|a| a.kind).collect();
+        let snapshot = match actions.pop() {
+            Some(ActionKind::CompleteOrchestration { result, .. }) => {
+                EntitySnapshot::decode(result.as_deref()).unwrap()
+            }
+            other => panic!("the batch did not end with its snapshot: {other:?}"),
+        };
+        (snapshot, actions)
+    }
+
+    fn state(s: &EntitySnapshot) -> Vec<String> {
+        serde_json::from_str::<Log>(s.state.as_deref().unwrap())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn operations_run_in_arrival_order_and_calls_are_answered() {
+        let mut events = started(None);
+        events.push(push("a", "o1", None));
+        events.push(push("b", "o2", Some("r1")));
+        let (snapshot, actions) = run(events);
+        assert_eq!(state(&snapshot), ["a", "b"]);
+        assert_eq!(
+            actions,
+            [ActionKind::SendEvent {
+                instance_id: "o2".into(),
+                name: response_event_name("r1"),
+                data: Some(r#"{"result":"2"}"#.into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_operation_changes_nothing() {
+        let mut events = started(None);
+        events.push(push("a", "o1", None));
+        events.push(message(EntityMessage::Operation {
+            op: "push_then_fail".into(),
+            input: Some("\"x\"".into()),
+            request_id: Some("r".into()),
+            parent: Some("o1".into()),
+            scheduled_time: None,
+        }));
+        events.push(push("b", "o1", None));
+        let (snapshot, actions) = run(events);
+        assert_eq!(state(&snapshot), ["a", "b"]);
+        let ActionKind::SendEvent { data, .. } = &actions[0] else {
+            panic!("no response: {actions:?}");
+        };
+        let response: EntityResponse = serde_json::from_str(data.as_deref().unwrap()).unwrap();
+        assert_eq!(response.failure.unwrap().message, "no");
+    }
+
+    #[test]
+    fn a_lock_holds_back_others_until_it_is_released() {
+        let mut events = started(None);
+        events.push(message(EntityMessage::Lock {
+            request_id: "l1".into(),
+            parent: "holder".into(),
+        }));
+        events.push(push("other-1", "other", None));
+        events.push(message(EntityMessage::Lock {
+            request_id: "l2".into(),
+            parent: "next".into(),
+        }));
+        events.push(push("other-2", "other", None));
+        events.push(push("held", "holder", None));
+        let (snapshot, actions) = run(events.clone());
+        assert_eq!(state(&snapshot), ["held"]);
+        assert_eq!(snapshot.locked_by.as_deref(), Some("holder"));
+        assert_eq!(snapshot.queue.len(), 3);
+        assert_eq!(
+            actions.len(),
+            1,
+            "only the first lock is granted: {actions:?}"
+        );
+
+        // The next batch starts from that snapshot: the release lets the
+        // queue in, in order, up to the next lock, which holds back the
+        // rest again.
+        let mut next = started(Some(&snapshot));
+        next.push(message(EntityMessage::Unlock {
+            parent: "holder".into(),
+        }));
+        let (snapshot, actions) = run(next);
+        assert_eq!(state(&snapshot), ["held", "other-1"]);
+        assert_eq!(snapshot.locked_by.as_deref(), Some("next"));
+        assert_eq!(snapshot.queue.len(), 1);
+        assert!(matches!(
+            &actions[..],
+            [ActionKind::SendEvent { instance_id, name, .. }]
+                if instance_id == "next" && *name == lock_event_name("l2")
+        ));
+    }
+
+    #[test]
+    fn a_start_without_messages_does_nothing() {
+        let entity = crate::entity::erase::<Log>();
+        let r = run_batch(entity.as_ref(), "@log@k", "e1", &[], &started(None));
+        assert!(r.actions.is_empty(), "{:?}", r.actions);
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_fails_the_instance_instead_of_overwriting_it() {
+        let mut events = started(None);
+        if let EventKind::ExecutionStarted { input, .. } = &mut events[1].kind {
+            *input = Some("[1, 2]".into());
+        }
+        events.push(push("a", "o1", None));
+        let entity = crate::entity::erase::<Log>();
+        let r = run_batch(entity.as_ref(), "@log@k", "e1", &[], &events);
+        assert!(
+            r.actions[0]
+                .kind
+                .completes_as(crate::history::OrchestrationStatus::Failed),
+            "{:?}",
+            r.actions
+        );
+    }
+}
