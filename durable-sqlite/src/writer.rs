@@ -128,15 +128,16 @@ impl Drop for Writer {
 impl Writer {
     /// Moves `conn` onto a new thread named `name`. `on_rollback` runs on
     /// that thread whenever a transaction is rolled back as a whole, so
-    /// in-memory state derived from its writes can be discarded.
+    /// in-memory state derived from its writes can be discarded. `jobs`
+    /// counts the jobs run (the checkpointer watches it).
     pub(crate) fn spawn(
         conn: Connection,
         name: String,
         on_rollback: impl Fn() + Send + 'static,
         periodic: Periodic,
+        jobs: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let jobs = Arc::new(AtomicU64::new(0));
         let counted = jobs.clone();
         let thread = std::thread::Builder::new()
             .name(name)
