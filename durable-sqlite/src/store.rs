@@ -268,7 +268,9 @@ fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
     // The cache hands out `stored` for this text instead of parsing it:
     // they must agree (checked in debug builds, the tests included).
     debug_assert_eq!(
-        serde_json::from_str::<InstanceMetadata>(&text).ok().as_ref(),
+        serde_json::from_str::<InstanceMetadata>(&text)
+            .ok()
+            .as_ref(),
         Some(&stored),
         "instance metadata does not survive a round trip through JSON"
     );
