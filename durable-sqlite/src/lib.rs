@@ -59,7 +59,9 @@
 //! idle waiters cost no reads. Timers and expiring leases wake workers when
 //! they are due. SQLite work runs on a dedicated
 //! thread per backend, never on the async runtime's threads; concurrent
-//! writes are committed in one transaction (group commit).
+//! writes are committed in one transaction (group commit). For a file, a
+//! second thread with its own connection copies the write-ahead log into
+//! the database (checkpoints), so commits never wait for that.
 //!
 //! ```
 //! use durable_runtime::{Client, Registry, Worker};
