@@ -117,3 +117,66 @@ async fn continue_as_new_moves_an_instance_to_a_new_version() {
     assert_eq!(started, Some(Some("2".to_string())), "{history:?}");
     worker.shutdown().await;
 }
+
+/// Version 3 checks stock before it waits for payment: histories of
+/// versions 1 and 2 do not replay on it.
+#[orchestrator(name = "checkout", version = "3")]
+async fn checkout_v3(
+    ctx: OrchestrationContext,
+    order: String,
+) -> Result<String, OrchestrationError> {
+    let _: () = ctx.call_activity_by_name("check_stock", &order).await?;
+    let _: () = ctx.wait_for_external_event("paid").await?;
+    Ok(format!("v3 shipped {order}"))
+}
+
+/// `testing::replay` replays a history against the version it was recorded
+/// on, and tells which registered versions can replay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_checks_a_history_against_its_version_and_finds_the_versions_that_replay_it() {
+    use durable::testing::{replay, replay_registry, replayable_versions, ReplayError};
+    let env = TestEnv::new(Registry::new().orchestrator(checkout_v1)).unwrap();
+    let id = env
+        .client()
+        .schedule(checkout_v1, "book".into())
+        .await
+        .unwrap();
+    env.wait_until_waiting_for_event(&id, "paid").await.unwrap();
+    env.client().raise_event(&id, "paid", &()).await.unwrap();
+    env.wait_for_completion(&id).await.unwrap();
+    let recorded = env.history(&id).await;
+    env.shutdown().await;
+
+    replay(checkout_v1, &recorded).expect("the version that recorded it replays it");
+    match replay(checkout_v2, &recorded) {
+        Err(e @ ReplayError::WrongVersion { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("version \"1\""), "{text}");
+            assert!(text.contains("not on version \"2\""), "{text}");
+        }
+        other => panic!("expected WrongVersion, got {other:?}"),
+    }
+
+    let all = Registry::new()
+        .orchestrator(checkout_v1)
+        .orchestrator(checkout_v2)
+        .orchestrator(checkout_v3);
+    replay_registry(&all, &recorded).expect("a worker with every version replays it");
+    assert_eq!(
+        replayable_versions(&all, &recorded).unwrap(),
+        [Some("1".to_string()), Some("2".to_string())],
+        "version 3 inserts an activity before the event, so it cannot replay a version-1 history"
+    );
+
+    // A deploy that drops version 1 would fail these instances.
+    let without_v1 = Registry::new()
+        .orchestrator(checkout_v2)
+        .orchestrator(checkout_v3);
+    match replay_registry(&without_v1, &recorded) {
+        Err(e @ ReplayError::NotRegistered { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("version \"2\", version \"3\""), "{text}");
+        }
+        other => panic!("expected NotRegistered, got {other:?}"),
+    }
+}

@@ -10,10 +10,12 @@
 
 use crate::proto;
 use chrono::DateTime;
-use durable_runtime::actions::{ActionKind, OrchestratorAction};
+use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
-    ActivityWorkItem, InstanceMetadata, InstanceQuery, OrchestrationWorkItem, PurgeTarget,
+    ActivityWorkItem, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
+    OrchestrationWorkItem, PurgeTarget,
 };
+use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
@@ -317,6 +319,11 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 input: input.clone(),
             })
         }
+        EventKind::ExecutionRewound { reason } => {
+            EventType::ExecutionRewound(proto::ExecutionRewoundEvent {
+                reason: reason.clone(),
+            })
+        }
     };
     proto::HistoryEvent {
         event_id: e.event_id,
@@ -421,6 +428,9 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
         EventType::ExecutionResumed(r) => EventKind::ExecutionResumed {
             input: payload(r.input),
         },
+        EventType::ExecutionRewound(r) => EventKind::ExecutionRewound {
+            reason: opt_string(r.reason),
+        },
     };
     Ok(HistoryEvent {
         event_id,
@@ -501,6 +511,11 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
             reason: reason.clone(),
             recurse: *recurse,
         }),
+        ActionKind::RewindOrchestration { new_history } => {
+            OrchestratorActionType::RewindOrchestration(proto::RewindOrchestrationAction {
+                new_history: new_history.iter().map(event_to_proto).collect(),
+            })
+        }
     };
     proto::OrchestratorAction {
         id: a.id,
@@ -508,9 +523,9 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
     }
 }
 
-/// Converts the protocol's orchestrator action (what a sidecar reads; used
-/// by tests and by anything serving the protocol from a durable backend).
-#[cfg_attr(not(test), allow(dead_code))]
+/// Converts the protocol's orchestrator action (what a sidecar reads: the
+/// server, and tests).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
 pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<OrchestratorAction> {
     let id = a.id;
     let kind = match a
@@ -549,6 +564,9 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Orchestr
             reason: payload(t.reason),
             recurse: t.recurse,
         },
+        OrchestratorActionType::RewindOrchestration(r) => ActionKind::RewindOrchestration {
+            new_history: events_from_proto(r.new_history)?,
+        },
     };
     Ok(OrchestratorAction { id, kind })
 }
@@ -577,8 +595,8 @@ pub(crate) fn metadata_from_proto(s: proto::OrchestrationState) -> Result<Instan
     })
 }
 
-/// Converts metadata to the protocol's instance state (for tests and servers).
-#[cfg_attr(not(test), allow(dead_code))]
+/// Converts metadata to the protocol's instance state (for the server and tests).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
 pub(crate) fn metadata_to_proto(m: &InstanceMetadata) -> proto::OrchestrationState {
     proto::OrchestrationState {
         instance_id: m.instance_id.clone(),
@@ -633,6 +651,95 @@ pub(crate) fn purge_to_proto(t: &PurgeTarget, recursive: bool) -> proto::PurgeIn
     }
 }
 
+/// Converts a request to create an instance to the protocol's message. The
+/// reuse policy is always sent, so an empty list means "never reuse".
+pub(crate) fn create_request_to_proto(r: CreateInstanceRequest) -> proto::CreateInstanceRequest {
+    proto::CreateInstanceRequest {
+        instance_id: r.instance_id,
+        name: r.name,
+        version: r.version,
+        input: r.input,
+        scheduled_start_timestamp: r.scheduled_start.as_ref().map(timestamp_to_proto),
+        orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
+            replaceable_status: r
+                .reuse_policy
+                .replaceable
+                .iter()
+                .map(|s| status_to_proto(*s))
+                .collect(),
+        }),
+    }
+}
+
+/// Converts the protocol's request to create an instance. An absent reuse
+/// policy is durable's default (replace finished instances only); a policy
+/// that is present is taken as it is, so an empty one means "never reuse".
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn create_request_from_proto(
+    r: proto::CreateInstanceRequest,
+) -> Result<CreateInstanceRequest> {
+    let reuse_policy = match r.orchestration_id_reuse_policy {
+        None => IdReusePolicy::default(),
+        Some(p) => IdReusePolicy {
+            replaceable: p
+                .replaceable_status
+                .into_iter()
+                .map(status_from_proto)
+                .collect::<Result<_>>()?,
+        },
+    };
+    Ok(CreateInstanceRequest {
+        instance_id: r.instance_id,
+        name: r.name,
+        version: opt_string(r.version),
+        input: payload(r.input),
+        scheduled_start: opt_timestamp(r.scheduled_start_timestamp.as_ref())?,
+        reuse_policy,
+    })
+}
+
+/// Converts the protocol's query. A page size of 0 or less means the
+/// backend's default.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn query_from_proto(q: proto::InstanceQuery) -> Result<InstanceQuery> {
+    Ok(InstanceQuery {
+        statuses: q
+            .runtime_status
+            .into_iter()
+            .map(status_from_proto)
+            .collect::<Result<_>>()?,
+        created_from: opt_timestamp(q.created_time_from.as_ref())?,
+        created_to: opt_timestamp(q.created_time_to.as_ref())?,
+        instance_id_prefix: opt_string(q.instance_id_prefix),
+        page_size: usize::try_from(q.max_instance_count).unwrap_or(0),
+        continuation_token: opt_string(q.continuation_token),
+        fetch_payloads: q.fetch_inputs_and_outputs,
+    })
+}
+
+/// Converts the protocol's purge request to a target and whether to
+/// recurse; `None` when it names neither an instance nor a filter.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn purge_from_proto(
+    r: proto::PurgeInstancesRequest,
+) -> Result<Option<(PurgeTarget, bool)>> {
+    use proto::purge_instances_request::Request;
+    let target = match r.request {
+        None => return Ok(None),
+        Some(Request::InstanceId(id)) => PurgeTarget::Instance(id),
+        Some(Request::PurgeInstanceFilter(f)) => PurgeTarget::Filter {
+            created_from: opt_timestamp(f.created_time_from.as_ref())?,
+            created_to: opt_timestamp(f.created_time_to.as_ref())?,
+            statuses: f
+                .runtime_status
+                .into_iter()
+                .map(status_from_proto)
+                .collect::<Result<_>>()?,
+        },
+    };
+    Ok(Some((target, r.recursive)))
+}
+
 // ---- work items ----
 
 /// The execution id of an orchestration work item: the request's, else the
@@ -685,6 +792,100 @@ pub(crate) fn activity_item_from_proto(
         task_id: r.task_id,
         completion_token,
         tags: tags_from_proto(r.tags),
+    }
+}
+
+/// An orchestration work item as the protocol's work item, under a
+/// completion token of the server's (not the backend's own).
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn orchestration_item_to_proto(
+    item: &OrchestrationWorkItem,
+    completion_token: String,
+) -> proto::WorkItem {
+    proto::WorkItem {
+        request: Some(proto::work_item::Request::OrchestratorRequest(
+            proto::OrchestratorRequest {
+                instance_id: item.instance_id.clone(),
+                execution_id: Some(item.execution_id.clone()).filter(|s| !s.is_empty()),
+                past_events: item.past_events.iter().map(event_to_proto).collect(),
+                new_events: item.new_events.iter().map(event_to_proto).collect(),
+                requires_history_streaming: false,
+            },
+        )),
+        completion_token,
+    }
+}
+
+/// An activity work item as the protocol's work item, under a completion
+/// token of the server's.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn activity_item_to_proto(
+    item: &ActivityWorkItem,
+    completion_token: String,
+) -> proto::WorkItem {
+    proto::WorkItem {
+        request: Some(proto::work_item::Request::ActivityRequest(
+            proto::ActivityRequest {
+                name: item.name.clone(),
+                version: item.version.clone(),
+                input: item.input.clone(),
+                orchestration_instance: Some(proto::OrchestrationInstance {
+                    instance_id: item.instance_id.clone(),
+                    execution_id: Some(item.execution_id.clone()).filter(|s| !s.is_empty()),
+                }),
+                task_id: item.task_id,
+                tags: tags_to_proto(&item.tags),
+            },
+        )),
+        completion_token,
+    }
+}
+
+/// Converts a worker's episode result (its actions and custom status). The
+/// protocol cannot say which timers were dropped, so none are cancelled.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn orchestrator_result_from_proto(
+    r: proto::OrchestratorResponse,
+) -> Result<OrchestratorResult> {
+    Ok(OrchestratorResult {
+        actions: r
+            .actions
+            .into_iter()
+            .map(action_from_proto)
+            .collect::<Result<_>>()?,
+        custom_status: payload(r.custom_status),
+        cancelled_timers: Vec::new(),
+    })
+}
+
+/// Converts an activity's outcome to the protocol's result and failure.
+/// Sidecars tell a failure from a success by a non-empty message, so a
+/// failure without one gets its type, or a generic message, as its message.
+pub(crate) fn activity_outcome_to_proto(
+    outcome: TaskOutcome,
+) -> (Option<String>, Option<proto::TaskFailureDetails>) {
+    match outcome {
+        Ok(result) => (result, None),
+        Err(mut failure) => {
+            if failure.message.is_empty() {
+                failure.message = if failure.error_type.is_empty() {
+                    "the activity failed".to_string()
+                } else {
+                    failure.error_type.clone()
+                };
+            }
+            (None, Some(failure_to_proto(&failure)))
+        }
+    }
+}
+
+/// Converts a worker's activity response to its outcome: a failure if it
+/// carries failure details, else its result.
+#[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
+pub(crate) fn activity_outcome_from_proto(r: proto::ActivityResponse) -> TaskOutcome {
+    match r.failure_details {
+        Some(f) => Err(failure_from_proto(f)),
+        None => Ok(payload(r.result)),
     }
 }
 
@@ -1069,6 +1270,161 @@ mod tests {
                 tags: tags(&[("durable.attempt", "2")]),
             }
         );
+    }
+
+    #[test]
+    fn create_requests_round_trip_and_an_absent_policy_is_the_default() {
+        let r = CreateInstanceRequest {
+            instance_id: "i".into(),
+            name: "o".into(),
+            version: Some("2".into()),
+            input: Some("[1]".into()),
+            scheduled_start: Some(t(1_700_000_000, 9)),
+            reuse_policy: IdReusePolicy::never(),
+        };
+        let wire = create_request_to_proto(r.clone());
+        assert_eq!(create_request_from_proto(wire.clone()).unwrap(), r);
+        let no_policy = proto::CreateInstanceRequest {
+            orchestration_id_reuse_policy: None,
+            ..wire
+        };
+        assert_eq!(
+            create_request_from_proto(no_policy).unwrap().reuse_policy,
+            IdReusePolicy::default()
+        );
+    }
+
+    #[test]
+    fn queries_and_purges_round_trip() {
+        let q = InstanceQuery {
+            statuses: vec![OrchestrationStatus::Running, OrchestrationStatus::Failed],
+            created_from: Some(t(1_700_000_000, 0)),
+            created_to: Some(t(1_700_000_100, 0)),
+            instance_id_prefix: Some("order-".into()),
+            page_size: 7,
+            continuation_token: Some("next".into()),
+            fetch_payloads: true,
+        };
+        assert_eq!(query_from_proto(query_to_proto(&q)).unwrap(), q);
+        let targets = [
+            PurgeTarget::Instance("i".into()),
+            PurgeTarget::Filter {
+                created_from: Some(t(1_700_000_000, 0)),
+                created_to: None,
+                statuses: vec![OrchestrationStatus::Completed],
+            },
+        ];
+        for target in targets {
+            for recursive in [false, true] {
+                assert_eq!(
+                    purge_from_proto(purge_to_proto(&target, recursive)).unwrap(),
+                    Some((target.clone(), recursive))
+                );
+            }
+        }
+        assert_eq!(
+            purge_from_proto(proto::PurgeInstancesRequest::default()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn work_items_round_trip_under_the_servers_token() {
+        let started = HistoryEvent::new(
+            t(1_700_000_000, 0),
+            EventKind::ExecutionStarted {
+                name: "n".into(),
+                version: None,
+                input: Some("1".into()),
+                instance_id: "i".into(),
+                execution_id: Some("e".into()),
+                parent: None,
+                scheduled_start: None,
+            },
+        );
+        let item = OrchestrationWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            past_events: std::sync::Arc::new(vec![started]),
+            new_events: vec![HistoryEvent::new(
+                t(1_700_000_001, 0),
+                EventKind::OrchestratorStarted,
+            )],
+            completion_token: "backend-token".into(),
+        };
+        let wire = orchestration_item_to_proto(&item, "server-token".into());
+        assert_eq!(wire.completion_token, "server-token");
+        let Some(proto::work_item::Request::OrchestratorRequest(r)) = wire.request else {
+            panic!("an orchestrator request");
+        };
+        let past = events_from_proto(r.past_events.clone()).unwrap();
+        let back = orchestration_item_from_proto(r, past, "server-token".into()).unwrap();
+        assert_eq!(
+            back,
+            OrchestrationWorkItem {
+                completion_token: "server-token".into(),
+                ..item
+            }
+        );
+
+        let activity = ActivityWorkItem {
+            instance_id: "i".into(),
+            execution_id: "e".into(),
+            name: "ship".into(),
+            version: Some("1".into()),
+            input: Some("2".into()),
+            task_id: 3,
+            completion_token: "backend-token".into(),
+            tags: tags(&[("durable.attempt", "2")]),
+        };
+        let wire = activity_item_to_proto(&activity, "server-token".into());
+        let Some(proto::work_item::Request::ActivityRequest(r)) = wire.request else {
+            panic!("an activity request");
+        };
+        assert_eq!(
+            activity_item_from_proto(r, "server-token".into()),
+            ActivityWorkItem {
+                completion_token: "server-token".into(),
+                ..activity
+            }
+        );
+    }
+
+    #[test]
+    fn results_and_outcomes_round_trip() {
+        let actions: Vec<OrchestratorAction> = every_action_kind()
+            .into_iter()
+            .enumerate()
+            .map(|(id, kind)| OrchestratorAction {
+                id: id as i32,
+                kind,
+            })
+            .collect();
+        let wire = proto::OrchestratorResponse {
+            instance_id: "i".into(),
+            actions: actions.iter().map(action_to_proto).collect(),
+            custom_status: Some("\"half\"".into()),
+            completion_token: "t".into(),
+        };
+        let result = orchestrator_result_from_proto(wire).unwrap();
+        assert_eq!(result.actions, actions);
+        assert_eq!(result.custom_status.as_deref(), Some("\"half\""));
+        assert!(result.cancelled_timers.is_empty());
+
+        let response = |(result, failure_details)| proto::ActivityResponse {
+            result,
+            failure_details,
+            ..Default::default()
+        };
+        for outcome in [Ok(Some("1".to_string())), Ok(None), Err(failure())] {
+            let back =
+                activity_outcome_from_proto(response(activity_outcome_to_proto(outcome.clone())));
+            assert_eq!(back, outcome);
+        }
+        // A failure with no message gets one, so peers see a failure.
+        let silent = FailureDetails::new("E", "");
+        let back = activity_outcome_from_proto(response(activity_outcome_to_proto(Err(silent))));
+        assert_eq!(back.unwrap_err().message, "E");
     }
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -41,6 +41,10 @@
 //! [`durable_runtime::backend::BackendError::LeaseLost`] is only reported
 //! where the sidecar reports it.
 //!
+//! Feature `server`: the `server` module serves `TaskHubSidecarService`
+//! from any durable backend (memory, SQLite, PostgreSQL), so workers and
+//! clients of any Durable Task SDK can use it.
+//!
 //! Feature `testing`: the `testing` module starts the Python `durabletask`
 //! package's in-memory sidecar (and its client and worker) as a peer for
 //! tests and benchmarks in this workspace.
@@ -48,6 +52,8 @@
 mod backend;
 mod convert;
 mod options;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
 

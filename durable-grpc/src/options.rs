@@ -94,6 +94,27 @@ pub struct WorkItemFilters {
     pub activities: Vec<String>,
 }
 
+impl WorkItemFilters {
+    /// The names a worker with `registry` serves.
+    ///
+    /// ```
+    /// use durable_grpc::WorkItemFilters;
+    /// use durable_runtime::{ActivityError, Registry};
+    /// let registry = Registry::new()
+    ///     .activity_fn("greet", |_c, n: String| async move { Ok::<_, ActivityError>(n) });
+    /// let filters = WorkItemFilters::of_registry(&registry);
+    /// assert_eq!(filters.activities, ["greet"]);
+    /// assert!(filters.orchestrations.is_empty());
+    /// ```
+    pub fn of_registry(registry: &durable_runtime::Registry) -> Self {
+        let owned = |names: Vec<&str>| names.into_iter().map(str::to_string).collect();
+        WorkItemFilters {
+            orchestrations: owned(registry.orchestrator_names()),
+            activities: owned(registry.activity_names()),
+        }
+    }
+}
+
 /// Options of a [`crate::GrpcBackend`].
 ///
 /// ```

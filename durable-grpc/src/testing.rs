@@ -572,6 +572,9 @@ mod delegate {
         async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), BackendError> {
             self.backend.resume(id, reason).await
         }
+        async fn rewind(&self, id: &str, reason: Option<String>) -> Result<(), BackendError> {
+            self.backend.rewind(id, reason).await
+        }
         async fn purge(&self, t: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
             self.backend.purge(t, recursive).await
         }

@@ -48,18 +48,7 @@ fn rust_registry() -> Registry {
 /// A Rust worker that asks the sidecar only for what it registered, so a
 /// Python worker on the same task hub gets the rest.
 fn rust_backend(server: &PeerServer, registry: &Registry) -> Arc<dyn Backend> {
-    let filters = WorkItemFilters {
-        orchestrations: registry
-            .orchestrator_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-        activities: registry
-            .activity_names()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-    };
+    let filters = WorkItemFilters::of_registry(registry);
     Arc::new(
         GrpcBackend::new(GrpcOptions::new(server.endpoint()).work_item_filters(filters))
             .expect("valid options"),

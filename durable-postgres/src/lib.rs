@@ -599,6 +599,16 @@ impl Backend for PostgresBackend {
             .await
     }
 
+    async fn rewind(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        ControlRequest::Rewind {
+            reason: reason.clone(),
+        }
+        .check(&self.shared.ctx.limits)?;
+        transaction!(self, |tx, fx| {
+            store::rewind(&tx, instance_id, reason.clone(), &mut fx).await?
+        })
+    }
+
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         transaction!(self, |tx, fx| {
             store::purge(&tx, &target, recursive, &mut fx).await?

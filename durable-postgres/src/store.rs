@@ -510,6 +510,37 @@ pub(crate) async fn control(
     Ok(())
 }
 
+/// Rewinds a failed instance and, recursively, its failed
+/// sub-orchestrations, in one transaction.
+pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut Effects) -> Res<()> {
+    let request = ControlRequest::Rewind { reason };
+    control(tx, id, request.clone(), fx).await?;
+    let now = chrono::Utc::now();
+    let mut queue = vec![id.to_string()];
+    while let Some(parent) = queue.pop() {
+        let Some(parent_row) = load(tx, &parent, false, false).await? else {
+            continue;
+        };
+        let history = load_history(tx, &parent).await?;
+        for (child, task_id) in transition::rewind_children(&history) {
+            let Some(c) = load(tx, &child, true, true).await? else {
+                continue;
+            };
+            match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
+                Some(transition::ChildOnRewind::Rewind) => {
+                    control(tx, &child, request.clone(), fx).await?;
+                    queue.push(child);
+                }
+                Some(transition::ChildOnRewind::Deliver(msg)) => {
+                    deliver(tx, &[*msg], micros(now), fx).await?;
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn purge(
     tx: &Tx,
     target: &PurgeTarget,
@@ -983,7 +1014,10 @@ const READY_SOONER: &str = "UPDATE instances i SET ready_at = CASE WHEN i.lease_
 
 /// How an episode changes the stored history.
 enum HistoryWrite {
+    /// Rows from `seqs`; with `clear`, after deleting the old ones (a
+    /// rewind rewrites the history of the same execution).
     Append {
+        clear: bool,
         seqs: Vec<i32>,
         types: Vec<&'static str>,
         texts: Vec<String>,
@@ -1048,7 +1082,7 @@ pub(crate) async fn complete_orchestration(
         })
         .map(|r| r.get(0))
         .collect(),
-        HistoryUpdate::Append(_) => Vec::new(),
+        HistoryUpdate::Append(_) | HistoryUpdate::Replace(_) => Vec::new(),
     };
     // Timers the episode cancelled: their TimerFired rows, due later or
     // already waiting (an execution that ended or continued as new loses
@@ -1086,7 +1120,26 @@ pub(crate) async fn complete_orchestration(
             let types: Vec<&'static str> = events.iter().map(|e| e.kind.type_name()).collect();
             let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
             Arc::make_mut(&mut past).extend(events);
-            (len, past, HistoryWrite::Append { seqs, types, texts })
+            let write = HistoryWrite::Append {
+                clear: false,
+                seqs,
+                types,
+                texts,
+            };
+            (len, past, write)
+        }
+        HistoryUpdate::Replace(events) => {
+            let len = events.len() as i32;
+            let seqs: Vec<i32> = (0..len).collect();
+            let types: Vec<&'static str> = events.iter().map(|e| e.kind.type_name()).collect();
+            let texts = events.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+            let write = HistoryWrite::Append {
+                clear: true,
+                seqs,
+                types,
+                texts,
+            };
+            (len, Arc::new(events), write)
         }
         HistoryUpdate::Restart { inbox_front } => {
             // Ahead of everything already queued.
@@ -1221,7 +1274,15 @@ pub(crate) async fn complete_orchestration(
         batch.push(write(tx, &s_drop_seqs, &cancelled_p));
     }
     match &history_write {
-        HistoryWrite::Append { seqs, types, texts } => {
+        HistoryWrite::Append {
+            clear,
+            seqs,
+            types,
+            texts,
+        } => {
+            if *clear {
+                batch.push(write(tx, &s_clear_history, &clear_p));
+            }
             if !seqs.is_empty() {
                 history_p = [&id, &meta.execution_id, seqs, types, texts];
                 batch.push(write(tx, &s_history, &history_p));

@@ -64,6 +64,12 @@ pub enum ActionKind {
         reason: Option<String>,
         recurse: bool,
     },
+    /// The episode rewound a failed execution: its history is replaced by
+    /// `new_history` (the failed one without its failure, see
+    /// [`transition::rewind_of`](crate::backend::transition::rewind_of)),
+    /// which the episode's other actions continue. First in its episode's
+    /// actions when present; the protocol's `RewindOrchestrationAction`.
+    RewindOrchestration { new_history: Vec<HistoryEvent> },
 }
 
 /// A durable task as messages name it: `activity "ship_item"`, `timer`,
@@ -146,7 +152,8 @@ impl ActionKind {
                 name, instance_id, ..
             } => Task::SendEvent { name, instance_id },
             ActionKind::CompleteOrchestration { .. }
-            | ActionKind::TerminateOrchestration { .. } => return None,
+            | ActionKind::TerminateOrchestration { .. }
+            | ActionKind::RewindOrchestration { .. } => return None,
         })
     }
 
@@ -160,6 +167,7 @@ impl ActionKind {
             ActionKind::TerminateOrchestration { instance_id, .. } => {
                 format!("terminate \"{instance_id}\"")
             }
+            ActionKind::RewindOrchestration { .. } => "rewind orchestration".to_string(),
             other => other.task().map(|t| t.to_string()).unwrap_or_default(),
         }
     }

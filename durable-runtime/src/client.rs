@@ -60,6 +60,11 @@ impl OrchestrationState {
     pub fn name(&self) -> &str {
         &self.meta.name
     }
+    /// The orchestrator version the instance's current execution started
+    /// on, if it has one.
+    pub fn version(&self) -> Option<&str> {
+        self.meta.version.as_deref()
+    }
     /// Runtime status.
     pub fn status(&self) -> OrchestrationStatus {
         self.meta.status
@@ -155,6 +160,9 @@ fn encode_reason(reason: Option<&str>) -> Result<Option<String>, Error> {
 #[derive(Clone)]
 pub struct Client {
     backend: Arc<dyn Backend>,
+    /// The version new instances start on when neither the options nor a
+    /// typed orchestrator name one.
+    default_version: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -166,7 +174,33 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for a backend.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Client { backend }
+        Client {
+            backend,
+            default_version: None,
+        }
+    }
+
+    /// This client with a default version: instances it schedules without
+    /// a version (in [`ScheduleOptions::version`] or on a typed
+    /// orchestrator) start on `version`, as the SDKs' client
+    /// `default_version` does. Use it when a deploy moves an unversioned
+    /// name to versions, so new instances start on the new code.
+    ///
+    /// ```
+    /// # use durable_runtime::{Client, MemoryBackend, ScheduleOptions};
+    /// # use std::sync::Arc;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let backend = Arc::new(MemoryBackend::new());
+    /// let client = Client::new(backend.clone()).with_default_version("2");
+    /// let id = client.schedule_by_name("greet", &"Ann", ScheduleOptions::default()).await?;
+    /// let meta = client.get_state(&id).await?.expect("scheduled");
+    /// assert_eq!(meta.version(), Some("2"));
+    /// # Ok::<(), durable_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_default_version(mut self, version: impl Into<String>) -> Self {
+        self.default_version = Some(version.into());
+        self
     }
 
     /// The backend this client talks to.
@@ -223,7 +257,7 @@ impl Client {
             .create_instance(CreateInstanceRequest {
                 instance_id: instance_id.clone(),
                 name: name.to_string(),
-                version: options.version,
+                version: options.version.or_else(|| self.default_version.clone()),
                 input,
                 scheduled_start: options.start_at,
                 reuse_policy: options.reuse_policy.unwrap_or_default(),
@@ -427,6 +461,55 @@ impl Client {
         Ok(self
             .backend
             .resume(instance_id, encode_reason(reason)?)
+            .await?)
+    }
+
+    /// Rewinds a failed instance: it continues from where it failed. The
+    /// activities and timers that failed or had not finished run again,
+    /// failed sub-orchestrations are rewound with it (recursively), and
+    /// what succeeded is not redone; its history keeps what succeeded and
+    /// shows an `ExecutionRewound` event with `reason`. Use it once the
+    /// cause is fixed (a deploy, a downstream service back). Fails with
+    /// `InvalidState` unless the instance failed.
+    ///
+    /// ```
+    /// # use durable_runtime::{ActivityError, Client, MemoryBackend, OrchestrationStatus, Registry, ScheduleOptions, Worker};
+    /// # use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let down = Arc::new(AtomicBool::new(true));
+    /// let gateway = down.clone();
+    /// let registry = Registry::new()
+    ///     .activity_fn("charge", move |_c, amount: u32| {
+    ///         let down = gateway.load(Ordering::SeqCst);
+    ///         async move {
+    ///             if down { return Err(ActivityError::new("Unavailable", "the gateway is down")); }
+    ///             Ok(format!("charged {amount}"))
+    ///         }
+    ///     })
+    ///     .orchestrator_fn("pay", |ctx, amount: u32| async move {
+    ///         Ok(ctx.call_activity_by_name::<String>("charge", &amount).await?)
+    ///     });
+    /// let backend = Arc::new(MemoryBackend::new());
+    /// let worker = Worker::new(backend.clone(), registry).start()?;
+    /// let client = Client::new(backend);
+    /// let id = client.schedule_by_name("pay", &5, ScheduleOptions::default()).await?;
+    /// let state = client.wait_for_completion(&id, Duration::from_secs(10)).await?;
+    /// assert_eq!(state.status(), OrchestrationStatus::Failed);
+    ///
+    /// down.store(false, Ordering::SeqCst); // the gateway is back
+    /// client.rewind(&id, Some("gateway restored")).await?;
+    /// let state = client.wait_for_completion(&id, Duration::from_secs(10)).await?;
+    /// assert_eq!(state.output::<String>()?, "charged 5");
+    /// worker.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn rewind(&self, instance_id: &str, reason: Option<&str>) -> Result<(), Error> {
+        Ok(self
+            .backend
+            .rewind(instance_id, reason.map(str::to_string))
             .await?)
     }
 

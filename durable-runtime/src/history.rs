@@ -178,6 +178,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<String>,
     },
+    /// A failed orchestration was rewound: it continues from where it
+    /// failed (see `Client::rewind`). Delivered, it asks the engine to
+    /// rewind; in a history, it marks where the rewind happened.
+    ExecutionRewound {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -204,6 +211,7 @@ impl EventKind {
             EventKind::ContinueAsNew { .. } => "ContinueAsNew",
             EventKind::ExecutionSuspended { .. } => "ExecutionSuspended",
             EventKind::ExecutionResumed { .. } => "ExecutionResumed",
+            EventKind::ExecutionRewound { .. } => "ExecutionRewound",
         }
     }
 }

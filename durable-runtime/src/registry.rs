@@ -687,7 +687,8 @@ impl Registry {
     /// without a version is the oldest of all), which is the code it
     /// started on when the old code keeps its place as the first version.
     /// `Err` with the registered versions when the name is registered but
-    /// not this version; `Ok(None)` when the name is not registered.
+    /// not this version; `Ok(None)` when the name is not registered. A name
+    /// registered only without a version runs instances of any version.
     pub(crate) fn get_orchestrator(
         &self,
         name: &str,
@@ -707,8 +708,32 @@ impl Registry {
                 let key = (name.to_string(), oldest.map(str::to_string));
                 Ok(self.orchestrators.get(&key).map(|e| e.handler.clone()))
             }
+            // A name registered only without a version runs every version
+            // (as the SDKs' registries do): a default version, or another
+            // language's client, does not stop it.
+            (Some(_), Some(None)) if versions.len() == 1 => {
+                let key = (name.to_string(), None);
+                Ok(self.orchestrators.get(&key).map(|e| e.handler.clone()))
+            }
             (Some(_), Some(_)) => Err(versions),
         }
+    }
+
+    /// A registry holding only the registration of `name` at `version`,
+    /// registered as `as_version` instead (to replay a history of one
+    /// version against another version's code).
+    pub(crate) fn only_orchestrator(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        as_version: Option<&str>,
+    ) -> Option<Registry> {
+        let key = (name.to_string(), version.map(str::to_string));
+        let entry = self.orchestrators.get(&key)?.clone();
+        let mut only = Registry::new();
+        only.orchestrators
+            .insert((name.to_string(), as_version.map(str::to_string)), entry);
+        Some(only)
     }
 
     pub(crate) fn get_activity(&self, name: &str) -> Option<ActivityFn> {

@@ -746,35 +746,72 @@ pub enum ReplayError {
     /// The history has no `ExecutionStarted` event.
     #[error("the history has no ExecutionStarted event; export it with `client.history(&id)`")]
     NotAHistory,
+    /// The history was recorded on another version of the orchestrator
+    /// than the one given.
+    #[error(
+        "the history was recorded on {} of orchestrator \"{name}\", not on {}; replay it against \
+         that version (keep it registered while its instances run), or use `replay_registry`",
+        shown_version(found),
+        shown_version(expected)
+    )]
+    WrongVersion {
+        /// Orchestrator name.
+        name: String,
+        /// The version given.
+        expected: Option<String>,
+        /// The version in the history.
+        found: Option<String>,
+    },
+    /// The registry has no registration that would run the history (the
+    /// name is unknown, or its version is not registered).
+    #[error(
+        "no registration would run this history of {} of orchestrator \"{name}\" (registered \
+         versions: [{}]); instances of it would fail with VersionNotRegistered or \
+         OrchestratorNotRegistered",
+        shown_version(version),
+        registered.iter().map(shown_version).collect::<Vec<_>>().join(", ")
+    )]
+    NotRegistered {
+        /// Orchestrator name.
+        name: String,
+        /// The version in the history.
+        version: Option<String>,
+        /// The versions of the name that are registered.
+        registered: Vec<Option<String>>,
+    },
 }
 
-/// Replays a recorded history (e.g. exported with `client.history(&id)` and
-/// stored as JSON) against the current code of `orchestrator`. Returns `Ok`
-/// if the code still makes the same decisions, else a report naming the
-/// sequence number, what the history holds and what the code now does.
-///
-/// Activities are not run: their recorded results are fed back.
-pub fn replay<O: Orchestrator>(
-    orchestrator: O,
-    history: &[HistoryEvent],
-) -> Result<(), ReplayError> {
-    let started = history
+fn shown_version(v: &Option<String>) -> String {
+    match v {
+        Some(v) => format!("version \"{v}\""),
+        None => "no version".to_string(),
+    }
+}
+
+/// What a history's `ExecutionStarted` says: name, version, instance id.
+fn started_by(history: &[HistoryEvent]) -> Result<(String, Option<String>, String), ReplayError> {
+    history
         .iter()
         .find_map(|e| match &e.kind {
             EventKind::ExecutionStarted {
-                name, instance_id, ..
-            } => Some((name.clone(), instance_id.clone())),
+                name,
+                version,
+                instance_id,
+                ..
+            } => Some((name.clone(), version.clone(), instance_id.clone())),
             _ => None,
         })
-        .ok_or(ReplayError::NotAHistory)?;
-    if started.0 != O::NAME {
-        return Err(ReplayError::WrongOrchestrator {
-            expected: O::NAME.to_string(),
-            found: started.0,
-        });
-    }
-    let registry = Arc::new(Registry::new().orchestrator(orchestrator));
-    let mut exec = Execution::new(registry, &started.1);
+        .ok_or(ReplayError::NotAHistory)
+}
+
+/// Replays `history` against `registry`, whose registration of the
+/// history's name runs under the history's version.
+fn replay_on(
+    registry: Registry,
+    instance_id: &str,
+    history: &[HistoryEvent],
+) -> Result<(), ReplayError> {
+    let mut exec = Execution::new(Arc::new(registry), instance_id);
     let result = exec.run_episode(history, &[]);
     if let Some(nd) = exec.non_determinism() {
         return Err(ReplayError::NonDeterminism(nd.clone()));
@@ -791,4 +828,129 @@ pub fn replay<O: Orchestrator>(
         });
     }
     Ok(())
+}
+
+/// Replays a recorded history (e.g. exported with `client.history(&id)` and
+/// stored as JSON) against the current code of `orchestrator`. Returns `Ok`
+/// if the code still makes the same decisions, else a report naming the
+/// sequence number, what the history holds and what the code now does.
+///
+/// Activities are not run: their recorded results are fed back. The
+/// history must have been recorded on the orchestrator's version
+/// ([`ReplayError::WrongVersion`] otherwise; an instance started before
+/// the orchestrator had versions replays against any). To replay against
+/// whichever registration a worker would run, use [`replay_registry`];
+/// to find which versions can run it, [`replayable_versions`].
+pub fn replay<O: Orchestrator>(
+    orchestrator: O,
+    history: &[HistoryEvent],
+) -> Result<(), ReplayError> {
+    let (name, version, instance_id) = started_by(history)?;
+    if name != O::NAME {
+        return Err(ReplayError::WrongOrchestrator {
+            expected: O::NAME.to_string(),
+            found: name,
+        });
+    }
+    let expected = O::VERSION.map(str::to_string);
+    if version.is_some() && version != expected {
+        return Err(ReplayError::WrongVersion {
+            name,
+            expected,
+            found: version,
+        });
+    }
+    replay_on(
+        Registry::new().orchestrator(orchestrator),
+        &instance_id,
+        history,
+    )
+}
+
+/// Replays a recorded history against the registration of `registry` that
+/// a worker with it would run the instance on: the version the history
+/// started with (or, for an instance started before the orchestrator had
+/// versions, the oldest), so a deploy is checked as a whole.
+///
+/// ```
+/// use durable_runtime::history::{EventKind, HistoryEvent};
+/// use durable_runtime::testing::{replay_registry, replayable_versions};
+/// use durable_runtime::Registry;
+///
+/// // Version 2 inserted a step before the one version 1 had.
+/// let registry = Registry::new()
+///     .activity_fn("charge", |_c, x: i64| async move { Ok::<_, durable_runtime::ActivityError>(x) })
+///     .activity_fn("audit", |_c, x: i64| async move { Ok::<_, durable_runtime::ActivityError>(x) })
+///     .orchestrator_version_fn("pay", "1", |ctx, x: i64| async move {
+///         Ok(ctx.call_activity_by_name::<i64>("charge", &x).await?)
+///     })
+///     .orchestrator_version_fn("pay", "2", |ctx, x: i64| async move {
+///         ctx.call_activity_by_name::<i64>("audit", &x).await?;
+///         Ok(ctx.call_activity_by_name::<i64>("charge", &x).await?)
+///     });
+/// // A version-1 instance that has scheduled its charge.
+/// let t = chrono::Utc::now();
+/// let history = vec![
+///     HistoryEvent::new(t, EventKind::OrchestratorStarted),
+///     HistoryEvent::new(t, EventKind::ExecutionStarted {
+///         name: "pay".into(), version: Some("1".into()), input: Some("5".into()),
+///         instance_id: "p1".into(), execution_id: None, parent: None,
+///         scheduled_start: None,
+///     }),
+///     HistoryEvent::with_id(0, t, EventKind::TaskScheduled {
+///         name: "charge".into(), version: None, input: Some("5".into()), tags: Default::default(),
+///     }),
+///     HistoryEvent::new(t, EventKind::OrchestratorCompleted),
+/// ];
+/// assert!(replay_registry(&registry, &history).is_ok());
+/// assert_eq!(replayable_versions(&registry, &history)?, [Some("1".to_string())]);
+/// # Ok::<(), durable_runtime::testing::ReplayError>(())
+/// ```
+pub fn replay_registry(registry: &Registry, history: &[HistoryEvent]) -> Result<(), ReplayError> {
+    let (name, version, instance_id) = started_by(history)?;
+    match registry.get_orchestrator(&name, version.as_deref()) {
+        Ok(Some(_)) => replay_on(registry.clone(), &instance_id, history),
+        Ok(None) | Err(_) => Err(ReplayError::NotRegistered {
+            registered: owned_versions(registry, &name),
+            name,
+            version,
+        }),
+    }
+}
+
+/// Which registered versions of the history's orchestrator replay it
+/// without a breaking change, oldest first: the version it was recorded
+/// on should be among them, and a version that is not needs the history's
+/// instances to stay on the old one. Empty when the name is not
+/// registered.
+pub fn replayable_versions(
+    registry: &Registry,
+    history: &[HistoryEvent],
+) -> Result<Vec<Option<String>>, ReplayError> {
+    let (name, version, instance_id) = started_by(history)?;
+    let mut ok = Vec::new();
+    for candidate in owned_versions(registry, &name) {
+        let Some(only) =
+            registry.only_orchestrator(&name, candidate.as_deref(), version.as_deref())
+        else {
+            continue;
+        };
+        if replay_on(only, &instance_id, history).is_ok() {
+            ok.push(candidate);
+        }
+    }
+    Ok(ok)
+}
+
+/// The registered versions of `name`, oldest first.
+fn owned_versions(registry: &Registry, name: &str) -> Vec<Option<String>> {
+    let mut v: Vec<Option<String>> = registry
+        .orchestrator_versions(name)
+        .into_iter()
+        .map(|v| v.map(str::to_string))
+        .collect();
+    v.sort_by(|a, b| {
+        crate::versioning::compare_versions(a.as_deref().unwrap_or(""), b.as_deref().unwrap_or(""))
+    });
+    v
 }

@@ -48,6 +48,12 @@ pub enum FailureStrategy {
 pub struct VersioningOptions {
     /// The worker's version.
     pub version: String,
+    /// The version sub-orchestrations start on when the code names none
+    /// (a typed call of a versioned orchestrator names its own), as the
+    /// SDKs' `default_version` does; `None` (the default) starts them
+    /// without a version. Clients have their own
+    /// ([`Client::with_default_version`](crate::Client::with_default_version)).
+    pub default_version: Option<String>,
     /// Which instances it runs.
     pub match_strategy: MatchStrategy,
     /// What it does with the others.
@@ -62,6 +68,7 @@ impl Default for VersioningOptions {
     fn default() -> Self {
         VersioningOptions {
             version: String::new(),
+            default_version: None,
             match_strategy: MatchStrategy::None,
             failure_strategy: FailureStrategy::Reject,
             reject_pause: Duration::from_secs(1),

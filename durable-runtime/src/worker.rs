@@ -585,13 +585,33 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         .take(&item.instance_id)
         .filter(|(execution_id, _)| *execution_id == item.execution_id)
         .map(|(_, exec)| exec);
-    let (exec, result) = match cached {
-        Some(mut exec) if exec.can_continue(&item.past_events) => {
+    let rewound = crate::backend::transition::rewind_of(&item.past_events, &item.new_events);
+    let (exec, result) = match (rewound, cached) {
+        (Some(history), _) => {
+            // A rewind: the code replays the failed history without its
+            // failure and schedules again what failed; the backend replaces
+            // the history with the rewound one the action carries.
+            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id)
+                .with_default_version(inner.versioning.default_version.clone());
+            let mut r = exec.run_episode(&history, &item.new_events);
+            r.actions.insert(
+                0,
+                crate::actions::OrchestratorAction {
+                    id: -1,
+                    kind: ActionKind::RewindOrchestration {
+                        new_history: history,
+                    },
+                },
+            );
+            (exec, r)
+        }
+        (None, Some(mut exec)) if exec.can_continue(&item.past_events) => {
             let r = exec.continue_episode(&item.past_events, &item.new_events);
             (exec, r)
         }
-        _ => {
-            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id);
+        (None, _) => {
+            let mut exec = Execution::new(inner.registry.clone(), &item.instance_id)
+                .with_default_version(inner.versioning.default_version.clone());
             let r = exec.run_episode(&item.past_events, &item.new_events);
             (exec, r)
         }

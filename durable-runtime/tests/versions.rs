@@ -85,9 +85,9 @@ async fn an_instance_started_before_versions_runs_the_oldest_version() {
 }
 
 #[tokio::test]
-async fn an_instance_of_a_version_no_longer_registered_fails() {
-    // Version "1" was removed (or its attribute dropped): its instances
-    // fail clearly rather than run other code.
+async fn a_name_registered_without_a_version_runs_every_version() {
+    // As the SDKs' registries: an orchestrator without a version attribute
+    // runs whatever version a client (or a default version) started.
     let registry = Registry::new().orchestrator_fn("greet", |_ctx, name: String| async move {
         Ok(format!("unversioned {name}"))
     });
@@ -98,10 +98,32 @@ async fn an_instance_of_a_version_no_longer_registered_fails() {
         .await
         .unwrap();
     let state = env.wait_for_completion(&id).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "unversioned Ed");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_of_a_version_no_longer_registered_fails() {
+    // Versions "2" and "3" are registered and "1" was removed: its
+    // instances fail clearly rather than run other code.
+    let registry = Registry::new()
+        .orchestrator_version_fn("greet", "2", |_ctx, name: String| async move {
+            Ok(format!("v2 {name}"))
+        })
+        .orchestrator_version_fn("greet", "3", |_ctx, name: String| async move {
+            Ok(format!("v3 {name}"))
+        });
+    let env = TestEnv::new(registry).unwrap();
+    let id = env
+        .client()
+        .schedule_by_name("greet", &"Ed", with_version("1"))
+        .await
+        .unwrap();
+    let state = env.wait_for_completion(&id).await.unwrap();
     let failure = state.failure().expect("the instance failed");
     assert_eq!(failure.error_type, "VersionNotRegistered");
     assert!(
-        failure.message.contains("no version"),
+        failure.message.contains("[\"2\", \"3\"]"),
         "{}",
         failure.message
     );
@@ -144,6 +166,7 @@ mod worker_versioning {
                 match_strategy: MatchStrategy::Strict,
                 failure_strategy,
                 reject_pause: Duration::from_millis(10),
+                ..VersioningOptions::default()
             },
             ..WorkerOptions::default()
         }
@@ -206,4 +229,126 @@ mod worker_versioning {
         assert!(failure.message.contains("\"2\""), "{}", failure.message);
         strict.shutdown().await;
     }
+}
+
+mod default_versions {
+    use super::two_versions;
+    use durable_runtime::backend::MemoryBackend;
+    use durable_runtime::versioning::VersioningOptions;
+    use durable_runtime::{Backend, Client, ScheduleOptions, Worker, WorkerOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A client's default version applies to what it schedules without
+    /// one; a version in the options still wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_s_default_version_starts_new_instances_on_it() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let worker = Worker::new(backend.clone(), two_versions())
+            .start()
+            .unwrap();
+        let client = Client::new(backend).with_default_version("2");
+        let defaulted = client
+            .schedule_by_name("greet", &"Fa", ScheduleOptions::default())
+            .await
+            .unwrap();
+        let named = client
+            .schedule_by_name("greet", &"Gu", super::with_version("1"))
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&defaulted, WAIT).await.unwrap();
+        assert_eq!(state.version(), Some("2"));
+        assert_eq!(state.output::<String>().unwrap(), "vSome(\"2\"): Hi Fa!");
+        let state = client.wait_for_completion(&named, WAIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), "vSome(\"1\"): Hello, Gu");
+        worker.shutdown().await;
+    }
+
+    /// A worker's default version starts the sub-orchestrations its code
+    /// starts without naming a version; a version the code names wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_s_default_version_starts_sub_orchestrations_on_it() {
+        let registry = two_versions().orchestrator_fn("parent", |ctx, _: ()| async move {
+            let defaulted: String = ctx
+                .call_sub_orchestrator_by_name("greet", None, &"Ha", None)
+                .await?;
+            let named: String = ctx
+                .call_sub_orchestrator_by_name("greet", Some("1"), &"Io", None)
+                .await?;
+            Ok(vec![defaulted, named])
+        });
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let options = WorkerOptions {
+            versioning: VersioningOptions {
+                default_version: Some("2".into()),
+                ..VersioningOptions::default()
+            },
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::new(backend.clone(), registry)
+            .with_options(options)
+            .start()
+            .unwrap();
+        let client = Client::new(backend);
+        let id = client
+            .schedule_by_name("parent", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&id, WAIT).await.unwrap();
+        assert_eq!(
+            state.output::<Vec<String>>().unwrap(),
+            ["vSome(\"2\"): Hi Ha!", "vSome(\"1\"): Hello, Io"]
+        );
+        worker.shutdown().await;
+    }
+}
+
+/// A client's and a worker's default versions leave names without versions
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_versions_do_not_stop_unversioned_orchestrators() {
+    use durable_runtime::backend::MemoryBackend;
+    use durable_runtime::versioning::VersioningOptions;
+    use durable_runtime::{Backend, Client, Worker, WorkerOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let registry = two_versions()
+        .orchestrator_fn("notify", |_ctx, who: String| async move {
+            Ok(format!("notified {who}"))
+        })
+        .orchestrator_fn("parent", |ctx, _: ()| async move {
+            let out: String = ctx
+                .call_sub_orchestrator_by_name("notify", None, &"Jo", None)
+                .await?;
+            Ok(out)
+        });
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        versioning: VersioningOptions {
+            default_version: Some("2".into()),
+            ..VersioningOptions::default()
+        },
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry)
+        .with_options(options)
+        .start()
+        .unwrap();
+    let client = Client::new(backend).with_default_version("2");
+    let wait = Duration::from_secs(30);
+    let direct = client
+        .schedule_by_name("notify", &"Al", ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&direct, wait).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "notified Al");
+    let parent = client
+        .schedule_by_name("parent", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&parent, wait).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "notified Jo");
+    worker.shutdown().await;
 }

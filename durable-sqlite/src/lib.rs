@@ -616,6 +616,16 @@ impl Backend for SqliteBackend {
             .await
     }
 
+    async fn rewind(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        ControlRequest::Rewind {
+            reason: reason.clone(),
+        }
+        .check(&self.shared.ctx.limits)?;
+        let id = instance_id.to_string();
+        self.write(move |conn, _, fx| store::rewind(conn, &id, reason.clone(), fx))
+            .await
+    }
+
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         self.write(move |conn, _, fx| store::purge(conn, &target, recursive, fx))
             .await

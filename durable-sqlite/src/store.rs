@@ -578,6 +578,68 @@ pub(crate) fn get_history(conn: &Connection, id: &str) -> Result<Vec<HistoryEven
     Ok(load_history(conn, id)?)
 }
 
+/// Writes `events` as history rows from sequence number `first` on.
+fn insert_history(
+    conn: &Connection,
+    id: &str,
+    execution_id: &str,
+    first: i64,
+    events: &[HistoryEvent],
+) -> Result<(), BackendError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db()?;
+    for (i, e) in events.iter().enumerate() {
+        stmt.execute(params![
+            id,
+            first + i as i64,
+            execution_id,
+            e.kind.type_name(),
+            to_json(e)?,
+        ])
+        .db()?;
+    }
+    Ok(())
+}
+
+/// Rewinds a failed instance and, recursively, its failed
+/// sub-orchestrations, in the caller's transaction.
+pub(crate) fn rewind(
+    conn: &Connection,
+    id: &str,
+    reason: Option<String>,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    let request = ControlRequest::Rewind { reason };
+    control(conn, id, request.clone(), fx)?;
+    let now = chrono::Utc::now();
+    let mut queue = vec![id.to_string()];
+    while let Some(parent) = queue.pop() {
+        let Some(parent_row) = load(conn, &parent, false)? else {
+            continue;
+        };
+        for (child, task_id) in transition::rewind_children(&load_history(conn, &parent)?) {
+            let Some(c) = load(conn, &child, true)? else {
+                continue;
+            };
+            match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
+                Some(transition::ChildOnRewind::Rewind) => {
+                    control(conn, &child, request.clone(), fx)?;
+                    queue.push(child);
+                }
+                Some(transition::ChildOnRewind::Deliver(msg)) => {
+                    deliver(conn, &msg, micros(now), fx)?;
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Queues a client's event (raise, terminate, suspend, resume), optionally
 /// setting the status at once.
 pub(crate) fn control(
@@ -1154,25 +1216,20 @@ pub(crate) fn complete_orchestration(
     let meta = outcome.metadata;
     let (history_len, cache_update) = match outcome.history {
         HistoryUpdate::Append(events) => {
-            let mut stmt = conn
-                .prepare_cached(
-                    "INSERT INTO history (instance_id, seq, execution_id, event_type, event)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .db()?;
-            for (i, e) in events.iter().enumerate() {
-                stmt.execute(params![
-                    id,
-                    row.history_len + i as i64,
-                    meta.execution_id,
-                    e.kind.type_name(),
-                    to_json(e)?,
-                ])
-                .db()?;
-            }
+            insert_history(conn, &id, &meta.execution_id, row.history_len, &events)?;
             let len = row.history_len + events.len() as i64;
             Arc::make_mut(&mut past).extend(events);
             (len, Some((meta.execution_id.clone(), past)))
+        }
+        HistoryUpdate::Replace(events) => {
+            // A rewind: the same execution, its history rewritten.
+            conn.prepare_cached("DELETE FROM history WHERE instance_id = ?1")
+                .db()?
+                .execute([&id])
+                .db()?;
+            insert_history(conn, &id, &meta.execution_id, 0, &events)?;
+            let len = events.len() as i64;
+            (len, Some((meta.execution_id.clone(), Arc::new(events))))
         }
         HistoryUpdate::Restart { inbox_front } => {
             conn.prepare_cached("DELETE FROM history WHERE instance_id = ?1")

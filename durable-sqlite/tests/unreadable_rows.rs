@@ -87,7 +87,7 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
     }
     corrupt(
         &path,
-        "UPDATE history SET event = json_set(event, '$.type', 'ExecutionRewound')
+        "UPDATE history SET event = json_set(event, '$.type', 'HistoryState')
          WHERE instance_id = 'newer-event' AND seq = 1",
     );
     corrupt(
@@ -131,7 +131,7 @@ async fn an_unreadable_row_sets_its_instance_aside_and_the_others_complete() {
             "newer-event",
             &[
                 "history row 1",
-                "\"ExecutionRewound\"",
+                "\"HistoryState\"",
                 "newer version of durable",
                 "upgrade durable",
             ],

@@ -36,7 +36,7 @@ use crate::convert;
 use crate::options::GrpcOptions;
 use crate::proto;
 use async_trait::async_trait;
-use durable_runtime::actions::OrchestratorResult;
+use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
     InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
@@ -227,24 +227,7 @@ impl Backend for GrpcBackend {
         let rpc = &self.inner.rpc;
         let id = request.instance_id.clone();
         let what = format!("the input of orchestration \"{}\"", request.name);
-        let message = proto::CreateInstanceRequest {
-            instance_id: request.instance_id,
-            name: request.name,
-            version: request.version,
-            input: request.input,
-            scheduled_start_timestamp: request
-                .scheduled_start
-                .as_ref()
-                .map(convert::timestamp_to_proto),
-            orchestration_id_reuse_policy: Some(proto::OrchestrationIdReusePolicy {
-                replaceable_status: request
-                    .reuse_policy
-                    .replaceable
-                    .iter()
-                    .map(|s| convert::status_to_proto(*s))
-                    .collect(),
-            }),
-        };
+        let message = convert::create_request_to_proto(request);
         let req = rpc.request(message, &what).await?;
         match rpc.client().start_instance(req).await {
             Ok(_) => Ok(()),
@@ -386,6 +369,35 @@ impl Backend for GrpcBackend {
         rpc.settle(instance_id, OrchestrationStatus::Running).await
     }
 
+    async fn rewind(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let rpc = &self.inner.rpc;
+        let meta = rpc.require_instance(instance_id, None).await?;
+        if meta.status != OrchestrationStatus::Failed {
+            return Err(BackendError::InvalidState {
+                id: instance_id.to_string(),
+                operation: "rewind",
+                status: meta.status,
+            });
+        }
+        let req = rpc
+            .request(
+                proto::RewindInstanceRequest {
+                    instance_id: instance_id.to_string(),
+                    reason,
+                },
+                "the reason of a rewind request",
+            )
+            .await?;
+        rpc.client()
+            .rewind_instance(req)
+            .await
+            .map_err(|s| rpc.error(s, Some(instance_id)))?;
+        // A sidecar may record the new status only once a worker ran the
+        // rewind; a status read right after the call should not see the
+        // failure it rewound.
+        rpc.settle(instance_id, OrchestrationStatus::Failed).await
+    }
+
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
         // Sent even if the instance reads as running: a suspend sent just
@@ -488,13 +500,30 @@ impl Backend for GrpcBackend {
             "the result of an episode of instance \"{}\"",
             item.instance_id
         );
-        let response = proto::OrchestratorResponse {
-            instance_id: item.instance_id.clone(),
-            actions: result
+        let actions = match result.actions.first().map(|a| &a.kind) {
+            // A rewind goes over as the protocol has it: the rewritten
+            // history alone, with this episode's events (the rewind among
+            // them) at its end; the sidecar replaces the history and runs
+            // the next episode on it, which schedules again what failed.
+            Some(ActionKind::RewindOrchestration { new_history }) => {
+                let mut history = new_history.clone();
+                history.extend(item.new_events.iter().cloned());
+                vec![convert::action_to_proto(&OrchestratorAction {
+                    id: -1,
+                    kind: ActionKind::RewindOrchestration {
+                        new_history: history,
+                    },
+                })]
+            }
+            _ => result
                 .actions
                 .iter()
                 .map(convert::action_to_proto)
                 .collect(),
+        };
+        let response = proto::OrchestratorResponse {
+            instance_id: item.instance_id.clone(),
+            actions,
             custom_status: result.custom_status,
             completion_token: item.completion_token.clone(),
         };
@@ -565,20 +594,7 @@ impl Backend for GrpcBackend {
         outcome: durable_runtime::failure::TaskOutcome,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
-        let (result, failure_details) = match outcome {
-            Ok(result) => (result, None),
-            Err(mut failure) => {
-                // Sidecars tell failure from success by a non-empty message.
-                if failure.message.is_empty() {
-                    failure.message = if failure.error_type.is_empty() {
-                        "the activity failed".to_string()
-                    } else {
-                        failure.error_type.clone()
-                    };
-                }
-                (None, Some(convert::failure_to_proto(&failure)))
-            }
-        };
+        let (result, failure_details) = convert::activity_outcome_to_proto(outcome);
         let what = format!("the result of activity \"{}\"", item.name);
         match send_activity_response(rpc, item, result, failure_details, &what).await {
             // Too large for us or for the sidecar: the orchestration gets a

@@ -282,6 +282,18 @@ impl MemoryBackend {
         request.check(&self.shared.limits)?;
         let now = self.now();
         let mut s = self.state();
+        Self::control_locked(&mut s, instance_id, request, now)?;
+        drop(s);
+        self.notify_all();
+        Ok(())
+    }
+
+    fn control_locked(
+        s: &mut State,
+        instance_id: &str,
+        request: ControlRequest,
+        now: Timestamp,
+    ) -> Result<(), BackendError> {
         let inst = s
             .instances
             .get_mut(instance_id)
@@ -295,7 +307,7 @@ impl MemoryBackend {
         }
         let exec = inst.meta.execution_id.clone();
         deliver(
-            &mut s,
+            s,
             InstanceMessage {
                 instance_id: instance_id.to_string(),
                 execution_id: Some(exec),
@@ -304,9 +316,7 @@ impl MemoryBackend {
             },
             now,
         );
-        touch(&mut s, instance_id);
-        drop(s);
-        self.notify_all();
+        touch(s, instance_id);
         Ok(())
     }
 }
@@ -449,6 +459,39 @@ impl Backend for MemoryBackend {
 
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
         self.control(instance_id, ControlRequest::Resume { reason })
+    }
+
+    async fn rewind(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let request = ControlRequest::Rewind { reason };
+        request.check(&self.shared.limits)?;
+        let now = self.now();
+        let mut s = self.state();
+        // The instance first (refused unless it failed), then its failed
+        // sub-orchestrations, all under one lock.
+        Self::control_locked(&mut s, instance_id, request.clone(), now)?;
+        let mut queue = vec![instance_id.to_string()];
+        while let Some(id) = queue.pop() {
+            let Some(parent) = s.instances.get(&id) else {
+                continue;
+            };
+            let parent_meta = parent.meta.clone();
+            for (child, task_id) in transition::rewind_children(&parent.history) {
+                let Some(c) = s.instances.get(&child) else {
+                    continue;
+                };
+                match transition::child_on_rewind(&parent_meta, task_id, &c.meta, now) {
+                    Some(transition::ChildOnRewind::Rewind) => {
+                        Self::control_locked(&mut s, &child, request.clone(), now)?;
+                        queue.push(child);
+                    }
+                    Some(transition::ChildOnRewind::Deliver(msg)) => deliver(&mut s, *msg, now),
+                    None => {}
+                }
+            }
+        }
+        drop(s);
+        self.notify_all();
+        Ok(())
     }
 
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
@@ -637,6 +680,7 @@ impl Backend for MemoryBackend {
         inst.meta = outcome.metadata;
         match outcome.history {
             HistoryUpdate::Append(events) => Arc::make_mut(&mut inst.history).extend(events),
+            HistoryUpdate::Replace(events) => inst.history = Arc::new(events),
             HistoryUpdate::Restart { inbox_front } => {
                 inst.history = Arc::new(Vec::new());
                 let rest = std::mem::take(&mut inst.inbox);

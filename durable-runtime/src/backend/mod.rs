@@ -400,6 +400,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Resumes a suspended instance.
     async fn resume(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError>;
 
+    /// Rewinds a failed instance and, recursively, its failed
+    /// sub-orchestrations, at once: each is running again from that moment
+    /// and an `ExecutionRewound` event is queued for it
+    /// ([`transition::ControlRequest::Rewind`]); the engine does the rest
+    /// ([`transition::rewind_of`]). `InvalidState` unless the instance
+    /// failed. The default refuses: a backend without it says so.
+    async fn rewind(&self, instance_id: &str, reason: Option<String>) -> Result<(), BackendError> {
+        let _ = reason;
+        Err(BackendError::InvalidRequest(format!(
+            "cannot rewind \"{instance_id}\": this backend does not support rewinding"
+        )))
+    }
+
     /// Deletes finished instances and their history; returns how many.
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError>;
 

@@ -272,6 +272,75 @@ pub fn registry() -> Registry {
                 Err(timed_out) => (timed_out.to_string(), Some(timed_out.deadline)),
             })
         })
+        .orchestrator_fn("rewound_child", |ctx, key: String| async move {
+            // Runs on each run of "flaky_key": (runs of the first step,
+            // runs of the second, which fails the first time).
+            let first: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:c1"), 1u32))
+                .await?;
+            let second: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:c2"), 2u32))
+                .await?;
+            Ok((first, second))
+        })
+        .orchestrator_fn("rewound_parent", |ctx, _: ()| async move {
+            let key = ctx.instance_id();
+            let a: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:a"), 1u32))
+                .await?;
+            let child: (u32, u32) = ctx
+                .call_sub_orchestrator_by_name("rewound_child", None, &key, None)
+                .await?;
+            let b: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:b"), 2u32))
+                .await?;
+            Ok((a, child, b))
+        })
+        .orchestrator_fn("rewind_handled", |ctx, _: ()| async move {
+            // A failure handled and gone on from, then a final one.
+            let key = ctx.instance_id();
+            let a: u32 = match ctx
+                .call_activity_by_name::<u32>("flaky_key", &(format!("{key}:a"), 99u32))
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    ctx.call_activity_by_name("flaky_key", &(format!("{key}:b"), 1u32))
+                        .await?
+                }
+            };
+            let c: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:c"), 2u32))
+                .await?;
+            Ok((a, c))
+        })
+        .orchestrator_fn("rewind_retried", |ctx, _: ()| async move {
+            // Two attempts, both failing; the rewind's third succeeds.
+            let key = ctx.instance_id();
+            let n: u32 = ctx
+                .call_activity_by_name_with_retry(
+                    "flaky_key",
+                    &(key, 3u32),
+                    RetryPolicy::new(2, Duration::from_millis(10)),
+                )
+                .await?;
+            Ok(n)
+        })
+        .orchestrator_fn("rewind_late_child", |ctx, _: ()| async move {
+            // Fails while its child still runs; the child finishes later.
+            let key = ctx.instance_id();
+            let child = ctx.call_sub_orchestrator_by_name::<String>(
+                "wait_event",
+                None,
+                &(),
+                Some(format!("{key}:late")),
+            );
+            let n: u32 = ctx
+                .call_activity_by_name("flaky_key", &(format!("{key}:x"), 2u32))
+                .await?;
+            let got: String = child.await?;
+            Ok(format!("{n} {got}"))
+        })
         .orchestrator_fn("deadline_or_fail", |ctx, deadline_ms: u64| async move {
             let approved: bool = ctx
                 .wait_for_external_event("approval")
@@ -1279,6 +1348,126 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         );
         h.client.raise_event(&live, "go", &"x").await.unwrap();
         completed(&h.wait(&live).await);
+        h.stop().await;
+    }
+
+    /// A rewind takes the path the code took: a failure the code handled
+    /// and went on from stays, a retried call keeps its failed attempts and
+    /// gets one more, and a child that finished after its parent failed
+    /// has its result delivered.
+    async fn rewind_replays_handled_failures_retries_and_late_children(backend) needs(rewind) {
+        let h = Harness::start(backend);
+        for (name, want) in [
+            ("rewind_handled", serde_json::json!([1, 2])),
+            ("rewind_retried", serde_json::json!(3)),
+        ] {
+            let id = h
+                .client
+                .schedule_by_name(name, &(), ScheduleOptions::default())
+                .await
+                .unwrap();
+            let first = h.wait(&id).await;
+            assert_eq!(first.status(), OrchestrationStatus::Failed, "{name}: {first:?}");
+            h.client.rewind(&id, None).await.unwrap();
+            let done = h.wait(&id).await;
+            completed(&done);
+            assert_eq!(done.output::<serde_json::Value>().unwrap(), want, "{name}");
+        }
+        let id = h
+            .client
+            .schedule_by_name("rewind_late_child", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        let child = format!("{id}:late");
+        let first = h.wait(&id).await;
+        assert_eq!(first.status(), OrchestrationStatus::Failed, "{first:?}");
+        h.client.raise_event(&child, "go", &"late").await.unwrap();
+        completed(&h.wait(&child).await);
+        h.client.rewind(&id, None).await.unwrap();
+        let done = h.wait(&id).await;
+        completed(&done);
+        assert_eq!(done.output::<String>().unwrap(), "2 got late");
+        h.stop().await;
+    }
+
+    /// A failed instance rewinds: it continues from where it failed, what
+    /// failed runs again (in a failed sub-orchestration too, which is
+    /// rewound with its parent), what succeeded is not redone, and the
+    /// history shows each rewind. Only a failed instance rewinds.
+    async fn rewind_continues_a_failed_instance_from_where_it_failed(backend) needs(rewind) {
+        let h = Harness::start(backend);
+        let id = h
+            .client
+            .schedule_by_name("rewound_parent", &(), ScheduleOptions::default())
+            .await
+            .unwrap();
+        // The child's second step fails, so the child and then the parent fail.
+        let first = h.wait(&id).await;
+        assert_eq!(first.status(), OrchestrationStatus::Failed, "{first:?}");
+        let child = h
+            .client
+            .history(&id)
+            .await
+            .unwrap()
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                    Some(instance_id.clone())
+                }
+                _ => None,
+            })
+            .expect("the parent started its child");
+        let child_state = h.wait(&child).await;
+        assert_eq!(child_state.status(), OrchestrationStatus::Failed);
+
+        // The child continues and completes; then the parent's last step
+        // fails the first time.
+        h.client.rewind(&id, Some("the service is back")).await.unwrap();
+        let second = h.wait(&id).await;
+        assert_eq!(second.status(), OrchestrationStatus::Failed, "{second:?}");
+        let child_state = h.wait(&child).await;
+        completed(&child_state);
+        assert_eq!(child_state.output::<(u32, u32)>().unwrap(), (1, 2));
+
+        h.client.rewind(&id, None).await.unwrap();
+        let done = h.wait(&id).await;
+        completed(&done);
+        // Every step that succeeded ran once; each failed one ran twice.
+        assert_eq!(done.output::<(u32, (u32, u32), u32)>().unwrap(), (1, (1, 2), 2));
+        let history = h.client.history(&id).await.unwrap();
+        let count = |name| history.iter().filter(|e| e.kind.type_name() == name).count();
+        assert_eq!(count("ExecutionRewound"), 2, "{history:?}");
+        assert_eq!(count("ExecutionStarted"), 1, "one execution: {history:?}");
+        assert_eq!(count("TaskFailed"), 0, "a rewound history keeps no failure");
+        assert_eq!(count("TaskCompleted"), 2, "{history:?}");
+        let reason = history.iter().find_map(|e| match &e.kind {
+            EventKind::ExecutionRewound { reason } => reason.clone(),
+            _ => None,
+        });
+        assert_eq!(reason.as_deref(), Some("the service is back"));
+        let child_history = h.client.history(&child).await.unwrap();
+        assert_eq!(
+            child_history
+                .iter()
+                .filter(|e| e.kind.type_name() == "ExecutionRewound")
+                .count(),
+            1,
+            "the child was rewound with its parent once: {child_history:?}"
+        );
+
+        let refused = h.client.rewind(&id, None).await;
+        assert!(
+            matches!(
+                refused,
+                Err(crate::Error::Backend(BackendError::InvalidState { .. }))
+            ),
+            "rewinding a completed instance: {refused:?}"
+        );
+        let unknown = h.client.rewind("no-such-instance", None).await;
+        assert!(
+            matches!(unknown, Err(crate::Error::Backend(BackendError::NotFound(_)))),
+            "rewinding an unknown id: {unknown:?}"
+        );
         h.stop().await;
     }
 }

@@ -63,6 +63,7 @@
 //! | `delayed_start` | an instance created with a start time runs no episode before it | [`delivery::events_wait_for_a_delayed_start`], [`end_to_end::scheduled_start`] |
 //! | `replace_live` | creating an instance over a live one (a reuse policy that allows it) terminates the old one first, so a sub-orchestration's parent sees it fail as terminated | [`end_to_end::replacing_a_live_child`] |
 //! | `task_tags` | a scheduled task's tags are kept in its `TaskScheduled` and reach its activity work item, with the execution id (an activity's [attempt](crate::ActivityContext::attempt) and [idempotency key](crate::ActivityContext::idempotency_key) come from them) | [`delivery::task_tags_survive_redelivery`], [`end_to_end::activity_attempts_and_idempotency_keys`] |
+//! | `rewind` | [`Backend::rewind`](crate::Backend::rewind): a failed instance and its failed sub-orchestrations run again from where they failed | [`end_to_end::rewind_continues_a_failed_instance_from_where_it_failed`] |
 //! | `cancel_timers` | a timer the orchestration dropped before it fired (reported in [`OrchestratorResult::cancelled_timers`](crate::actions::OrchestratorResult::cancelled_timers)) is deleted and never fires | [`end_to_end::deadline_event_wins_and_its_timer_is_cancelled`] |
 //!
 //! A rule or case whose capability is listed, or whose tier is skipped, is
@@ -244,12 +245,13 @@ macro_rules! __conformance_capability {
     (replace_live) => {};
     (task_tags) => {};
     (cancel_timers) => {};
+    (rewind) => {};
     ($other:ident) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance capability `",
             ::core::stringify!($other),
             "`; the capabilities are stale_tokens, lease_expiry, delayed_start, replace_live, \
-             task_tags and cancel_timers"
+             task_tags, cancel_timers and rewind"
         ));
     };
 }

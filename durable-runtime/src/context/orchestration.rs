@@ -364,11 +364,14 @@ impl OrchestrationContext {
         let seq = s.next_seq;
         let instance_id = instance_id.unwrap_or_else(|| format!("{}:{seq:04}", s.instance_id));
         let describe = Task::SubOrchestration(name).to_string();
+        let version = version
+            .map(str::to_string)
+            .or_else(|| s.default_version.clone());
         let id = s.schedule(
             ActionKind::CreateSubOrchestration {
                 instance_id,
                 name: name.to_string(),
-                version: version.map(str::to_string),
+                version,
                 input,
             },
             describe,

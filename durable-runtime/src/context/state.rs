@@ -69,6 +69,9 @@ pub(crate) struct CtxState {
     /// The version the next execution starts on, if `continue_as_new`
     /// moves the instance to another one.
     pub(crate) continue_version: Option<String>,
+    /// The version sub-orchestrations start on when the code names none
+    /// (the worker's `VersioningOptions::default_version`).
+    pub(crate) default_version: Option<String>,
     /// A value the code handed to the context could not be serialised; the
     /// orchestration fails with this at the end of the episode.
     pub(crate) deferred_failure: Option<FailureDetails>,
@@ -99,6 +102,7 @@ impl CtxState {
             custom_status: None,
             continue_as_new: None,
             continue_version: None,
+            default_version: None,
             deferred_failure: None,
             cancelled_timers: Vec::new(),
         }

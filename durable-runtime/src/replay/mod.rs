@@ -136,6 +136,14 @@ impl Execution {
         }
     }
 
+    /// Sub-orchestrations this execution starts without naming a version
+    /// start on `version` (a worker's
+    /// [`VersioningOptions::default_version`](crate::versioning::VersioningOptions::default_version)).
+    pub fn with_default_version(self, version: Option<String>) -> Self {
+        self.ctx.lock().default_version = version;
+        self
+    }
+
     /// The non-determinism found, if any (the result then fails the
     /// orchestration).
     pub fn non_determinism(&self) -> Option<&NonDeterminism> {

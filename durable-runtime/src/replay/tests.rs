@@ -117,6 +117,7 @@ impl Sim {
         self.meta = out.metadata;
         match out.history {
             HistoryUpdate::Append(ev) => self.history.extend(ev),
+            HistoryUpdate::Replace(ev) => self.history = ev,
             HistoryUpdate::Restart { inbox_front } => {
                 self.history.clear();
                 self.cached = None;

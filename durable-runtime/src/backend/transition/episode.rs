@@ -24,6 +24,11 @@ use std::collections::BTreeMap;
 /// execution the backend deletes: the ones the episode cancelled or, if the
 /// execution ended or continued as new, all of them. Timers both created
 /// and dropped by the episode are already left out of the outbox.
+///
+/// An episode whose first action is [`ActionKind::RewindOrchestration`]
+/// continues the rewound history it carries instead of `history`: the
+/// failure the instance ended with is gone from its metadata, and the
+/// outcome replaces the stored history ([`HistoryUpdate::Replace`]).
 pub fn apply_episode(
     meta: &InstanceMetadata,
     history: &[HistoryEvent],
@@ -32,7 +37,43 @@ pub fn apply_episode(
     now: Timestamp,
     limits: &Limits,
 ) -> EpisodeOutcome {
-    let mut outcome = record_episode(meta, history, new_events, result, now, limits);
+    let rewound = match result.actions.first().map(|a| &a.kind) {
+        Some(ActionKind::RewindOrchestration { new_history }) => Some(new_history.as_slice()),
+        _ => None,
+    };
+    let mut outcome = match rewound {
+        Some(new_history) => {
+            // A worker speaking the protocol sends the rewound history with
+            // this episode's events at its end, and nothing else: the next
+            // episode, which it leaves to the backend, runs the code on it.
+            let alone = result.actions.len() == 1;
+            let base = match new_history.len().checked_sub(new_events.len()) {
+                Some(cut) if !new_events.is_empty() && new_history[cut..] == *new_events => {
+                    &new_history[..cut]
+                }
+                _ => new_history,
+            };
+            let mut meta = meta.clone();
+            meta.failure = None;
+            meta.output = None;
+            meta.completed_at = None;
+            let mut outcome = record_episode(&meta, base, new_events, result, now, limits);
+            if let HistoryUpdate::Append(events) = outcome.history {
+                let all = base.iter().cloned().chain(events).collect();
+                outcome.history = HistoryUpdate::Replace(all);
+            }
+            if alone && !outcome.metadata.status.is_terminal() {
+                outcome.outbox.messages.push(InstanceMessage {
+                    instance_id: meta.instance_id.clone(),
+                    execution_id: Some(meta.execution_id.clone()),
+                    event: HistoryEvent::new(now, EventKind::OrchestratorStarted),
+                    visible_at: None,
+                });
+            }
+            outcome
+        }
+        None => record_episode(meta, history, new_events, result, now, limits),
+    };
     let ended = outcome.metadata.status.is_terminal()
         || matches!(outcome.history, HistoryUpdate::Restart { .. });
     outcome.dropped_timers = if ended {
@@ -214,7 +255,9 @@ impl Episode<'_> {
                 self.send(terminate_message(instance_id, reason, *recurse, self.now));
                 Ok(())
             }
-            ActionKind::CompleteOrchestration { .. } => Ok(()),
+            ActionKind::CompleteOrchestration { .. } | ActionKind::RewindOrchestration { .. } => {
+                Ok(())
+            }
         }
     }
 

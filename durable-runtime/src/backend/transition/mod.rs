@@ -147,6 +147,9 @@ pub enum HistoryUpdate {
         /// Events to put first in the instance's inbox.
         inbox_front: Vec<HistoryEvent>,
     },
+    /// The execution was rewound: its whole history is now these events
+    /// (same execution; the inbox is kept as it is).
+    Replace(Vec<HistoryEvent>),
 }
 
 /// The result of applying an episode.
@@ -414,6 +417,11 @@ pub enum ControlRequest {
         /// Why (JSON).
         reason: Option<String>,
     },
+    /// Rewind a failed instance: it runs again from where it failed.
+    Rewind {
+        /// Why (text).
+        reason: Option<String>,
+    },
 }
 
 impl ControlRequest {
@@ -426,7 +434,9 @@ impl ControlRequest {
             ControlRequest::Terminate { output, .. } => {
                 limits.check_payload(|| "the termination output".to_string(), output.as_deref())
             }
-            ControlRequest::Suspend { reason } | ControlRequest::Resume { reason } => {
+            ControlRequest::Suspend { reason }
+            | ControlRequest::Resume { reason }
+            | ControlRequest::Rewind { reason } => {
                 limits.check_payload(|| "the reason".to_string(), reason.as_deref())
             }
         }
@@ -446,8 +456,18 @@ impl ControlRequest {
             ControlRequest::Terminate { .. } => "terminate",
             ControlRequest::Suspend { .. } => "suspend",
             ControlRequest::Resume { .. } => "resume",
+            ControlRequest::Rewind { .. } => "rewind",
         };
-        if current.is_terminal() {
+        if matches!(self, ControlRequest::Rewind { .. }) {
+            // Only a failed instance has a failure to go back before.
+            if current != OrchestrationStatus::Failed {
+                return Err(BackendError::InvalidState {
+                    id: instance_id.to_string(),
+                    operation,
+                    status: current,
+                });
+            }
+        } else if current.is_terminal() {
             return match self {
                 ControlRequest::Terminate { .. } => Ok(None),
                 _ => Err(BackendError::InvalidState {
@@ -478,7 +498,215 @@ impl ControlRequest {
                 EventKind::ExecutionResumed { input: reason },
                 Some(OrchestrationStatus::Running),
             )),
+            // Running again from the moment the rewind is queued.
+            ControlRequest::Rewind { reason } => Some((
+                EventKind::ExecutionRewound { reason },
+                Some(OrchestrationStatus::Running),
+            )),
         })
+    }
+}
+
+/// The history a rewound execution continues from, if this episode is a
+/// rewind: an `ExecutionRewound` delivered to an execution that failed.
+/// (Delivered to one that did not fail, as a sidecar that rewinds the
+/// history itself sends it, the event only marks the rewind.)
+///
+/// The rewound history is the failed one without what ended it: the failed
+/// `ExecutionCompleted`; each *final* failure (a `TaskFailed` or
+/// `SubOrchestrationInstanceFailed` after which nothing more was
+/// scheduled: the failure the code did not get past) with, for a task, its
+/// `TaskScheduled`; and the `TaskScheduled` of tasks and `TimerCreated` of
+/// timers that had no result yet. The code schedules those again when it
+/// replays; everything else stays and is not redone. A failure the code
+/// handled and went on from (a caught error, a retried attempt) stays, so
+/// the replay takes the same path. A sub-orchestration whose final failure
+/// is dropped keeps its `SubOrchestrationInstanceCreated`: it is rewound
+/// with its parent ([`rewind_children`]), and its result comes to the same
+/// execution.
+///
+/// ```
+/// use durable_runtime::backend::transition::rewind_of;
+/// use durable_runtime::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus};
+///
+/// let t = chrono::Utc::now();
+/// let ev = |id, kind| HistoryEvent::with_id(id, t, kind);
+/// let scheduled = |name: &str| EventKind::TaskScheduled {
+///     name: name.into(), version: None, input: None, tags: Default::default(),
+/// };
+/// let failure = FailureDetails::new("Boom", "the card was declined");
+/// let failed = vec![
+///     ev(-1, EventKind::OrchestratorStarted),
+///     ev(0, scheduled("reserve")),
+///     ev(1, scheduled("charge")),
+///     ev(-1, EventKind::TaskCompleted { task_scheduled_id: 0, result: None }),
+///     ev(-1, EventKind::TaskFailed { task_scheduled_id: 1, failure: failure.clone() }),
+///     ev(-1, EventKind::ExecutionCompleted {
+///         status: OrchestrationStatus::Failed, result: None, failure: Some(failure),
+///     }),
+/// ];
+/// let rewind = vec![ev(-1, EventKind::ExecutionRewound { reason: None })];
+/// let rewound = rewind_of(&failed, &rewind).expect("a rewind");
+/// let kinds: Vec<_> = rewound.iter().map(|e| e.kind.type_name()).collect();
+/// assert_eq!(kinds, ["OrchestratorStarted", "TaskScheduled", "TaskCompleted"]);
+/// assert!(rewind_of(&rewound, &rewind).is_none(), "only a failed execution is rewound");
+/// ```
+pub fn rewind_of(past: &[HistoryEvent], new_events: &[HistoryEvent]) -> Option<Vec<HistoryEvent>> {
+    let asked = new_events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::ExecutionRewound { .. }));
+    let failed = past.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::ExecutionCompleted {
+                status: OrchestrationStatus::Failed,
+                ..
+            }
+        )
+    });
+    if !asked || !failed {
+        return None;
+    }
+    let plan = RewindPlan::of(past);
+    Some(
+        past.iter()
+            .enumerate()
+            .filter(|(i, e)| plan.keeps(*i, e))
+            .map(|(_, e)| e.clone())
+            .collect(),
+    )
+}
+
+/// Which events of a failed history a rewind keeps (see [`rewind_of`]).
+struct RewindPlan {
+    /// Index of the last scheduling event: a failure after it is final.
+    last_scheduling: Option<usize>,
+    /// Tasks, timers and sub-orchestrations with a result that stays.
+    resolved: std::collections::HashSet<i32>,
+}
+
+impl RewindPlan {
+    fn of(history: &[HistoryEvent]) -> Self {
+        let last_scheduling = history
+            .iter()
+            .rposition(|e| crate::actions::Task::scheduled_by(&e.kind).is_some());
+        let is_final = |i: usize| last_scheduling.is_none_or(|l| i > l);
+        let mut resolved = std::collections::HashSet::new();
+        for (i, e) in history.iter().enumerate() {
+            match e.kind {
+                EventKind::TaskCompleted {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::TimerFired { timer_id: id, .. } => {
+                    resolved.insert(id);
+                }
+                EventKind::TaskFailed {
+                    task_scheduled_id: id,
+                    ..
+                }
+                | EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id: id,
+                    ..
+                } if !is_final(i) => {
+                    // Handled: the code went on from it.
+                    resolved.insert(id);
+                }
+                _ => {}
+            }
+        }
+        RewindPlan {
+            last_scheduling,
+            resolved,
+        }
+    }
+
+    fn is_final(&self, i: usize) -> bool {
+        self.last_scheduling.is_none_or(|l| i > l)
+    }
+
+    fn keeps(&self, i: usize, e: &HistoryEvent) -> bool {
+        match &e.kind {
+            EventKind::ExecutionCompleted { .. } => false,
+            EventKind::TaskFailed { .. } | EventKind::SubOrchestrationInstanceFailed { .. } => {
+                !self.is_final(i)
+            }
+            // Run again: failed at the end, or no result yet.
+            EventKind::TaskScheduled { .. } | EventKind::TimerCreated { .. } => {
+                self.resolved.contains(&e.event_id)
+            }
+            // Kept: the child is rewound, or its result is delivered.
+            _ => true,
+        }
+    }
+}
+
+/// The sub-orchestrations a rewind of `history`'s instance must look at,
+/// with the sequence number of each in the parent: those whose final
+/// failure the rewind drops (see [`rewind_of`]) and those the parent has
+/// no result of (still running, or finished after the parent failed). A
+/// backend applies [`child_on_rewind`] to each.
+pub fn rewind_children(history: &[HistoryEvent]) -> Vec<(String, i32)> {
+    let plan = RewindPlan::of(history);
+    history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SubOrchestrationInstanceCreated { instance_id, .. }
+                if !plan.resolved.contains(&e.event_id) =>
+            {
+                Some((instance_id.clone(), e.event_id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What rewinding a parent does to one of its [`rewind_children`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChildOnRewind {
+    /// The child failed: rewind it too.
+    Rewind,
+    /// The child finished after its parent failed, so its result never
+    /// reached the parent: deliver it now.
+    Deliver(Box<InstanceMessage>),
+}
+
+/// What a rewind of `parent` (its metadata after the rewind) does to its
+/// child `child` (metadata with payloads), started as sequence number
+/// `task_id`: `None` if the child is still live (its result comes by
+/// itself) or is not the parent's (an id reused since).
+pub fn child_on_rewind(
+    parent: &InstanceMetadata,
+    task_id: i32,
+    child: &InstanceMetadata,
+    now: Timestamp,
+) -> Option<ChildOnRewind> {
+    if child.parent_instance_id.as_deref() != Some(parent.instance_id.as_str()) {
+        return None;
+    }
+    let to_parent = ParentInstance {
+        instance_id: parent.instance_id.clone(),
+        execution_id: Some(parent.execution_id.clone()),
+        name: Some(parent.name.clone()),
+        task_scheduled_id: task_id,
+    };
+    match child.status {
+        OrchestrationStatus::Failed => Some(ChildOnRewind::Rewind),
+        OrchestrationStatus::Completed => Some(ChildOnRewind::Deliver(Box::new(notify_parent(
+            &to_parent,
+            Ok(child.output.clone()),
+            now,
+        )))),
+        OrchestrationStatus::Terminated => Some(ChildOnRewind::Deliver(Box::new(notify_parent(
+            &to_parent,
+            Err(terminated_notice(&child.instance_id)),
+            now,
+        )))),
+        _ => None,
     }
 }
 
@@ -537,6 +765,140 @@ mod tests {
     }
 
     #[test]
+    fn a_rewound_history_keeps_what_succeeded_and_drops_what_failed_or_was_pending() {
+        use crate::history::FailureDetails;
+        let t = chrono::Utc::now();
+        let ev = |id, kind| HistoryEvent::with_id(id, t, kind);
+        let task = |name: &str| EventKind::TaskScheduled {
+            name: name.into(),
+            version: None,
+            input: None,
+            tags: Default::default(),
+        };
+        let boom = FailureDetails::new("Boom", "failed");
+        let failed = vec![
+            ev(-1, EventKind::OrchestratorStarted),
+            ev(0, task("ok")),
+            ev(1, task("fails")),
+            ev(2, task("pending")),
+            ev(3, EventKind::TimerCreated { fire_at: t }),
+            ev(4, EventKind::TimerCreated { fire_at: t }),
+            ev(
+                5,
+                EventKind::SubOrchestrationInstanceCreated {
+                    instance_id: "child".into(),
+                    name: "c".into(),
+                    version: None,
+                    input: None,
+                },
+            ),
+            ev(
+                6,
+                EventKind::EventSent {
+                    instance_id: "other".into(),
+                    name: "e".into(),
+                    input: None,
+                },
+            ),
+            ev(-1, EventKind::OrchestratorCompleted),
+            ev(-1, EventKind::OrchestratorStarted),
+            ev(
+                -1,
+                EventKind::TaskCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+            ev(
+                -1,
+                EventKind::TimerFired {
+                    fire_at: t,
+                    timer_id: 3,
+                },
+            ),
+            ev(
+                -1,
+                EventKind::TaskFailed {
+                    task_scheduled_id: 1,
+                    failure: boom.clone(),
+                },
+            ),
+            ev(
+                -1,
+                EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id: 5,
+                    failure: boom.clone(),
+                },
+            ),
+            ev(
+                -1,
+                EventKind::EventRaised {
+                    name: "x".into(),
+                    input: None,
+                },
+            ),
+            ev(-1, EventKind::OrchestratorCompleted),
+            ev(
+                -1,
+                EventKind::ExecutionCompleted {
+                    status: Failed,
+                    result: None,
+                    failure: Some(boom),
+                },
+            ),
+        ];
+        let rewind = [ev(-1, EventKind::ExecutionRewound { reason: None })];
+        let rewound = rewind_of(&failed, &rewind).expect("a failed execution rewinds");
+        let kept: Vec<(i32, &str)> = rewound
+            .iter()
+            .map(|e| (e.event_id, e.kind.type_name()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (-1, "OrchestratorStarted"),
+                (0, "TaskScheduled"),
+                (3, "TimerCreated"),
+                (5, "SubOrchestrationInstanceCreated"),
+                (6, "EventSent"),
+                (-1, "OrchestratorCompleted"),
+                (-1, "OrchestratorStarted"),
+                (-1, "TaskCompleted"),
+                (-1, "TimerFired"),
+                (-1, "EventRaised"),
+                (-1, "OrchestratorCompleted"),
+            ],
+            "kept: what succeeded, fired, was sent or arrived, and the failed child's creation"
+        );
+        assert_eq!(rewind_children(&failed), [("child".to_string(), 5)]);
+        // A failure followed by more scheduling was handled: it stays, and
+        // so does its task; the failure after the last scheduling goes.
+        let mut handled = failed.clone();
+        handled.insert(13, ev(7, EventKind::TimerCreated { fire_at: t }));
+        let rewound = rewind_of(&handled, &rewind).unwrap();
+        let has = |kind: &str, id: i32| {
+            rewound
+                .iter()
+                .any(|e| e.kind.type_name() == kind && e.event_id == id)
+        };
+        assert!(has("TaskScheduled", 1), "the handled failure's task stays");
+        assert!(
+            rewound.iter().any(|e| e.kind.type_name() == "TaskFailed"),
+            "the handled failure stays"
+        );
+        assert!(!has("TimerCreated", 7), "the unfired timer goes");
+        assert!(
+            !rewound
+                .iter()
+                .any(|e| e.kind.type_name() == "SubOrchestrationInstanceFailed"),
+            "the final failure goes"
+        );
+        // Not a rewind: nothing asked, or nothing failed.
+        assert!(rewind_of(&failed, &[]).is_none());
+        assert!(rewind_of(&rewound, &rewind).is_none());
+    }
+
+    #[test]
     fn control_requests_by_status() {
         let raise = || ControlRequest::RaiseEvent {
             name: "e".into(),
@@ -558,6 +920,13 @@ mod tests {
                 Ok(None),
                 "resuming a {s} instance does nothing"
             );
+        }
+        // Only a failed instance rewinds; it is running again at once.
+        let rewind = || ControlRequest::Rewind { reason: None };
+        assert_eq!(decide(rewind(), Failed), Ok(Some(Running)));
+        for s in [Pending, Running, Suspended, Completed, Terminated] {
+            let e = decide(rewind(), s).unwrap_err();
+            assert!(e.contains("cannot rewind"), "{e}");
         }
         assert_eq!(decide(suspend(), Suspended), Ok(None));
         assert_eq!(decide(resume(), Suspended), Ok(Some(Running)));
