@@ -1141,12 +1141,22 @@ fn lease_instance(
     .db()?
     .execute(params![id, token, expires, ctx.process_id])
     .db()?;
-    let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len as usize);
+    let cached = cache(ctx).get(
+        &id,
+        &row.meta.execution_id,
+        row.history_len as usize,
+        row.meta.last_updated_at,
+    );
     let past_events = match cached {
         Some(h) => h,
         None => {
             let h = Arc::new(load_history(conn, &id)?);
-            cache(ctx).put(id.clone(), row.meta.execution_id.clone(), h.clone());
+            cache(ctx).put(
+                id.clone(),
+                row.meta.execution_id.clone(),
+                row.meta.last_updated_at,
+                h.clone(),
+            );
             h
         }
     };
@@ -1343,7 +1353,7 @@ pub(crate) fn complete_orchestration(
     // Cached before the commit: if the transaction is rolled back, the
     // connection thread clears the whole cache (see `SqliteBackend::start`).
     if let Some((execution_id, history)) = cache_update.filter(|_| !meta.status.is_terminal()) {
-        cache(ctx).put(id, execution_id, history);
+        cache(ctx).put(id, execution_id, meta.last_updated_at, history);
     }
     Ok(())
 }
