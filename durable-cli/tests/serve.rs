@@ -8,60 +8,8 @@ mod support;
 use durable_grpc::{GrpcBackend, GrpcOptions};
 use durable_runtime::{Backend, Client, OrchestrationStatus, ScheduleOptions, Worker};
 use durable_sqlite::SqliteBackend;
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::sync::Arc;
-use support::{durable, registry, run_raw, Running, LIMIT};
-
-/// Starts `durable serve` with these arguments; returns it and the address
-/// it printed.
-fn start(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
-    let mut server = Running::spawn(durable(args));
-    let stdout = server.child().stdout.take().expect("stdout is piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = lines
-        .recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("durable serve printed nothing within {LIMIT:?}"));
-    let addr = first
-        .strip_prefix("durable serve: listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    (server, addr, lines)
-}
-
-/// Sends SIGTERM and waits (bounded) for a clean exit.
-fn stop(mut server: Running, lines: mpsc::Receiver<String>) {
-    let pid = server.child().id().to_string();
-    // The shell's own kill: no kill binary needed.
-    let sent = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("running sh -c kill");
-    assert!(sent.success(), "kill -TERM failed");
-    let last = loop {
-        match lines.recv_timeout(LIMIT) {
-            Ok(line) if line == "durable serve: stopped" => break line,
-            Ok(_) => continue,
-            Err(_) => panic!("durable serve did not stop within {LIMIT:?} of SIGTERM"),
-        }
-    };
-    assert_eq!(last, "durable serve: stopped");
-    let status = server.child().wait().expect("waiting for durable serve");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "durable serve exited with {status:?}"
-    );
-}
+use support::{registry, run_raw, start_serve as start, stop_serve as stop, LIMIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_an_sqlite_store_over_grpc_and_stops_on_sigterm() {
