@@ -225,4 +225,3 @@ pub(crate) fn stop_serve(mut server: Running, lines: mpsc::Receiver<String>) {
         "durable serve exited with {status:?}"
     );
 }
-
