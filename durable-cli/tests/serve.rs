@@ -104,3 +104,50 @@ fn unsafe_or_unsupported_listening_is_refused_with_what_to_do() {
     let sidecar = run_raw(&["--endpoint", "http://127.0.0.1:1", "serve"]).code(1);
     assert!(sidecar.stderr.contains("--endpoint"), "{}", sidecar.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_hub_is_a_file_beside_the_sqlite_store() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("hubs.db");
+    let store = format!("sqlite:{}", path.display());
+    let (server, addr, lines) = start(&["--store", &store, "serve", "--listen", "127.0.0.1:0"]);
+    for hub in ["default", "eu"] {
+        let backend: Arc<dyn Backend> = Arc::new(
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}")).task_hub(hub))
+                .expect("valid options"),
+        );
+        let worker = Worker::new(backend.clone(), registry()).start().unwrap();
+        let client = Client::new(backend);
+        let id = client
+            .schedule_by_name("greet", &hub, ScheduleOptions::with_id(format!("in-{hub}")))
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), format!("Hello, {hub}!"));
+        worker.shutdown().await;
+    }
+    stop(server, lines);
+
+    let eu_path = durable_cli::serve::hub_file(&path, "eu");
+    assert_eq!(eu_path, dir.path().join("hubs.eu.db"));
+    for (file, has, lacks) in [
+        (&path, "in-default", "in-eu"),
+        (&eu_path, "in-eu", "in-default"),
+    ] {
+        let backend = SqliteBackend::open(file).unwrap();
+        assert!(
+            backend.get_instance(has, false).await.unwrap().is_some(),
+            "{has} in {file:?}"
+        );
+        assert!(
+            backend.get_instance(lacks, false).await.unwrap().is_none(),
+            "{lacks} not in {file:?}"
+        );
+    }
+
+    // Deleting a hub deletes its file and leaves the others.
+    let hubs = durable_cli::serve::StoreHubs::Sqlite(path.clone());
+    hubs.delete_hub("eu").await.unwrap();
+    assert!(!eu_path.exists(), "{eu_path:?} deleted");
+    assert!(path.exists());
+}
