@@ -830,7 +830,12 @@ pub(crate) async fn lease_orchestrations(
     {
         let cache = cache(ctx);
         for c in &leased {
-            match cache.get(&c.id, &c.meta.execution_id, c.history_len as usize) {
+            match cache.get(
+                &c.id,
+                &c.meta.execution_id,
+                c.history_len as usize,
+                c.meta.last_updated_at,
+            ) {
                 Some(h) => {
                     histories.insert(c.id.clone(), h);
                 }
@@ -924,7 +929,12 @@ pub(crate) async fn lease_orchestrations(
         for (id, h) in loaded {
             let h = Arc::new(h);
             if let Some(c) = leased.iter().find(|c| c.id == id) {
-                cache.put(id.clone(), c.meta.execution_id.clone(), h.clone());
+                cache.put(
+                    id.clone(),
+                    c.meta.execution_id.clone(),
+                    c.meta.last_updated_at,
+                    h.clone(),
+                );
             }
             histories.insert(id, h);
         }
@@ -1318,7 +1328,7 @@ pub(crate) async fn complete_orchestration(
     }
     tx.commit_with(batch).await?;
     if !terminal {
-        cache(ctx).put(id, meta.execution_id, new_history);
+        cache(ctx).put(id, meta.execution_id, meta.last_updated_at, new_history);
     }
     Ok(())
 }
