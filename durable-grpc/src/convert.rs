@@ -21,7 +21,10 @@ use durable_runtime::history::{
 };
 use proto::history_event::EventType;
 use proto::orchestrator_action::OrchestratorActionType;
+use proto::send_entity_message_action::EntityMessageType;
 use std::collections::{BTreeMap, HashMap};
+
+pub(crate) mod entities;
 
 /// A message from the peer that durable cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +52,16 @@ pub(crate) enum ConvertError {
         /// The action's sequence number.
         id: i32,
     },
+    /// An entity work item for an id that is not `@name@key`.
+    #[error("entity work item for \"{0}\", which is not an entity id (@name@key)")]
+    NotAnEntity(String),
+    /// A critical section in the protocol's form, which durable does not
+    /// take.
+    #[error(
+        "the protocol's entity locks (entityLockRequested, entityUnlockSent) are not \
+         supported by durable; lock entities from a durable orchestration instead"
+    )]
+    UnsupportedEntityLock,
     /// A status number outside the protocol's enum.
     #[error("unknown orchestration status {0}")]
     UnknownStatus(i32),
@@ -297,6 +310,28 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             instance_id,
             name,
             input,
+        } if entities::message_to_proto(instance_id, name, input.as_deref(), e.event_id)
+            .is_some() =>
+        {
+            match entities::message_to_proto(instance_id, name, input.as_deref(), e.event_id) {
+                Some(EntityMessageType::EntityOperationCalled(c)) => {
+                    EventType::EntityOperationCalled(c)
+                }
+                Some(EntityMessageType::EntityOperationSignaled(s)) => {
+                    EventType::EntityOperationSignaled(s)
+                }
+                _ => unreachable!("message_to_proto makes calls and signals only"),
+            }
+        }
+        EventKind::EventRaised { name, input }
+            if entities::response_to_proto(name, input.as_deref()).is_some() =>
+        {
+            entities::response_to_proto(name, input.as_deref()).expect("checked")
+        }
+        EventKind::EventSent {
+            instance_id,
+            name,
+            input,
         } => EventType::EventSent(proto::EventSentEvent {
             instance_id: instance_id.clone(),
             name: name.clone(),
@@ -431,6 +466,39 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
         EventType::ExecutionRewound(r) => EventKind::ExecutionRewound {
             reason: opt_string(r.reason),
         },
+        EventType::EntityOperationCalled(c) => {
+            let (instance_id, name, input) = entities::message_from_proto(
+                EntityMessageType::EntityOperationCalled(c),
+                "entityOperationCalled event",
+            )?;
+            EventKind::EventSent {
+                instance_id,
+                name,
+                input,
+            }
+        }
+        EventType::EntityOperationSignaled(s) => {
+            let (instance_id, name, input) = entities::message_from_proto(
+                EntityMessageType::EntityOperationSignaled(s),
+                "entityOperationSignaled event",
+            )?;
+            EventKind::EventSent {
+                instance_id,
+                name,
+                input,
+            }
+        }
+        EventType::EntityOperationCompleted(c) => {
+            entities::response_from_proto(&c.request_id, c.output, None)
+        }
+        EventType::EntityOperationFailed(f) => entities::response_from_proto(
+            &f.request_id,
+            None,
+            Some(entities::failure_or_unknown(f.failure_details)),
+        ),
+        EventType::EntityLockRequested(_)
+        | EventType::EntityLockGranted(_)
+        | EventType::EntityUnlockSent(_) => return Err(ConvertError::UnsupportedEntityLock),
     };
     Ok(HistoryEvent {
         event_id,
@@ -474,6 +542,20 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
         ActionKind::CreateTimer { fire_at } => {
             OrchestratorActionType::CreateTimer(proto::CreateTimerAction {
                 fire_at: Some(timestamp_to_proto(fire_at)),
+            })
+        }
+        ActionKind::SendEvent {
+            instance_id,
+            name,
+            data,
+        } if entities::message_to_proto(instance_id, name, data.as_deref(), a.id).is_some() => {
+            OrchestratorActionType::SendEntityMessage(proto::SendEntityMessageAction {
+                entity_message_type: entities::message_to_proto(
+                    instance_id,
+                    name,
+                    data.as_deref(),
+                    a.id,
+                ),
             })
         }
         ActionKind::SendEvent {
@@ -567,6 +649,18 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Orchestr
         OrchestratorActionType::RewindOrchestration(r) => ActionKind::RewindOrchestration {
             new_history: events_from_proto(r.new_history)?,
         },
+        OrchestratorActionType::SendEntityMessage(m) => {
+            let message = m
+                .entity_message_type
+                .ok_or(ConvertError::UnsupportedAction { id })?;
+            let (instance_id, name, data) =
+                entities::message_from_proto(message, "sendEntityMessage action")?;
+            ActionKind::SendEvent {
+                instance_id,
+                name,
+                data,
+            }
+        }
     };
     Ok(OrchestratorAction { id, kind })
 }

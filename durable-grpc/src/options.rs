@@ -97,6 +97,9 @@ pub struct WorkItemFilters {
     pub orchestrations: Vec<String>,
     /// Activity names.
     pub activities: Vec<String>,
+    /// Entity names: the sidecar sends this worker the entity work items
+    /// of these entities (and durable's server the `@name@key` instances).
+    pub entities: Vec<String>,
     /// The versions taken of an orchestrator name (`""` stands for
     /// instances started without a version); a name absent here takes
     /// every version.
@@ -104,8 +107,8 @@ pub struct WorkItemFilters {
 }
 
 impl WorkItemFilters {
-    /// What a worker with `registry` runs: its orchestrator and activity
-    /// names, and for an orchestrator registered only with versions, those
+    /// What a worker with `registry` runs: its orchestrator, activity and
+    /// entity names, and for an orchestrator registered only with versions, those
     /// versions (and instances without a version, which run the oldest
     /// registration). A name with a registration without a version takes
     /// every version. Equal to
@@ -159,6 +162,11 @@ impl WorkItemFilters {
         let mut filters = WorkItemFilters {
             activities: registry
                 .activity_names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            entities: registry
+                .entity_names()
                 .into_iter()
                 .map(str::to_string)
                 .collect(),

@@ -17,9 +17,11 @@ durable_runtime::conformance_tests! {
                     sees attempt 1 and a key of its own task",
         cancel_timers: "the Durable Task protocol has no action to cancel a timer: the \
                         sidecar fires it, and the engine ignores it",
-        entities: "the Python test sidecar serves entities as entity work items, which \
-                   durable's gRPC worker does not take yet; an event to an entity id \
-                   does not create the entity there",
+        entities: "the tier's client reads entities as @name@key instances and its \
+                   critical sections travel as events, which is durable's model; the \
+                   Python test sidecar keeps entities apart from instances and takes \
+                   locks only in the protocol's form (tests/entities_python.rs runs \
+                   entities across languages there)",
     },
     skip: {
         delivery: "not run on the Python test sidecar, which keeps no leases; this \

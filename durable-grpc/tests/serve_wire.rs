@@ -273,11 +273,34 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
         Code::FailedPrecondition,
     );
     assert!(m.contains("cannot rewind") && m.contains("Pending"), "{m}");
+    // Entity calls name an entity id, and a client signal is not delayed.
     let m = refused(
-        c.signal_entity(proto::SignalEntityRequest {}).await,
+        c.signal_entity(proto::SignalEntityRequest {
+            instance_id: "not-an-entity".into(),
+            name: "add".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        m.contains("not an entity id") && m.contains("@name@key"),
+        "{m}"
+    );
+    let m = refused(
+        c.signal_entity(proto::SignalEntityRequest {
+            instance_id: "@counter@a".into(),
+            name: "add".into(),
+            scheduled_time: Some(prost_types::Timestamp {
+                seconds: chrono::Utc::now().timestamp() + 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await,
         Code::Unimplemented,
     );
-    assert!(m.contains("entities"), "{m}");
+    assert!(m.contains("delayed"), "{m}");
 
     // Another task hub.
     let mut other_hub = Request::new(());
@@ -527,6 +550,7 @@ async fn filtered_stream(
             })
             .collect(),
         activities: vec![],
+        entities: vec![],
     };
     client
         .get_work_items(proto::GetWorkItemsRequest {

@@ -157,6 +157,15 @@ pub(super) fn too_large_failure(error: &BackendError) -> FailureDetails {
 /// hands them to other workers; a failed abandon is let go.
 pub(super) async fn give_back(rpc: Rpc, orchestrations: Vec<String>, activities: Vec<String>) {
     for completion_token in orchestrations {
+        if let Some(token) = completion_token.strip_prefix(crate::convert::entities::ENTITY_TOKEN) {
+            let msg = proto::AbandonEntityTaskRequest {
+                completion_token: token.to_string(),
+            };
+            if let Ok(req) = rpc.request(msg, "an abandon request").await {
+                let _ = rpc.client().abandon_task_entity_work_item(req).await;
+            }
+            continue;
+        }
         let msg = proto::AbandonOrchestrationTaskRequest { completion_token };
         if let Ok(req) = rpc.request(msg, "an abandon request").await {
             let _ = rpc.client().abandon_task_orchestrator_work_item(req).await;

@@ -487,6 +487,19 @@ impl Backend for GrpcBackend {
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        if item
+            .completion_token
+            .starts_with(convert::entities::ENTITY_TOKEN)
+        {
+            let result = convert::entities::batch_result_to_proto(&item, &result);
+            let what = format!("the result of a batch of entity \"{}\"", item.instance_id);
+            let req = rpc.request(result, &what).await?;
+            rpc.client()
+                .complete_entity_task(req)
+                .await
+                .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
+            return Ok(());
+        }
         if !result.cancelled_timers.is_empty() {
             // The protocol has no action to cancel a timer: the sidecar
             // fires it, and the engine ignores it.
@@ -569,6 +582,24 @@ impl Backend for GrpcBackend {
         item: OrchestrationWorkItem,
     ) -> Result<(), BackendError> {
         let rpc = &self.inner.rpc;
+        if let Some(token) = item
+            .completion_token
+            .strip_prefix(convert::entities::ENTITY_TOKEN)
+        {
+            let req = rpc
+                .request(
+                    proto::AbandonEntityTaskRequest {
+                        completion_token: token.to_string(),
+                    },
+                    "an abandon request",
+                )
+                .await?;
+            rpc.client()
+                .abandon_task_entity_work_item(req)
+                .await
+                .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
+            return Ok(());
+        }
         let req = rpc
             .request(
                 proto::AbandonOrchestrationTaskRequest {

@@ -51,6 +51,11 @@ pub(super) async fn run_pump(
                     versions: vec![],
                 })
                 .collect(),
+            entities: f
+                .entities
+                .iter()
+                .map(|name| proto::EntityFilter { name: name.clone() })
+                .collect(),
         });
     let request = proto::GetWorkItemsRequest {
         max_concurrent_orchestration_work_items: i32::try_from(
@@ -59,7 +64,9 @@ pub(super) async fn run_pump(
         .unwrap_or(i32::MAX),
         max_concurrent_activity_work_items: i32::try_from(options.max_concurrent_activities)
             .unwrap_or(i32::MAX),
-        max_concurrent_entity_work_items: 0,
+        // Entity batches run as orchestration items (see `dispatch`).
+        max_concurrent_entity_work_items: i32::try_from(options.max_concurrent_orchestrations)
+            .unwrap_or(i32::MAX),
         // Work items may leave a long history out; `orchestration_item`
         // fetches it.
         capabilities: vec![proto::WorkerCapability::HistoryStreaming as i32],
@@ -224,11 +231,52 @@ fn dispatch(
         Some(R::ActivityRequest(request)) => {
             let _ = activities.send(convert::activity_item_from_proto(request, token));
         }
+        // An entity batch runs as an episode of its `@name@key` instance
+        // (see `convert::entities`); its completion token is marked so that
+        // completing it sends an `EntityBatchResult`.
+        Some(R::EntityRequest(request)) => {
+            let instance_id = request.instance_id.clone();
+            match convert::entities::item_from_batch_request(request, &token, chrono::Utc::now()) {
+                Ok(work_item) => enqueue(rpc, orchestrations, work_item),
+                Err(e) => refuse_entity_item(rpc, &instance_id, token, e),
+            }
+        }
+        Some(R::EntityRequestV2(request)) => {
+            let instance_id = request.instance_id.clone();
+            match convert::entities::item_from_request(request, &token, chrono::Utc::now()) {
+                Ok(work_item) => enqueue(rpc, orchestrations, work_item),
+                Err(e) => refuse_entity_item(rpc, &instance_id, token, e),
+            }
+        }
         Some(R::HealthPing(_)) => {}
         None => {
-            tracing::warn!("the sidecar sent a work item of a kind durable does not support (entities?); ignoring it");
+            tracing::warn!(
+                "the sidecar sent a work item of a kind durable does not know; ignoring it"
+            );
         }
     }
+}
+
+/// An entity work item durable cannot read: its batch is completed with a
+/// failure for every operation rather than delivered again without end.
+fn refuse_entity_item(rpc: &Rpc, instance_id: &str, token: String, e: convert::ConvertError) {
+    tracing::error!(entity = instance_id, error = %e, "the sidecar sent an entity work item durable cannot read; failing its batch");
+    let result = proto::EntityBatchResult {
+        failure_details: Some(convert::failure_to_proto(
+            &durable_runtime::history::FailureDetails::new(
+                "EntityWorkItemUnreadable",
+                format!("durable cannot read the entity work item of \"{instance_id}\": {e}"),
+            ),
+        )),
+        completion_token: token,
+        ..Default::default()
+    };
+    let rpc = rpc.clone();
+    tokio::spawn(async move {
+        if let Ok(req) = rpc.request(result, "an entity batch result").await {
+            let _ = rpc.client().complete_entity_task(req).await;
+        }
+    });
 }
 
 /// Queues an orchestration item, or gives it back if the backend is gone.
@@ -472,6 +520,7 @@ mod tests {
                     orchestrations: vec!["long".into(), "any".into()],
                     activities: vec!["step".into()],
                     orchestration_versions: [("long".to_string(), vec!["2".to_string()])].into(),
+                    entities: vec![],
                 }),
         )
         .unwrap();

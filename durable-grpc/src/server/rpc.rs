@@ -9,6 +9,8 @@ use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 use durable_runtime::actions::ActionKind;
 use durable_runtime::backend::{InstanceQuery, WaitFor};
+use durable_runtime::client::{EntityMetadata, EntityQuery};
+use durable_runtime::entity::{finish_remote_batch, EntityId, EntityMessage};
 use durable_runtime::Client;
 use std::sync::Arc;
 use std::time::Duration;
@@ -614,50 +616,232 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::SignalEntityRequest>,
     ) -> Answer<proto::SignalEntityResponse> {
-        self.hub(&request, "SignalEntity").await?;
-        Err(not_served("SignalEntity", ENTITIES))
+        let call = "SignalEntity";
+        let shared = self.hub(&request, call).await?;
+        let r = request.into_inner();
+        let id = entity_id(call, &r.instance_id)?;
+        let scheduled_time = r
+            .scheduled_time
+            .as_ref()
+            .map(convert::timestamp_from_proto)
+            .transpose()
+            .map_err(|e| unreadable(call, e))?;
+        if scheduled_time.is_some_and(|t| t > chrono::Utc::now()) {
+            return Err(not_served(
+                call,
+                "a client signal delayed to a later time is not supported yet; signal now, \
+                 or signal from an orchestration with a delay",
+            ));
+        }
+        let input = convert::payload(r.input);
+        json(
+            || format!("the input of signal \"{}\" to entity \"{id}\"", r.name),
+            input.as_deref(),
+        )?;
+        let message = EntityMessage::Operation {
+            op: r.name,
+            input,
+            request_id: None,
+            parent: None,
+            scheduled_time: None,
+        };
+        Client::new(shared.backend.clone())
+            .send_entity_message(&id, &message)
+            .await
+            .map_err(from_client)?;
+        Ok(Response::new(proto::SignalEntityResponse {}))
     }
 
     async fn get_entity(
         &self,
         request: Request<proto::GetEntityRequest>,
     ) -> Answer<proto::GetEntityResponse> {
-        self.hub(&request, "GetEntity").await?;
-        Err(not_served("GetEntity", ENTITIES))
+        let call = "GetEntity";
+        let shared = self.hub(&request, call).await?;
+        let r = request.into_inner();
+        let id = entity_id(call, &r.instance_id)?;
+        let entity = Client::new(shared.backend.clone())
+            .get_entity(&id)
+            .await
+            .map_err(from_client)?;
+        Ok(Response::new(proto::GetEntityResponse {
+            exists: entity.is_some(),
+            entity: entity.map(|e| entity_to_proto(e, r.include_state)),
+        }))
     }
 
     async fn query_entities(
         &self,
         request: Request<proto::QueryEntitiesRequest>,
     ) -> Answer<proto::QueryEntitiesResponse> {
-        self.hub(&request, "QueryEntities").await?;
-        Err(not_served("QueryEntities", ENTITIES))
+        let call = "QueryEntities";
+        let shared = self.hub(&request, call).await?;
+        let q = request.into_inner().query.unwrap_or_default();
+        let time = |t: Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .map(convert::timestamp_from_proto)
+                .transpose()
+                .map_err(|e| unreadable(call, e))
+        };
+        let include_state = q.include_state;
+        let query = EntityQuery {
+            // The protocol's prefix starts with the id's "@".
+            id_prefix: q
+                .instance_id_starts_with
+                .map(|p| p.strip_prefix('@').unwrap_or(&p).to_string())
+                .unwrap_or_default(),
+            last_modified_from: time(q.last_modified_from)?,
+            last_modified_to: time(q.last_modified_to)?,
+            include_state,
+            page_size: q
+                .page_size
+                .map_or(0, |n| usize::try_from(n.max(0)).unwrap_or(0)),
+            continuation_token: convert::payload(q.continuation_token),
+        };
+        let page = Client::new(shared.backend.clone())
+            .query_entities(query)
+            .await
+            .map_err(from_client)?;
+        Ok(Response::new(proto::QueryEntitiesResponse {
+            entities: page
+                .entities
+                .into_iter()
+                .map(|e| entity_to_proto(e, include_state))
+                .collect(),
+            continuation_token: page.continuation_token,
+        }))
     }
 
     async fn clean_entity_storage(
         &self,
         request: Request<proto::CleanEntityStorageRequest>,
     ) -> Answer<proto::CleanEntityStorageResponse> {
-        self.hub(&request, "CleanEntityStorage").await?;
-        Err(not_served("CleanEntityStorage", ENTITIES))
+        let call = "CleanEntityStorage";
+        let shared = self.hub(&request, call).await?;
+        let timeout = deadline(&request).unwrap_or(CLEAN_TIMEOUT);
+        let r = request.into_inner();
+        let done = Client::new(shared.backend.clone())
+            .clean_entity_storage(r.remove_empty_entities, r.release_orphaned_locks, timeout)
+            .await
+            .map_err(from_client)?;
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(Response::new(proto::CleanEntityStorageResponse {
+            continuation_token: None,
+            empty_entities_removed: count(done.empty_entities_removed),
+            orphaned_locks_released: count(done.orphaned_locks_released),
+        }))
     }
 
     async fn complete_entity_task(
         &self,
         request: Request<proto::EntityBatchResult>,
     ) -> Answer<proto::CompleteTaskResponse> {
-        self.hub(&request, "CompleteEntityTask").await?;
-        Err(not_served("CompleteEntityTask", ENTITIES))
+        let call = "CompleteEntityTask";
+        let shared = &self.hub(&request, call).await?;
+        let r = request.into_inner();
+        let token = r.completion_token.clone();
+        let taken = shared
+            .leases
+            .take(shared, &token, Kind::Orchestration, "", call)?;
+        let Item::Orchestration(item) = taken.item().clone() else {
+            unreachable!("taken by kind")
+        };
+        let outcome = match convert::entities::outcome_from_proto(&item.instance_id, r) {
+            Ok(o) => o,
+            Err(e) => {
+                taken.restore().await;
+                return Err(unreadable(
+                    &format!("{call} of entity \"{}\"", item.instance_id),
+                    e,
+                ));
+            }
+        };
+        if let Some(Err(e)) = outcome
+            .state
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
+            taken.restore().await;
+            return Err(Status::invalid_argument(format!(
+                "{call}: the state of entity \"{}\" is not JSON ({e}); nothing was changed",
+                item.instance_id
+            )));
+        }
+        let result = finish_remote_batch(
+            &item.instance_id,
+            &item.execution_id,
+            &item.past_events,
+            &item.new_events,
+            outcome,
+        );
+        match shared
+            .backend
+            .complete_orchestration_item(item, result)
+            .await
+        {
+            Ok(()) => {
+                taken.done();
+                Ok(Response::new(proto::CompleteTaskResponse {}))
+            }
+            Err(e @ durable_runtime::BackendError::LeaseLost(_)) => {
+                taken.done();
+                Err(from_backend(e))
+            }
+            Err(e) => {
+                taken.restore().await;
+                Err(from_backend(e))
+            }
+        }
     }
 
     async fn abandon_task_entity_work_item(
         &self,
         request: Request<proto::AbandonEntityTaskRequest>,
     ) -> Answer<proto::AbandonEntityTaskResponse> {
-        self.hub(&request, "AbandonTaskEntityWorkItem").await?;
-        Err(not_served("AbandonTaskEntityWorkItem", ENTITIES))
+        let call = "AbandonTaskEntityWorkItem";
+        let shared = &self.hub(&request, call).await?;
+        let token = request.into_inner().completion_token;
+        let taken = shared
+            .leases
+            .take(shared, &token, Kind::Orchestration, "", call)?;
+        let Item::Orchestration(item) = taken.item().clone() else {
+            unreachable!("taken by kind")
+        };
+        let result = shared.backend.abandon_orchestration_item(item).await;
+        taken.done();
+        result.map_err(from_backend)?;
+        Ok(Response::new(proto::AbandonEntityTaskResponse {}))
     }
 }
 
-/// Why the entity RPCs are not served.
-const ENTITIES: &str = "durable has no durable entities; no entity work is ever handed out";
+/// How long CleanEntityStorage waits for each entity it removes when the
+/// call has no deadline.
+const CLEAN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The entity id a call names, or INVALID_ARGUMENT.
+fn entity_id(call: &str, instance_id: &str) -> Result<EntityId, Status> {
+    instance_id.parse().map_err(|e| {
+        Status::invalid_argument(format!(
+            "{call}: \"{instance_id}\" is not an entity id ({e}); entity ids are @name@key"
+        ))
+    })
+}
+
+/// A client call's error as a status.
+fn from_client(e: durable_runtime::Error) -> Status {
+    match e {
+        durable_runtime::Error::Backend(e) => from_backend(e),
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+/// An entity's metadata as the protocol has it.
+fn entity_to_proto(e: EntityMetadata, include_state: bool) -> proto::EntityMetadata {
+    proto::EntityMetadata {
+        instance_id: e.id.to_string(),
+        last_modified_time: Some(convert::timestamp_to_proto(&e.last_modified)),
+        backlog_queue_size: i32::try_from(e.queued).unwrap_or(i32::MAX),
+        locked_by: e.locked_by,
+        serialized_state: e.state_json.filter(|_| include_state),
+    }
+}

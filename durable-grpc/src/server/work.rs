@@ -8,6 +8,7 @@ use super::Shared;
 use crate::convert;
 use crate::proto;
 use durable_runtime::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkItem};
+use durable_runtime::entity::{plan_remote_batch, EntityId, RemotePlan};
 use durable_runtime::history::EventKind;
 use futures::future::{BoxFuture, OptionFuture};
 use std::collections::{HashMap, HashSet};
@@ -94,6 +95,9 @@ struct Route {
 pub(super) struct Filters {
     orchestrations: Option<HashMap<String, HashSet<String>>>,
     activities: Option<HashMap<String, HashSet<String>>>,
+    /// Entity names; an `@name@key` instance is matched against these, not
+    /// against the orchestrator names.
+    entities: Option<HashSet<String>>,
 }
 
 impl Filters {
@@ -124,49 +128,77 @@ impl Filters {
                     .map(|a| (&a.name, &a.versions))
                     .collect(),
             ),
+            entities: Some(
+                f.entities
+                    .iter()
+                    .map(|e| e.name.to_ascii_lowercase())
+                    .collect(),
+            ),
         }
     }
 
     /// Whether the stream's worker takes any item of `kind` (a filter that
     /// lists no names takes none: the stream then leases none).
     fn takes_any(&self, kind: Kind) -> bool {
-        let filter = match kind {
-            Kind::Orchestration => &self.orchestrations,
-            Kind::Activity => &self.activities,
-        };
-        filter.as_ref().is_none_or(|names| !names.is_empty())
+        match kind {
+            Kind::Orchestration => {
+                self.orchestrations
+                    .as_ref()
+                    .is_none_or(|names| !names.is_empty())
+                    || self.entities.as_ref().is_none_or(|names| !names.is_empty())
+            }
+            Kind::Activity => self
+                .activities
+                .as_ref()
+                .is_none_or(|names| !names.is_empty()),
+        }
     }
 
-    /// Whether the stream's worker takes `item`.
+    /// Whether the stream's worker takes `item`. An `@name@key` instance
+    /// (an entity) goes by the entity filter, anything else by its
+    /// orchestrator's name and version.
     fn matches(&self, item: &Item) -> bool {
-        let allowed = |filter: &Option<HashMap<String, HashSet<String>>>,
-                       name: &str,
-                       version: Option<&str>| match filter {
-            None => true,
-            Some(names) => names.get(name).is_some_and(|versions| {
-                versions.is_empty() || versions.contains(version.unwrap_or(""))
-            }),
-        };
         match item {
             Item::Activity(a) => allowed(&self.activities, &a.name, a.version.as_deref()),
-            Item::Orchestration(o) => {
-                if self.orchestrations.is_none() {
-                    return true;
-                }
-                let started =
-                    o.new_events
-                        .iter()
-                        .chain(o.past_events.iter())
-                        .find_map(|e| match &e.kind {
-                            EventKind::ExecutionStarted { name, version, .. } => {
-                                Some((name.as_str(), version.as_deref()))
-                            }
-                            _ => None,
-                        });
-                // An episode that names no orchestrator goes anywhere.
-                started.is_none_or(|(name, version)| allowed(&self.orchestrations, name, version))
-            }
+            Item::Orchestration(o) => match (&self.entities, o.instance_id.parse::<EntityId>()) {
+                (None, Ok(_)) => true,
+                (Some(names), Ok(id)) => names.contains(id.name()),
+                (_, Err(_)) => self.orchestration_matches(o),
+            },
         }
+    }
+
+    /// Whether the stream's worker takes the orchestration episode `o`.
+    fn orchestration_matches(&self, o: &OrchestrationWorkItem) -> bool {
+        if self.orchestrations.is_none() {
+            return true;
+        }
+        let started = o
+            .new_events
+            .iter()
+            .chain(o.past_events.iter())
+            .find_map(|e| match &e.kind {
+                EventKind::ExecutionStarted { name, version, .. } => {
+                    Some((name.as_str(), version.as_deref()))
+                }
+                _ => None,
+            });
+        // An episode that names no orchestrator goes anywhere.
+        started.is_none_or(|(name, version)| allowed(&self.orchestrations, name, version))
+    }
+}
+
+/// Whether a name filter (none: everything) takes `name` at `version`.
+fn allowed(
+    filter: &Option<HashMap<String, HashSet<String>>>,
+    name: &str,
+    version: Option<&str>,
+) -> bool {
+    match filter {
+        None => true,
+        Some(names) => names.get(name).is_some_and(|versions| {
+            versions.is_empty() || versions.contains(version.unwrap_or(""))
+        }),
     }
 }
 
@@ -537,7 +569,45 @@ async fn deliver(
     history_streaming: bool,
     item: Item,
 ) -> bool {
-    let wire = |token| match &item {
+    // An entity's episode goes out as an entity work item with the
+    // operations to run; one that runs none (locks only) is completed here.
+    let mut entity_request = None;
+    if let Item::Orchestration(i) = &item {
+        if i.instance_id.parse::<EntityId>().is_ok() {
+            match plan_remote_batch(
+                &i.instance_id,
+                &i.execution_id,
+                &i.past_events,
+                &i.new_events,
+            ) {
+                RemotePlan::Run { state, operations } => {
+                    entity_request = Some(convert::entities::request_to_proto(
+                        &i.instance_id,
+                        &i.execution_id,
+                        state,
+                        &operations,
+                    ));
+                }
+                RemotePlan::Done(result) => {
+                    let instance_id = i.instance_id.clone();
+                    if let Item::Orchestration(i) = item {
+                        if let Err(e) = shared.backend.complete_orchestration_item(i, result).await
+                        {
+                            tracing::warn!(entity = %instance_id, error = %e, "completing an entity batch that runs no operation failed; it is delivered again");
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+    let wire = |token: String| match &item {
+        Item::Orchestration(_) if entity_request.is_some() => proto::WorkItem {
+            request: Some(proto::work_item::Request::EntityRequestV2(
+                entity_request.clone().expect("checked"),
+            )),
+            completion_token: token,
+        },
         Item::Orchestration(i) => {
             let mut wire = convert::orchestration_item_to_proto(i, token);
             let too_large =
@@ -774,10 +844,25 @@ mod tests {
                     },
                 ],
                 activities: vec![],
+                entities: vec![proto::EntityFilter {
+                    name: "Counter".into(),
+                }],
             }),
             ..Default::default()
         };
         let some = Filters::from_request(&request);
+        // Entities go by the entity filter (names in lower case, as ids
+        // have them), not by the orchestrator names.
+        let mut counter = episode("counter", None);
+        if let Item::Orchestration(o) = &mut counter {
+            o.instance_id = "@counter@a".into();
+        }
+        assert!(some.matches(&counter));
+        let mut other = episode("o", None);
+        if let Item::Orchestration(o) = &mut other {
+            o.instance_id = "@o@a".into();
+        }
+        assert!(!some.matches(&other));
         assert!(some.matches(&episode("o", None)));
         assert!(some.matches(&episode("o", Some("9"))));
         assert!(some.matches(&episode("v", Some("2"))));

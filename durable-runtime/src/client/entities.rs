@@ -110,7 +110,7 @@ impl Client {
     ) -> Result<(), Error> {
         let input = codec::encode(input)
             .map_err(|e| e.about(format!("the input of signal \"{op}\" to entity \"{id}\"")))?;
-        self.send_to_entity(
+        self.send_entity_message(
             id,
             &EntityMessage::Operation {
                 op: op.to_string(),
@@ -123,7 +123,14 @@ impl Client {
         .await
     }
 
-    async fn send_to_entity(&self, id: &EntityId, message: &EntityMessage) -> Result<(), Error> {
+    /// Sends a message to an entity, creating the entity if it does not
+    /// exist yet: what [`signal_entity`](Self::signal_entity) does with an
+    /// input already encoded (for servers of the Durable Task protocol).
+    pub async fn send_entity_message(
+        &self,
+        id: &EntityId,
+        message: &EntityMessage,
+    ) -> Result<(), Error> {
         let request = CreateInstanceRequest {
             instance_id: id.to_string(),
             name: id.name().to_string(),

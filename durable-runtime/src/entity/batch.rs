@@ -28,6 +28,35 @@ pub fn run_batch(
     past_events: &[HistoryEvent],
     new_events: &[HistoryEvent],
 ) -> OrchestratorResult {
+    run_batch_observed(
+        entity,
+        instance_id,
+        execution_id,
+        past_events,
+        new_events,
+        &mut |_| {},
+    )
+}
+
+/// An operation a batch runs, as [`run_batch_observed`] reports it before
+/// running it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ObservedOperation {
+    pub op: String,
+    pub input: Option<String>,
+    pub request_id: Option<String>,
+    pub parent: Option<String>,
+}
+
+/// [`run_batch`], telling `observe` about each operation before it runs.
+pub(crate) fn run_batch_observed(
+    entity: &dyn ErasedEntity,
+    instance_id: &str,
+    execution_id: &str,
+    past_events: &[HistoryEvent],
+    new_events: &[HistoryEvent],
+    observe: &mut dyn FnMut(ObservedOperation),
+) -> OrchestratorResult {
     let all = || past_events.iter().chain(new_events);
     let first_id = all()
         .filter(|e| Task::scheduled_by(&e.kind).is_some())
@@ -46,6 +75,7 @@ pub fn run_batch(
         actions: Vec::new(),
         snapshot: EntitySnapshot::default(),
         operations: 0,
+        observe,
     };
     let finish = |actions: Vec<ActionKind>| OrchestratorResult {
         actions: actions
@@ -126,6 +156,7 @@ struct Batch<'a> {
     actions: Vec<ActionKind>,
     snapshot: EntitySnapshot,
     operations: usize,
+    observe: &'a mut dyn FnMut(ObservedOperation),
 }
 
 impl Batch<'_> {
@@ -177,6 +208,12 @@ impl Batch<'_> {
         parent: Option<String>,
     ) {
         self.operations += 1;
+        (self.observe)(ObservedOperation {
+            op: op.to_string(),
+            input: input.map(str::to_string),
+            request_id: request_id.clone(),
+            parent: parent.clone(),
+        });
         let mut ctx = EntityContext::new(
             self.id.clone(),
             self.now,

@@ -51,6 +51,7 @@ mod batch;
 mod handler;
 mod id;
 mod message;
+mod remote;
 
 pub use batch::run_batch;
 pub(crate) use handler::erase;
@@ -59,6 +60,9 @@ pub use id::{EntityId, EntityIdError};
 pub use message::{
     delivery_time, lock_event_name, response_event_name, EntityMessage, EntityResponse,
     EntitySnapshot, ENTITY_EVENT,
+};
+pub use remote::{
+    finish_remote_batch, plan_remote_batch, RemoteOperation, RemoteOutcome, RemotePlan,
 };
 
 /// Makes entities discoverable: [`Registry::discover`](crate::Registry::discover)
