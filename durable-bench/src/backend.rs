@@ -339,6 +339,8 @@ impl BackendFactory {
                 s5_count: 50,
                 s6_count: 50,
                 s1_idle_waiters: 0,
+                s7_entities: 50,
+                s7_ops: 10,
             },
         }
     }

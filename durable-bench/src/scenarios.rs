@@ -1,4 +1,4 @@
-//! The scenarios S1..S6 of the benchmark, run against any backend.
+//! The scenarios S1..S7 of the benchmark, run against any backend.
 //!
 //! Every run of a scenario gets a fresh backend and a fresh worker, so runs
 //! do not see each other's instances. The client and the worker share one
@@ -7,6 +7,7 @@
 use crate::backend::{BackendFactory, BoxError, Needs};
 use crate::report::{Combine, Measurement, Unit};
 use clap::{Args, ValueEnum};
+use durable_runtime::entity::{Entity, EntityId, Operations};
 use durable_runtime::{
     ActivityError, Backend, Client, OrchestrationState, OrchestrationStatus, Registry,
     ScheduleOptions, Worker, WorkerHandle, WorkerOptions,
@@ -30,18 +31,21 @@ pub(crate) enum Scenario {
     S5,
     /// Single short orchestrations one after another: latency.
     S6,
+    /// Many entities each receiving a few signals: entity operations/s.
+    S7,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run: S4 first, so its resident
     /// memory reading starts from a heap no other scenario has grown.
-    pub(crate) const ALL: [Scenario; 6] = [
+    pub(crate) const ALL: [Scenario; 7] = [
         Scenario::S4,
         Scenario::S1,
         Scenario::S2,
         Scenario::S3,
         Scenario::S5,
         Scenario::S6,
+        Scenario::S7,
     ];
 
     /// The id used in reports.
@@ -53,6 +57,7 @@ impl Scenario {
             Scenario::S4 => "S4",
             Scenario::S5 => "S5",
             Scenario::S6 => "S6",
+            Scenario::S7 => "S7",
         }
     }
 
@@ -65,6 +70,7 @@ impl Scenario {
             Scenario::S4 => "waiting instances",
             Scenario::S5 => "sub-orchestrations",
             Scenario::S6 => "seq3 latency",
+            Scenario::S7 => "entity operations",
         }
     }
 }
@@ -92,6 +98,10 @@ pub(crate) struct Sizes {
     /// S1: extra instances waiting for an event that never comes, each with
     /// a client waiting for its completion throughout the run.
     pub(crate) s1_idle_waiters: usize,
+    /// S7: entities.
+    pub(crate) s7_entities: usize,
+    /// S7: operations (signals) per entity.
+    pub(crate) s7_ops: usize,
 }
 
 impl Default for Sizes {
@@ -107,6 +117,8 @@ impl Default for Sizes {
             s5_count: 1_000,
             s6_count: 200,
             s1_idle_waiters: 0,
+            s7_entities: 1_000,
+            s7_ops: 10,
         }
     }
 }
@@ -143,6 +155,12 @@ pub(crate) struct SizeArgs {
     /// with a client waiting for its completion during the whole run.
     #[arg(long = "idle-waiters")]
     s1_idle_waiters: Option<usize>,
+    /// S7: number of entities.
+    #[arg(long)]
+    s7_entities: Option<usize>,
+    /// S7: operations (signals) per entity.
+    #[arg(long)]
+    s7_ops: Option<usize>,
 }
 
 impl SizeArgs {
@@ -160,6 +178,8 @@ impl SizeArgs {
             s5_count: self.s5_count.unwrap_or(base.s5_count).max(1),
             s6_count: self.s6_count.unwrap_or(base.s6_count).max(1),
             s1_idle_waiters: self.s1_idle_waiters.unwrap_or(base.s1_idle_waiters),
+            s7_entities: self.s7_entities.unwrap_or(base.s7_entities).max(1),
+            s7_ops: self.s7_ops.unwrap_or(base.s7_ops).max(1),
         }
     }
 }
@@ -221,8 +241,24 @@ async fn counting_replays<T>(f: impl std::future::Future<Output = T>) -> (T, usi
 }
 
 /// The orchestrators and activities every scenario uses.
+/// S7's entity: a count.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tally(i64);
+
+impl Entity for Tally {
+    const NAME: &'static str = "tally";
+
+    fn operations(ops: &mut Operations<Self>) {
+        ops.op("add", |t: &mut Tally, n: i64| -> Result<i64, String> {
+            t.0 += n;
+            Ok(t.0)
+        });
+    }
+}
+
 fn registry() -> Registry {
     Registry::new()
+        .entity::<Tally>()
         .activity_fn("inc", |_ctx, x: i64| async move {
             Ok::<_, ActivityError>(x + 1)
         })
@@ -400,7 +436,64 @@ impl Bench {
             Scenario::S4 => self.s4().await,
             Scenario::S5 => self.s5().await,
             Scenario::S6 => self.s6().await,
+            Scenario::S7 => self.s7().await,
         }
+    }
+
+    /// S7: signal `add 1` to each of n entities k times (round robin, so
+    /// every entity has work queued throughout), then wait until every
+    /// entity's state is k: entity operations applied per second.
+    async fn s7(&self) -> Result<Vec<Measurement>, BoxError> {
+        if self.factory.is_remote() {
+            return Err(
+                "S7 reads entities as instances, which a remote sidecar keeps apart; \
+                        run it on memory, sqlite or postgres"
+                    .into(),
+            );
+        }
+        let (n, k) = (self.sizes.s7_entities, self.sizes.s7_ops);
+        let r = self.start_default().await?;
+        let ids: Vec<EntityId> = (0..n)
+            .map(|i| EntityId::of::<Tally>(format!("e{i}")))
+            .collect();
+        let t0 = Instant::now();
+        for _ in 0..k {
+            for id in &ids {
+                r.client.signal_entity(id, "add", &1i64).await?;
+            }
+        }
+        let deadline = Instant::now() + self.timeout;
+        for id in &ids {
+            loop {
+                let value = r
+                    .client
+                    .get_entity_state::<Tally>(id)
+                    .await?
+                    .map_or(0, |t| t.0);
+                if value == k as i64 {
+                    break;
+                }
+                if value > k as i64 {
+                    return Err(format!("{id} counted {value} operations of {k}").into());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{id} applied {value} of {k} operations in time").into());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let secs = since(t0);
+        r.stop().await;
+        Ok(vec![Measurement::new(
+            "S7",
+            "entity operations",
+            format!(
+                "{} entities x {k} signalled operations, client signals included",
+                n_fmt(n)
+            ),
+            Unit::PerSecond("op"),
+            (n * k) as f64 / secs,
+        )])
     }
 
     /// S1: schedule n seq3 orchestrations, then wait for all of them.
