@@ -1,8 +1,10 @@
 //! The client: schedule, query and control orchestration instances.
 
 mod entities;
+mod schedules;
 
 pub use entities::{CleanEntityStorage, EntityMetadata, EntityPage, EntityQuery};
+pub use schedules::ScheduleDescription;
 
 use crate::backend::{
     Backend, BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,

@@ -35,6 +35,7 @@ pub mod history;
 pub mod registry;
 pub mod replay;
 pub mod retry;
+pub mod schedule;
 pub mod testing;
 pub mod versioning;
 pub mod worker;

@@ -240,6 +240,23 @@ impl EntityContext {
         instance_id
     }
 
+    /// Starts an orchestration with the instance id `instance_id` (fire and
+    /// forget; an instance of that id that exists already is kept as it
+    /// is).
+    pub fn start_orchestration_with_id(
+        &mut self,
+        name: &str,
+        instance_id: &str,
+        input: Option<String>,
+    ) {
+        self.actions.push(ActionKind::CreateSubOrchestration {
+            instance_id: instance_id.to_string(),
+            name: name.to_string(),
+            version: None,
+            input,
+        });
+    }
+
     /// Deletes the entity's state once the operation succeeds: the entity
     /// then has no state (reads return `None`) until an operation sets one.
     pub fn delete_state(&mut self) {
