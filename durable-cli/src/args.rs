@@ -62,6 +62,80 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The `schedule` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule (or replace the configuration of the one with that id)
+    Create {
+        /// Schedule id
+        id: String,
+        /// The orchestration started at each run
+        orchestration: String,
+        /// Time between runs (e.g. 30s, 5m, 1h; at least 1s)
+        #[arg(long, value_parser = parse_duration)]
+        every: Duration,
+        /// The orchestration's input as JSON
+        #[arg(long)]
+        input: Option<String>,
+        /// The instance id of every run [default: SCHEDULE-RUNTIME]
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// When the schedule starts (RFC 3339); runs are at this time plus whole intervals
+        /// [default: when it is created, so the first run is an interval later]
+        #[arg(long, value_parser = parse_time)]
+        start_at: Option<Timestamp>,
+        /// No run after this time (RFC 3339); the schedule then deletes itself
+        #[arg(long, value_parser = parse_time)]
+        end_at: Option<Timestamp>,
+        /// If created after --start-at (or without one), run at once instead of at the next
+        /// interval
+        #[arg(long)]
+        start_now_if_late: bool,
+    },
+    /// List the schedules
+    List,
+    /// Show one schedule: configuration, status, last and next run
+    Describe {
+        /// Schedule id
+        id: String,
+    },
+    /// Pause an active schedule
+    Pause {
+        /// Schedule id
+        id: String,
+    },
+    /// Resume a paused schedule from its next run time
+    Resume {
+        /// Schedule id
+        id: String,
+    },
+    /// Change a schedule's configuration (only the options given)
+    Update {
+        /// Schedule id
+        id: String,
+        /// A new orchestration name
+        #[arg(long)]
+        orchestration: Option<String>,
+        /// A new interval
+        #[arg(long, value_parser = parse_duration)]
+        every: Option<Duration>,
+        /// A new input as JSON
+        #[arg(long)]
+        input: Option<String>,
+        /// A new first run time (RFC 3339)
+        #[arg(long, value_parser = parse_time)]
+        start_at: Option<Timestamp>,
+        /// A new end time (RFC 3339)
+        #[arg(long, value_parser = parse_time)]
+        end_at: Option<Timestamp>,
+    },
+    /// Delete a schedule: no more runs
+    Delete {
+        /// Schedule id
+        id: String,
+    },
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -136,6 +210,10 @@ pub enum Command {
     /// Serve the store over the Durable Task gRPC protocol, for workers and clients of any SDK
     /// (--store memory serves an in-memory store)
     Serve(ServeArgs),
+    /// Create, list, describe, pause, resume, update or delete a schedule (an orchestration
+    /// started every interval; a worker with the schedule entity registered runs it)
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Print an instance's status changes until it finishes; the exit code says how it ended
     #[command(after_help = exit::WATCH_HELP)]
     Watch(WatchArgs),

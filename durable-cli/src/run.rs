@@ -1,10 +1,12 @@
 //! Running a command: open the target, call the client, print the result.
 
-use crate::args::{Cli, Command, ListArgs, PurgeArgs, WatchArgs};
+use crate::args::{Cli, Command, ListArgs, PurgeArgs, ScheduleCommand, WatchArgs};
 use crate::exit::{self, CliError};
 use crate::format;
 use crate::store::{Target, TargetOptions};
 use durable_runtime::backend::{BackendError, InstanceMetadata, InstanceQuery, PurgeTarget};
+use durable_runtime::client::ScheduleDescription;
+use durable_runtime::schedule::{ScheduleOptions, ScheduleUpdate};
 use durable_runtime::{Client, Error};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -125,8 +127,159 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             )
         }
         Command::Watch(args) => watch(&client, args, &mut p).await,
+        Command::Schedule(command) => schedule(&client, command, &mut p).await,
         // Served above, before a client is made.
         Command::Serve(args) => crate::serve::serve(cli, args, p.out).await,
+    }
+}
+
+/// A schedule's description: text for people, the entity state as JSON.
+fn describe_schedule(d: &ScheduleDescription) -> (String, Value) {
+    let s = &d.schedule;
+    let mut text = format!("schedule {}: {}\n", d.schedule_id, s.status);
+    if let Some(o) = &s.options {
+        text += &format!(
+            "  runs {} every {:?}{}\n",
+            o.orchestration_name,
+            o.interval,
+            o.orchestration_input
+                .as_deref()
+                .map(|i| format!(" with input {i}"))
+                .unwrap_or_default()
+        );
+        if let Some(t) = o.start_at {
+            text += &format!("  start at   {t}\n");
+        }
+        if let Some(t) = o.end_at {
+            text += &format!("  end at     {t}\n");
+        }
+    }
+    text += &format!("  runs so far {}\n", s.runs);
+    if let Some(t) = s.last_run_at {
+        text += &format!("  last run   {t}\n");
+    }
+    if let Some(t) = s.next_run_at {
+        text += &format!("  next run   {t}\n");
+    }
+    let mut value = serde_json::to_value(s).expect("a schedule is plain data");
+    value["schedule_id"] = json!(d.schedule_id);
+    (text, value)
+}
+
+/// `durable schedule ...`: what the client's schedule calls do, printed.
+async fn schedule(
+    client: &Client,
+    command: &ScheduleCommand,
+    p: &mut Printer<'_>,
+) -> Result<u8, CliError> {
+    let applied = "(a worker with the schedule entity registered applies it)";
+    match command {
+        ScheduleCommand::Create {
+            id,
+            orchestration,
+            every,
+            input,
+            instance_id,
+            start_at,
+            end_at,
+            start_now_if_late,
+        } => {
+            let mut options = ScheduleOptions::new(id, orchestration, *every);
+            options.orchestration_input = input.as_deref().map(checked_json).transpose()?;
+            options.orchestration_instance_id = instance_id.clone();
+            options.start_at = *start_at;
+            options.end_at = *end_at;
+            options.start_immediately_if_late = *start_now_if_late;
+            options.validate().map_err(CliError::Usage)?;
+            client.create_schedule(options).await?;
+            p.done(
+                &format!("created schedule {id} {applied}"),
+                json!({"schedule_id": id, "created": true}),
+            )
+        }
+        ScheduleCommand::List => {
+            let all = client.list_schedules().await?;
+            if p.json {
+                let values: Vec<Value> = all.iter().map(|d| describe_schedule(d).1).collect();
+                p.json(&Value::Array(values))?;
+            } else if all.is_empty() {
+                p.write("no schedules\n")?;
+            } else {
+                for d in &all {
+                    p.write(&describe_schedule(d).0)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        ScheduleCommand::Describe { id } => {
+            let d = client
+                .describe_schedule(id)
+                .await?
+                .ok_or_else(|| CliError::NotFound(format!("there is no schedule \"{id}\"")))?;
+            let (text, value) = describe_schedule(&d);
+            if p.json {
+                p.json(&value)?;
+            } else {
+                p.write(&text)?;
+            }
+            Ok(exit::OK)
+        }
+        ScheduleCommand::Pause { id } => {
+            client.pause_schedule(id).await.map_err(schedule_error)?;
+            p.done(
+                &format!("pausing schedule {id} {applied}"),
+                json!({"schedule_id": id, "paused": true}),
+            )
+        }
+        ScheduleCommand::Resume { id } => {
+            client.resume_schedule(id).await.map_err(schedule_error)?;
+            p.done(
+                &format!("resuming schedule {id} {applied}"),
+                json!({"schedule_id": id, "resumed": true}),
+            )
+        }
+        ScheduleCommand::Update {
+            id,
+            orchestration,
+            every,
+            input,
+            start_at,
+            end_at,
+        } => {
+            let update = ScheduleUpdate {
+                orchestration_name: orchestration.clone(),
+                orchestration_input: input.as_deref().map(checked_json).transpose()?,
+                interval: *every,
+                start_at: *start_at,
+                end_at: *end_at,
+                start_immediately_if_late: None,
+            };
+            client
+                .update_schedule(id, update)
+                .await
+                .map_err(schedule_error)?;
+            p.done(
+                &format!("updating schedule {id} {applied}"),
+                json!({"schedule_id": id, "updated": true}),
+            )
+        }
+        ScheduleCommand::Delete { id } => {
+            client.delete_schedule(id).await.map_err(schedule_error)?;
+            p.done(
+                &format!("deleting schedule {id} {applied}"),
+                json!({"schedule_id": id, "deleted": true}),
+            )
+        }
+    }
+}
+
+/// A schedule call refused for the schedule's state (missing, or in the
+/// wrong status) is a usage error.
+fn schedule_error(e: Error) -> CliError {
+    match e {
+        Error::NotAvailable(text) if text.contains("no schedule") => CliError::NotFound(text),
+        Error::NotAvailable(text) => CliError::Usage(text),
+        other => other.into(),
     }
 }
 

@@ -745,3 +745,111 @@ async fn rewind_runs_a_failed_instance_again_from_where_it_failed() {
     s.cli(&["rewind", "nope"]).code(2);
     s.stop().await;
 }
+
+/// Polls `durable schedule describe --json` until `ready` holds (bounded).
+async fn schedule_until(
+    store: &Store,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let r = store.cli(&["--json", "schedule", "describe", id]);
+        if r.code == 0 {
+            let v: Value = serde_json::from_str(&r.stdout).expect("describe --json is JSON");
+            if ready(&v) {
+                return v;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "schedule {id} never got {what}: {r:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_listed_paused_resumed_updated_and_deleted() {
+    let s = Store::new().await;
+    // Bad input is refused before anything is stored.
+    let r = s
+        .cli(&["schedule", "create", "hourly", "greet", "--every", "10ms"])
+        .code(1);
+    assert!(r.stderr.contains("at least one second"), "{}", r.stderr);
+    let r = s
+        .cli(&[
+            "schedule", "create", "hourly", "greet", "--every", "1h", "--input", "{oops",
+        ])
+        .code(1);
+    assert!(r.stderr.contains("JSON"), "{}", r.stderr);
+
+    // Without --start-at a schedule starts when it is created and first
+    // runs an interval later; --start-now-if-late runs it at once.
+    let r = s
+        .cli(&[
+            "schedule",
+            "create",
+            "hourly",
+            "greet",
+            "--every",
+            "1h",
+            "--input",
+            r#""ada""#,
+            "--start-now-if-late",
+        ])
+        .ok();
+    assert!(r.stdout.contains("created schedule hourly"), "{}", r.stdout);
+    let v = schedule_until(&s, "hourly", "its first run", |v| v["runs"] == 1).await;
+    assert_eq!(v["status"], "active");
+    let page = s
+        .client
+        .backend()
+        .query_instances(durable_runtime::backend::InstanceQuery {
+            instance_id_prefix: Some("hourly-".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.instances.len(), 1, "{page:?}");
+    let started = s.done(&page.instances[0].instance_id).await;
+    assert_eq!(started.output::<String>().unwrap(), "Hello, ada!");
+
+    let list = s.cli(&["--json", "schedule", "list"]).ok();
+    let all: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{}", list.stdout);
+    let text = s.cli(&["schedule", "list"]).ok().stdout;
+    assert!(
+        text.contains("schedule hourly: active") && text.contains("runs greet"),
+        "{text}"
+    );
+
+    s.cli(&["schedule", "pause", "hourly"]).ok();
+    schedule_until(&s, "hourly", "paused", |v| v["status"] == "paused").await;
+    // Pausing a paused schedule is a usage error.
+    let r = s.cli(&["schedule", "pause", "hourly"]).code(1);
+    assert!(r.stderr.contains("is paused"), "{}", r.stderr);
+    s.cli(&["schedule", "resume", "hourly"]).ok();
+    schedule_until(&s, "hourly", "active again", |v| v["status"] == "active").await;
+    s.cli(&["schedule", "update", "hourly", "--every", "2h"])
+        .ok();
+    schedule_until(&s, "hourly", "the new interval", |v| {
+        v["options"]["interval"] == 7200.0
+    })
+    .await;
+
+    s.cli(&["schedule", "delete", "hourly"]).ok();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while s.cli(&["schedule", "describe", "hourly"]).code != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule was never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = s.cli(&["schedule", "resume", "hourly"]).code(2);
+    assert!(r.stderr.contains("no schedule"), "{}", r.stderr);
+    assert_eq!(s.cli(&["schedule", "list"]).ok().stdout, "no schedules\n");
+    s.worker.shutdown().await;
+}

@@ -9,8 +9,9 @@
 //! Python Durable Task SDK's scheduled tasks (`durabletask.scheduled`):
 //!
 //! - runs are at `start_at + k × interval` (`start_at` defaults to when the
-//!   schedule was created); a schedule created after `start_at` runs next
-//!   at the next such time, or at once if `start_immediately_if_late`;
+//!   schedule was created, so the first run is then an interval later); a
+//!   schedule created after `start_at` runs next at the next such time, or
+//!   at once if `start_immediately_if_late`;
 //! - after `end_at` the schedule deletes itself;
 //! - pausing stops the runs, resuming goes on from the next run time;
 //!   updating the start, interval or lateness rule recomputes it;

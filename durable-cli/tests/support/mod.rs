@@ -16,6 +16,7 @@ pub(crate) const LIMIT: Duration = Duration::from_secs(60);
 /// The orchestrations and activities the tests' worker runs.
 pub(crate) fn registry() -> Registry {
     Registry::new()
+        .entity::<durable_runtime::schedule::Schedule>()
         .activity_fn("hello", |_ctx, name: String| async move {
             Ok::<_, ActivityError>(format!("Hello, {name}!"))
         })
