@@ -841,3 +841,39 @@ pub fn missing_state(ctx: &ActivityContext, needed: StateRequirement) -> Activit
     )
     .non_retriable()
 }
+
+/// Makes entities discoverable: [`Registry::discover`](crate::Registry::discover)
+/// (and so `#[durable::test]` and `TestEnv::discover`) registers every
+/// entity type named here, as it does `#[orchestrator]` and `#[activity]`
+/// functions. Write it once per type, at module level.
+///
+/// ```
+/// use durable_runtime::entity::{Entity, Operations};
+///
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// struct Flag(bool);
+///
+/// impl Entity for Flag {
+///     const NAME: &'static str = "flag";
+///     fn operations(ops: &mut Operations<Self>) {
+///         ops.op("set", |f: &mut Flag, v: bool| -> Result<(), String> {
+///             f.0 = v;
+///             Ok(())
+///         });
+///     }
+/// }
+///
+/// durable_runtime::register_entity!(Flag);
+///
+/// assert!(durable_runtime::Registry::discover().unwrap().has_entity("flag"));
+/// ```
+#[macro_export]
+macro_rules! register_entity {
+    ($($entity:ty),+ $(,)?) => {
+        $(
+            $crate::__inventory::submit! {
+                $crate::Registration::entity::<$entity>(file!(), line!(), module_path!())
+            }
+        )+
+    };
+}

@@ -402,7 +402,7 @@ fn rung(m: &Module) -> u8 {
     match m.first().map(String::as_str) {
         Some("history" | "codec" | "app_state" | "versioning") => 1,
         Some("actions" | "failure" | "handler" | "retry" | "entity") => 2,
-        Some("context") => 3,
+        Some("context" | "schedule") => 3,
         Some("registry") => 4,
         Some("replay" | "backend") => 5,
         Some("error" | "client" | "worker") => 6,
