@@ -147,7 +147,7 @@ pub struct ServeArgs {
     /// The address to listen on (the SDKs' default sidecar address)
     #[arg(long, default_value = crate::serve::DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
-    /// Require this bearer token on every call (needed to listen beyond loopback)
+    /// Require this bearer token on every call (this or TLS is needed to listen beyond loopback)
     #[arg(
         long,
         env = "DURABLE_SERVE_TOKEN",
@@ -155,13 +155,13 @@ pub struct ServeArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
-    /// Listen beyond loopback without a token (on a network you trust)
+    /// Listen beyond loopback without a token or TLS (on a network you trust)
     #[arg(long)]
     pub insecure: bool,
-    /// TLS certificate (PEM); not served yet, refused with a message
+    /// Serve TLS with this certificate (PEM, with any intermediates); needs --tls-key
     #[arg(long, value_name = "PATH")]
     pub tls_cert: Option<std::path::PathBuf>,
-    /// TLS private key (PEM); not served yet, refused with a message
+    /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<std::path::PathBuf>,
 }

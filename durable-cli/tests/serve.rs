@@ -1,7 +1,8 @@
 //! `durable serve`: a worker and a client of durable's gRPC backend run an
 //! orchestration through it on an SQLite file; SIGTERM stops it cleanly
 //! with the work kept; a token is required when given; listening beyond
-//! loopback without one, and TLS, are refused with what to do.
+//! loopback without one (or TLS) is refused with what to do; TLS is served
+//! with a certificate made by the test.
 
 mod support;
 
@@ -88,17 +89,23 @@ fn unsafe_or_unsupported_listening_is_refused_with_what_to_do() {
         "{}",
         open.stderr
     );
-    let tls = run_raw(&[
+    let missing = run_raw(&[
         "--store",
         "memory",
         "serve",
         "--tls-cert",
-        "c.pem",
+        "no-such-cert.pem",
         "--tls-key",
         "k.pem",
     ])
     .code(1);
-    assert!(tls.stderr.contains("TLS"), "{}", tls.stderr);
+    assert!(
+        missing.stderr.contains("--tls-cert no-such-cert.pem"),
+        "{}",
+        missing.stderr
+    );
+    let half = run_raw(&["--store", "memory", "serve", "--tls-cert", "c.pem"]).code(1);
+    assert!(half.stderr.contains("go together"), "{}", half.stderr);
     let bad = run_raw(&["--store", "memory", "serve", "--listen", "localhost"]).code(1);
     assert!(bad.stderr.contains("--listen localhost"), "{}", bad.stderr);
     let sidecar = run_raw(&["--endpoint", "http://127.0.0.1:1", "serve"]).code(1);
@@ -150,4 +157,63 @@ async fn each_task_hub_is_a_file_beside_the_sqlite_store() {
     hubs.delete_hub("eu").await.unwrap();
     assert!(!eu_path.exists(), "{eu_path:?} deleted");
     assert!(path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_beyond_loopback_without_insecure() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let (server, addr, lines) = start(&[
+        "--store",
+        "memory",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+    ]);
+    let port = addr.rsplit(':').next().unwrap();
+    let endpoint = format!("https://localhost:{port}");
+
+    let trusting = Arc::new(
+        GrpcBackend::new(GrpcOptions::new(endpoint.clone()).tls_ca_certificate(cert.pem()))
+            .expect("valid options"),
+    );
+    let worker = Worker::new(trusting.clone(), registry()).start().unwrap();
+    let client = Client::new(trusting);
+    let id = client
+        .schedule_by_name("greet", &"tls", ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "Hello, tls!");
+    worker.shutdown().await;
+
+    // A client that does not trust the certificate, and one that does not
+    // speak TLS, are not served.
+    for (what, options) in [
+        ("untrusted", GrpcOptions::new(endpoint.clone())),
+        (
+            "plain",
+            GrpcOptions::new(format!("http://localhost:{port}")),
+        ),
+    ] {
+        let options = options.connect_timeout(std::time::Duration::from_secs(5));
+        let other = Client::new(Arc::new(GrpcBackend::new(options).expect("valid options")));
+        assert!(
+            other.get_status(&id).await.is_err(),
+            "a {what} client was served"
+        );
+    }
+    stop(server, lines);
 }

@@ -90,6 +90,10 @@ pub struct ServerOptions {
     /// they were. Default: [`DEFAULT_MAX_MESSAGE_SIZE`] (4 MiB), what the
     /// Durable Task SDKs send at most by default.
     pub max_message_size: usize,
+    /// When set, [`SidecarServer::serve`] serves TLS (HTTP/2 over TLS
+    /// 1.2/1.3) with this certificate and key; clients connect to
+    /// `https://`. Default: none (plain HTTP/2).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerOptions {
@@ -97,7 +101,27 @@ impl Default for ServerOptions {
         ServerOptions {
             token: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            tls: None,
         }
+    }
+}
+
+/// The certificate (chain) and private key a [`SidecarServer`] serves TLS
+/// with, both PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server's certificate, then any intermediates (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"(hidden)")
+            .finish()
     }
 }
 
@@ -107,6 +131,12 @@ pub enum ServeError {
     /// The transport failed (the listener broke, ...).
     #[error("the sidecar server stopped: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key of [`ServerOptions::tls`] cannot be used.
+    #[error(
+        "cannot serve TLS with the certificate and key given: {0}; give a PEM certificate \
+         and the PEM private key that belongs to it"
+    )]
+    Tls(tonic::transport::Error),
 }
 
 /// Where a [`SidecarServer`] finds its task hubs: one backend per hub,
@@ -355,8 +385,8 @@ impl SidecarServer {
             .await
     }
 
-    /// [`serve`](Self::serve) on a server builder of your own (TLS
-    /// settings, timeouts, ...).
+    /// [`serve`](Self::serve) on a server builder of your own (timeouts,
+    /// ...); [`ServerOptions::tls`] is applied to it.
     pub async fn serve_with(
         self,
         mut builder: tonic::transport::Server,
@@ -364,6 +394,12 @@ impl SidecarServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let hubs = self.service.hubs.clone();
+        if let Some(tls) = &hubs.options.tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(ServeError::Tls)?;
+        }
         let stopping = hubs.clone();
         let signal = async move {
             shutdown.await;
