@@ -409,7 +409,9 @@ impl SidecarServer {
         let result = builder
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // No Nagle delay: answers and work items are small writes
+                // that must leave at once.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 signal,
             )
             .await;
