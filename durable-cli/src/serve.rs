@@ -6,7 +6,7 @@ use crate::args::{Cli, ServeArgs};
 use crate::exit::CliError;
 use crate::store::Target;
 use durable_grpc::server::{
-    check_hub_name, hub_key, HubStore, ServerOptions, SidecarServer, DEFAULT_HUB,
+    check_hub_name, hub_key, HubStore, ServerOptions, ServerTls, SidecarServer, DEFAULT_HUB,
 };
 use durable_runtime::backend::BackendError;
 use durable_runtime::{Backend, MemoryBackend};
@@ -19,9 +19,32 @@ use std::sync::{Arc, Mutex};
 /// Java and JavaScript SDKs look for a sidecar.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4001";
 
+/// Reads `--tls-cert` and `--tls-key` (both or neither).
+fn read_tls(args: &ServeArgs) -> Result<Option<ServerTls>, CliError> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            CliError::Usage(format!(
+                "--{what} {}: {e}; give the path of a PEM file",
+                path.display()
+            ))
+        })
+    };
+    match (&args.tls_cert, &args.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(ServerTls {
+            cert_pem: read(cert, "tls-cert")?,
+            key_pem: read(key, "tls-key")?,
+        })),
+        _ => Err(CliError::Usage(
+            "--tls-cert and --tls-key go together: give the PEM certificate and its private key"
+                .into(),
+        )),
+    }
+}
+
 /// Checks what `durable serve` was asked before anything is opened: the
-/// address parses, one reachable from other machines has a token (or
-/// `--insecure`), and TLS (not served yet) is not asked for.
+/// address parses, and one reachable from other machines requires a token
+/// (TLS alone encrypts, but lets anyone in) or `--insecure`.
 ///
 /// ```
 /// use durable_cli::serve::check_listen;
@@ -40,8 +63,9 @@ pub fn check_listen(listen: &str, token: bool, insecure: bool) -> Result<SocketA
     if !addr.ip().is_loopback() && !token && !insecure {
         return Err(CliError::Usage(format!(
             "--listen {addr} is reachable from other machines, and anyone who can reach it could \
-             run and change instances: give --token TOKEN (clients send it as a bearer token), or \
-             --insecure to serve without one on a network you trust"
+             run and change instances: give --token TOKEN (clients send it as a bearer token; \
+             with --tls-cert/--tls-key it also travels encrypted), or --insecure to serve \
+             without one on a network you trust"
         )));
     }
     Ok(addr)
@@ -49,15 +73,19 @@ pub fn check_listen(listen: &str, token: bool, insecure: bool) -> Result<SocketA
 
 /// Runs `durable serve` until SIGINT or SIGTERM; returns the exit code.
 pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    if args.tls_cert.is_some() || args.tls_key.is_some() {
-        return Err(CliError::Usage(
-            "durable serve does not serve TLS yet: listen on loopback, or put a TLS-terminating \
-             proxy in front of it (and give --token when it is reachable from other machines)"
-                .into(),
-        ));
+    let tls = read_tls(args)?;
+    if let Some(tls) = &tls {
+        tls.check()
+            .map_err(|e| CliError::Usage(format!("--tls-cert/--tls-key: {e}")))?;
     }
     let token = args.token.as_deref().filter(|t| !t.trim().is_empty());
     let addr = check_listen(&args.listen, token.is_some(), args.insecure)?;
+    if !addr.ip().is_loopback() && token.is_some() && tls.is_none() {
+        eprintln!(
+            "durable serve: warning: --listen {addr} without TLS sends the token unencrypted; \
+             give --tls-cert/--tls-key, or put a TLS proxy in front"
+        );
+    }
     let (hubs, store) = if cli.store.as_deref() == Some("memory") {
         (
             StoreHubs::Memory,
@@ -98,10 +126,11 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Unavailable(format!("cannot read the address listened on: {e}")))?;
-    let auth = if token.is_some() {
-        "a bearer token required"
-    } else {
-        "no token"
+    let auth = match (token.is_some(), args.tls_cert.is_some()) {
+        (true, true) => "TLS, a bearer token required",
+        (true, false) => "a bearer token required",
+        (false, true) => "TLS, no token",
+        (false, false) => "no token",
     };
     let _ = writeln!(
         out,
@@ -113,6 +142,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     let options = ServerOptions {
         token: token.map(str::to_string),
         max_hubs: args.max_hubs,
+        tls,
         ..ServerOptions::default()
     };
     SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)

@@ -1,7 +1,8 @@
 //! `durable serve`: a worker and a client of durable's gRPC backend run an
 //! orchestration through it on an SQLite file; SIGTERM stops it cleanly
 //! with the work kept; a token is required when given; listening beyond
-//! loopback without one, and TLS, are refused with what to do.
+//! loopback without one (or TLS) is refused with what to do; TLS is served
+//! with a certificate made by the test.
 
 mod support;
 
@@ -88,17 +89,23 @@ fn unsafe_or_unsupported_listening_is_refused_with_what_to_do() {
         "{}",
         open.stderr
     );
-    let tls = run_raw(&[
+    let missing = run_raw(&[
         "--store",
         "memory",
         "serve",
         "--tls-cert",
-        "c.pem",
+        "no-such-cert.pem",
         "--tls-key",
         "k.pem",
     ])
     .code(1);
-    assert!(tls.stderr.contains("TLS"), "{}", tls.stderr);
+    assert!(
+        missing.stderr.contains("--tls-cert no-such-cert.pem"),
+        "{}",
+        missing.stderr
+    );
+    let half = run_raw(&["--store", "memory", "serve", "--tls-cert", "c.pem"]).code(1);
+    assert!(half.stderr.contains("go together"), "{}", half.stderr);
     let bad = run_raw(&["--store", "memory", "serve", "--listen", "localhost"]).code(1);
     assert!(bad.stderr.contains("--listen localhost"), "{}", bad.stderr);
     let sidecar = run_raw(&["--endpoint", "http://127.0.0.1:1", "serve"]).code(1);
@@ -252,4 +259,124 @@ async fn a_hub_file_open_elsewhere_is_not_deleted() {
     for file in sqlite_files(&eu_path) {
         assert!(!file.exists(), "{file:?} is left");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_with_a_token_beyond_loopback() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+
+    // TLS alone lets anyone in: beyond loopback a token is still required.
+    let open = run_raw(&[
+        "--store",
+        "memory",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+    ])
+    .code(1);
+    assert!(open.stderr.contains("--token"), "{}", open.stderr);
+    // A key that is not the certificate's is refused before listening,
+    // saying why.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_key = dir.path().join("other-key.pem");
+    std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
+    let mismatched = run_raw(&[
+        "--store",
+        "memory",
+        "serve",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &other_key.display().to_string(),
+    ])
+    .code(1);
+    assert!(
+        mismatched.stderr.contains("private key that belongs to it"),
+        "{}",
+        mismatched.stderr
+    );
+    assert!(
+        mismatched.stderr.contains("KeyMismatch"),
+        "the cause is given: {}",
+        mismatched.stderr
+    );
+    assert!(
+        !mismatched.stdout.contains("listening"),
+        "{}",
+        mismatched.stdout
+    );
+
+    let (server, addr, lines) = start(&[
+        "--store",
+        "memory",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+        "--token",
+        "s3cret",
+    ]);
+    let port = addr.rsplit(':').next().unwrap();
+    let endpoint = format!("https://localhost:{port}");
+    let with_token = |options: GrpcOptions| {
+        options.bearer_token(|| async { Ok::<_, std::io::Error>("s3cret".to_string()) })
+    };
+
+    let trusting = Arc::new(
+        GrpcBackend::new(with_token(
+            GrpcOptions::new(endpoint.clone()).tls_ca_certificate(cert.pem()),
+        ))
+        .expect("valid options"),
+    );
+    let worker = Worker::new(trusting.clone(), registry()).start().unwrap();
+    let client = Client::new(trusting);
+    let id = client
+        .schedule_by_name("greet", &"tls", ScheduleOptions::default())
+        .await
+        .unwrap();
+    let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "Hello, tls!");
+    worker.shutdown().await;
+
+    // With the token, a client that does not trust the certificate, and
+    // one that does not speak TLS, cannot reach it.
+    for (what, options) in [
+        ("untrusted", GrpcOptions::new(endpoint.clone())),
+        (
+            "plain",
+            GrpcOptions::new(format!("http://localhost:{port}")),
+        ),
+    ] {
+        let options = with_token(options.connect_timeout(std::time::Duration::from_secs(5)));
+        let other = Client::new(Arc::new(GrpcBackend::new(options).expect("valid options")));
+        let e = other
+            .get_status(&id)
+            .await
+            .expect_err("a client without TLS trust was served");
+        // Refused in the handshake (unavailable), or, for the plain
+        // client, by HTTP/2 framing the TLS server cannot read.
+        use durable_runtime::{BackendError, Error};
+        assert!(
+            matches!(&e, Error::Backend(BackendError::Unavailable(_)))
+                || matches!(&e, Error::Backend(BackendError::Other(m)) if what == "plain" && m.contains("protocol error")),
+            "a {what} client: {e:?}"
+        );
+    }
+    stop(server, lines);
 }

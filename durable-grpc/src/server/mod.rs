@@ -81,7 +81,7 @@ use tonic::Status;
 pub use generated::TaskHubSidecarServiceServer;
 
 /// How a [`SidecarServer`] serves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// When set, every call must carry `authorization: Bearer <token>`;
     /// others are refused with `UNAUTHENTICATED`.
@@ -93,10 +93,24 @@ pub struct ServerOptions {
     pub max_message_size: usize,
     /// With [`SidecarServer::with_hubs`]: how many task hubs besides
     /// `default` may be open at once; a call that would open one more is
-    /// refused with
-    /// `RESOURCE_EXHAUSTED` (each open hub holds its backend's threads and
-    /// connections). Default: [`DEFAULT_MAX_HUBS`].
+    /// refused with `RESOURCE_EXHAUSTED` (each open hub holds its backend's
+    /// threads and connections). Default: [`DEFAULT_MAX_HUBS`].
     pub max_hubs: usize,
+    /// When set, [`SidecarServer::serve`] serves TLS (HTTP/2 over TLS
+    /// 1.2/1.3) with this certificate and key; clients connect to
+    /// `https://`. Default: none (plain HTTP/2).
+    pub tls: Option<ServerTls>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("max_message_size", &self.max_message_size)
+            .field("max_hubs", &self.max_hubs)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// The default of [`ServerOptions::max_hubs`].
@@ -108,7 +122,27 @@ impl Default for ServerOptions {
             token: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_hubs: DEFAULT_MAX_HUBS,
+            tls: None,
         }
+    }
+}
+
+/// The certificate (chain) and private key a [`SidecarServer`] serves TLS
+/// with, both PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server's certificate, then any intermediates (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"(hidden)")
+            .finish()
     }
 }
 
@@ -118,6 +152,48 @@ pub enum ServeError {
     /// The transport failed (the listener broke, ...).
     #[error("the sidecar server stopped: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key of [`ServerOptions::tls`] cannot be used
+    /// (the message says why, e.g. a key that is not the certificate's).
+    #[error(
+        "cannot serve TLS with the certificate and key given: {0}; give a PEM certificate \
+         and the PEM private key that belongs to it"
+    )]
+    Tls(String),
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServerTls {
+    /// Checks that the certificate and key can be served (both PEM, the
+    /// key the certificate's), so a bad pair is reported before anything
+    /// is opened or listened on.
+    pub fn check(&self) -> Result<(), ServeError> {
+        self.apply(tonic::transport::Server::builder()).map(drop)
+    }
+
+    /// `builder` serving TLS with this certificate and key.
+    fn apply(
+        &self,
+        builder: tonic::transport::Server,
+    ) -> Result<tonic::transport::Server, ServeError> {
+        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        builder.tls_config(config).map_err(|e| {
+            // The transport error's own text is only "transport error": the
+            // cause (a key mismatch, unreadable PEM) is in its sources.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why.push_str(": ");
+                why.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            ServeError::Tls(why)
+        })
+    }
 }
 
 /// Where a [`SidecarServer`] finds its task hubs: one backend per hub,
@@ -614,8 +690,8 @@ impl SidecarServer {
             .await
     }
 
-    /// [`serve`](Self::serve) on a server builder of your own (TLS
-    /// settings, timeouts, ...).
+    /// [`serve`](Self::serve) on a server builder of your own (timeouts,
+    /// ...); [`ServerOptions::tls`] is applied to it.
     pub async fn serve_with(
         self,
         mut builder: tonic::transport::Server,
@@ -623,6 +699,9 @@ impl SidecarServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let hubs = self.service.hubs.clone();
+        if let Some(tls) = &hubs.options.tls {
+            builder = tls.apply(builder)?;
+        }
         let stopping = hubs.clone();
         let signal = async move {
             shutdown.await;
@@ -632,7 +711,9 @@ impl SidecarServer {
         let result = builder
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // No Nagle delay: answers and work items are small writes
+                // that must leave at once.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 signal,
             )
             .await;
@@ -643,6 +724,7 @@ impl SidecarServer {
     /// The tonic service, to add to a router of your own (with
     /// `tonic::transport::Server::builder().add_service(..)`). Work leased
     /// through it is given back when the stream that brought it closes.
+    /// [`ServerOptions::tls`] is not applied: TLS is the router's to set.
     pub fn into_service(self) -> TaskHubSidecarServiceServer<SidecarService> {
         let limit = self.service.hubs.options.max_message_size;
         // The server checks the limit itself, to answer with the sizes; the

@@ -10,6 +10,7 @@ use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 use durable_runtime::actions::ActionKind;
 use durable_runtime::backend::{InstanceQuery, WaitFor};
 use durable_runtime::Client;
+use durable_runtime::OrchestrationStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +21,10 @@ type Answer<T> = Result<Response<T>, Status>;
 
 /// Events per `HistoryChunk` of `StreamInstanceHistory`.
 const HISTORY_CHUNK_EVENTS: usize = 200;
+
+/// The most backend pages one `ListInstanceIds` call reads to fill its
+/// answer when the completion-time filter leaves pages short.
+const LIST_IDS_SCAN: usize = 8;
 
 /// What the server answers for a call of the protocol it does not serve.
 fn not_served(call: &str, why: &str) -> Status {
@@ -300,18 +305,23 @@ impl TaskHubSidecarService for SidecarService {
             .map(convert::timestamp_from_proto)
             .transpose()
             .map_err(|e| unreadable(call, e))?;
-        // One backend page per call; the completion-time filter may leave
-        // it short (even empty) while more pages follow.
-        let page = shared
-            .backend
-            .query_instances(InstanceQuery {
-                statuses,
-                page_size: usize::try_from(r.page_size).unwrap_or(0),
-                continuation_token: convert::payload(r.last_instance_key),
-                ..InstanceQuery::default()
-            })
-            .await
-            .map_err(from_backend)?;
+        // Finished instances only, as the call is meant for (and as other
+        // sidecars answer it): the statuses asked for that are terminal, or
+        // every terminal status when none is asked for.
+        let terminal = [
+            OrchestrationStatus::Completed,
+            OrchestrationStatus::Failed,
+            OrchestrationStatus::Terminated,
+            OrchestrationStatus::Canceled,
+        ];
+        let statuses: Vec<OrchestrationStatus> = if statuses.is_empty() {
+            terminal.to_vec()
+        } else {
+            statuses.into_iter().filter(|s| s.is_terminal()).collect()
+        };
+        if statuses.is_empty() {
+            return Ok(Response::new(proto::ListInstanceIdsResponse::default()));
+        }
         let completed_in_range = |m: &durable_runtime::backend::InstanceMetadata| {
             if from.is_none() && to.is_none() {
                 return true;
@@ -319,14 +329,43 @@ impl TaskHubSidecarService for SidecarService {
             m.completed_at
                 .is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|until| t < until))
         };
+        // The backend pages by id; the completion-time filter is applied
+        // here. Backend pages are read, each no larger than what the answer
+        // still lacks (so the token resumes exactly after the last id
+        // looked at), until the answer is full, the instances end, or
+        // LIST_IDS_SCAN pages were read: only then is an answer short
+        // (even empty) while a token says more may follow.
+        let page_size = match usize::try_from(r.page_size) {
+            Ok(n) if n > 0 => n,
+            _ => InstanceQuery::default().effective_page_size(),
+        };
+        let mut instance_ids = Vec::new();
+        let mut token = convert::payload(r.last_instance_key);
+        for _ in 0..LIST_IDS_SCAN {
+            let page = shared
+                .backend
+                .query_instances(InstanceQuery {
+                    statuses: statuses.clone(),
+                    page_size: page_size - instance_ids.len(),
+                    continuation_token: token.take(),
+                    ..InstanceQuery::default()
+                })
+                .await
+                .map_err(from_backend)?;
+            instance_ids.extend(
+                page.instances
+                    .into_iter()
+                    .filter(completed_in_range)
+                    .map(|m| m.instance_id),
+            );
+            token = page.continuation_token;
+            if token.is_none() || instance_ids.len() >= page_size {
+                break;
+            }
+        }
         Ok(Response::new(proto::ListInstanceIdsResponse {
-            instance_ids: page
-                .instances
-                .into_iter()
-                .filter(completed_in_range)
-                .map(|m| m.instance_id)
-                .collect(),
-            last_instance_key: page.continuation_token,
+            instance_ids,
+            last_instance_key: token,
         }))
     }
 
