@@ -273,11 +273,50 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
         Code::FailedPrecondition,
     );
     assert!(m.contains("cannot rewind") && m.contains("Pending"), "{m}");
-    let m = refused(
-        c.signal_entity(proto::SignalEntityRequest {}).await,
-        Code::Unimplemented,
-    );
-    assert!(m.contains("entities"), "{m}");
+    // Every entity call: UNIMPLEMENTED, naming the call and saying why.
+    let entity_calls = [
+        (
+            "SignalEntity",
+            c.signal_entity(proto::SignalEntityRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetEntity",
+            c.get_entity(proto::GetEntityRequest {}).await.map(|_| ()),
+        ),
+        (
+            "QueryEntities",
+            c.query_entities(proto::QueryEntitiesRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "CleanEntityStorage",
+            c.clean_entity_storage(proto::CleanEntityStorageRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "CompleteEntityTask",
+            c.complete_entity_task(proto::EntityBatchResult {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AbandonTaskEntityWorkItem",
+            c.abandon_task_entity_work_item(proto::AbandonEntityTaskRequest {})
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (call, answer) in entity_calls {
+        let m = match answer {
+            Err(s) if s.code() == Code::Unimplemented => s.message().to_string(),
+            other => panic!("{call}: expected Unimplemented, got {other:?}"),
+        };
+        assert!(m.contains(call) && m.contains("entities"), "{call}: {m}");
+    }
 
     // Another task hub.
     let mut other_hub = Request::new(());

@@ -379,8 +379,8 @@ impl TaskHubSidecarService for SidecarService {
             .map_err(|e| unreadable(call, e))?
             .ok_or_else(|| {
                 Status::invalid_argument(
-                    "PurgeInstances: the request names neither an instance id nor a filter; \
-                     pass one of them",
+                    "PurgeInstances: the request names neither an instance id nor a filter \
+                     (a batch of instance ids is not served); pass one of them",
                 )
             })?;
         let n = shared
