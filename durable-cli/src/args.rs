@@ -164,6 +164,12 @@ pub struct ServeArgs {
     /// TLS private key (PEM); not served yet, refused with a message
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Serve the dashboard (a web UI of the instances) on this address
+    #[arg(long, default_value = crate::dashboard::DEFAULT_ADDR, value_name = "ADDR")]
+    pub dashboard: String,
+    /// Serve no dashboard
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// Filters and paging of `list`.

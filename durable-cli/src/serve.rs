@@ -90,6 +90,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     // The default hub opens now, so a bad store fails before listening.
     let hubs = Arc::new(hubs);
     let default = hubs.open_hub(DEFAULT_HUB).await?;
+    let dashboard = crate::dashboard::bind(args, token, default.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Unavailable(format!("cannot listen on {addr}: {e}")))?;
@@ -107,15 +108,20 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
          store {store}; \
          stop with Ctrl-C or SIGTERM"
     );
+    let (stopping, dashboard) = crate::dashboard::start(dashboard, out);
     let _ = out.flush();
     let options = ServerOptions {
         token: token.map(str::to_string),
         ..ServerOptions::default()
     };
-    SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
-        .serve(listener, stop_signal())
-        .await
-        .map_err(|e| CliError::Other(e.to_string()))?;
+    let served = SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
+        .serve(listener, async move {
+            stop_signal().await;
+            stopping.stop();
+        })
+        .await;
+    dashboard.stopped().await;
+    served.map_err(|e| CliError::Other(e.to_string()))?;
     let _ = writeln!(out, "durable serve: stopped");
     Ok(crate::exit::OK)
 }
