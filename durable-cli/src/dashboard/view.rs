@@ -180,7 +180,9 @@ pub fn gantt(events: &[HistoryEvent], now: Timestamp, running: bool) -> Value {
         .filter(|e| {
             matches!(
                 e.kind,
-                EventKind::TaskScheduled { .. } | EventKind::SubOrchestrationInstanceCreated { .. }
+                EventKind::TaskScheduled { .. }
+                    | EventKind::SubOrchestrationInstanceCreated { .. }
+                    | EventKind::TimerCreated { .. }
             )
         })
         .map(|e| (e.event_id, e))
@@ -252,7 +254,17 @@ pub fn gantt(events: &[HistoryEvent], now: Timestamp, running: bool) -> Value {
                 });
             }
             EntryKind::Timer => {
-                let fires = entry.name.trim_start_matches("fires at ").to_string();
+                let fire_at = match entry.seq.and_then(|s| scheduled.get(&s)).map(|e| &e.kind) {
+                    Some(EventKind::TimerCreated { fire_at }) => Some(*fire_at),
+                    _ => None,
+                };
+                let fires = fire_at.map(format::timestamp).unwrap_or_default();
+                // The label is short: the time of day (the date is in the
+                // bar's details).
+                let fires_short = fire_at
+                    .map(|t| t.format("%H:%M:%S%.3fZ").to_string())
+                    .unwrap_or_default();
+                bar["fire_at"] = json!(fires);
                 let cut = raised
                     .iter()
                     .find(|(at, _)| *at >= entry.start && entry.end.is_none_or(|e| *at < e));
@@ -272,14 +284,14 @@ pub fn gantt(events: &[HistoryEvent], now: Timestamp, running: bool) -> Value {
                         ));
                         rows.push(Row {
                             kind: "wait",
-                            label: format!("wait for \"{name}\" (until {fires})"),
+                            label: format!("wait for \"{name}\""),
                             key: None,
                             bars: vec![bar],
                         });
                     }
                     None => rows.push(Row {
                         kind: "timer",
-                        label: format!("timer until {fires}"),
+                        label: format!("timer to {fires_short}"),
                         key: None,
                         bars: vec![bar],
                     }),
@@ -488,9 +500,11 @@ mod tests {
         let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["activity", "wait", "sub-orchestration"]);
         let wait = &rows[1];
+        assert_eq!(wait["label"], "wait for \"approval\"");
+        assert_eq!(wait["bars"][0]["fire_at"], "1970-01-01T00:00:30.006Z");
         assert_eq!(
-            wait["label"],
-            "wait for \"approval\" (until 1970-01-01T00:00:30.006Z)"
+            wait["bars"][0]["detail"],
+            "event \"approval\" arrived; the timer was for 1970-01-01T00:00:30.006Z"
         );
         let bar = &wait["bars"][0];
         assert_eq!(
@@ -594,7 +608,7 @@ mod tests {
                 ("charge", 2),
                 ("ship_item", 1),
                 ("ship_item", 1),
-                ("timer until 1970-01-01T00:00:01.010Z", 1)
+                ("timer to 00:00:01.010Z", 1)
             ]
         );
         let attempts = &rows[0]["bars"];

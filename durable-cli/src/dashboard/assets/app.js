@@ -275,12 +275,14 @@ function gantt(t) {
     const end = b.end_ms === null ? span : b.end_ms;
     const left = pct(b.start_ms);
     const width = Math.max(pct(end) - left, 0.4);
+    const open = b.outcome === "unfinished" ? "never finished" : "running";
     const title = row.label + (b.attempt > 1 ? " (attempt " + b.attempt + ")" : "") + "\n" +
-      time(b.start) + " -> " + (b.end ? time(b.end) : "still running") +
-      (b.duration ? " (" + b.duration + ")" : "") + "\n" + b.outcome + ": " + b.detail;
+      time(b.start) + " -> " + (b.end ? time(b.end) : open) +
+      (b.duration ? " (" + b.duration + ")" : "") + (b.fire_at ? "\ntimer for " + time(b.fire_at) : "") +
+      "\n" + b.outcome + ": " + b.detail;
     const attrs = { class: "bar " + b.outcome + (b.instance_id ? " sub" : ""), title,
       style: "left:" + left + "%;width:" + width + "%", "data-outcome": b.outcome, "data-attempt": b.attempt };
-    const label = (b.attempt > 1 ? "#" + b.attempt + " " : "") + (b.duration || (b.end_ms === null ? "running" : ""));
+    const label = (b.attempt > 1 ? "#" + b.attempt + " " : "") + (b.duration || (b.end_ms === null ? open : ""));
     if (b.instance_id) {
       attrs.href = "#/instances/" + encodeURIComponent(b.instance_id);
       attrs["data-instance"] = b.instance_id;
