@@ -347,7 +347,7 @@ async fn the_instance_page_data_and_every_action() {
     assert_eq!(status, StatusCode::OK, "{done}");
     let state = env.client.wait_for_completion(&id, LIMIT).await.unwrap();
     assert_eq!(state.status(), OrchestrationStatus::Completed);
-    assert_eq!(state.output::<bool>().unwrap(), true);
+    assert!(state.output::<bool>().unwrap());
     let history = env.client.history(&id).await.unwrap();
     let kinds: Vec<&str> = history.iter().map(|e| e.kind.type_name()).collect();
     for kind in ["ExecutionSuspended", "ExecutionResumed", "EventRaised"] {
