@@ -97,6 +97,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Unavailable(format!("cannot read the address listened on: {e}")))?;
+    let stop = stop_signal();
     let auth = if token.is_some() {
         "a bearer token required"
     } else {
@@ -116,7 +117,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     };
     let served = SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
         .serve(listener, async move {
-            stop_signal().await;
+            stop.await;
             stopping.stop();
         })
         .await;
@@ -126,26 +127,34 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     Ok(crate::exit::OK)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn stop_signal() {
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers are
+/// installed when it is called, not when first polled: a signal that comes
+/// right after the server said it listens stops it cleanly too.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
