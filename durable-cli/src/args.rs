@@ -158,6 +158,9 @@ pub struct ServeArgs {
     /// Listen beyond loopback without a token (on a network you trust)
     #[arg(long)]
     pub insecure: bool,
+    /// How many task hubs besides `default` may be open at once (each holds its store's threads or connections)
+    #[arg(long, default_value_t = durable_grpc::server::DEFAULT_MAX_HUBS, value_name = "N")]
+    pub max_hubs: usize,
     /// TLS certificate (PEM); not served yet, refused with a message
     #[arg(long, value_name = "PATH")]
     pub tls_cert: Option<std::path::PathBuf>,

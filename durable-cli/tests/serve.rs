@@ -105,18 +105,45 @@ fn unsafe_or_unsupported_listening_is_refused_with_what_to_do() {
     assert!(sidecar.stderr.contains("--endpoint"), "{}", sidecar.stderr);
 }
 
+/// A gRPC client of hub `hub` (None: no header) on `addr`.
+fn hub_backend(addr: &str, hub: Option<&str>) -> Arc<dyn Backend> {
+    let mut options = GrpcOptions::new(format!("http://{addr}"));
+    if let Some(hub) = hub {
+        options = options.task_hub(hub);
+    }
+    Arc::new(GrpcBackend::new(options).expect("valid options"))
+}
+
+/// A request of the raw protocol for hub `hub`.
+fn on_hub<T>(message: T, hub: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("taskhub", hub.parse().unwrap());
+    r
+}
+
+/// The files of an SQLite store at `db`: the file, its log, its shared
+/// memory and its lock directory.
+fn sqlite_files(db: &std::path::Path) -> [std::path::PathBuf; 4] {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    [with(""), with("-wal"), with("-shm"), with(".processes")]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_task_hub_is_a_file_beside_the_sqlite_store() {
+async fn each_task_hub_is_a_file_beside_the_sqlite_store_deleted_by_delete_task_hub() {
+    use durable_grpc::testing::raw;
+    use tonic::Code;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("hubs.db");
     let store = format!("sqlite:{}", path.display());
     let (server, addr, lines) = start(&["--store", &store, "serve", "--listen", "127.0.0.1:0"]);
-    for hub in ["default", "eu"] {
-        let backend: Arc<dyn Backend> = Arc::new(
-            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}")).task_hub(hub))
-                .expect("valid options"),
-        );
-        let worker = Worker::new(backend.clone(), registry()).start().unwrap();
+    let mut workers = Vec::new();
+    for hub in ["default", "Orders-EU"] {
+        let backend = hub_backend(&addr, Some(hub));
+        workers.push(Worker::new(backend.clone(), registry()).start().unwrap());
         let client = Client::new(backend);
         let id = client
             .schedule_by_name("greet", &hub, ScheduleOptions::with_id(format!("in-{hub}")))
@@ -124,30 +151,105 @@ async fn each_task_hub_is_a_file_beside_the_sqlite_store() {
             .unwrap();
         let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
         assert_eq!(state.output::<String>().unwrap(), format!("Hello, {hub}!"));
-        worker.shutdown().await;
     }
+    // Names ignore case, and '-' is '_': one hub, one file.
+    let eu_path = durable_cli::serve::hub_file(&path, "orders_eu");
+    assert_eq!(eu_path, dir.path().join("hubs.hub-orders_eu.db"));
+    assert!(eu_path.exists());
+    let eu = Client::new(hub_backend(&addr, Some("orders_eu")));
+    assert!(eu.get_state("in-Orders-EU").await.unwrap().is_some());
+
+    // A hub nobody created: reads are refused and create nothing.
+    let nobody = Client::new(hub_backend(&addr, Some("nobody")));
+    assert!(nobody.get_state("x").await.is_err());
+    let nobody_path = durable_cli::serve::hub_file(&path, "nobody");
+    assert!(
+        !nobody_path.exists(),
+        "{nobody_path:?} was created by a read"
+    );
+
+    let mut raw = raw::TaskHubSidecarServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    // Hub "default" is the store itself: never deleted.
+    for hub in ["default", "Default"] {
+        let e = raw
+            .delete_task_hub(on_hub(raw::DeleteTaskHubRequest {}, hub))
+            .await
+            .expect_err("the default hub was deleted");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("purge"), "{e:?}");
+    }
+    let default = Client::new(hub_backend(&addr, None));
+    assert!(default.get_state("in-default").await.unwrap().is_some());
+
+    // Deleted while its worker streams: the worker's stream ends, the
+    // instance is gone, and the worker serves the new, empty hub.
+    raw.delete_task_hub(on_hub(raw::DeleteTaskHubRequest {}, "ORDERS-EU"))
+        .await
+        .expect("DeleteTaskHub");
+    let id = eu
+        .schedule_by_name("greet", &"again", ScheduleOptions::with_id("after"))
+        .await
+        .unwrap();
+    let state = eu.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(state.output::<String>().unwrap(), "Hello, again!");
+    assert!(eu.get_state("in-Orders-EU").await.unwrap().is_none());
+
+    // With no worker on it, deleting removes every file of the hub.
+    for w in workers {
+        w.shutdown().await;
+    }
+    raw.delete_task_hub(on_hub(raw::DeleteTaskHubRequest {}, "orders_eu"))
+        .await
+        .expect("DeleteTaskHub");
+    for file in sqlite_files(&eu_path) {
+        assert!(!file.exists(), "{file:?} is left after DeleteTaskHub");
+    }
+    // CreateTaskHub makes it again.
+    raw.create_task_hub(on_hub(
+        raw::CreateTaskHubRequest {
+            recreate_if_exists: true,
+        },
+        "orders_eu",
+    ))
+    .await
+    .expect("CreateTaskHub");
+    assert!(eu_path.exists());
     stop(server, lines);
 
-    let eu_path = durable_cli::serve::hub_file(&path, "eu");
-    assert_eq!(eu_path, dir.path().join("hubs.eu.db"));
-    for (file, has, lacks) in [
-        (&path, "in-default", "in-eu"),
-        (&eu_path, "in-eu", "in-default"),
-    ] {
-        let backend = SqliteBackend::open(file).unwrap();
-        assert!(
-            backend.get_instance(has, false).await.unwrap().is_some(),
-            "{has} in {file:?}"
-        );
-        assert!(
-            backend.get_instance(lacks, false).await.unwrap().is_none(),
-            "{lacks} not in {file:?}"
-        );
-    }
+    // The default hub's file kept its instance, and only it.
+    let backend = SqliteBackend::open(&path).unwrap();
+    assert!(backend
+        .get_instance("in-default", false)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(backend
+        .get_instance("after", false)
+        .await
+        .unwrap()
+        .is_none());
+}
 
-    // Deleting a hub deletes its file and leaves the others.
+/// A hub's file another backend has open is not deleted: that backend
+/// would go on writing to a file no one can open again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_file_open_elsewhere_is_not_deleted() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("shared.db");
     let hubs = durable_cli::serve::StoreHubs::Sqlite(path.clone());
+    let eu = hubs.open_hub("eu").await.unwrap();
+    let e = hubs
+        .delete_hub("eu")
+        .await
+        .expect_err("a hub open elsewhere was deleted");
+    assert!(e.to_string().contains("still open"), "{e}");
+    let eu_path = durable_cli::serve::hub_file(&path, "eu");
+    assert!(eu_path.exists());
+    drop(eu);
     hubs.delete_hub("eu").await.unwrap();
-    assert!(!eu_path.exists(), "{eu_path:?} deleted");
-    assert!(path.exists());
+    for file in sqlite_files(&eu_path) {
+        assert!(!file.exists(), "{file:?} is left");
+    }
 }

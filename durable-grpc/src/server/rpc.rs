@@ -3,7 +3,7 @@
 
 use super::status::{deadline, from_backend, json, unreadable};
 use super::work::{self, Filters, Item, Kind, Limits};
-use super::SidecarService;
+use super::{Create, SidecarService};
 use crate::convert;
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
@@ -71,20 +71,6 @@ fn check_result(
 }
 
 impl SidecarService {
-    /// Closes `hub` (its streams and waits end) and deletes its storage.
-    async fn delete_hub(&self, hub: &str, call: &str) -> Result<(), Status> {
-        let Some(store) = &self.hubs.store else {
-            return Ok(());
-        };
-        super::check_hub_name(hub).map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
-        self.hubs.close(hub).await;
-        store.delete(hub).await.map_err(|e| {
-            Status::unavailable(format!("{call}: cannot delete task hub \"{hub}\": {e}"))
-        })?;
-        tracing::info!(hub, "task hub deleted");
-        Ok(())
-    }
-
     /// `WaitForInstanceStart` and `WaitForInstanceCompletion`: the
     /// backend's own wait, for as long as the caller's deadline allows.
     async fn wait(
@@ -105,9 +91,9 @@ impl SidecarService {
             w = shared.backend.wait_for_instance(&r.instance_id, wait_for, timeout) => w,
             _ = shared.stopped() => {
                 return Err(Status::unavailable(format!(
-                    "{call} of instance \"{}\": the server is shutting down; wait again \
-                     once it is back",
-                    r.instance_id
+                    "{call} of instance \"{}\": {}; wait again once it is back",
+                    r.instance_id,
+                    shared.stop_reason(),
                 )))
             }
         };
@@ -127,7 +113,10 @@ impl SidecarService {
 #[tonic::async_trait]
 impl TaskHubSidecarService for SidecarService {
     async fn hello(&self, request: Request<()>) -> Answer<()> {
-        self.hub(&request, "Hello").await?;
+        // A hello opens nothing: it checks the credentials and that the hub
+        // named is one this server can serve.
+        let hub = self.check(&request, "Hello")?;
+        self.hubs.key_of(&hub, "Hello")?;
         Ok(Response::new(()))
     }
 
@@ -136,7 +125,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::CreateInstanceRequest>,
     ) -> Answer<proto::CreateInstanceResponse> {
         let call = "StartInstance";
-        let shared = self.hub(&request, call).await?;
+        let shared = self.hub_or_new(&request, call).await?;
         let mut create = convert::create_request_from_proto(request.into_inner())
             .map_err(|e| unreadable(call, e))?;
         if create.instance_id.is_empty() {
@@ -458,7 +447,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::GetWorkItemsRequest>,
     ) -> Answer<BoxStream<proto::WorkItem>> {
-        let shared = self.hub(&request, "GetWorkItems").await?;
+        let shared = self.hub_or_new(&request, "GetWorkItems").await?;
         let limits = Limits::from_request(request.get_ref());
         let filters = Filters::from_request(request.get_ref());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -586,8 +575,12 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<proto::CreateTaskHubResponse> {
         let call = "CreateTaskHub";
         let hub = self.check(&request, call)?;
+        if request.get_ref().recreate_if_exists {
+            // Deleting a hub that has no storage is not an error.
+            self.hubs.delete(&hub, call).await?;
+        }
         // Opening a hub creates its storage.
-        self.hubs.get(&hub, call).await?;
+        self.hubs.get(&hub, call, Create::Yes).await?;
         Ok(Response::new(proto::CreateTaskHubResponse {}))
     }
 
@@ -597,16 +590,7 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<proto::DeleteTaskHubResponse> {
         let call = "DeleteTaskHub";
         let hub = self.check(&request, call)?;
-        if self.hubs.store.is_none() {
-            // Refused as any call for another hub would be.
-            self.hubs.get(&hub, call).await?;
-            return Err(not_served(
-                call,
-                "this server serves one task hub, \"default\", given to it when it started; \
-                 purge its instances (PurgeInstances) instead",
-            ));
-        }
-        self.delete_hub(&hub, call).await?;
+        self.hubs.delete(&hub, call).await?;
         Ok(Response::new(proto::DeleteTaskHubResponse {}))
     }
 
