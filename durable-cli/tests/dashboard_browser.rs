@@ -33,7 +33,13 @@ const CHROMIUM_HINT: &str =
 /// `chromium-browser` on PATH.
 fn chromium() -> PathBuf {
     if let Some(path) = std::env::var_os("DURABLE_CHROMIUM") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "DURABLE_CHROMIUM is {}, which is not a file: {CHROMIUM_HINT}",
+            path.display()
+        );
+        return path;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
