@@ -167,6 +167,12 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Serve the dashboard (a web UI of the instances) on this address
+    #[arg(long, default_value = crate::dashboard::DEFAULT_ADDR, value_name = "ADDR")]
+    pub dashboard: String,
+    /// Serve no dashboard
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// Filters and paging of `list`.

@@ -120,12 +120,14 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     // The default hub opens now, so a bad store fails before listening.
     let hubs = Arc::new(hubs);
     let default = hubs.open_hub(DEFAULT_HUB).await?;
+    let dashboard = crate::dashboard::bind(args, token, default.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Unavailable(format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Unavailable(format!("cannot read the address listened on: {e}")))?;
+    let stop = stop_signal();
     let auth = match (token.is_some(), args.tls_cert.is_some()) {
         (true, true) => "TLS, a bearer token required",
         (true, false) => "a bearer token required",
@@ -138,6 +140,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
          store {store}; \
          stop with Ctrl-C or SIGTERM"
     );
+    let (stopping, dashboard) = crate::dashboard::start(dashboard, out);
     let _ = out.flush();
     let options = ServerOptions {
         token: token.map(str::to_string),
@@ -145,34 +148,46 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
         tls,
         ..ServerOptions::default()
     };
-    SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
-        .serve(listener, stop_signal())
-        .await
-        .map_err(|e| CliError::Other(e.to_string()))?;
+    let served = SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
+        .serve(listener, async move {
+            stop.await;
+            stopping.stop();
+        })
+        .await;
+    dashboard.stopped().await;
+    served.map_err(|e| CliError::Other(e.to_string()))?;
     let _ = writeln!(out, "durable serve: stopped");
     Ok(crate::exit::OK)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn stop_signal() {
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers are
+/// installed when it is called, not when first polled: a signal that comes
+/// right after the server said it listens stops it cleanly too.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
