@@ -345,10 +345,7 @@ impl PostgresBackend {
         let refused = |e: tokio_postgres::Error| ConnectError::Refused {
             host: host.clone(),
             port,
-            detail: match e.as_db_error() {
-                Some(db) => format!("{} ({})", db.message(), db.code().code()),
-                None => e.to_string(),
-            },
+            detail: error::refusal(&e),
         };
         let classify = |e: tokio_postgres::Error| {
             if e.as_db_error().is_some() {

@@ -46,9 +46,34 @@ pub struct TestCluster {
     url: String,
     /// The cluster's directory, if this process started it.
     dir: Option<PathBuf>,
+    /// How to run `pg_ctl` on it, if this process started it.
+    control: Option<Control>,
     /// Held open for the life of the process: the watchdog stops the
     /// server when it closes.
     _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+/// What running `pg_ctl` on a cluster this process started takes.
+#[derive(Debug)]
+struct Control {
+    bin: PathBuf,
+    run_as: Option<String>,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Control {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        }
+    }
 }
 
 static SHARED: OnceLock<TestCluster> = OnceLock::new();
@@ -62,6 +87,7 @@ impl TestCluster {
             Ok(url) if !url.is_empty() => TestCluster {
                 url,
                 dir: None,
+                control: None,
                 _watchdog: None,
             },
             _ => match TestCluster::start() {
@@ -81,6 +107,43 @@ impl TestCluster {
     /// started it.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`: every session is
+    /// ended, then the server starts again on the same port), waiting
+    /// until it accepts connections again. Only a cluster this process
+    /// started can be restarted.
+    pub fn restart(&self) -> Result<(), String> {
+        let control = self.control.as_ref().ok_or_else(|| {
+            format!("the server named by {URL_VARIABLE} was not started by the tests and is not restarted by them")
+        })?;
+        let out = control
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&control.data)
+            .arg("-l")
+            .arg(&control.log)
+            .args(["-w", "-t", "60", "-m", "fast", "restart"])
+            .current_dir(control.data.parent().unwrap_or(&control.data))
+            .output()
+            .map_err(|e| format!("running pg_ctl failed: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl restart failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The operating-system user the server runs as, if this process
+    /// started it as another user (as root it runs as `postgres` or
+    /// `nobody`); files the server must read or write belong to it.
+    pub fn server_user(&self) -> Option<&str> {
+        self.control.as_ref()?.run_as.as_deref()
     }
 
     /// A schema name no other test of this or another process uses.
@@ -200,6 +263,12 @@ impl TestCluster {
                 return Ok(TestCluster {
                     url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                     dir: Some(dir),
+                    control: Some(Control {
+                        bin,
+                        run_as: run_as.map(|u| u.name),
+                        data,
+                        log,
+                    }),
                     _watchdog: Some(Mutex::new((child, stdin))),
                 });
             }
