@@ -38,6 +38,23 @@ pub enum ConnectError {
         /// What the server said.
         detail: String,
     },
+    /// TLS was asked for (`sslmode=require`) and could not be set up: the
+    /// server does not offer it, or its certificate is not trusted or
+    /// does not name the host.
+    #[error(
+        "TLS with PostgreSQL at {host}:{port} failed: {detail}; the server must have TLS on \
+         (ssl=on), and if its certificate is \
+         self-signed or from a private CA, name it with tls_root_certificates (or \
+         sslrootcert=<file> in the URL), and connect with the host name it names"
+    )]
+    Tls {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// What failed.
+        detail: String,
+    },
     /// The schema was written by a newer version of durable.
     #[error(
         "the schema \"{schema}\" has version {found}, newer than the {supported} this build of \

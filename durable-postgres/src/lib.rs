@@ -93,6 +93,7 @@ mod options;
 mod schema;
 mod store;
 pub mod testing;
+mod tls;
 mod tx;
 
 pub use error::ConnectError;
@@ -316,6 +317,7 @@ impl PostgresBackend {
                 "pool_size must be at least 1".into(),
             ));
         }
+        let (url, url_roots) = tls::split_root_file(url);
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| ConnectError::InvalidUrl(e.to_string()))?;
@@ -329,13 +331,15 @@ impl PostgresBackend {
             _ => search_path,
         };
         config.options(&pg_options);
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(ConnectError::InvalidOption(
-                "the URL asks for TLS (sslmode=require), which durable-postgres does not \
-                 support yet; connect over a trusted network or a local socket"
-                    .into(),
-            ));
-        }
+        let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            let roots = options
+                .tls_root_certificates
+                .as_deref()
+                .or(url_roots.as_deref());
+            Some(tls::connector(roots).map_err(ConnectError::InvalidOption)?)
+        } else {
+            None
+        };
         let (host, port) = server_of(&config);
         let unreachable = |detail: String| ConnectError::Unreachable {
             host: host.clone(),
@@ -347,6 +351,7 @@ impl PostgresBackend {
             port,
             detail: error::refusal(&e),
         };
+        let with_tls = tls.is_some();
         let classify = |e: tokio_postgres::Error| {
             if e.as_db_error().is_some() {
                 refused(e)
@@ -357,16 +362,26 @@ impl PostgresBackend {
                     detail = format!("{detail}: {s}");
                     source = s.source();
                 }
-                unreachable(detail)
+                // The driver's TLS errors ("error performing TLS
+                // handshake", "server does not support TLS").
+                if with_tls && detail.contains("TLS") {
+                    ConnectError::Tls {
+                        host: host.clone(),
+                        port,
+                        detail,
+                    }
+                } else {
+                    unreachable(detail)
+                }
             }
         };
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
@@ -402,6 +417,7 @@ impl PostgresBackend {
         let (ready, listening) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen::run(
             config,
+            tls,
             signals.clone(),
             options.poll_interval.min(Duration::from_secs(1)),
             ready,

@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 /// The longest instance id sent in a notification; longer ones wake every
 /// waiter (`*`) instead (a payload must stay under 8,000 bytes).
@@ -195,13 +196,17 @@ impl Drop for Watch<'_> {
 /// first `LISTEN` succeeded.
 pub(crate) async fn run(
     config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     signals: Arc<Signals>,
     retry: Duration,
     ready: oneshot::Sender<Result<(), tokio_postgres::Error>>,
 ) {
     let mut ready = Some(ready);
     loop {
-        let ended = listen_once(&config, &signals, &mut ready).await;
+        let ended = match &tls {
+            Some(tls) => listen_once(&config, tls.clone(), &signals, &mut ready).await,
+            None => listen_once(&config, NoTls, &signals, &mut ready).await,
+        };
         if let Some(ready) = ready.take() {
             // The first attempt failed: connecting reports it.
             let _ = ready.send(ended.map(|_| ()));
@@ -219,12 +224,19 @@ pub(crate) async fn run(
     }
 }
 
-async fn listen_once(
+async fn listen_once<T>(
     config: &tokio_postgres::Config,
+    tls: T,
     signals: &Signals,
     ready: &mut Option<oneshot::Sender<Result<(), tokio_postgres::Error>>>,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = config.connect(tls).await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen_sql = format!("LISTEN {}", signals.channel);
     let listen = client.batch_execute(&listen_sql);

@@ -153,7 +153,20 @@ impl TestCluster {
         format!("t{}_{n}_{random}", std::process::id())
     }
 
+    /// Starts a server of its own (not the shared one) with TLS on
+    /// (`ssl=on`), presenting the certificate `cert_pem` with the private
+    /// key `key_pem`; it takes plain connections too. Stopped and removed
+    /// when the process ends, like the shared one. Fails, saying why, if
+    /// PostgreSQL is missing or does not start.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<TestCluster, String> {
+        TestCluster::start_with(Some((cert_pem, key_pem)))
+    }
+
     fn start() -> Result<TestCluster, String> {
+        TestCluster::start_with(None)
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<TestCluster, String> {
         let bin = find_bin_dir(
             std::env::var_os("PATH").as_deref(),
             Path::new("/usr/lib/postgresql"),
@@ -216,6 +229,27 @@ impl TestCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let mut server_options = String::new();
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem)
+                    .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+                // The server refuses a key others can read.
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .map_err(|e| format!("restricting {} failed: {e}", path.display()))?;
+                if let Some(user) = &run_as {
+                    std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(
+                        |e| format!("handing {} to {} failed: {e}", path.display(), user.name),
+                    )?;
+                }
+            }
+            server_options
+                .push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         // The watchdog first, so the directory goes even if starting fails.
         let mut watchdog = Command::new("sh");
         let pg_ctl = bin.join("pg_ctl");
@@ -252,7 +286,7 @@ impl TestCluster {
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!(
-                    "-F -k {} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300",
+                    "-F -k {} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300{server_options}",
                     dir.display()
                 ))
                 .arg("start")
