@@ -42,7 +42,8 @@
 //!
 //! # Delivery
 //!
-//! Writes end with `pg_notify`; each backend listens on one dedicated
+//! Committed writes are announced with `pg_notify`, batched after their
+//! commits; each backend listens on one dedicated
 //! connection and wakes its idle workers and waiting clients (docs/postgres.md
 //! in the repository has the details, the schema and the settings). Clients waiting for an
 //! instance are woken by notifications about that instance, never by
@@ -197,16 +198,18 @@ macro_rules! transaction {
             let result: Res<_> = async {
                 let value = $body;
                 if !$tx.is_done() {
-                    // The notifications and the commit, in one round trip.
-                    let nothing = Effects::default();
-                    let fx = if $fx.sent { &nothing } else { &$fx };
-                    commit_notifying(&$tx, &shared.signals, fx).await?;
+                    $tx.commit_with(Vec::new()).await?;
                 }
                 Ok(value)
             }
             .await;
             match result {
                 Ok(value) => {
+                    // Committed (by the body or above): the notifications
+                    // go out now, unless the body sent them itself.
+                    if !$fx.sent {
+                        shared.signals.announce(&$fx);
+                    }
                     shared.signals.wake(&$fx);
                     break Ok(value);
                 }
@@ -224,18 +227,11 @@ macro_rules! transaction {
     }};
 }
 
-/// Commits `tx` with the notifications for `fx`, in one round trip.
+/// Commits `tx`, then queues the notifications for `fx` (sent after the
+/// commit, batched with others: see [`listen::run_notifier`]).
 async fn commit_notifying(tx: &tx::Tx, signals: &Signals, fx: &Effects) -> Res<()> {
-    let payloads = signals.payloads(fx);
-    let stmt = tx::Conn::prepare_cached(tx, store::NOTIFY).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&signals.channel, &payloads];
-    let mut writes: Vec<tx::Write<'_>> = Vec::new();
-    if !payloads.is_empty() {
-        writes.push(Box::pin(async {
-            tx::Conn::execute(tx, &stmt, &params).await.map(|_| ())
-        }));
-    }
-    tx.commit_with(writes).await?;
+    tx.commit_with(Vec::new()).await?;
+    signals.announce(fx);
     Ok(())
 }
 
@@ -414,6 +410,13 @@ impl PostgresBackend {
         }
         drop(client);
         let signals = Arc::new(Signals::new(format!("durable_{}", options.schema)));
+        let (notifier, queued) = tokio::sync::mpsc::unbounded_channel();
+        signals.set_notifier(notifier);
+        tokio::spawn(listen::run_notifier(
+            pool.clone(),
+            signals.channel.clone(),
+            queued,
+        ));
         let (ready, listening) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen::run(
             config,
@@ -690,8 +693,7 @@ impl Backend for PostgresBackend {
         let mut first = Some(item);
         let done = transaction!(self, |tx, fx| {
             let item = first.take().unwrap_or_else(|| again.clone());
-            store::complete_orchestration(&tx, &ctx, &self.shared.signals, item, &result, &mut fx)
-                .await?
+            store::complete_orchestration(&tx, &ctx, item, &result, &mut fx).await?
         });
         if done.is_err() {
             // The cached history may hold events that were not committed.
@@ -755,7 +757,6 @@ impl Backend for PostgresBackend {
             match store::complete_activity(
                 &client,
                 &self.shared.ctx,
-                signals,
                 item,
                 outcome.clone(),
                 &mut fx,
@@ -763,6 +764,7 @@ impl Backend for PostgresBackend {
             .await
             {
                 Ok(()) => {
+                    signals.announce(&fx);
                     signals.wake(&fx);
                     return Ok(());
                 }

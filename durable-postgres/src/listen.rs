@@ -19,7 +19,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
@@ -37,6 +37,9 @@ pub(crate) struct Signals {
     pub(crate) orchestration_work: Notify,
     pub(crate) activity_work: Notify,
     pub(crate) watchers: Watchers,
+    /// Where committed writes' notifications go to be sent
+    /// ([`run_notifier`]); unset, nothing is sent.
+    notifier: std::sync::OnceLock<mpsc::UnboundedSender<Vec<String>>>,
 }
 
 impl Signals {
@@ -47,6 +50,26 @@ impl Signals {
             orchestration_work: Notify::new(),
             activity_work: Notify::new(),
             watchers: Watchers::default(),
+            notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends the notifications of committed writes through `notifier`
+    /// from now on.
+    pub(crate) fn set_notifier(&self, notifier: mpsc::UnboundedSender<Vec<String>>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Tells other backends about a committed write's effects: its
+    /// notifications are queued for [`run_notifier`], which sends them
+    /// with those of other writes committed meanwhile.
+    pub(crate) fn announce(&self, fx: &Effects) {
+        let payloads = self.payloads(fx);
+        if payloads.is_empty() {
+            return;
+        }
+        if let Some(n) = self.notifier.get() {
+            let _ = n.send(payloads);
         }
     }
 
@@ -188,6 +211,47 @@ impl Drop for Watch<'_> {
             if entry.1 == 0 {
                 map.remove(&self.id);
             }
+        }
+    }
+}
+
+/// The most notifications sent in one statement.
+const NOTIFY_BATCH: usize = 1000;
+
+/// Sends the notifications queued by [`Signals::announce`] until every
+/// sender is gone: what was queued while the previous statement ran goes
+/// in the next one (deduplicated), so the server takes its notification
+/// lock (held by a notifying transaction until it commits, one such
+/// transaction at a time) once per batch rather than once per write. A
+/// batch that cannot be sent is dropped: the fallback poll finds its work.
+pub(crate) async fn run_notifier(
+    pool: deadpool_postgres::Pool,
+    channel: String,
+    mut queued: mpsc::UnboundedReceiver<Vec<String>>,
+) {
+    while let Some(first) = queued.recv().await {
+        let mut batch: std::collections::BTreeSet<String> = first.into_iter().collect();
+        while batch.len() < NOTIFY_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let payloads: Vec<String> = batch.into_iter().collect();
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached(crate::store::NOTIFY)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .execute(&stmt, &[&channel, &payloads])
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, dropped = payloads.len(), "sending notifications failed; other backends find the work by polling");
         }
     }
 }

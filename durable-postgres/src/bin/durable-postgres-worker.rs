@@ -6,7 +6,7 @@
 //! `chain` sub-orchestration, then `inc`), `event` (waits for the event
 //! `go`, then `inc`), `mix` (one, five in parallel, a `child` with a timer).
 //! It prints `ready` once its worker runs, `activity` each
-//! time it starts an activity, and `done <n>` (activities run) at the end.
+//! time it starts an activity (which then takes 20 ms), and `done <n>` (activities run) at the end.
 
 use durable_postgres::{PostgresBackend, PostgresOptions};
 use durable_runtime::{ActivityError, Registry, Worker};
@@ -51,6 +51,8 @@ async fn main() {
             async move {
                 ran.fetch_add(1, Ordering::SeqCst);
                 say("activity");
+                // Still running (and leased) when the test reads the line.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok::<_, ActivityError>(x + 1)
             }
         })
