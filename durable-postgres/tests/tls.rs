@@ -133,8 +133,7 @@ async fn an_untrusted_certificate_is_refused_saying_what_to_do() {
     let e =
         PostgresBackend::connect_with(&tls_url("tls_untrusted"), options(cluster.fresh_schema()))
             .await
-            .err()
-            .expect("an untrusted certificate was accepted");
+            .expect_err("an untrusted certificate was accepted");
     let m = e.to_string();
     println!("{m}");
     assert!(matches!(e, ConnectError::Tls { .. }), "{e:?}");
@@ -151,8 +150,7 @@ async fn a_server_without_tls_is_refused_when_tls_is_required() {
     let url = format!("{}?sslmode=require", plain.url());
     let e = PostgresBackend::connect_with(&url, options(plain.fresh_schema()))
         .await
-        .err()
-        .expect("TLS was required and the server has none");
+        .expect_err("TLS was required and the server has none");
     let m = e.to_string();
     println!("{m}");
     assert!(matches!(e, ConnectError::Tls { .. }), "{e:?}");
