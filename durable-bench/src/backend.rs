@@ -103,6 +103,13 @@ pub(crate) struct BackendArgs {
     /// installation's initdb and pg_ctl, removed when the bench exits.
     #[arg(long)]
     pub(crate) postgres_url: Option<String>,
+
+    /// With --backend postgres: S1 runs its worker in this many separate
+    /// worker processes (this binary, started again as workers) on the
+    /// run's schema instead of in the bench process, which keeps only the
+    /// client (default 0: the worker runs in the bench process).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) worker_processes: usize,
 }
 
 /// `--sqlite-synchronous`: the SQLite backend's durability setting.
@@ -195,6 +202,9 @@ impl BackendFactory {
         }
         if args.backend != BackendKind::Postgres && args.postgres_url.is_some() {
             return Err("--postgres-url needs --backend postgres".into());
+        }
+        if args.backend != BackendKind::Postgres && args.worker_processes > 0 {
+            return Err("--worker-processes needs --backend postgres".into());
         }
         if args.backend != BackendKind::Sqlite && args.sqlite_synchronous.is_some() {
             return Err("--sqlite-synchronous needs --backend sqlite".into());
@@ -462,28 +472,45 @@ impl BackendFactory {
                     &path, options,
                 )?))
             }
-            BackendKind::Postgres => {
-                let url = match &self.args.postgres_url {
-                    Some(url) => url.clone(),
-                    None => catch_panic(|| TestCluster::shared().url().to_string())
-                        .map_err(|e| format!("cannot start a local PostgreSQL server: {e}"))?,
-                };
-                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let options = PostgresOptions {
-                    schema: format!("bench_{}_{n}", std::process::id()),
-                    limits,
-                    ..PostgresOptions::default()
-                };
-                Ok(Arc::new(
-                    PostgresBackend::connect_with(&url, options).await?,
-                ))
-            }
+            BackendKind::Postgres => Ok(self.open_postgres(limits).await?.0),
             // The sidecar keeps its own limits; each run gets a new
             // connection to the same sidecar (instance ids do not repeat).
             BackendKind::Grpc => {
                 let options = GrpcOptions::new(self.endpoint()).task_hub(self.args.taskhub.clone());
                 Ok(Arc::new(GrpcBackend::connect(options).await?))
             }
+        }
+    }
+}
+
+impl BackendFactory {
+    /// A fresh schema on the PostgreSQL server: its backend, the URL and
+    /// the schema name (for worker processes to connect to it too).
+    pub(crate) async fn open_postgres(
+        &self,
+        limits: Limits,
+    ) -> Result<(Arc<dyn Backend>, String, String), BoxError> {
+        let url = match &self.args.postgres_url {
+            Some(url) => url.clone(),
+            None => catch_panic(|| TestCluster::shared().url().to_string())
+                .map_err(|e| format!("cannot start a local PostgreSQL server: {e}"))?,
+        };
+        let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let schema = format!("bench_{}_{n}", std::process::id());
+        let options = PostgresOptions {
+            schema: schema.clone(),
+            limits,
+            ..PostgresOptions::default()
+        };
+        let backend = Arc::new(PostgresBackend::connect_with(&url, options).await?);
+        Ok((backend, url, schema))
+    }
+
+    /// S1's worker processes (`--worker-processes`), 0 for in-process.
+    pub(crate) fn worker_processes(&self) -> usize {
+        match self.args.backend {
+            BackendKind::Postgres => self.args.worker_processes,
+            _ => 0,
         }
     }
 }
