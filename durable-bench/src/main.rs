@@ -53,11 +53,26 @@ struct Cli {
 
     #[command(flatten)]
     worker: WorkerArgs,
+
+    /// Run as one of S1's worker processes (`--worker-processes`) on the
+    /// schema SCHEMA of the PostgreSQL server at URL, until standard input
+    /// closes.
+    #[arg(long, hide = true, num_args = 2, value_names = ["URL", "SCHEMA"])]
+    worker_process: Option<Vec<String>>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(target) = &cli.worker_process {
+        return match scenarios::worker_process(&target[0], &target[1], &cli.worker).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: worker process: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = cli.backend.clone();
     let factory = match tokio::task::spawn_blocking(move || BackendFactory::new(args)).await {
         Ok(Ok(f)) => f,

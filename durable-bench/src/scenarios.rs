@@ -7,6 +7,7 @@
 use crate::backend::{BackendFactory, BoxError, Needs};
 use crate::report::{Combine, Measurement, Unit};
 use clap::{Args, ValueEnum};
+use durable_runtime::backend::transition::Limits;
 use durable_runtime::entity::{Entity, EntityId, Operations};
 use durable_runtime::{
     ActivityError, Backend, Client, OrchestrationState, OrchestrationStatus, Registry,
@@ -317,6 +318,103 @@ impl Running {
     }
 }
 
+/// S1's worker processes: this binary started again with
+/// `--worker-process URL SCHEMA`, stopped by closing their standard input.
+struct WorkerProcesses(Vec<std::process::Child>);
+
+impl WorkerProcesses {
+    fn start(n: usize, url: &str, schema: &str, worker: &WorkerArgs) -> Result<Self, BoxError> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe()?;
+        let mut children = WorkerProcesses(Vec::new());
+        for _ in 0..n {
+            let mut command = std::process::Command::new(&exe);
+            command.args(["--worker-process", url, schema]);
+            for (flag, value) in [
+                (
+                    "--max-concurrent-orchestrations",
+                    worker.max_concurrent_orchestrations,
+                ),
+                (
+                    "--max-concurrent-activities",
+                    worker.max_concurrent_activities,
+                ),
+                ("--cache-capacity", worker.cache_capacity),
+            ] {
+                if let Some(v) = value {
+                    command.args([flag, &v.to_string()]);
+                }
+            }
+            let mut child = command
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or("a worker process has no stdout")?;
+            children.0.push(child);
+            let mut line = String::new();
+            std::io::BufReader::new(stdout).read_line(&mut line)?;
+            if line.trim() != "ready" {
+                return Err(format!("a worker process did not start (said {line:?})").into());
+            }
+        }
+        Ok(children)
+    }
+
+    /// Closes their input and waits for them to finish.
+    fn stop(mut self) -> Result<(), BoxError> {
+        for c in &mut self.0 {
+            drop(c.stdin.take());
+        }
+        for c in &mut self.0 {
+            let status = c.wait()?;
+            if !status.success() {
+                return Err(format!("a worker process exited with {status}").into());
+            }
+        }
+        self.0.clear();
+        Ok(())
+    }
+}
+
+impl Drop for WorkerProcesses {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The body of a worker process (`--worker-process URL SCHEMA`): a worker
+/// with the bench's orchestrations on that schema until standard input
+/// closes. Says `ready` once it runs.
+pub(crate) async fn worker_process(
+    url: &str,
+    schema: &str,
+    worker: &WorkerArgs,
+) -> Result<(), BoxError> {
+    let options = durable_postgres::PostgresOptions {
+        schema: schema.to_string(),
+        ..durable_postgres::PostgresOptions::default()
+    };
+    let backend = Arc::new(durable_postgres::PostgresBackend::connect_with(url, options).await?);
+    let handle = Worker::new(backend, registry())
+        .with_options(worker.apply(WorkerOptions::default()))
+        .start()?;
+    println!("ready");
+    tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
 /// Runs of each cached chain in one S3 run.
 const CACHED_RUNS: usize = 3;
 
@@ -498,6 +596,10 @@ impl Bench {
 
     /// S1: schedule n seq3 orchestrations, then wait for all of them.
     async fn s1(&self) -> Result<Vec<Measurement>, BoxError> {
+        let processes = self.factory.worker_processes();
+        if processes > 0 {
+            return self.s1_processes(processes).await;
+        }
         let n = self.sizes.s1_count;
         let r = self.start_default().await?;
         let idle = self.idle_waiters(&r.client).await?;
@@ -556,6 +658,33 @@ impl Bench {
                 )
                 .note("the median of the per-run ratios, not the ratio of the medians"),
             );
+            if let Some(own) = self
+                .factory
+                .python_s1_on_python_server(n, self.timeout)
+                .await
+            {
+                let own = own?;
+                out.push(Measurement::new(
+                    "S1",
+                    "seq3 throughput, Python SDK on its own server",
+                    format!(
+                        "{params}, Python SDK worker + client, the Python package's in-memory sidecar"
+                    ),
+                    Unit::PerSecond("orch"),
+                    own.per_second,
+                ));
+                out.push(
+                    Measurement::new(
+                        "S1",
+                        "Python SDK serve/own-server ratio",
+                        "per run: the Python SDK's S1 on durable's server over its S1 on the \
+                         Python in-memory sidecar",
+                        Unit::Ratio,
+                        python.per_second / own.per_second,
+                    )
+                    .note("above 1: faster on durable's server"),
+                );
+            }
         }
         Ok(out)
     }
@@ -595,6 +724,43 @@ impl Bench {
     }
 
     /// S2: one orchestration calling n activities at once and summing them.
+    /// S1 with the worker in `processes` separate processes on one schema.
+    async fn s1_processes(&self, processes: usize) -> Result<Vec<Measurement>, BoxError> {
+        let n = self.sizes.s1_count;
+        let (backend, url, schema) = self.factory.open_postgres(Limits::default()).await?;
+        let client = Client::new(backend.clone());
+        let worker = self.worker.clone();
+        let workers = tokio::task::spawn_blocking(move || {
+            WorkerProcesses::start(processes, &url, &schema, &worker)
+        })
+        .await??;
+        let t0 = Instant::now();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(
+                client
+                    .schedule_by_name("seq3", &(i as i64), ScheduleOptions::default())
+                    .await?,
+            );
+        }
+        for (i, id) in ids.iter().enumerate() {
+            self.expect_output(&client, id, i as i64 + 3).await?;
+        }
+        let secs = since(t0);
+        tokio::task::spawn_blocking(move || workers.stop()).await??;
+        Ok(vec![Measurement::new(
+            "S1",
+            "seq3 throughput",
+            format!(
+                "{} orchestrations x 3 activities, {processes} worker processes, client in the bench process",
+                n_fmt(n)
+            ),
+            Unit::PerSecond("orch"),
+            n as f64 / secs,
+        )
+        .target(self.factory.targets().s1)])
+    }
+
     async fn s2(&self) -> Result<Vec<Measurement>, BoxError> {
         let n = self.sizes.s2_count;
         let r = self

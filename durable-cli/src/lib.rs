@@ -14,6 +14,7 @@
 //! ```
 
 pub mod args;
+pub mod dashboard;
 pub mod exit;
 pub mod format;
 pub mod run;

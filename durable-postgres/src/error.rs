@@ -38,6 +38,23 @@ pub enum ConnectError {
         /// What the server said.
         detail: String,
     },
+    /// TLS was asked for (`sslmode=require`) and could not be set up: the
+    /// server does not offer it, or its certificate is not trusted or
+    /// does not name the host.
+    #[error(
+        "TLS with PostgreSQL at {host}:{port} failed: {detail}; the server must have TLS on \
+         (ssl=on), and if its certificate is \
+         self-signed or from a private CA, name it with tls_root_certificates (or \
+         sslrootcert=<file> in the URL), and connect with the host name it names"
+    )]
+    Tls {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// What failed.
+        detail: String,
+    },
     /// The schema was written by a newer version of durable.
     #[error(
         "the schema \"{schema}\" has version {found}, newer than the {supported} this build of \
@@ -99,26 +116,51 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> BackendError {
     ))
 }
 
+/// What the server said: its message and SQLSTATE.
+fn detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// What a full disk or a read-only database is told, with what to do;
+/// `None` for other errors.
+fn explained(code: &SqlState, detail: &str) -> Option<String> {
+    if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
+        Some(format!(
+            "PostgreSQL is out of space: {detail}; free disk space on the database server"
+        ))
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        Some(format!(
+            "PostgreSQL refused a write: {detail}; is this a read-only replica or a \
+             read-only database (default_transaction_read_only)? Point durable at the primary"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The detail of a [`ConnectError::Refused`]: what the server said, and
+/// what to do if the database is full or read-only.
+pub(crate) fn refusal(e: &tokio_postgres::Error) -> String {
+    let detail = detail(e);
+    e.code()
+        .and_then(|c| explained(c, &detail))
+        .unwrap_or(detail)
+}
+
 /// A database error as a backend error that says what happened.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> BackendError {
     if e.is_closed() || e.code().is_none() {
         return BackendError::Unavailable(format!("the connection to PostgreSQL failed: {e}"));
     }
-    let detail = match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    };
+    let detail = detail(&e);
+    if let Some(message) = e.code().and_then(|c| explained(c, &detail)) {
+        return BackendError::Unavailable(message);
+    }
     let code = e.code().cloned();
     match code {
-        Some(c) if c == SqlState::DISK_FULL || c == SqlState::OUT_OF_MEMORY => {
-            BackendError::Unavailable(format!(
-                "PostgreSQL is out of space: {detail}; free disk space on the database server"
-            ))
-        }
-        Some(c) if c == SqlState::READ_ONLY_SQL_TRANSACTION => BackendError::Unavailable(format!(
-            "PostgreSQL refused a write: {detail}; is this a read-only replica or a \
-             read-only database? Point durable at the primary"
-        )),
         Some(c) if c == SqlState::ADMIN_SHUTDOWN || c == SqlState::CANNOT_CONNECT_NOW => {
             BackendError::Unavailable(format!("PostgreSQL is shutting down or starting: {detail}"))
         }

@@ -42,7 +42,8 @@
 //!
 //! # Delivery
 //!
-//! Writes end with `pg_notify`; each backend listens on one dedicated
+//! Committed writes are announced with `pg_notify`, batched after their
+//! commits; each backend listens on one dedicated
 //! connection and wakes its idle workers and waiting clients (docs/postgres.md
 //! in the repository has the details, the schema and the settings). Clients waiting for an
 //! instance are woken by notifications about that instance, never by
@@ -93,6 +94,7 @@ mod options;
 mod schema;
 mod store;
 pub mod testing;
+mod tls;
 mod tx;
 
 pub use error::ConnectError;
@@ -196,16 +198,18 @@ macro_rules! transaction {
             let result: Res<_> = async {
                 let value = $body;
                 if !$tx.is_done() {
-                    // The notifications and the commit, in one round trip.
-                    let nothing = Effects::default();
-                    let fx = if $fx.sent { &nothing } else { &$fx };
-                    commit_notifying(&$tx, &shared.signals, fx).await?;
+                    $tx.commit_with(Vec::new()).await?;
                 }
                 Ok(value)
             }
             .await;
             match result {
                 Ok(value) => {
+                    // Committed (by the body or above): the notifications
+                    // go out now, unless the body sent them itself.
+                    if !$fx.sent {
+                        shared.signals.announce(&$fx);
+                    }
                     shared.signals.wake(&$fx);
                     break Ok(value);
                 }
@@ -223,18 +227,11 @@ macro_rules! transaction {
     }};
 }
 
-/// Commits `tx` with the notifications for `fx`, in one round trip.
+/// Commits `tx`, then queues the notifications for `fx` (sent after the
+/// commit, batched with others: see [`listen::run_notifier`]).
 async fn commit_notifying(tx: &tx::Tx, signals: &Signals, fx: &Effects) -> Res<()> {
-    let payloads = signals.payloads(fx);
-    let stmt = tx::Conn::prepare_cached(tx, store::NOTIFY).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&signals.channel, &payloads];
-    let mut writes: Vec<tx::Write<'_>> = Vec::new();
-    if !payloads.is_empty() {
-        writes.push(Box::pin(async {
-            tx::Conn::execute(tx, &stmt, &params).await.map(|_| ())
-        }));
-    }
-    tx.commit_with(writes).await?;
+    tx.commit_with(Vec::new()).await?;
+    signals.announce(fx);
     Ok(())
 }
 
@@ -316,6 +313,7 @@ impl PostgresBackend {
                 "pool_size must be at least 1".into(),
             ));
         }
+        let (url, url_roots) = tls::split_root_file(url);
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| ConnectError::InvalidUrl(e.to_string()))?;
@@ -329,13 +327,15 @@ impl PostgresBackend {
             _ => search_path,
         };
         config.options(&pg_options);
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(ConnectError::InvalidOption(
-                "the URL asks for TLS (sslmode=require), which durable-postgres does not \
-                 support yet; connect over a trusted network or a local socket"
-                    .into(),
-            ));
-        }
+        let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            let roots = options
+                .tls_root_certificates
+                .as_deref()
+                .or(url_roots.as_deref());
+            Some(tls::connector(roots).map_err(ConnectError::InvalidOption)?)
+        } else {
+            None
+        };
         let (host, port) = server_of(&config);
         let unreachable = |detail: String| ConnectError::Unreachable {
             host: host.clone(),
@@ -345,11 +345,9 @@ impl PostgresBackend {
         let refused = |e: tokio_postgres::Error| ConnectError::Refused {
             host: host.clone(),
             port,
-            detail: match e.as_db_error() {
-                Some(db) => format!("{} ({})", db.message(), db.code().code()),
-                None => e.to_string(),
-            },
+            detail: error::refusal(&e),
         };
+        let with_tls = tls.is_some();
         let classify = |e: tokio_postgres::Error| {
             if e.as_db_error().is_some() {
                 refused(e)
@@ -360,16 +358,26 @@ impl PostgresBackend {
                     detail = format!("{detail}: {s}");
                     source = s.source();
                 }
-                unreachable(detail)
+                // The driver's TLS errors ("error performing TLS
+                // handshake", "server does not support TLS").
+                if with_tls && detail.contains("TLS") {
+                    ConnectError::Tls {
+                        host: host.clone(),
+                        port,
+                        detail,
+                    }
+                } else {
+                    unreachable(detail)
+                }
             }
         };
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
@@ -402,9 +410,17 @@ impl PostgresBackend {
         }
         drop(client);
         let signals = Arc::new(Signals::new(format!("durable_{}", options.schema)));
+        let (notifier, queued) = tokio::sync::mpsc::unbounded_channel();
+        signals.set_notifier(notifier);
+        tokio::spawn(listen::run_notifier(
+            pool.clone(),
+            signals.channel.clone(),
+            queued,
+        ));
         let (ready, listening) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen::run(
             config,
+            tls,
             signals.clone(),
             options.poll_interval.min(Duration::from_secs(1)),
             ready,
@@ -677,8 +693,7 @@ impl Backend for PostgresBackend {
         let mut first = Some(item);
         let done = transaction!(self, |tx, fx| {
             let item = first.take().unwrap_or_else(|| again.clone());
-            store::complete_orchestration(&tx, &ctx, &self.shared.signals, item, &result, &mut fx)
-                .await?
+            store::complete_orchestration(&tx, &ctx, item, &result, &mut fx).await?
         });
         if done.is_err() {
             // The cached history may hold events that were not committed.
@@ -742,7 +757,6 @@ impl Backend for PostgresBackend {
             match store::complete_activity(
                 &client,
                 &self.shared.ctx,
-                signals,
                 item,
                 outcome.clone(),
                 &mut fx,
@@ -750,6 +764,7 @@ impl Backend for PostgresBackend {
             .await
             {
                 Ok(()) => {
+                    signals.announce(&fx);
                     signals.wake(&fx);
                     return Ok(());
                 }

@@ -19,8 +19,9 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 /// The longest instance id sent in a notification; longer ones wake every
 /// waiter (`*`) instead (a payload must stay under 8,000 bytes).
@@ -36,6 +37,9 @@ pub(crate) struct Signals {
     pub(crate) orchestration_work: Notify,
     pub(crate) activity_work: Notify,
     pub(crate) watchers: Watchers,
+    /// Where committed writes' notifications go to be sent
+    /// ([`run_notifier`]); unset, nothing is sent.
+    notifier: std::sync::OnceLock<mpsc::UnboundedSender<Vec<String>>>,
 }
 
 impl Signals {
@@ -46,6 +50,26 @@ impl Signals {
             orchestration_work: Notify::new(),
             activity_work: Notify::new(),
             watchers: Watchers::default(),
+            notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends the notifications of committed writes through `notifier`
+    /// from now on.
+    pub(crate) fn set_notifier(&self, notifier: mpsc::UnboundedSender<Vec<String>>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Tells other backends about a committed write's effects: its
+    /// notifications are queued for [`run_notifier`], which sends them
+    /// with those of other writes committed meanwhile.
+    pub(crate) fn announce(&self, fx: &Effects) {
+        let payloads = self.payloads(fx);
+        if payloads.is_empty() {
+            return;
+        }
+        if let Some(n) = self.notifier.get() {
+            let _ = n.send(payloads);
         }
     }
 
@@ -191,17 +215,62 @@ impl Drop for Watch<'_> {
     }
 }
 
+/// The most notifications sent in one statement.
+const NOTIFY_BATCH: usize = 1000;
+
+/// Sends the notifications queued by [`Signals::announce`] until every
+/// sender is gone: what was queued while the previous statement ran goes
+/// in the next one (deduplicated), so the server takes its notification
+/// lock (held by a notifying transaction until it commits, one such
+/// transaction at a time) once per batch rather than once per write. A
+/// batch that cannot be sent is dropped: the fallback poll finds its work.
+pub(crate) async fn run_notifier(
+    pool: deadpool_postgres::Pool,
+    channel: String,
+    mut queued: mpsc::UnboundedReceiver<Vec<String>>,
+) {
+    while let Some(first) = queued.recv().await {
+        let mut batch: std::collections::BTreeSet<String> = first.into_iter().collect();
+        while batch.len() < NOTIFY_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let payloads: Vec<String> = batch.into_iter().collect();
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached(crate::store::NOTIFY)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .execute(&stmt, &[&channel, &payloads])
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, dropped = payloads.len(), "sending notifications failed; other backends find the work by polling");
+        }
+    }
+}
+
 /// Runs the listening connection until aborted; `ready` learns whether the
 /// first `LISTEN` succeeded.
 pub(crate) async fn run(
     config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     signals: Arc<Signals>,
     retry: Duration,
     ready: oneshot::Sender<Result<(), tokio_postgres::Error>>,
 ) {
     let mut ready = Some(ready);
     loop {
-        let ended = listen_once(&config, &signals, &mut ready).await;
+        let ended = match &tls {
+            Some(tls) => listen_once(&config, tls.clone(), &signals, &mut ready).await,
+            None => listen_once(&config, NoTls, &signals, &mut ready).await,
+        };
         if let Some(ready) = ready.take() {
             // The first attempt failed: connecting reports it.
             let _ = ready.send(ended.map(|_| ()));
@@ -219,12 +288,19 @@ pub(crate) async fn run(
     }
 }
 
-async fn listen_once(
+async fn listen_once<T>(
     config: &tokio_postgres::Config,
+    tls: T,
     signals: &Signals,
     ready: &mut Option<oneshot::Sender<Result<(), tokio_postgres::Error>>>,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<(), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = config.connect(tls).await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen_sql = format!("LISTEN {}", signals.channel);
     let listen = client.batch_execute(&listen_sql);

@@ -1,6 +1,7 @@
 //! Settings of the PostgreSQL backend.
 
 use durable_runtime::backend::transition::Limits;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings for [`PostgresBackend::connect_with`](crate::PostgresBackend::connect_with).
@@ -49,6 +50,12 @@ pub struct PostgresOptions {
     /// is not re-read at every step (default 1,024 instances). An entry is
     /// used only when the stored execution and history length match.
     pub history_cache_capacity: usize,
+    /// For a URL with `sslmode=require`: a PEM file of the certificates to
+    /// trust (a managed service's CA bundle, or a self-signed server
+    /// certificate). Default: none, which trusts Mozilla's root
+    /// certificates; the URL parameter `sslrootcert=<file>` sets it too.
+    /// The certificate chain and the host name are always verified.
+    pub tls_root_certificates: Option<PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -61,6 +68,7 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             history_cache_capacity: 1024,
+            tls_root_certificates: None,
         }
     }
 }

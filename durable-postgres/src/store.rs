@@ -1046,7 +1046,6 @@ enum HistoryWrite {
 pub(crate) async fn complete_orchestration(
     tx: &Tx,
     ctx: &Ctx,
-    signals: &Signals,
     item: OrchestrationWorkItem,
     result: &OrchestratorResult,
     fx: &mut Effects,
@@ -1244,9 +1243,6 @@ pub(crate) async fn complete_orchestration(
     if meta.status != row.meta.status {
         fx.touched.push(id.clone());
     }
-    let payloads = signals.payloads(fx);
-    let s_notify = tx.prepare_cached(NOTIFY).await?;
-    fx.sent = true;
 
     let taken_p: [&(dyn ToSql + Sync); 2] = [&id, &token];
     let clear_p: [&(dyn ToSql + Sync); 1] = [&id];
@@ -1278,7 +1274,6 @@ pub(crate) async fn complete_orchestration(
         &meta.custom_status,
         &history_len,
     ];
-    let notify_p: [&(dyn ToSql + Sync); 2] = [&signals.channel, &payloads];
     let history_p: [&(dyn ToSql + Sync); 5];
     let front_p: [&(dyn ToSql + Sync); 4];
     let cancelled_p: [&(dyn ToSql + Sync); 1] = [&cancelled];
@@ -1323,9 +1318,6 @@ pub(crate) async fn complete_orchestration(
         batch.push(write(tx, &s_ready, &ready_p));
     }
     batch.push(write(tx, &s_instance, &instance_p));
-    if !payloads.is_empty() {
-        batch.push(write(tx, &s_notify, &notify_p));
-    }
     tx.commit_with(batch).await?;
     if !terminal {
         cache(ctx).put(id, meta.execution_id, meta.last_updated_at, new_history);
@@ -1469,7 +1461,6 @@ fn activity_lease(item: &ActivityWorkItem) -> Res<(i64, i64)> {
 pub(crate) async fn complete_activity<C: Conn>(
     c: &C,
     ctx: &Ctx,
-    signals: &Signals,
     item: &ActivityWorkItem,
     outcome: TaskOutcome,
     fx: &mut Effects,
@@ -1481,8 +1472,6 @@ pub(crate) async fn complete_activity<C: Conn>(
         transition::activity_completion(item.task_id, outcome, &item.name, now_ts, &ctx.limits);
     let event = to_json(&event)?;
     fx.orchestrations = true;
-    let payloads = signals.payloads(fx);
-    fx.sent = true;
     let done = query_opt(
         c,
         "WITH done AS (
@@ -1497,9 +1486,8 @@ pub(crate) async fn complete_activity<C: Conn>(
                                              THEN LEAST(COALESCE(ready_at, $3), $3)
                                              ELSE ready_at END
              WHERE instance_id IN (SELECT instance_id FROM queued))
-         SELECT (SELECT string_agg(pg_notify($5, p)::text, '') FROM unnest($6::text[]) AS p)
-         FROM done",
-        &[&rowid, &token, &now, &event, &signals.channel, &payloads],
+         SELECT 1 FROM done",
+        &[&rowid, &token, &now, &event],
     )
     .await?;
     if done.is_none() {

@@ -46,9 +46,34 @@ pub struct TestCluster {
     url: String,
     /// The cluster's directory, if this process started it.
     dir: Option<PathBuf>,
+    /// How to run `pg_ctl` on it, if this process started it.
+    control: Option<Control>,
     /// Held open for the life of the process: the watchdog stops the
     /// server when it closes.
     _watchdog: Option<Mutex<(Child, ChildStdin)>>,
+}
+
+/// What running `pg_ctl` on a cluster this process started takes.
+#[derive(Debug)]
+struct Control {
+    bin: PathBuf,
+    run_as: Option<String>,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+impl Control {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        }
+    }
 }
 
 static SHARED: OnceLock<TestCluster> = OnceLock::new();
@@ -62,6 +87,7 @@ impl TestCluster {
             Ok(url) if !url.is_empty() => TestCluster {
                 url,
                 dir: None,
+                control: None,
                 _watchdog: None,
             },
             _ => match TestCluster::start() {
@@ -83,6 +109,43 @@ impl TestCluster {
         self.dir.as_deref()
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`: every session is
+    /// ended, then the server starts again on the same port), waiting
+    /// until it accepts connections again. Only a cluster this process
+    /// started can be restarted.
+    pub fn restart(&self) -> Result<(), String> {
+        let control = self.control.as_ref().ok_or_else(|| {
+            format!("the server named by {URL_VARIABLE} was not started by the tests and is not restarted by them")
+        })?;
+        let out = control
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&control.data)
+            .arg("-l")
+            .arg(&control.log)
+            .args(["-w", "-t", "60", "-m", "fast", "restart"])
+            .current_dir(control.data.parent().unwrap_or(&control.data))
+            .output()
+            .map_err(|e| format!("running pg_ctl failed: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl restart failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The operating-system user the server runs as, if this process
+    /// started it as another user (as root it runs as `postgres` or
+    /// `nobody`); files the server must read or write belong to it.
+    pub fn server_user(&self) -> Option<&str> {
+        self.control.as_ref()?.run_as.as_deref()
+    }
+
     /// A schema name no other test of this or another process uses.
     pub fn fresh_schema(&self) -> String {
         let n = SCHEMAS.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +153,20 @@ impl TestCluster {
         format!("t{}_{n}_{random}", std::process::id())
     }
 
+    /// Starts a server of its own (not the shared one) with TLS on
+    /// (`ssl=on`), presenting the certificate `cert_pem` with the private
+    /// key `key_pem`; it takes plain connections too. Stopped and removed
+    /// when the process ends, like the shared one. Fails, saying why, if
+    /// PostgreSQL is missing or does not start.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<TestCluster, String> {
+        TestCluster::start_with(Some((cert_pem, key_pem)))
+    }
+
     fn start() -> Result<TestCluster, String> {
+        TestCluster::start_with(None)
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<TestCluster, String> {
         let bin = find_bin_dir(
             std::env::var_os("PATH").as_deref(),
             Path::new("/usr/lib/postgresql"),
@@ -153,6 +229,27 @@ impl TestCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let mut server_options = String::new();
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem)
+                    .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+                // The server refuses a key others can read.
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .map_err(|e| format!("restricting {} failed: {e}", path.display()))?;
+                if let Some(user) = &run_as {
+                    std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(
+                        |e| format!("handing {} to {} failed: {e}", path.display(), user.name),
+                    )?;
+                }
+            }
+            server_options
+                .push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         // The watchdog first, so the directory goes even if starting fails.
         let mut watchdog = Command::new("sh");
         let pg_ctl = bin.join("pg_ctl");
@@ -189,7 +286,7 @@ impl TestCluster {
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!(
-                    "-F -k {} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300",
+                    "-F -k {} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300{server_options}",
                     dir.display()
                 ))
                 .arg("start")
@@ -200,6 +297,12 @@ impl TestCluster {
                 return Ok(TestCluster {
                     url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                     dir: Some(dir),
+                    control: Some(Control {
+                        bin,
+                        run_as: run_as.map(|u| u.name),
+                        data,
+                        log,
+                    }),
                     _watchdog: Some(Mutex::new((child, stdin))),
                 });
             }

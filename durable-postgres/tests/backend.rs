@@ -117,11 +117,16 @@ async fn bad_urls_and_schema_names_are_refused_before_connecting() {
         .await
         .expect_err("a schema name that needs quoting was accepted");
     assert!(e.to_string().contains("not allowed"), "{e}");
+    let options = PostgresOptions {
+        tls_root_certificates: Some("/nonexistent/ca.pem".into()),
+        ..PostgresOptions::default()
+    };
     let url = format!("{}?sslmode=require", TestCluster::shared().url());
-    let e = PostgresBackend::connect(&url)
+    let e = PostgresBackend::connect_with(&url, options)
         .await
-        .expect_err("a URL asking for TLS was accepted");
-    assert!(e.to_string().contains("does not support yet"), "{e}");
+        .expect_err("a missing root certificate file was accepted");
+    assert!(matches!(e, ConnectError::InvalidOption(_)), "{e:?}");
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
 }
 
 #[tokio::test]

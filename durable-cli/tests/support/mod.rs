@@ -178,9 +178,17 @@ impl Drop for Running {
 }
 
 /// Starts `durable serve` with these arguments; returns it and the address
-/// it printed.
+/// it printed. Its dashboard takes a free port unless the arguments place
+/// it (tests run servers side by side).
 pub(crate) fn start_serve(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
-    let mut server = Running::spawn(durable(args));
+    let mut cmd = durable(args);
+    if !args
+        .iter()
+        .any(|a| *a == "--dashboard" || *a == "--no-dashboard")
+    {
+        cmd.args(["--dashboard", "127.0.0.1:0"]);
+    }
+    let mut server = Running::spawn(cmd);
     let stdout = server.child().stdout.take().expect("stdout is piped");
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {

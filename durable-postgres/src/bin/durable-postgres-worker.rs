@@ -1,8 +1,12 @@
 //! A worker process for durable-postgres's multi-process tests:
 //! `durable-postgres-worker <url> <schema> <lease-ms>` connects, runs a
 //! worker with the test orchestrations until its standard input closes,
-//! then shuts down. It prints `ready` once its worker runs, `activity` each
-//! time it starts an activity, and `done <n>` (activities run) at the end.
+//! then shuts down. Its orchestrations: `chain` (three `inc` in a row),
+//! `fan100` (a fan-out of 100), `timer` (a timer, then `inc`), `parent` (a
+//! `chain` sub-orchestration, then `inc`), `event` (waits for the event
+//! `go`, then `inc`), `mix` (one, five in parallel, a `child` with a timer).
+//! It prints `ready` once its worker runs, `activity` each
+//! time it starts an activity (which then takes 20 ms), and `done <n>` (activities run) at the end.
 
 use durable_postgres::{PostgresBackend, PostgresOptions};
 use durable_runtime::{ActivityError, Registry, Worker};
@@ -47,12 +51,42 @@ async fn main() {
             async move {
                 ran.fetch_add(1, Ordering::SeqCst);
                 say("activity");
+                // Still running (and leased) when the test reads the line.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok::<_, ActivityError>(x + 1)
             }
         })
         .orchestrator_fn("child", |ctx, x: i64| async move {
             ctx.create_timer(Duration::from_millis(5)).await;
             let y: i64 = ctx.call_activity_by_name("inc", &x).await?;
+            Ok(y)
+        })
+        .orchestrator_fn("chain", |ctx, x: i64| async move {
+            let mut y = x;
+            for _ in 0..3 {
+                y = ctx.call_activity_by_name("inc", &y).await?;
+            }
+            Ok(y)
+        })
+        .orchestrator_fn("fan100", |ctx, x: i64| async move {
+            let fan = (0..100).map(|i| ctx.call_activity_by_name::<i64>("inc", &(x + i)));
+            Ok(ctx.when_all(fan).await?.into_iter().sum::<i64>())
+        })
+        .orchestrator_fn("timer", |ctx, x: i64| async move {
+            ctx.create_timer(Duration::from_millis(20)).await;
+            let y: i64 = ctx.call_activity_by_name("inc", &x).await?;
+            Ok(y)
+        })
+        .orchestrator_fn("parent", |ctx, x: i64| async move {
+            let y: i64 = ctx
+                .call_sub_orchestrator_by_name("chain", None, &x, None)
+                .await?;
+            let z: i64 = ctx.call_activity_by_name("inc", &y).await?;
+            Ok(z)
+        })
+        .orchestrator_fn("event", |ctx, x: i64| async move {
+            let v: i64 = ctx.wait_for_external_event("go").await?;
+            let y: i64 = ctx.call_activity_by_name("inc", &(x + v)).await?;
             Ok(y)
         })
         .orchestrator_fn("mix", |ctx, x: i64| async move {
