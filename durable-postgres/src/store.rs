@@ -1195,9 +1195,11 @@ pub(crate) async fn complete_orchestration(
         a_names.push(a.name.as_str());
         a_versions.push(a.version.as_deref());
         a_inputs.push(a.input.as_deref());
+        // The trace context rides with the tags (one column for both).
+        let tags = durable_runtime::trace::stored_tags(&a.tags, a.trace.as_ref());
         a_tags.push(
-            (!a.tags.is_empty())
-                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises")),
+            (!tags.is_empty())
+                .then(|| serde_json::to_string(&tags).expect("a map of strings serialises")),
         );
     }
     let s_activities = tx
@@ -1406,6 +1408,7 @@ pub(crate) async fn lease_activities<C: Conn>(
         .into_iter()
         .map(|r| {
             let id: i64 = r.get(0);
+            let (tags, trace) = durable_runtime::trace::split_stored_tags(read_tags(r.get(7)));
             (
                 id,
                 ActivityWorkItem {
@@ -1416,7 +1419,8 @@ pub(crate) async fn lease_activities<C: Conn>(
                     version: r.get(5),
                     input: r.get(6),
                     completion_token: format!("{id}:{token}"),
-                    tags: read_tags(r.get(7)),
+                    tags,
+                    trace,
                 },
             )
         })

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::handler::{BoxFuture, Event};
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::registry::Orchestrator;
+use crate::trace::TraceContext;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub struct ScheduleOptions {
     pub reuse_policy: Option<IdReusePolicy>,
     /// Orchestrator version to record.
     pub version: Option<String>,
+    /// The span the new orchestration's trace continues (e.g. the request
+    /// that started it, from its `traceparent` header); default: a new
+    /// trace. See [`crate::trace`].
+    pub trace_parent: Option<TraceContext>,
 }
 
 impl ScheduleOptions {
@@ -253,16 +258,33 @@ impl Client {
         let instance_id = options
             .instance_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        self.backend
+        let version = options.version.or_else(|| self.default_version.clone());
+        // The client's span: its context goes into `ExecutionStarted`, so
+        // the orchestration's span is its child.
+        let started = chrono::Utc::now();
+        let mut span = crate::observe::create_orchestration_span(
+            name,
+            version.as_deref(),
+            &instance_id,
+            options.trace_parent.as_ref(),
+            (started, started),
+        );
+        let created = self
+            .backend
             .create_instance(CreateInstanceRequest {
                 instance_id: instance_id.clone(),
                 name: name.to_string(),
-                version: options.version.or_else(|| self.default_version.clone()),
+                version,
                 input,
                 scheduled_start: options.start_at,
                 reuse_policy: options.reuse_policy.unwrap_or_default(),
+                trace: Some(span.context()),
             })
-            .await?;
+            .await;
+        span.end = chrono::Utc::now();
+        span.error = created.as_ref().err().map(|e| e.to_string());
+        crate::trace::emit(span);
+        created?;
         Ok(instance_id)
     }
 

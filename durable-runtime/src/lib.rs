@@ -8,6 +8,7 @@
 //! both):
 //!
 //! 1. [`history`], [`codec`]: the history model and payload encoding;
+//!    [`trace`]: W3C trace contexts and finished spans;
 //!    [`app_state`]: the application state activities take;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
 //!    for, failures, handler signatures, retry policies;
@@ -30,10 +31,12 @@ pub mod error;
 pub mod failure;
 pub mod handler;
 pub mod history;
+pub mod observe;
 pub mod registry;
 pub mod replay;
 pub mod retry;
 pub mod testing;
+pub mod trace;
 pub mod versioning;
 pub mod worker;
 

@@ -11,6 +11,7 @@ use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkI
 use crate::failure::{panic_details, TaskOutcome};
 use crate::handler::{idempotency_key, ActivityContext};
 use crate::history::{FailureDetails, OrchestrationStatus};
+use crate::observe::ExecutionTrace;
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
 use crate::versioning::{FailureStrategy, VersioningOptions};
@@ -550,6 +551,7 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
                 actions: vec![crate::actions::OrchestratorAction {
                     id: next,
                     kind: ActionKind::failed(failure),
+                    trace: None,
                 }],
                 custom_status: None,
                 cancelled_timers: Vec::new(),
@@ -586,7 +588,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         .filter(|(execution_id, _)| *execution_id == item.execution_id)
         .map(|(_, exec)| exec);
     let rewound = crate::backend::transition::rewind_of(&item.past_events, &item.new_events);
-    let (exec, result) = match (rewound, cached) {
+    let (exec, mut result) = match (rewound, cached) {
         (Some(history), _) => {
             // A rewind: the code replays the failed history without its
             // failure and schedules again what failed; the backend replaces
@@ -601,6 +603,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
                     kind: ActionKind::RewindOrchestration {
                         new_history: history,
                     },
+                    trace: None,
                 },
             );
             (exec, r)
@@ -619,6 +622,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
     let lease = lease_of(&item);
+    let spans = episode_spans(&item, &mut result);
     log_episode(&instance_id, &exec, &result);
     if inner.backend.wants_event_waits() {
         inner
@@ -639,6 +643,9 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     {
         Ok(()) => {
             inner.completion_failures.store(0, Ordering::Relaxed);
+            // Reported once the episode is recorded: an episode that is run
+            // again (its lease lost) reports its spans then.
+            spans.into_iter().for_each(crate::trace::emit);
             return;
         }
         Err(e) => e,
@@ -664,6 +671,36 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             }
         }
     }
+}
+
+/// Gives the episode's calls their trace contexts and returns the spans
+/// the episode finishes (none when nothing would see them: no sink and the
+/// `durable::span` log off).
+fn episode_spans(
+    item: &OrchestrationWorkItem,
+    result: &mut OrchestratorResult,
+) -> Vec<crate::trace::SpanRecord> {
+    let Some(trace) = ExecutionTrace::of(
+        &item.instance_id,
+        &item.execution_id,
+        &item.past_events,
+        &item.new_events,
+        (None, None),
+    ) else {
+        return Vec::new();
+    };
+    trace.annotate(&mut result.actions);
+    if !crate::trace::has_sinks()
+        && !tracing::enabled!(target: "durable::span", tracing::Level::DEBUG)
+    {
+        return Vec::new();
+    }
+    trace.episode_spans(
+        &item.past_events,
+        &item.new_events,
+        &result.actions,
+        chrono::Utc::now(),
+    )
 }
 
 /// Aborts a task when dropped.
@@ -745,7 +782,17 @@ async fn activity_loop(
                 // The lease is renewed until the outcome is recorded.
                 let renew = renew_lease(a.backend.as_ref(), &item);
                 let work = async {
+                    let started = chrono::Utc::now();
                     let outcome = run_activity_with(&a.registry, &a.states, &item).await;
+                    let span = crate::observe::activity_span(
+                        &item.name,
+                        item.version.as_deref(),
+                        &item.instance_id,
+                        item.task_id,
+                        item.trace.as_ref(),
+                        (started, chrono::Utc::now()),
+                        outcome.as_ref().err().map(|f| f.to_string()),
+                    );
                     match &outcome {
                         Ok(_) => {
                             tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed")
@@ -754,6 +801,9 @@ async fn activity_loop(
                             tracing::warn!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, error_type = %f.error_type, "activity failed: {}", f.message)
                         }
                     }
+                    // Reported before the outcome is recorded, so the span of
+                    // the last activity is out when its orchestration ends.
+                    crate::trace::emit(span);
                     complete_activity(a.backend.as_ref(), &item, outcome).await;
                 };
                 tokio::select! {

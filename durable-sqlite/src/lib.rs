@@ -790,6 +790,7 @@ mod tests {
                 input: None,
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
+                trace: None,
             })
             .await
             .unwrap();
@@ -874,6 +875,7 @@ mod tests {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
+            trace: None,
         }
     }
 

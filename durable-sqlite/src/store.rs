@@ -1248,8 +1248,10 @@ pub(crate) fn complete_orchestration(
             )
             .db()?;
         for a in &out.activities {
-            let tags = (!a.tags.is_empty())
-                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises"));
+            // The trace context rides with the tags (one column for both).
+            let tags = durable_runtime::trace::stored_tags(&a.tags, a.trace.as_ref());
+            let tags = (!tags.is_empty())
+                .then(|| serde_json::to_string(&tags).expect("a map of strings serialises"));
             stmt.execute(params![
                 a.instance_id,
                 a.execution_id,
@@ -1382,6 +1384,12 @@ pub(crate) fn lease_activity(
             })?;
             let row = format!("activity row {rowid} (task {task_id})");
             let optional = |t: Option<Text>, column| t.map(|t| t.of(&instance_id, &row, column));
+            // Tags are hints (the attempt number, the trace context):
+            // unreadable ones count as none rather than setting the
+            // activity aside.
+            let (tags, trace) = durable_runtime::trace::split_stored_tags(read_tags(
+                tags.and_then(|t| t.text().ok()).as_deref(),
+            ));
             Ok(ActivityWorkItem {
                 execution_id: execution_id.of(&instance_id, &row, "execution_id")?,
                 name: name.of(&instance_id, &row, "name")?,
@@ -1390,9 +1398,8 @@ pub(crate) fn lease_activity(
                 task_id,
                 completion_token: String::new(),
                 instance_id,
-                // Tags are hints (the attempt number): unreadable ones
-                // count as none rather than setting the activity aside.
-                tags: read_tags(tags.and_then(|t| t.text().ok()).as_deref()),
+                tags,
+                trace,
             })
         };
         let mut item = match read() {

@@ -513,6 +513,7 @@ impl Backend for GrpcBackend {
                     kind: ActionKind::RewindOrchestration {
                         new_history: history,
                     },
+                    trace: None,
                 })]
             }
             _ => result
@@ -526,6 +527,9 @@ impl Backend for GrpcBackend {
             actions,
             custom_status: result.custom_status,
             completion_token: item.completion_token.clone(),
+            // The span every episode of this execution reports as its own,
+            // for a sidecar that keeps it.
+            orchestration_trace_context: convert::orchestration_trace_to_proto(&item),
         };
         // Refusals that sending again cannot fix (too large for us or for
         // the sidecar, a history over its cap, a result it calls invalid)
@@ -706,6 +710,7 @@ mod tests {
             actions: vec![OrchestratorAction {
                 id: 5,
                 kind: ActionKind::completed(Some(big)),
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -768,6 +773,7 @@ mod tests {
                     input: None,
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),

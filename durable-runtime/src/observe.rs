@@ -1,0 +1,387 @@
+//! The spans of orchestrations, computed from histories (pure functions;
+//! the worker and client report them, see [`crate::trace`]).
+//!
+//! An execution has one `orchestration:{name}` span. Its context is
+//! derived, not stored: the trace is the one its `ExecutionStarted`
+//! continues (or one derived from the instance and execution ids), its
+//! span id is derived from the instance and execution ids, and it starts
+//! at the execution's first `OrchestratorStarted`. So every episode, on
+//! any worker, sees the same span, replays included, and the span is
+//! reported once: by the episode that ends the execution.
+//!
+//! Each call the code makes gets a span id derived from the execution and
+//! its sequence number ([`ExecutionTrace::annotate`]), recorded on the
+//! scheduling event; the call's span (`activity:{name}`,
+//! `orchestration:{name}` for a sub-orchestration, the timer's) is
+//! reported by the episode that receives its completion
+//! ([`ExecutionTrace::episode_spans`]), with the scheduling and completion
+//! times. Only the events new in an episode produce spans, so replaying
+//! past events reports nothing twice.
+
+use crate::actions::{ActionKind, OrchestratorAction};
+use crate::history::{EventKind, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::trace::{attr, SpanId, SpanKind, SpanRecord, TraceContext, TraceId};
+
+/// The orchestration span of one execution, as every episode of it sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionTrace {
+    /// The instance id.
+    pub instance_id: String,
+    /// The execution id.
+    pub execution_id: String,
+    /// The orchestrator name.
+    pub name: String,
+    /// The orchestrator version, if any.
+    pub version: Option<String>,
+    /// The orchestration span's own context.
+    pub context: TraceContext,
+    /// Its parent (the span that created the execution), if it has one.
+    pub parent: Option<TraceContext>,
+    /// When the span starts: the execution's first episode.
+    pub start: Timestamp,
+}
+
+/// Span name with an optional version, as the Durable Task SDKs write it:
+/// `orchestration:name` or `orchestration:name@(1.0)`.
+pub fn span_name(kind: &str, name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) if !v.is_empty() => format!("{kind}:{name}@({v})"),
+        _ => format!("{kind}:{name}"),
+    }
+}
+
+impl ExecutionTrace {
+    /// The trace of the execution whose history is `past` then `new`;
+    /// `None` without an `ExecutionStarted` (a terminate delivered before
+    /// a scheduled start). `given` is a span id and start time a sidecar
+    /// kept for the execution (the protocol's `OrchestrationTraceContext`);
+    /// they win over the derived ones.
+    pub fn of(
+        instance_id: &str,
+        execution_id: &str,
+        past: &[HistoryEvent],
+        new: &[HistoryEvent],
+        given: (Option<SpanId>, Option<Timestamp>),
+    ) -> Option<ExecutionTrace> {
+        let events = || past.iter().chain(new);
+        let started = events().find(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))?;
+        let EventKind::ExecutionStarted { name, version, .. } = &started.kind else {
+            return None;
+        };
+        let parent = started.trace.clone().filter(|t| t.ids().is_some());
+        let span_id = given
+            .0
+            .unwrap_or_else(|| SpanId::derived(&["orchestration", instance_id, execution_id]));
+        let context = match &parent {
+            Some(p) => p.with_span(span_id).expect("checked well formed"),
+            None => TraceContext::new(
+                TraceId::derived(&["trace", instance_id, execution_id]),
+                span_id,
+            ),
+        };
+        let start = given.1.unwrap_or_else(|| {
+            events()
+                .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+                .unwrap_or(started)
+                .timestamp
+        });
+        Some(ExecutionTrace {
+            instance_id: instance_id.to_string(),
+            execution_id: execution_id.to_string(),
+            name: name.clone(),
+            version: version.clone(),
+            context,
+            parent,
+            start,
+        })
+    }
+
+    /// The context of the span of call `task_id` (an activity,
+    /// sub-orchestration or event sent by this execution).
+    pub fn task_context(&self, task_id: i32) -> TraceContext {
+        let id = task_id.to_string();
+        let span = SpanId::derived(&["task", &self.instance_id, &self.execution_id, &id]);
+        self.context.with_span(span).expect("a well-formed context")
+    }
+
+    /// Gives each action that starts work elsewhere (an activity, a
+    /// sub-orchestration, an event sent) the context of its span, unless
+    /// it has one.
+    pub fn annotate(&self, actions: &mut [OrchestratorAction]) {
+        for a in actions {
+            let starts_work = matches!(
+                a.kind,
+                ActionKind::ScheduleTask { .. }
+                    | ActionKind::CreateSubOrchestration { .. }
+                    | ActionKind::SendEvent { .. }
+            );
+            if starts_work && a.trace.is_none() {
+                a.trace = Some(self.task_context(a.id));
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        name: String,
+        kind: SpanKind,
+        context: &TraceContext,
+        parent: Option<SpanId>,
+        (start, end): (Timestamp, Timestamp),
+        attributes: Vec<(&'static str, String)>,
+    ) -> Option<SpanRecord> {
+        let (trace_id, span_id, _) = context.ids()?;
+        Some(SpanRecord {
+            name,
+            kind,
+            trace_id,
+            span_id,
+            parent_span_id: parent,
+            tracestate: context.tracestate.clone(),
+            start,
+            end,
+            attributes,
+            error: None,
+        })
+    }
+
+    fn base(&self, ty: &str, name: &str, version: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut a = vec![
+            (attr::TYPE, ty.to_string()),
+            (attr::TASK_NAME, name.to_string()),
+            (attr::INSTANCE_ID, self.instance_id.clone()),
+        ];
+        if let Some(v) = version.filter(|v| !v.is_empty()) {
+            a.push((attr::TASK_VERSION, v.to_string()));
+        }
+        a
+    }
+
+    /// The spans one episode finishes: the calls whose completions are
+    /// among `new` (an activity's, a sub-orchestration's, a timer's), the
+    /// events the episode sends, and the orchestration's own span if the
+    /// episode ends the execution. `actions` are the episode's, annotated;
+    /// `now` is when the episode ended.
+    pub fn episode_spans(
+        &self,
+        past: &[HistoryEvent],
+        new: &[HistoryEvent],
+        actions: &[OrchestratorAction],
+        now: Timestamp,
+    ) -> Vec<SpanRecord> {
+        let own = self.context.span_id();
+        let scheduled = |id: i32| {
+            past.iter()
+                .chain(new)
+                .find(|e| e.event_id == id && crate::actions::Task::scheduled_by(&e.kind).is_some())
+        };
+        let mut spans = Vec::new();
+        for e in new {
+            let (id, failure) = match &e.kind {
+                EventKind::TaskCompleted {
+                    task_scheduled_id, ..
+                }
+                | EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id, ..
+                } => (*task_scheduled_id, None),
+                EventKind::TaskFailed {
+                    task_scheduled_id,
+                    failure,
+                }
+                | EventKind::SubOrchestrationInstanceFailed {
+                    task_scheduled_id,
+                    failure,
+                } => (*task_scheduled_id, Some(failure)),
+                EventKind::TimerFired { timer_id, fire_at } => {
+                    let Some(created) = scheduled(*timer_id) else {
+                        continue;
+                    };
+                    let mut a = self.base("timer", &self.name, None);
+                    a.push((attr::TASK_ID, timer_id.to_string()));
+                    a.push((attr::FIRE_AT, fire_at.to_rfc3339()));
+                    let ctx = self.task_context(*timer_id);
+                    spans.extend(self.record(
+                        format!("orchestration:{}:timer", self.name),
+                        SpanKind::Internal,
+                        &ctx,
+                        own,
+                        (created.timestamp, e.timestamp.max(created.timestamp)),
+                        a,
+                    ));
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(call) = scheduled(id) else {
+                continue;
+            };
+            let (ty, name, version) = match &call.kind {
+                EventKind::TaskScheduled { name, version, .. } => ("activity", name, version),
+                EventKind::SubOrchestrationInstanceCreated { name, version, .. } => {
+                    ("orchestration", name, version)
+                }
+                _ => continue,
+            };
+            let ctx = call
+                .trace
+                .clone()
+                .filter(|t| t.ids().is_some())
+                .unwrap_or_else(|| self.task_context(id));
+            let mut a = self.base(ty, name, version.as_deref());
+            a.push((attr::TASK_ID, id.to_string()));
+            let status = if failure.is_some() {
+                "Failed"
+            } else {
+                "Completed"
+            };
+            a.push((attr::STATUS, status.to_string()));
+            if let Some(mut s) = self.record(
+                span_name(ty, name, version.as_deref()),
+                SpanKind::Client,
+                &ctx,
+                own,
+                (call.timestamp, e.timestamp.max(call.timestamp)),
+                a,
+            ) {
+                s.error = failure.map(|f| f.to_string());
+                spans.push(s);
+            }
+        }
+        for action in actions {
+            match &action.kind {
+                ActionKind::SendEvent {
+                    instance_id, name, ..
+                } => {
+                    let ctx = action
+                        .trace
+                        .clone()
+                        .unwrap_or_else(|| self.task_context(action.id));
+                    let mut a = self.base("event", name, None);
+                    a.push((attr::EVENT_TARGET, instance_id.clone()));
+                    spans.extend(self.record(
+                        span_name("orchestration_event", name, None),
+                        SpanKind::Producer,
+                        &ctx,
+                        own,
+                        (now, now),
+                        a,
+                    ));
+                }
+                ActionKind::CompleteOrchestration {
+                    status, failure, ..
+                } => {
+                    let mut a = self.base("orchestration", &self.name, self.version.as_deref());
+                    a.push((attr::EXECUTION_ID, self.execution_id.clone()));
+                    a.push((attr::STATUS, status.to_string()));
+                    if let Some(mut s) = self.record(
+                        span_name("orchestration", &self.name, self.version.as_deref()),
+                        SpanKind::Server,
+                        &self.context,
+                        self.parent.as_ref().and_then(|p| p.span_id()),
+                        (self.start, now.max(self.start)),
+                        a,
+                    ) {
+                        if *status == OrchestrationStatus::Failed {
+                            s.error = Some(
+                                failure
+                                    .as_ref()
+                                    .map(|f| f.to_string())
+                                    .unwrap_or_else(|| "failed".to_string()),
+                            );
+                        }
+                        spans.push(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        spans
+    }
+}
+
+/// The span of one activity run, a child of the orchestration's span for
+/// the call (`parent`, the `TaskScheduled` event's context); a root span of
+/// a new trace without one.
+#[allow(clippy::too_many_arguments)]
+pub fn activity_span(
+    name: &str,
+    version: Option<&str>,
+    instance_id: &str,
+    task_id: i32,
+    parent: Option<&TraceContext>,
+    (start, end): (Timestamp, Timestamp),
+    error: Option<String>,
+) -> SpanRecord {
+    let parent = parent.filter(|p| p.ids().is_some());
+    let span_id = SpanId::random();
+    let (trace_id, parent_span_id, tracestate) = match parent {
+        Some(p) => (
+            p.trace_id().expect("checked"),
+            p.span_id(),
+            p.tracestate.clone(),
+        ),
+        None => (TraceId::random(), None, None),
+    };
+    let mut attributes = vec![
+        (attr::TYPE, "activity".to_string()),
+        (attr::TASK_NAME, name.to_string()),
+        (attr::INSTANCE_ID, instance_id.to_string()),
+    ];
+    if let Some(v) = version.filter(|v| !v.is_empty()) {
+        attributes.push((attr::TASK_VERSION, v.to_string()));
+    }
+    attributes.push((attr::TASK_ID, task_id.to_string()));
+    let status = if error.is_some() {
+        "Failed"
+    } else {
+        "Completed"
+    };
+    attributes.push((attr::STATUS, status.to_string()));
+    SpanRecord {
+        name: span_name("activity", name, version),
+        kind: SpanKind::Server,
+        trace_id,
+        span_id,
+        parent_span_id,
+        tracestate,
+        start,
+        end,
+        attributes,
+        error,
+    }
+}
+
+/// The span of a client creating an orchestration
+/// (`create_orchestration:{name}`), in the trace of `parent` if given, else
+/// in a new trace.
+pub fn create_orchestration_span(
+    name: &str,
+    version: Option<&str>,
+    instance_id: &str,
+    parent: Option<&TraceContext>,
+    (start, end): (Timestamp, Timestamp),
+) -> SpanRecord {
+    let parent = parent.filter(|p| p.ids().is_some());
+    let mut attributes = vec![
+        (attr::TYPE, "orchestration".to_string()),
+        (attr::TASK_NAME, name.to_string()),
+        (attr::INSTANCE_ID, instance_id.to_string()),
+    ];
+    if let Some(v) = version.filter(|v| !v.is_empty()) {
+        attributes.push((attr::TASK_VERSION, v.to_string()));
+    }
+    SpanRecord {
+        name: span_name("create_orchestration", name, version),
+        kind: SpanKind::Producer,
+        trace_id: parent
+            .and_then(|p| p.trace_id())
+            .unwrap_or_else(TraceId::random),
+        span_id: SpanId::random(),
+        parent_span_id: parent.and_then(|p| p.span_id()),
+        tracestate: parent.and_then(|p| p.tracestate.clone()),
+        start,
+        end,
+        attributes,
+        error: None,
+    }
+}
