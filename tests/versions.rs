@@ -1,9 +1,12 @@
 //! A rolling upgrade on SQLite: instances of version 1 in flight when the
 //! worker restarts with versions 1 and 2 finish on version 1, new ones
-//! start on version 2.
+//! start on version 2; a strict worker with only version 2 leaves version-1
+//! work for a worker that runs it (reject) or fails it (fail).
 
 use durable::prelude::*;
 use durable::sqlite::SqliteBackend;
+use durable::versioning::{FailureStrategy, MatchStrategy, VersioningOptions};
+use durable::{WorkerHandle, WorkerOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +82,95 @@ async fn instances_in_flight_finish_on_their_version_after_an_upgrade() {
         )
     );
     worker.shutdown().await;
+}
+
+/// A version-1 instance in flight (waiting for its payment) on a fresh
+/// SQLite file, and the backend it is on; no worker runs afterwards.
+async fn a_v1_instance_in_flight(path: &std::path::Path) -> (Arc<dyn durable::Backend>, String) {
+    let backend: Arc<dyn durable::Backend> = Arc::new(SqliteBackend::open(path).unwrap());
+    let worker = Worker::new(backend.clone(), Registry::new().orchestrator(checkout_v1))
+        .start()
+        .unwrap();
+    let client = Client::new(backend.clone());
+    let id = client
+        .schedule(checkout_v1, "old".to_string())
+        .await
+        .unwrap();
+    client.wait_for_start(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    (backend, id)
+}
+
+/// A worker with only version 2, matching strictly.
+fn strict_v2_only(
+    backend: Arc<dyn durable::Backend>,
+    failure_strategy: FailureStrategy,
+) -> WorkerHandle {
+    let options = WorkerOptions {
+        versioning: VersioningOptions {
+            version: "2".into(),
+            match_strategy: MatchStrategy::Strict,
+            failure_strategy,
+            reject_pause: Duration::from_millis(10),
+            ..VersioningOptions::default()
+        },
+        ..WorkerOptions::default()
+    };
+    Worker::new(backend, Registry::new().orchestrator(checkout_v2))
+        .with_options(options)
+        .start()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_v2_worker_leaves_v1_work_to_a_worker_that_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, old) = a_v1_instance_in_flight(&dir.path().join("reject.db")).await;
+    let strict = strict_v2_only(backend.clone(), FailureStrategy::Reject);
+    let client = Client::new(backend.clone());
+    // The old instance's payment arrives first, so its episode is ready
+    // before the new instance's: the strict worker is offered it and gives
+    // it back, then runs the new one.
+    client.raise_event(&old, "paid", &()).await.unwrap();
+    let new = client
+        .schedule(checkout_v2, "new".to_string())
+        .await
+        .unwrap();
+    client.raise_event(&new, "paid", &()).await.unwrap();
+    let state = client.wait_for_completion(&new, WAIT).await.unwrap();
+    assert_eq!(
+        state.output::<String>().unwrap(),
+        "v2 shipped new with tracking"
+    );
+    let state = client
+        .get_status(&old)
+        .await
+        .unwrap()
+        .expect("the old instance exists");
+    assert_eq!(state.status(), OrchestrationStatus::Running, "{state:?}");
+    strict.shutdown().await;
+    // A worker that still runs version 1 finishes it on version 1.
+    let v1 = Worker::new(backend, Registry::new().orchestrator(checkout_v1))
+        .start()
+        .unwrap();
+    let state = client.wait_for_completion(&old, WAIT).await.unwrap();
+    assert_eq!(state.status(), OrchestrationStatus::Completed, "{state:?}");
+    assert_eq!(state.output::<String>().unwrap(), "v1 shipped old");
+    v1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_v2_worker_that_fails_fails_v1_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, old) = a_v1_instance_in_flight(&dir.path().join("fail.db")).await;
+    let strict = strict_v2_only(backend.clone(), FailureStrategy::Fail);
+    let client = Client::new(backend);
+    client.raise_event(&old, "paid", &()).await.unwrap();
+    let state = client.wait_for_completion(&old, WAIT).await.unwrap();
+    assert_eq!(state.status(), OrchestrationStatus::Failed, "{state:?}");
+    let failure = state.failure().expect("a failure");
+    assert_eq!(failure.error_type, "VersionMismatch", "{failure:?}");
+    strict.shutdown().await;
 }
 
 #[orchestrator(name = "monitor", version = "1")]

@@ -5,11 +5,13 @@
 use crate::args::{Cli, ServeArgs};
 use crate::exit::CliError;
 use crate::store::Target;
-use durable_grpc::server::{ServerOptions, SidecarServer};
+use durable_grpc::server::{HubStore, ServerOptions, SidecarServer, DEFAULT_HUB};
+use durable_runtime::backend::BackendError;
 use durable_runtime::{Backend, MemoryBackend};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The address `durable serve` listens on by default: where the Python,
 /// Java and JavaScript SDKs look for a sidecar.
@@ -54,19 +56,28 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     }
     let token = args.token.as_deref().filter(|t| !t.trim().is_empty());
     let addr = check_listen(&args.listen, token.is_some(), args.insecure)?;
-    let (backend, store): (Arc<dyn Backend>, String) = if cli.store.as_deref() == Some("memory") {
+    let (hubs, store) = if cli.store.as_deref() == Some("memory") {
         (
-            Arc::new(MemoryBackend::new()),
-            "memory (lost when it stops)".into(),
+            StoreHubs::Memory,
+            "memory (lost when it stops), one per task hub".to_string(),
         )
     } else {
         let target = crate::run::target(cli)?;
-        let shown = match &target {
-            Target::Sqlite(path) => format!("sqlite:{}", path.display()),
-            Target::Postgres { schema, .. } => format!(
-                "PostgreSQL (schema {})",
-                schema.as_deref().unwrap_or("durable")
-            ),
+        match target {
+            Target::Sqlite(path) => {
+                let shown = format!(
+                    "sqlite:{} (task hub NAME in {})",
+                    path.display(),
+                    hub_file(&path, "NAME").display()
+                );
+                (StoreHubs::Sqlite(path), shown)
+            }
+            Target::Postgres { url, schema } => {
+                let schema = schema.unwrap_or_else(|| "durable".to_string());
+                let shown =
+                    format!("PostgreSQL (schema {schema}; task hub NAME in schema {schema}_name)");
+                (StoreHubs::Postgres { url, schema }, shown)
+            }
             Target::Endpoint { .. } => {
                 return Err(CliError::Usage(
                     "durable serve serves a store (--store sqlite:PATH, postgres://..., or \
@@ -74,9 +85,11 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
                         .into(),
                 ))
             }
-        };
-        (target.open_or_create().await?, shown)
+        }
     };
+    // The default hub opens now, so a bad store fails before listening.
+    let hubs = Arc::new(hubs);
+    let default = hubs.open_hub(DEFAULT_HUB).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::Unavailable(format!("cannot listen on {addr}: {e}")))?;
@@ -90,7 +103,8 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
     };
     let _ = writeln!(
         out,
-        "durable serve: listening on {local} (gRPC, task hub \"default\", {auth}), store {store}; \
+        "durable serve: listening on {local} (gRPC, task hub \"default\" and others by the taskhub header, {auth}), \
+         store {store}; \
          stop with Ctrl-C or SIGTERM"
     );
     let _ = out.flush();
@@ -98,7 +112,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, out: &mut dyn Write) -> Result<u
         token: token.map(str::to_string),
         ..ServerOptions::default()
     };
-    SidecarServer::with_options(backend, options)
+    SidecarServer::with_hubs(Arc::new(Opened::new(hubs, default)), options)
         .serve(listener, stop_signal())
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -126,5 +140,174 @@ async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Where `durable serve` keeps each task hub of its store: hub `default`
+/// is the store itself; hub NAME is, on SQLite, the file
+/// [`hub_file`]`(PATH, NAME)` beside it, on PostgreSQL the schema
+/// [`hub_schema`]`(SCHEMA, NAME)`, in memory a backend of its own.
+#[derive(Debug)]
+pub enum StoreHubs {
+    /// `--store memory`.
+    Memory,
+    /// `--store sqlite:PATH`.
+    Sqlite(PathBuf),
+    /// `--store postgres://...` and its schema.
+    Postgres {
+        /// The database URL.
+        url: String,
+        /// The schema of hub `default`.
+        schema: String,
+    },
+}
+
+/// The SQLite file of task hub `hub` for the store at `path`: `path` for
+/// `default`, else `hub` inserted before the extension.
+///
+/// ```
+/// use durable_cli::serve::hub_file;
+/// use std::path::Path;
+/// assert_eq!(hub_file(Path::new("data/durable.db"), "default"), Path::new("data/durable.db"));
+/// assert_eq!(hub_file(Path::new("data/durable.db"), "eu"), Path::new("data/durable.eu.db"));
+/// assert_eq!(hub_file(Path::new("store"), "eu"), Path::new("store.eu"));
+/// ```
+pub fn hub_file(path: &Path, hub: &str) -> PathBuf {
+    if hub == DEFAULT_HUB {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{hub}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{hub}"),
+    };
+    path.with_file_name(name)
+}
+
+/// The PostgreSQL schema of task hub `hub` when hub `default` is in
+/// `schema`: `schema` itself for `default`, else `schema_hub`, lower-cased
+/// with `-` as `_` (PostgreSQL folds unquoted names, so on PostgreSQL hub
+/// names that differ only so share a schema).
+///
+/// ```
+/// use durable_cli::serve::hub_schema;
+/// assert_eq!(hub_schema("durable", "default"), "durable");
+/// assert_eq!(hub_schema("durable", "EU-west"), "durable_eu_west");
+/// ```
+pub fn hub_schema(schema: &str, hub: &str) -> String {
+    if hub == DEFAULT_HUB {
+        return schema.to_string();
+    }
+    format!("{schema}_{}", hub.to_ascii_lowercase().replace('-', "_"))
+}
+
+impl StoreHubs {
+    /// Opens (creating if need be) the backend of `hub`.
+    pub async fn open_hub(&self, hub: &str) -> Result<Arc<dyn Backend>, CliError> {
+        match self {
+            StoreHubs::Memory => Ok(Arc::new(MemoryBackend::new())),
+            StoreHubs::Sqlite(path) => Target::Sqlite(hub_file(path, hub)).open_or_create().await,
+            StoreHubs::Postgres { url, schema } => {
+                Target::Postgres {
+                    url: url.clone(),
+                    schema: Some(hub_schema(schema, hub)),
+                }
+                .open_or_create()
+                .await
+            }
+        }
+    }
+
+    /// Deletes the storage of `hub` (its backend is closed).
+    pub async fn delete_hub(&self, hub: &str) -> Result<(), CliError> {
+        match self {
+            StoreHubs::Memory => Ok(()),
+            StoreHubs::Sqlite(path) => {
+                let file = hub_file(path, hub);
+                let mut lock_dir = file.file_name().unwrap_or_default().to_os_string();
+                lock_dir.push(".processes");
+                let lock_dir = file.with_file_name(lock_dir);
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut name = file.clone().into_os_string();
+                    name.push(suffix);
+                    match std::fs::remove_file(&name) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(CliError::Other(format!(
+                                "cannot delete {}: {e}",
+                                PathBuf::from(name).display()
+                            )))
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir_all(lock_dir);
+                Ok(())
+            }
+            StoreHubs::Postgres { url, schema } => {
+                let schema = hub_schema(schema, hub);
+                let config = url
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|e| CliError::Usage(format!("the PostgreSQL URL: {e}")))?;
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| CliError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+                let running = tokio::spawn(connection);
+                // The name was checked (letters, digits, '_'), so it can be
+                // part of the statement.
+                let dropped = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+                drop(client);
+                let _ = running.await;
+                dropped.map_err(|e| {
+                    CliError::Other(format!("dropping schema {schema} of task hub {hub}: {e}"))
+                })
+            }
+        }
+    }
+}
+
+/// The [`HubStore`] of `durable serve`: [`StoreHubs`], with hub `default`
+/// opened before listening.
+struct Opened {
+    hubs: Arc<StoreHubs>,
+    default: Mutex<Option<Arc<dyn Backend>>>,
+}
+
+impl Opened {
+    fn new(hubs: Arc<StoreHubs>, default: Arc<dyn Backend>) -> Opened {
+        Opened {
+            hubs,
+            default: Mutex::new(Some(default)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HubStore for Opened {
+    async fn open(&self, hub: &str) -> Result<Arc<dyn Backend>, BackendError> {
+        if hub == DEFAULT_HUB {
+            let opened = self
+                .default
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(backend) = opened {
+                return Ok(backend);
+            }
+        }
+        self.hubs
+            .open_hub(hub)
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))
+    }
+
+    async fn delete(&self, hub: &str) -> Result<(), BackendError> {
+        self.hubs
+            .delete_hub(hub)
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))
     }
 }

@@ -88,3 +88,57 @@ async fn commands_on_a_postgres_store() {
     assert!(bad.stderr.contains("schema"), "{}", bad.stderr);
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_hub_of_a_postgres_store_is_a_schema_deleted_with_it() {
+    use durable_cli::serve::{hub_schema, StoreHubs};
+    let cluster = TestCluster::shared();
+    let schema = cluster.fresh_schema();
+    let hubs = StoreHubs::Postgres {
+        url: cluster.url().to_string(),
+        schema: schema.clone(),
+    };
+    let default = hubs.open_hub("default").await.unwrap();
+    let eu = hubs.open_hub("EU-1").await.unwrap();
+    for (backend, id) in [(&default, "in-default"), (&eu, "in-eu")] {
+        Client::new(backend.clone())
+            .schedule_by_name("greet", &"x", ScheduleOptions::with_id(id))
+            .await
+            .unwrap();
+    }
+    assert!(default
+        .get_instance("in-eu", false)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(eu
+        .get_instance("in-default", false)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(eu.get_instance("in-eu", false).await.unwrap().is_some());
+    drop(eu);
+
+    hubs.delete_hub("EU-1").await.unwrap();
+    let listed = run_raw(&[
+        "--store",
+        cluster.url(),
+        "--schema",
+        &hub_schema(&schema, "EU-1"),
+        "list",
+    ])
+    .code(3);
+    assert!(
+        listed.stderr.contains("no durable store"),
+        "{}",
+        listed.stderr
+    );
+    // A deleted hub opens again, empty; the default hub kept its instance.
+    let eu = hubs.open_hub("EU-1").await.unwrap();
+    assert!(eu.get_instance("in-eu", false).await.unwrap().is_none());
+    assert!(default
+        .get_instance("in-default", false)
+        .await
+        .unwrap()
+        .is_some());
+}

@@ -8,60 +8,8 @@ mod support;
 use durable_grpc::{GrpcBackend, GrpcOptions};
 use durable_runtime::{Backend, Client, OrchestrationStatus, ScheduleOptions, Worker};
 use durable_sqlite::SqliteBackend;
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::sync::Arc;
-use support::{durable, registry, run_raw, Running, LIMIT};
-
-/// Starts `durable serve` with these arguments; returns it and the address
-/// it printed.
-fn start(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
-    let mut server = Running::spawn(durable(args));
-    let stdout = server.child().stdout.take().expect("stdout is piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = lines
-        .recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("durable serve printed nothing within {LIMIT:?}"));
-    let addr = first
-        .strip_prefix("durable serve: listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    (server, addr, lines)
-}
-
-/// Sends SIGTERM and waits (bounded) for a clean exit.
-fn stop(mut server: Running, lines: mpsc::Receiver<String>) {
-    let pid = server.child().id().to_string();
-    // The shell's own kill: no kill binary needed.
-    let sent = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .expect("running sh -c kill");
-    assert!(sent.success(), "kill -TERM failed");
-    let last = loop {
-        match lines.recv_timeout(LIMIT) {
-            Ok(line) if line == "durable serve: stopped" => break line,
-            Ok(_) => continue,
-            Err(_) => panic!("durable serve did not stop within {LIMIT:?} of SIGTERM"),
-        }
-    };
-    assert_eq!(last, "durable serve: stopped");
-    let status = server.child().wait().expect("waiting for durable serve");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "durable serve exited with {status:?}"
-    );
-}
+use support::{registry, run_raw, start_serve as start, stop_serve as stop, LIMIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_an_sqlite_store_over_grpc_and_stops_on_sigterm() {
@@ -155,4 +103,51 @@ fn unsafe_or_unsupported_listening_is_refused_with_what_to_do() {
     assert!(bad.stderr.contains("--listen localhost"), "{}", bad.stderr);
     let sidecar = run_raw(&["--endpoint", "http://127.0.0.1:1", "serve"]).code(1);
     assert!(sidecar.stderr.contains("--endpoint"), "{}", sidecar.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_hub_is_a_file_beside_the_sqlite_store() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("hubs.db");
+    let store = format!("sqlite:{}", path.display());
+    let (server, addr, lines) = start(&["--store", &store, "serve", "--listen", "127.0.0.1:0"]);
+    for hub in ["default", "eu"] {
+        let backend: Arc<dyn Backend> = Arc::new(
+            GrpcBackend::new(GrpcOptions::new(format!("http://{addr}")).task_hub(hub))
+                .expect("valid options"),
+        );
+        let worker = Worker::new(backend.clone(), registry()).start().unwrap();
+        let client = Client::new(backend);
+        let id = client
+            .schedule_by_name("greet", &hub, ScheduleOptions::with_id(format!("in-{hub}")))
+            .await
+            .unwrap();
+        let state = client.wait_for_completion(&id, LIMIT).await.unwrap();
+        assert_eq!(state.output::<String>().unwrap(), format!("Hello, {hub}!"));
+        worker.shutdown().await;
+    }
+    stop(server, lines);
+
+    let eu_path = durable_cli::serve::hub_file(&path, "eu");
+    assert_eq!(eu_path, dir.path().join("hubs.eu.db"));
+    for (file, has, lacks) in [
+        (&path, "in-default", "in-eu"),
+        (&eu_path, "in-eu", "in-default"),
+    ] {
+        let backend = SqliteBackend::open(file).unwrap();
+        assert!(
+            backend.get_instance(has, false).await.unwrap().is_some(),
+            "{has} in {file:?}"
+        );
+        assert!(
+            backend.get_instance(lacks, false).await.unwrap().is_none(),
+            "{lacks} not in {file:?}"
+        );
+    }
+
+    // Deleting a hub deletes its file and leaves the others.
+    let hubs = durable_cli::serve::StoreHubs::Sqlite(path.clone());
+    hubs.delete_hub("eu").await.unwrap();
+    assert!(!eu_path.exists(), "{eu_path:?} deleted");
+    assert!(path.exists());
 }

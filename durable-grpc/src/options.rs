@@ -1,6 +1,9 @@
 //! How to reach a sidecar: endpoint, task hub, credentials, transport limits
 //! and reconnect policy.
 
+use durable_runtime::versioning::{FailureStrategy, MatchStrategy, VersioningOptions};
+use durable_runtime::Registry;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -82,20 +85,31 @@ impl ReconnectPolicy {
     }
 }
 
-/// Names this worker serves, sent to the sidecar so that it only hands out
-/// matching work items. Without filters a sidecar sends every orchestration
-/// and activity of the task hub to every connected worker; with them, workers
-/// in different languages can share one task hub, each serving its own.
+/// Names (and versions) this worker serves, sent to the sidecar so that it
+/// only hands out matching work items. Without filters a sidecar sends every
+/// orchestration and activity of the task hub to every connected worker; with
+/// them, workers in different languages can share one task hub, each serving
+/// its own, and workers of different versions share one hub during a rolling
+/// upgrade, each receiving only the instances it can run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkItemFilters {
     /// Orchestrator names.
     pub orchestrations: Vec<String>,
     /// Activity names.
     pub activities: Vec<String>,
+    /// The versions taken of an orchestrator name (`""` stands for
+    /// instances started without a version); a name absent here takes
+    /// every version.
+    pub orchestration_versions: BTreeMap<String, Vec<String>>,
 }
 
 impl WorkItemFilters {
-    /// The names a worker with `registry` serves.
+    /// What a worker with `registry` runs: its orchestrator and activity
+    /// names, and for an orchestrator registered only with versions, those
+    /// versions (and instances without a version, which run the oldest
+    /// registration). A name with a registration without a version takes
+    /// every version. Equal to
+    /// [`of_worker`](Self::of_worker) with default versioning.
     ///
     /// ```
     /// use durable_grpc::WorkItemFilters;
@@ -106,12 +120,87 @@ impl WorkItemFilters {
     /// assert_eq!(filters.activities, ["greet"]);
     /// assert!(filters.orchestrations.is_empty());
     /// ```
-    pub fn of_registry(registry: &durable_runtime::Registry) -> Self {
-        let owned = |names: Vec<&str>| names.into_iter().map(str::to_string).collect();
-        WorkItemFilters {
-            orchestrations: owned(registry.orchestrator_names()),
-            activities: owned(registry.activity_names()),
+    pub fn of_registry(registry: &Registry) -> Self {
+        Self::of_worker(registry, &VersioningOptions::default())
+    }
+
+    /// What a worker with `registry` and `versioning` runs. With
+    /// [`FailureStrategy::Reject`] the match strategy narrows the versions
+    /// too ([`MatchStrategy::Strict`]: only the worker's version), so the
+    /// sidecar sends such a worker no instance it would only give back; with
+    /// [`FailureStrategy::Fail`] it does not, since the worker must see those
+    /// instances to fail them. A name left with no version it can run is not
+    /// listed.
+    ///
+    /// ```
+    /// use durable_grpc::WorkItemFilters;
+    /// use durable_runtime::versioning::{FailureStrategy, MatchStrategy, VersioningOptions};
+    /// use durable_runtime::{OrchestrationContext, OrchestrationError, Registry};
+    ///
+    /// async fn run(_: OrchestrationContext, _: ()) -> Result<(), OrchestrationError> { Ok(()) }
+    /// let registry = Registry::new()
+    ///     .orchestrator_version_fn("order", "1", run)
+    ///     .orchestrator_version_fn("order", "2", run);
+    /// let all = WorkItemFilters::of_registry(&registry);
+    /// assert_eq!(all.orchestration_versions["order"], ["", "1", "2"]);
+    ///
+    /// let v2_only = VersioningOptions {
+    ///     version: "2".into(),
+    ///     match_strategy: MatchStrategy::Strict,
+    ///     failure_strategy: FailureStrategy::Reject,
+    ///     ..Default::default()
+    /// };
+    /// let strict = WorkItemFilters::of_worker(&registry, &v2_only);
+    /// assert_eq!(strict.orchestration_versions["order"], ["2"]);
+    /// ```
+    pub fn of_worker(registry: &Registry, versioning: &VersioningOptions) -> Self {
+        let narrow = versioning.match_strategy != MatchStrategy::None
+            && versioning.failure_strategy == FailureStrategy::Reject;
+        let mut filters = WorkItemFilters {
+            activities: registry
+                .activity_names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            ..WorkItemFilters::default()
+        };
+        for name in registry.orchestrator_names() {
+            let registered = registry.orchestrator_versions(name);
+            // `None`: every version (a registration without a version runs
+            // them all, see `Registry`); else the versions it runs.
+            let runs: Option<Vec<String>> = if registered == [None] {
+                None
+            } else {
+                let mut v: Vec<String> = std::iter::once(String::new())
+                    .chain(registered.iter().flatten().map(|v| v.to_string()))
+                    .collect();
+                v.dedup();
+                Some(v)
+            };
+            let taken = match (runs, narrow) {
+                (runs, false) => runs,
+                (None, true) if versioning.match_strategy == MatchStrategy::Strict => {
+                    Some(vec![versioning.version.clone()])
+                }
+                // Older versions cannot be listed: the worker gives back
+                // newer ones itself.
+                (None, true) => None,
+                (Some(v), true) => Some(
+                    v.into_iter()
+                        .filter(|v| versioning.accepts(Some(v)))
+                        .collect(),
+                ),
+            };
+            match taken {
+                Some(v) if v.is_empty() => continue,
+                Some(v) => {
+                    filters.orchestration_versions.insert(name.to_string(), v);
+                }
+                None => {}
+            }
+            filters.orchestrations.push(name.to_string());
         }
+        filters
     }
 }
 

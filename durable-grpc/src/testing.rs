@@ -27,11 +27,18 @@
 //! # }
 //! ```
 //!
+//! A JavaScript peer too: [`js_node_modules`] installs the pinned
+//! `@microsoft/durabletask-js` (`tests/peer/js/package.json`) once with
+//! `npm install --prefix` under the build directory, and [`node_script`]
+//! runs a script of `tests/peer/js` with the machine's node. Without node
+//! or npm they panic saying how to install them.
+//!
 //! Environment variables: `DURABLE_TEST_PYTHON`, a python3 to use (as is if
 //! it already has the package, else to make the virtual environment from);
 //! `DURABLE_PEER_DIR`, where to put the environment and the peers' logs
 //! (default: `tmp/py-peer` in the cargo target directory of the running
-//! binary).
+//! binary); `DURABLE_JS_PEER_DIR`, where the JavaScript packages go
+//! (default: `tmp/js-peer` beside it).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -217,6 +224,108 @@ impl Drop for DirLock {
     fn drop(&mut self) {
         let _ = fs::remove_dir(&self.0);
     }
+}
+
+/// The JavaScript peer's pinned `package.json` (`@microsoft/durabletask-js`).
+const JS_PACKAGE: &str = include_str!("../tests/peer/js/package.json");
+
+/// How to get the JavaScript peer working, appended to its setup failures.
+pub const JS_SETUP_HINT: &str =
+    "the JavaScript peer (tests of the JavaScript Durable Task SDK on durable serve) needs node \
+(20 or later) and npm on PATH, and access to the npm registry to install the pinned \
+`@microsoft/durabletask-js` package (tests/peer/js/package.json) under target/. Install them \
+(e.g. `apt-get install nodejs npm`), or set DURABLE_JS_PEER_DIR to a directory where \
+`npm install` of that package.json was already done (offline)";
+
+/// The directory of the JavaScript peer scripts: this crate's
+/// `tests/peer/js`.
+pub fn js_peer_dir() -> PathBuf {
+    peer_dir().join("js")
+}
+
+/// Where the JavaScript peer's packages are installed: `DURABLE_JS_PEER_DIR`
+/// if set, else `js-peer` beside the Python peer's [`work_dir`].
+pub fn js_work_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DURABLE_JS_PEER_DIR") {
+        return PathBuf::from(dir);
+    }
+    work_dir().with_file_name("js-peer")
+}
+
+/// The `node_modules` directory holding the pinned JavaScript Durable Task
+/// SDK, installed once per build directory (`npm install --prefix`) and
+/// reused.
+///
+/// # Panics
+///
+/// If node, npm or the package cannot be had; the message says how to set
+/// them up.
+pub fn js_node_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| match js_setup() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot set up the JavaScript peer: {e}\n\nhow to fix: {JS_SETUP_HINT}"),
+    })
+}
+
+fn js_setup() -> Result<PathBuf, String> {
+    let dir = js_work_dir();
+    let modules = dir.join("node_modules");
+    let marker = dir.join(format!(".installed-{:016x}", fingerprint(JS_PACKAGE)));
+    let check = |what: &str| {
+        run(
+            Command::new("node")
+                .env("NODE_PATH", &modules)
+                .args(["-e", "require('@microsoft/durabletask-js')"]),
+            what,
+        )
+    };
+    if marker.exists() {
+        return check("loading @microsoft/durabletask-js with node (is node on PATH?)")
+            .map(|()| modules);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _lock = DirLock::acquire(&dir.join("install.lock"), Duration::from_secs(600))?;
+    if !marker.exists() {
+        fs::write(dir.join("package.json"), JS_PACKAGE)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join("package.json").display()))?;
+        run(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(&dir),
+            "`npm install` of tests/peer/js/package.json (are node and npm installed, the npm \
+             registry reachable?)",
+        )?;
+        check("loading @microsoft/durabletask-js after installing it")?;
+        fs::write(&marker, JS_PACKAGE)
+            .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    }
+    Ok(modules)
+}
+
+/// A `node` command running `script` (a file of [`js_peer_dir`]) with
+/// `args`, able to load the pinned JavaScript SDK; stdin is null, stdout and
+/// stderr are piped.
+///
+/// # Panics
+///
+/// As [`js_node_modules`].
+pub fn node_script(script: &str, args: &[&str]) -> Command {
+    let modules = js_node_modules();
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", modules)
+        .arg(js_peer_dir().join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// A free loopback port (another process could take it before we use it;

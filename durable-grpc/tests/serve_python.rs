@@ -127,6 +127,7 @@ async fn rust_and_python_workers_share_the_server() {
     let filters = durable_grpc::WorkItemFilters {
         orchestrations: vec!["calls_python".into()],
         activities: vec![],
+        ..Default::default()
     };
     let backend = Arc::new(
         GrpcBackend::new(GrpcOptions::new(format!("http://{address}")).work_item_filters(filters))

@@ -827,7 +827,12 @@ pub(crate) async fn lease_orchestrations(
     {
         let cache = cache(ctx);
         for c in &leased {
-            match cache.get(&c.id, &c.meta.execution_id, c.history_len as usize) {
+            match cache.get(
+                &c.id,
+                &c.meta.execution_id,
+                c.history_len as usize,
+                c.meta.last_updated_at,
+            ) {
                 Some(h) => {
                     histories.insert(c.id.clone(), h);
                 }
@@ -921,7 +926,12 @@ pub(crate) async fn lease_orchestrations(
         for (id, h) in loaded {
             let h = Arc::new(h);
             if let Some(c) = leased.iter().find(|c| c.id == id) {
-                cache.put(id.clone(), c.meta.execution_id.clone(), h.clone());
+                cache.put(
+                    id.clone(),
+                    c.meta.execution_id.clone(),
+                    c.meta.last_updated_at,
+                    h.clone(),
+                );
             }
             histories.insert(id, h);
         }
@@ -1317,7 +1327,7 @@ pub(crate) async fn complete_orchestration(
     }
     tx.commit_with(batch).await?;
     if !terminal {
-        cache(ctx).put(id, meta.execution_id, new_history);
+        cache(ctx).put(id, meta.execution_id, meta.last_updated_at, new_history);
     }
     Ok(())
 }

@@ -59,7 +59,9 @@
 //! idle waiters cost no reads. Timers and expiring leases wake workers when
 //! they are due. SQLite work runs on a dedicated
 //! thread per backend, never on the async runtime's threads; concurrent
-//! writes are committed in one transaction (group commit).
+//! writes are committed in one transaction (group commit). For a file, a
+//! second thread with its own connection copies the write-ahead log into
+//! the database (checkpoints), so commits never wait for that.
 //!
 //! ```
 //! use durable_runtime::{Client, Registry, Worker};
@@ -82,6 +84,7 @@
 //! # }
 //! ```
 
+mod checkpoint;
 mod error;
 mod options;
 mod process;
@@ -116,6 +119,9 @@ use writer::{Periodic, Writer};
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 
 struct Shared {
+    /// Declared before `writer`: it stops (closing its connection) before
+    /// the backend's own connection closes and checkpoints the log.
+    _checkpointer: Option<checkpoint::Checkpointer>,
     writer: Writer,
     ctx: Arc<Ctx>,
     options: SqliteOptions,
@@ -352,14 +358,27 @@ impl SqliteBackend {
                 }),
             }
         };
-        let writer = Writer::spawn(conn, "durable-sqlite".into(), on_rollback, periodic).map_err(
-            |source| OpenError::Io {
+        let jobs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // A file's log is checkpointed by a thread of its own; the
+        // connection's automatic checkpoint stays as a backstop.
+        let checkpointer = path
+            .as_deref()
+            .and_then(|p| checkpoint::Checkpointer::spawn(p, &options, jobs.clone()));
+        if checkpointer.is_some() {
+            conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {};",
+                checkpoint::BACKSTOP_PAGES
+            ))
+            .map_err(sqlite)?;
+        }
+        let writer = Writer::spawn(conn, "durable-sqlite".into(), on_rollback, periodic, jobs)
+            .map_err(|source| OpenError::Io {
                 path: shown(),
                 source,
-            },
-        )?;
+            })?;
         Ok(SqliteBackend {
             shared: Arc::new(Shared {
+                _checkpointer: checkpointer,
                 writer,
                 ctx,
                 options,
@@ -811,6 +830,34 @@ mod tests {
         assert_eq!(watched(&b), 1, "the remaining waiter lost its entry");
         drop(staying);
         assert_eq!(watched(&b), 0, "the last waiter left its entry behind");
+    }
+
+    /// The log is copied into the database file while the backend runs,
+    /// by the checkpointer (a few commits, far below SQLite's automatic
+    /// checkpoint, which alone would leave the file empty until it closes).
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_log_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.db");
+        let b = SqliteBackend::open(&path).unwrap();
+        for i in 0..20 {
+            b.create_instance(request(&format!("c{i}"))).await.unwrap();
+        }
+        // Pages the database holds, read through the log.
+        let pages: u64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let page_size: u64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let file_len = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        until("the log to be checkpointed into the file", || {
+            file_len() >= pages * page_size
+        })
+        .await;
+        assert_eq!(b.integrity_check().await.unwrap(), ["ok"]);
     }
 
     /// A write whose caller gives up before it finishes (a timeout, a

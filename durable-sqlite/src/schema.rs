@@ -97,6 +97,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE activities ADD COLUMN tags TEXT;
     "#,
+    // Version 4: no indexes on `lease_owner`. Every lease and every release
+    // changed them (two index writes per episode and per activity), for
+    // the sake of queries that run only when a process closes or is found
+    // dead, which now scan the tables instead.
+    r#"
+    DROP INDEX IF EXISTS instances_owner;
+    DROP INDEX IF EXISTS activities_owner;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -281,5 +289,53 @@ pub(crate) fn prepare(
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file left by a build of schema version 3 opens, is migrated, and
+    /// keeps its rows and leases.
+    #[test]
+    fn a_version_3_file_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!(
+                "PRAGMA user_version = 3; PRAGMA application_id = {APPLICATION_ID};
+                 INSERT INTO instances (instance_id, execution_id, status, created_at, meta,
+                                        lease_token, lease_expires, lease_owner)
+                 VALUES ('i', 'e', 'Running', 0, '{{}}', 7, 9, 42);"
+            ))
+            .unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path, &crate::SqliteOptions::default(), true).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let owner_indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_owner'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(owner_indexes, 0);
+        let lease: (i64, i64) = conn
+            .query_row(
+                "SELECT lease_token, lease_owner FROM instances WHERE instance_id = 'i'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(lease, (7, 42));
     }
 }

@@ -165,7 +165,67 @@ const INSTANCE_ROW: &str = "instance row";
 
 fn parse_meta(id: &str, meta: Text) -> Result<InstanceMetadata, Unreadable> {
     let meta = meta.of(id, INSTANCE_ROW, "meta")?;
-    serde_json::from_str(&meta).map_err(|e| malformed(id, INSTANCE_ROW, e))
+    if let Some(parsed) = meta_cache::get(id, &meta) {
+        return Ok(parsed);
+    }
+    let parsed: InstanceMetadata =
+        serde_json::from_str(&meta).map_err(|e| malformed(id, INSTANCE_ROW, e))?;
+    meta_cache::put(id, meta, parsed.clone());
+    Ok(parsed)
+}
+
+/// Parsed `instances.meta` texts of recently used instances, so the
+/// instance row read at every lease, completion and delivery is not parsed
+/// again each time (parsing it, timestamps included, was most of the cost
+/// of reading the row).
+///
+/// An entry is used only when the stored text is exactly the text it was
+/// parsed from (or serialised from), so it can never be stale: a row
+/// changed by another process, or by a transaction that was rolled back,
+/// simply misses. One cache per connection thread (each backend has its
+/// own), at most [`CAPACITY`](meta_cache::CAPACITY) entries.
+mod meta_cache {
+    use durable_runtime::backend::InstanceMetadata;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Most instances whose metadata is kept.
+    pub(super) const CAPACITY: usize = 1024;
+
+    thread_local! {
+        static ENTRIES: RefCell<HashMap<String, (String, InstanceMetadata)>> =
+            RefCell::new(HashMap::new());
+    }
+
+    /// The metadata parsed from `text`, if instance `id`'s entry holds
+    /// exactly that text.
+    pub(super) fn get(id: &str, text: &str) -> Option<InstanceMetadata> {
+        ENTRIES.with(|e| {
+            e.borrow()
+                .get(id)
+                .filter(|(t, _)| t == text)
+                .map(|(_, m)| m.clone())
+        })
+    }
+
+    /// Remembers that `text` is instance `id`'s metadata `meta` (without
+    /// payloads).
+    pub(super) fn put(id: &str, text: String, meta: InstanceMetadata) {
+        ENTRIES.with(|e| {
+            let mut e = e.borrow_mut();
+            if let Some(entry) = e.get_mut(id) {
+                *entry = (text, meta);
+                return;
+            }
+            if e.len() >= CAPACITY {
+                // Evicting an arbitrary entry is enough: a miss costs one parse.
+                if let Some(k) = e.keys().next().cloned() {
+                    e.remove(&k);
+                }
+            }
+            e.insert(id.to_string(), (text, meta));
+        })
+    }
 }
 
 type Payloads = (Option<String>, Option<String>, Option<String>);
@@ -184,9 +244,11 @@ fn parse_payloads(
     ))
 }
 
+/// The `meta` column's text for `m`, also remembered in the metadata
+/// cache, so reading the row back does not parse it.
 fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
     // The payloads live in their own columns.
-    to_json(&InstanceMetadata {
+    let stored = InstanceMetadata {
         instance_id: m.instance_id.clone(),
         execution_id: m.execution_id.clone(),
         name: m.name.clone(),
@@ -201,7 +263,19 @@ fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
         completed_at: m.completed_at,
         scheduled_start: m.scheduled_start,
         parent_instance_id: m.parent_instance_id.clone(),
-    })
+    };
+    let text = to_json(&stored)?;
+    // The cache hands out `stored` for this text instead of parsing it:
+    // they must agree (checked in debug builds, the tests included).
+    debug_assert_eq!(
+        serde_json::from_str::<InstanceMetadata>(&text)
+            .ok()
+            .as_ref(),
+        Some(&stored),
+        "instance metadata does not survive a round trip through JSON"
+    );
+    meta_cache::put(&m.instance_id, text.clone(), stored);
+    Ok(text)
 }
 
 fn insert_instance(conn: &Connection, m: &InstanceMetadata) -> Result<(), BackendError> {
@@ -216,27 +290,6 @@ fn insert_instance(conn: &Connection, m: &InstanceMetadata) -> Result<(), Backen
         m.execution_id,
         m.status.to_string(),
         micros(m.created_at),
-        meta_json(m)?,
-        m.input,
-        m.output,
-        m.custom_status,
-    ])
-    .db()?;
-    Ok(())
-}
-
-/// Writes metadata and payloads.
-fn update_instance(conn: &Connection, m: &InstanceMetadata) -> Result<(), BackendError> {
-    conn.prepare_cached(
-        "UPDATE instances SET execution_id = ?2, status = ?3, meta = ?4, input = ?5,
-                output = ?6, custom_status = ?7
-         WHERE instance_id = ?1",
-    )
-    .db()?
-    .execute(params![
-        m.instance_id,
-        m.execution_id,
-        m.status.to_string(),
         meta_json(m)?,
         m.input,
         m.output,
@@ -1088,12 +1141,22 @@ fn lease_instance(
     .db()?
     .execute(params![id, token, expires, ctx.process_id])
     .db()?;
-    let cached = cache(ctx).get(&id, &row.meta.execution_id, row.history_len as usize);
+    let cached = cache(ctx).get(
+        &id,
+        &row.meta.execution_id,
+        row.history_len as usize,
+        row.meta.last_updated_at,
+    );
     let past_events = match cached {
         Some(h) => h,
         None => {
             let h = Arc::new(load_history(conn, &id)?);
-            cache(ctx).put(id.clone(), row.meta.execution_id.clone(), h.clone());
+            cache(ctx).put(
+                id.clone(),
+                row.meta.execution_id.clone(),
+                row.meta.last_updated_at,
+                h.clone(),
+            );
             h
         }
     };
@@ -1161,7 +1224,6 @@ pub(crate) fn complete_orchestration(
         }
     }
     let meta = outcome.metadata;
-    update_instance(conn, &meta)?;
     let (history_len, cache_update) = match outcome.history {
         HistoryUpdate::Append(events) => {
             insert_history(conn, &id, &meta.execution_id, row.history_len, &events)?;
@@ -1233,11 +1295,27 @@ pub(crate) fn complete_orchestration(
             .execute([&id])
             .db()?;
     }
-    conn.prepare_cached("UPDATE instances SET history_len = ?2 WHERE instance_id = ?1")
-        .db()?
-        .execute(params![id, history_len])
-        .db()?;
-    release(conn, &id)?;
+    // The new metadata, payloads and history length, and the lease
+    // released (as `release` does), in one statement.
+    conn.prepare_cached(
+        "UPDATE instances SET execution_id = ?2, status = ?3, meta = ?4, input = ?5,
+                output = ?6, custom_status = ?7, history_len = ?8,
+                lease_token = NULL, lease_expires = NULL, lease_owner = NULL,
+                ready_at = (SELECT MIN(visible_at) FROM inbox WHERE instance_id = ?1)
+         WHERE instance_id = ?1",
+    )
+    .db()?
+    .execute(params![
+        id,
+        meta.execution_id,
+        meta.status.to_string(),
+        meta_json(&meta)?,
+        meta.input,
+        meta.output,
+        meta.custom_status,
+        history_len,
+    ])
+    .db()?;
     let out = outcome.outbox;
     if !out.activities.is_empty() {
         let mut stmt = conn
@@ -1277,7 +1355,7 @@ pub(crate) fn complete_orchestration(
     // Cached before the commit: if the transaction is rolled back, the
     // connection thread clears the whole cache (see `SqliteBackend::start`).
     if let Some((execution_id, history)) = cache_update.filter(|_| !meta.status.is_terminal()) {
-        cache(ctx).put(id, execution_id, history);
+        cache(ctx).put(id, execution_id, meta.last_updated_at, history);
     }
     Ok(())
 }
@@ -1469,8 +1547,8 @@ pub(crate) fn complete_activity(
     let (rowid, token) = activity_lease(item)?;
     let row = conn
         .prepare_cached(
-            "SELECT task_id, name, instance_id, execution_id FROM activities
-             WHERE id = ?1 AND lease_token = ?2",
+            "DELETE FROM activities WHERE id = ?1 AND lease_token = ?2
+             RETURNING task_id, name, instance_id, execution_id",
         )
         .db()?
         .query_row(params![rowid, token], |r| {
@@ -1486,10 +1564,6 @@ pub(crate) fn complete_activity(
     let Some((task_id, name, instance_id, execution_id)) = row else {
         return Err(BackendError::LeaseLost(item.completion_token.clone()));
     };
-    conn.prepare_cached("DELETE FROM activities WHERE id = ?1")
-        .db()?
-        .execute([rowid])
-        .db()?;
     let event = transition::activity_completion(task_id, outcome, &name, now_ts, &ctx.limits);
     deliver(
         conn,

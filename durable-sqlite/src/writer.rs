@@ -128,15 +128,16 @@ impl Drop for Writer {
 impl Writer {
     /// Moves `conn` onto a new thread named `name`. `on_rollback` runs on
     /// that thread whenever a transaction is rolled back as a whole, so
-    /// in-memory state derived from its writes can be discarded.
+    /// in-memory state derived from its writes can be discarded. `jobs`
+    /// counts the jobs run (the checkpointer watches it).
     pub(crate) fn spawn(
         conn: Connection,
         name: String,
         on_rollback: impl Fn() + Send + 'static,
         periodic: Periodic,
+        jobs: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Msg>();
-        let jobs = Arc::new(AtomicU64::new(0));
         let counted = jobs.clone();
         let thread = std::thread::Builder::new()
             .name(name)
@@ -268,12 +269,18 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
         }
         return true;
     }
+    // A job alone in its transaction needs no savepoint: if it fails, the
+    // whole transaction (only its own writes) is rolled back. Savepoints are
+    // not free: every page a job changes is copied to the statement journal.
+    let alone = batch.len() == 1;
     let mut done: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     while let Some(job) = jobs.next() {
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
-            abort(conn, done, jobs, Some(job), &e);
-            return false;
+        if !alone {
+            if let Err(e) = exec(conn, "SAVEPOINT job") {
+                abort(conn, done, jobs, Some(job), &e);
+                return false;
+            }
         }
         let ran = job.run(conn);
         if conn.is_autocommit() {
@@ -297,10 +304,17 @@ fn run_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) -> bool {
             abort(conn, done, jobs, None, &e);
             return false;
         }
-        let end = if ran.failed() {
-            "ROLLBACK TO job; RELEASE job"
-        } else {
-            "RELEASE job"
+        if alone && ran.failed() {
+            // Rolled back like a failed job's savepoint: nothing else was
+            // in the transaction.
+            let _ = exec(conn, "ROLLBACK");
+            ran.finish(Ok(()));
+            return true;
+        }
+        let end = match (alone, ran.failed()) {
+            (true, _) => "",
+            (false, true) => "ROLLBACK TO job; RELEASE job",
+            (false, false) => "RELEASE job",
         };
         if let Err(e) = exec(conn, end) {
             done.push(ran);

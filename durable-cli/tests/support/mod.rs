@@ -4,7 +4,7 @@
 
 use durable_runtime::{ActivityError, Registry};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -174,4 +174,54 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
+}
+
+/// Starts `durable serve` with these arguments; returns it and the address
+/// it printed.
+pub(crate) fn start_serve(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
+    let mut server = Running::spawn(durable(args));
+    let stdout = server.child().stdout.take().expect("stdout is piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(LIMIT)
+        .unwrap_or_else(|_| panic!("durable serve printed nothing within {LIMIT:?}"));
+    let addr = first
+        .strip_prefix("durable serve: listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    (server, addr, lines)
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+pub(crate) fn stop_serve(mut server: Running, lines: mpsc::Receiver<String>) {
+    let pid = server.child().id().to_string();
+    // The shell's own kill: no kill binary needed.
+    let sent = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .expect("running sh -c kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let last = loop {
+        match lines.recv_timeout(LIMIT) {
+            Ok(line) if line == "durable serve: stopped" => break line,
+            Ok(_) => continue,
+            Err(_) => panic!("durable serve did not stop within {LIMIT:?} of SIGTERM"),
+        }
+    };
+    assert_eq!(last, "durable serve: stopped");
+    let status = server.child().wait().expect("waiting for durable serve");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "durable serve exited with {status:?}"
+    );
 }

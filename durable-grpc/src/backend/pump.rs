@@ -36,7 +36,11 @@ pub(super) async fn run_pump(
                 .iter()
                 .map(|name| proto::OrchestrationFilter {
                     name: name.clone(),
-                    versions: vec![],
+                    versions: f
+                        .orchestration_versions
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
                 .collect(),
             activities: f
@@ -465,8 +469,9 @@ mod tests {
             GrpcOptions::new(format!("http://{addr}"))
                 .max_concurrent(7, 9)
                 .work_item_filters(crate::WorkItemFilters {
-                    orchestrations: vec!["long".into()],
+                    orchestrations: vec!["long".into(), "any".into()],
                     activities: vec!["step".into()],
+                    orchestration_versions: [("long".to_string(), vec!["2".to_string()])].into(),
                 }),
         )
         .unwrap();
@@ -487,6 +492,12 @@ mod tests {
         );
         let filters = request.work_item_filters.as_ref().expect("filters sent");
         assert_eq!(filters.orchestrations[0].name, "long");
+        assert_eq!(filters.orchestrations[0].versions, ["2"], "versions sent");
+        assert_eq!(filters.orchestrations[1].name, "any");
+        assert!(
+            filters.orchestrations[1].versions.is_empty(),
+            "a name without versions takes every version"
+        );
         assert_eq!(filters.activities[0].name, "step");
     }
 

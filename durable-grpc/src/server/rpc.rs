@@ -71,6 +71,20 @@ fn check_result(
 }
 
 impl SidecarService {
+    /// Closes `hub` (its streams and waits end) and deletes its storage.
+    async fn delete_hub(&self, hub: &str, call: &str) -> Result<(), Status> {
+        let Some(store) = &self.hubs.store else {
+            return Ok(());
+        };
+        super::check_hub_name(hub).map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
+        self.hubs.close(hub).await;
+        store.delete(hub).await.map_err(|e| {
+            Status::unavailable(format!("{call}: cannot delete task hub \"{hub}\": {e}"))
+        })?;
+        tracing::info!(hub, "task hub deleted");
+        Ok(())
+    }
+
     /// `WaitForInstanceStart` and `WaitForInstanceCompletion`: the
     /// backend's own wait, for as long as the caller's deadline allows.
     async fn wait(
@@ -79,8 +93,7 @@ impl SidecarService {
         wait_for: WaitFor,
         call: &str,
     ) -> Answer<proto::GetInstanceResponse> {
-        let shared = &self.shared;
-        shared.check(&request, call)?;
+        let shared = &self.hub(&request, call).await?;
         // Answered a little before the deadline, so the caller gets this
         // server's DEADLINE_EXCEEDED (naming the instance) rather than the
         // transport's cancellation.
@@ -114,7 +127,7 @@ impl SidecarService {
 #[tonic::async_trait]
 impl TaskHubSidecarService for SidecarService {
     async fn hello(&self, request: Request<()>) -> Answer<()> {
-        self.shared.check(&request, "Hello")?;
+        self.hub(&request, "Hello").await?;
         Ok(Response::new(()))
     }
 
@@ -123,7 +136,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::CreateInstanceRequest>,
     ) -> Answer<proto::CreateInstanceResponse> {
         let call = "StartInstance";
-        self.shared.check(&request, call)?;
+        let shared = self.hub(&request, call).await?;
         let mut create = convert::create_request_from_proto(request.into_inner())
             .map_err(|e| unreadable(call, e))?;
         if create.instance_id.is_empty() {
@@ -136,7 +149,7 @@ impl TaskHubSidecarService for SidecarService {
             create.input.as_deref(),
         )?;
         let instance_id = create.instance_id.clone();
-        self.shared
+        shared
             .backend
             .create_instance(create)
             .await
@@ -148,10 +161,9 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::GetInstanceRequest>,
     ) -> Answer<proto::GetInstanceResponse> {
-        self.shared.check(&request, "GetInstance")?;
+        let shared = self.hub(&request, "GetInstance").await?;
         let r = request.into_inner();
-        let m = self
-            .shared
+        let m = shared
             .backend
             .get_instance(&r.instance_id, r.get_inputs_and_outputs)
             .await
@@ -182,7 +194,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::RaiseEventRequest>,
     ) -> Answer<proto::RaiseEventResponse> {
-        self.shared.check(&request, "RaiseEvent")?;
+        let shared = self.hub(&request, "RaiseEvent").await?;
         let r = request.into_inner();
         let input = convert::payload(r.input);
         json(
@@ -194,7 +206,7 @@ impl TaskHubSidecarService for SidecarService {
             },
             input.as_deref(),
         )?;
-        self.shared
+        shared
             .backend
             .raise_event(&r.instance_id, &r.name, input)
             .await
@@ -206,14 +218,14 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::TerminateRequest>,
     ) -> Answer<proto::TerminateResponse> {
-        self.shared.check(&request, "TerminateInstance")?;
+        let shared = self.hub(&request, "TerminateInstance").await?;
         let r = request.into_inner();
         let output = convert::payload(r.output);
         json(
             || format!("the output of terminating instance \"{}\"", r.instance_id),
             output.as_deref(),
         )?;
-        self.shared
+        shared
             .backend
             .terminate(&r.instance_id, output, r.recursive)
             .await
@@ -225,9 +237,9 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::SuspendRequest>,
     ) -> Answer<proto::SuspendResponse> {
-        self.shared.check(&request, "SuspendInstance")?;
+        let shared = self.hub(&request, "SuspendInstance").await?;
         let r = request.into_inner();
-        self.shared
+        shared
             .backend
             .suspend(&r.instance_id, convert::payload(r.reason))
             .await
@@ -239,9 +251,9 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::ResumeRequest>,
     ) -> Answer<proto::ResumeResponse> {
-        self.shared.check(&request, "ResumeInstance")?;
+        let shared = self.hub(&request, "ResumeInstance").await?;
         let r = request.into_inner();
-        self.shared
+        shared
             .backend
             .resume(&r.instance_id, convert::payload(r.reason))
             .await
@@ -254,13 +266,12 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::QueryInstancesRequest>,
     ) -> Answer<proto::QueryInstancesResponse> {
         let call = "QueryInstances";
-        self.shared.check(&request, call)?;
+        let shared = self.hub(&request, call).await?;
         let query = match request.into_inner().query {
             Some(q) => convert::query_from_proto(q).map_err(|e| unreadable(call, e))?,
             None => InstanceQuery::default(),
         };
-        let page = self
-            .shared
+        let page = shared
             .backend
             .query_instances(query)
             .await
@@ -280,7 +291,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::ListInstanceIdsRequest>,
     ) -> Answer<proto::ListInstanceIdsResponse> {
         let call = "ListInstanceIds";
-        self.shared.check(&request, call)?;
+        let shared = self.hub(&request, call).await?;
         let r = request.into_inner();
         let statuses = r
             .runtime_status
@@ -302,8 +313,7 @@ impl TaskHubSidecarService for SidecarService {
             .map_err(|e| unreadable(call, e))?;
         // One backend page per call; the completion-time filter may leave
         // it short (even empty) while more pages follow.
-        let page = self
-            .shared
+        let page = shared
             .backend
             .query_instances(InstanceQuery {
                 statuses,
@@ -336,7 +346,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::PurgeInstancesRequest>,
     ) -> Answer<proto::PurgeInstancesResponse> {
         let call = "PurgeInstances";
-        self.shared.check(&request, call)?;
+        let shared = self.hub(&request, call).await?;
         let (target, recursive) = convert::purge_from_proto(request.into_inner())
             .map_err(|e| unreadable(call, e))?
             .ok_or_else(|| {
@@ -345,8 +355,7 @@ impl TaskHubSidecarService for SidecarService {
                      pass one of them",
                 )
             })?;
-        let n = self
-            .shared
+        let n = shared
             .backend
             .purge(target, recursive)
             .await
@@ -361,9 +370,9 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::RestartInstanceRequest>,
     ) -> Answer<proto::RestartInstanceResponse> {
-        self.shared.check(&request, "RestartInstance")?;
+        let shared = self.hub(&request, "RestartInstance").await?;
         let r = request.into_inner();
-        let client = Client::new(self.shared.backend.clone());
+        let client = Client::new(shared.backend.clone());
         let restarted = if r.restart_with_new_instance_id {
             client.restart_as_new(&r.instance_id).await
         } else {
@@ -385,9 +394,9 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::RewindInstanceRequest>,
     ) -> Answer<proto::RewindInstanceResponse> {
-        self.shared.check(&request, "RewindInstance")?;
+        let shared = self.hub(&request, "RewindInstance").await?;
         let r = request.into_inner();
-        self.shared
+        shared
             .backend
             .rewind(&r.instance_id, r.reason)
             .await
@@ -399,13 +408,13 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::StreamInstanceHistoryRequest>,
     ) -> Answer<BoxStream<proto::HistoryChunk>> {
-        self.shared.check(&request, "StreamInstanceHistory")?;
+        let shared = self.hub(&request, "StreamInstanceHistory").await?;
         let r = request.into_inner();
         let execution_id = convert::payload(r.execution_id);
         // For a work item that left its history out: the history it was
         // leased with, which is what its episode must replay.
         let held = if r.for_work_item_processing {
-            self.shared
+            shared
                 .leases
                 .held_history(&r.instance_id, execution_id.as_deref())
         } else {
@@ -414,7 +423,7 @@ impl TaskHubSidecarService for SidecarService {
         let history = match held {
             Some(events) => events,
             None => Arc::new(
-                self.shared
+                shared
                     .backend
                     .get_history(&r.instance_id)
                     .await
@@ -423,7 +432,7 @@ impl TaskHubSidecarService for SidecarService {
         };
         // Chunks of at most HISTORY_CHUNK_EVENTS events and about half the
         // message size limit, so each fits a peer's incoming limit.
-        let budget = self.shared.options.max_message_size / 2;
+        let budget = shared.options.max_message_size / 2;
         let mut chunks: Vec<Result<proto::HistoryChunk, Status>> = Vec::new();
         let mut chunk = proto::HistoryChunk { events: Vec::new() };
         let mut size = 0;
@@ -449,11 +458,11 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::GetWorkItemsRequest>,
     ) -> Answer<BoxStream<proto::WorkItem>> {
-        self.shared.check(&request, "GetWorkItems")?;
+        let shared = self.hub(&request, "GetWorkItems").await?;
         let limits = Limits::from_request(request.get_ref());
         let filters = Filters::from_request(request.get_ref());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(work::run_stream(self.shared.clone(), limits, filters, tx));
+        tokio::spawn(work::run_stream(shared.clone(), limits, filters, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -462,8 +471,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::OrchestratorResponse>,
     ) -> Answer<proto::CompleteTaskResponse> {
         let call = "CompleteOrchestratorTask";
-        let shared = &self.shared;
-        shared.check(&request, call)?;
+        let shared = &self.hub(&request, call).await?;
         let r = request.into_inner();
         let token = r.completion_token.clone();
         let instance_id = r.instance_id.clone();
@@ -501,8 +509,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::ActivityResponse>,
     ) -> Answer<proto::CompleteTaskResponse> {
         let call = "CompleteActivityTask";
-        let shared = &self.shared;
-        shared.check(&request, call)?;
+        let shared = &self.hub(&request, call).await?;
         let r = request.into_inner();
         let token = r.completion_token.clone();
         let instance_id = r.instance_id.clone();
@@ -540,8 +547,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::AbandonActivityTaskRequest>,
     ) -> Answer<proto::AbandonActivityTaskResponse> {
         let call = "AbandonTaskActivityWorkItem";
-        let shared = &self.shared;
-        shared.check(&request, call)?;
+        let shared = &self.hub(&request, call).await?;
         let token = request.into_inner().completion_token;
         let taken = shared
             .leases
@@ -560,8 +566,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::AbandonOrchestrationTaskRequest>,
     ) -> Answer<proto::AbandonOrchestrationTaskResponse> {
         let call = "AbandonTaskOrchestratorWorkItem";
-        let shared = &self.shared;
-        shared.check(&request, call)?;
+        let shared = &self.hub(&request, call).await?;
         let token = request.into_inner().completion_token;
         let taken = shared
             .leases
@@ -579,30 +584,37 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::CreateTaskHubRequest>,
     ) -> Answer<proto::CreateTaskHubResponse> {
-        self.shared.check(&request, "CreateTaskHub")?;
-        Err(not_served(
-            "CreateTaskHub",
-            "this server serves one task hub, \"default\", which always exists",
-        ))
+        let call = "CreateTaskHub";
+        let hub = self.check(&request, call)?;
+        // Opening a hub creates its storage.
+        self.hubs.get(&hub, call).await?;
+        Ok(Response::new(proto::CreateTaskHubResponse {}))
     }
 
     async fn delete_task_hub(
         &self,
         request: Request<proto::DeleteTaskHubRequest>,
     ) -> Answer<proto::DeleteTaskHubResponse> {
-        self.shared.check(&request, "DeleteTaskHub")?;
-        Err(not_served(
-            "DeleteTaskHub",
-            "this server serves one task hub, \"default\"; purge its instances \
-             (PurgeInstances) instead",
-        ))
+        let call = "DeleteTaskHub";
+        let hub = self.check(&request, call)?;
+        if self.hubs.store.is_none() {
+            // Refused as any call for another hub would be.
+            self.hubs.get(&hub, call).await?;
+            return Err(not_served(
+                call,
+                "this server serves one task hub, \"default\", given to it when it started; \
+                 purge its instances (PurgeInstances) instead",
+            ));
+        }
+        self.delete_hub(&hub, call).await?;
+        Ok(Response::new(proto::DeleteTaskHubResponse {}))
     }
 
     async fn signal_entity(
         &self,
         request: Request<proto::SignalEntityRequest>,
     ) -> Answer<proto::SignalEntityResponse> {
-        self.shared.check(&request, "SignalEntity")?;
+        self.hub(&request, "SignalEntity").await?;
         Err(not_served("SignalEntity", ENTITIES))
     }
 
@@ -610,7 +622,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::GetEntityRequest>,
     ) -> Answer<proto::GetEntityResponse> {
-        self.shared.check(&request, "GetEntity")?;
+        self.hub(&request, "GetEntity").await?;
         Err(not_served("GetEntity", ENTITIES))
     }
 
@@ -618,7 +630,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::QueryEntitiesRequest>,
     ) -> Answer<proto::QueryEntitiesResponse> {
-        self.shared.check(&request, "QueryEntities")?;
+        self.hub(&request, "QueryEntities").await?;
         Err(not_served("QueryEntities", ENTITIES))
     }
 
@@ -626,7 +638,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::CleanEntityStorageRequest>,
     ) -> Answer<proto::CleanEntityStorageResponse> {
-        self.shared.check(&request, "CleanEntityStorage")?;
+        self.hub(&request, "CleanEntityStorage").await?;
         Err(not_served("CleanEntityStorage", ENTITIES))
     }
 
@@ -634,7 +646,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::EntityBatchResult>,
     ) -> Answer<proto::CompleteTaskResponse> {
-        self.shared.check(&request, "CompleteEntityTask")?;
+        self.hub(&request, "CompleteEntityTask").await?;
         Err(not_served("CompleteEntityTask", ENTITIES))
     }
 
@@ -642,7 +654,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::AbandonEntityTaskRequest>,
     ) -> Answer<proto::AbandonEntityTaskResponse> {
-        self.shared.check(&request, "AbandonTaskEntityWorkItem")?;
+        self.hub(&request, "AbandonTaskEntityWorkItem").await?;
         Err(not_served("AbandonTaskEntityWorkItem", ENTITIES))
     }
 }

@@ -1,25 +1,35 @@
 //! What every call checks (credentials, task hub, size) and how durable's
 //! errors read as gRPC statuses.
 
-use super::Shared;
+use super::{Shared, SidecarService, DEFAULT_HUB};
 use crate::convert::ConvertError;
 use durable_runtime::backend::BackendError;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Status};
 
-/// The task hub this server serves (hubs of other names come later).
-const TASK_HUB: &str = "default";
+impl SidecarService {
+    /// Refuses a call without the right credentials, larger than the server
+    /// takes, or for a task hub that is not served; else the call's hub
+    /// (the `taskhub` header, `default` when absent), opened if need be.
+    pub(super) async fn hub<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+    ) -> Result<Arc<Shared>, Status> {
+        let hub = self.check(request, call)?;
+        self.hubs.get(&hub, call).await
+    }
 
-impl Shared {
-    /// Refuses a call without the right credentials, for another task hub,
-    /// or larger than the server takes.
+    /// The credentials and size checks of [`hub`](Self::hub); the hub name.
     pub(super) fn check<T: prost::Message>(
         &self,
         request: &Request<T>,
         call: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<String, Status> {
+        let options = &self.hubs.options;
         let meta = request.metadata();
-        if let Some(token) = &self.options.token {
+        if let Some(token) = &options.token {
             let expected = format!("Bearer {token}");
             match meta.get("authorization").map(|v| v.to_str()) {
                 None => {
@@ -37,19 +47,18 @@ impl Shared {
                 }
             }
         }
-        match meta.get("taskhub").map(|v| v.to_str()) {
-            None => {}
-            Some(Ok(hub)) if hub.is_empty() || hub == TASK_HUB => {}
-            Some(hub) => {
-                let hub = hub.unwrap_or("(not text)");
-                return Err(Status::permission_denied(format!(
-                    "{call}: task hub \"{hub}\" is not served here: this server serves one \
-                     task hub, \"{TASK_HUB}\"; connect with task hub \"{TASK_HUB}\" (or none)"
-                )));
+        let hub = match meta.get("taskhub").map(|v| v.to_str()) {
+            None | Some(Ok("")) => DEFAULT_HUB.to_string(),
+            Some(Ok(hub)) => hub.to_string(),
+            Some(Err(_)) => {
+                return Err(Status::invalid_argument(format!(
+                    "{call}: the taskhub header is not text; name the task hub with ASCII \
+                     letters, digits, '_' and '-'"
+                )))
             }
-        }
+        };
         let size = request.get_ref().encoded_len() + 5;
-        let limit = self.options.max_message_size;
+        let limit = options.max_message_size;
         if size > limit {
             return Err(Status::resource_exhausted(format!(
                 "{call}: the request is larger than max ({size} vs. {limit}) bytes that this \
@@ -57,7 +66,7 @@ impl Shared {
                  reference) or start the server with a larger message size limit"
             )));
         }
-        Ok(())
+        Ok(hub)
     }
 }
 

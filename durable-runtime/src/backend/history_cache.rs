@@ -1,30 +1,37 @@
 //! [`HistoryCache`]: the histories of recently run executions, kept by a
 //! storage backend so an episode does not re-read a whole history.
 
-use crate::history::HistoryEvent;
+use crate::history::{HistoryEvent, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Histories of recently run executions, by instance id, at most
-/// `capacity` of them. An entry is used only when its execution id and its
-/// length match what the store holds, so writes by other processes are
-/// never missed: a stale entry is a miss, and a miss costs one read.
+/// `capacity` of them. An entry is used only when its execution id, its
+/// length and the instance's last update time (`last_updated_at`) match
+/// what the store holds, so writes by other processes are never missed: a
+/// history grown elsewhere has another length, and one rewritten elsewhere
+/// (a rewind, which can leave the length as it was) another update time. A
+/// stale entry is a miss, and a miss costs one read.
 ///
 /// ```
 /// use durable_runtime::backend::HistoryCache;
 /// use std::sync::Arc;
 ///
+/// let t = chrono::DateTime::UNIX_EPOCH;
 /// let mut cache = HistoryCache::new(2);
-/// cache.put("order-1".into(), "exec-1".into(), Arc::new(Vec::new()));
-/// assert!(cache.get("order-1", "exec-1", 0).is_some());
-/// // Another execution, or a history that grew elsewhere: not used.
-/// assert!(cache.get("order-1", "exec-2", 0).is_none());
-/// assert!(cache.get("order-1", "exec-1", 3).is_none());
+/// cache.put("order-1".into(), "exec-1".into(), t, Arc::new(Vec::new()));
+/// assert!(cache.get("order-1", "exec-1", 0, t).is_some());
+/// // Another execution, a history that grew elsewhere, or one rewritten
+/// // elsewhere since: not used.
+/// assert!(cache.get("order-1", "exec-2", 0, t).is_none());
+/// assert!(cache.get("order-1", "exec-1", 3, t).is_none());
+/// let later = t + chrono::Duration::seconds(1);
+/// assert!(cache.get("order-1", "exec-1", 0, later).is_none());
 /// ```
 #[derive(Debug, Default)]
 pub struct HistoryCache {
     capacity: usize,
-    entries: HashMap<String, (String, Arc<Vec<HistoryEvent>>)>,
+    entries: HashMap<String, Entry>,
 }
 
 impl HistoryCache {
@@ -37,17 +44,35 @@ impl HistoryCache {
     }
 
     /// The cached history of instance `id`, if it is of execution
-    /// `execution_id` and `len` events long.
-    pub fn get(&self, id: &str, execution_id: &str, len: usize) -> Option<Arc<Vec<HistoryEvent>>> {
+    /// `execution_id`, `len` events long, and was cached when the instance
+    /// was last updated at `updated_at`.
+    pub fn get(
+        &self,
+        id: &str,
+        execution_id: &str,
+        len: usize,
+        updated_at: Timestamp,
+    ) -> Option<Arc<Vec<HistoryEvent>>> {
         self.entries
             .get(id)
-            .filter(|(e, h)| e == execution_id && h.len() == len)
-            .map(|(_, h)| h.clone())
+            .filter(|e| {
+                e.execution_id == execution_id
+                    && e.history.len() == len
+                    && e.updated_at == updated_at
+            })
+            .map(|e| e.history.clone())
     }
 
-    /// Keeps the history of instance `id`'s execution `execution_id`,
-    /// evicting another entry when full.
-    pub fn put(&mut self, id: String, execution_id: String, history: Arc<Vec<HistoryEvent>>) {
+    /// Keeps the history of instance `id`'s execution `execution_id`, as
+    /// of the instance's last update at `updated_at`, evicting another
+    /// entry when full.
+    pub fn put(
+        &mut self,
+        id: String,
+        execution_id: String,
+        updated_at: Timestamp,
+        history: Arc<Vec<HistoryEvent>>,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -57,7 +82,14 @@ impl HistoryCache {
                 self.entries.remove(&k);
             }
         }
-        self.entries.insert(id, (execution_id, history));
+        self.entries.insert(
+            id,
+            Entry {
+                execution_id,
+                updated_at,
+                history,
+            },
+        );
     }
 
     /// Forgets instance `id`'s history.
@@ -70,4 +102,12 @@ impl HistoryCache {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+}
+
+/// One cached history and what it must match to be used.
+#[derive(Debug)]
+struct Entry {
+    execution_id: String,
+    updated_at: Timestamp,
+    history: Arc<Vec<HistoryEvent>>,
 }
