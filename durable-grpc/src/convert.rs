@@ -1308,6 +1308,7 @@ mod tests {
                 event_to_proto(&started),
             ],
             requires_history_streaming: false,
+            orchestration_trace_context: None,
         };
         let item = orchestration_item_from_proto(request, vec![], "tok".into()).unwrap();
         assert_eq!(item.execution_id, "exec-9");
@@ -1327,6 +1328,7 @@ mod tests {
                 execution_id: Some("e".into()),
             }),
             task_id: 4,
+            parent_trace_context: None,
             tags: [("durable.attempt".to_string(), "2".to_string())].into(),
         };
         let item = activity_item_from_proto(request, "7".into());
@@ -1482,6 +1484,7 @@ mod tests {
             actions: actions.iter().map(action_to_proto).collect(),
             custom_status: Some("\"half\"".into()),
             completion_token: "t".into(),
+            orchestration_trace_context: None,
         };
         let result = orchestrator_result_from_proto(wire).unwrap();
         assert_eq!(result.actions, actions);

@@ -700,6 +700,7 @@ mod tests {
             task_id: 4,
             completion_token: "act".into(),
             tags: Default::default(),
+            trace: None,
         };
         backend
             .complete_activity_item(&activity, Ok(Some(big.clone())))
@@ -935,6 +936,7 @@ mod tests {
                         }),
                     ],
                     requires_history_streaming: false,
+                    orchestration_trace_context: None,
                 },
             )),
             completion_token: "orch".into(),
