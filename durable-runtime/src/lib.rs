@@ -11,11 +11,13 @@
 //!    [`trace`]: W3C trace contexts and finished spans;
 //!    [`app_state`]: the application state activities take;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
-//!    for, failures, handler signatures, retry policies;
+//!    for, failures, handler signatures, retry policies; [`metrics`]: the
+//!    metrics the worker and stores report;
 //! 3. [`context`]: what orchestrator code calls;
 //! 4. [`registry`]: handlers by name;
 //! 5. [`replay`]: the replay engine; [`backend`]: the `Backend` trait, the
-//!    transition core, the in-memory backend;
+//!    transition core, the in-memory backend; [`observe`]: the spans of
+//!    histories;
 //! 6. [`error`], [`client`], [`worker`];
 //! 7. [`testing`], and the conformance suite (feature `conformance`).
 
@@ -31,6 +33,7 @@ pub mod error;
 pub mod failure;
 pub mod handler;
 pub mod history;
+pub mod metrics;
 pub mod observe;
 pub mod registry;
 pub mod replay;

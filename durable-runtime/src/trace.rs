@@ -31,6 +31,7 @@
 type Timestamp = chrono::DateTime<chrono::Utc>;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// A W3C trace context: the `traceparent` header value
@@ -342,6 +343,10 @@ fn sinks() -> &'static RwLock<Vec<Arc<dyn SpanSink>>> {
     &SINKS
 }
 
+/// Set once the first sink is installed (read on every episode: cheaper
+/// than the lock).
+static HAS_SINKS: AtomicBool = AtomicBool::new(false);
+
 /// Installs a sink for the whole process: every span reported from then on
 /// goes to it (and to the sinks installed before it).
 pub fn add_sink(sink: impl SpanSink) {
@@ -349,11 +354,18 @@ pub fn add_sink(sink: impl SpanSink) {
         .write()
         .unwrap_or_else(|p| p.into_inner())
         .push(Arc::new(sink));
+    HAS_SINKS.store(true, Ordering::Release);
 }
 
 /// Whether any sink is installed (when none is, spans are only logged).
 pub fn has_sinks() -> bool {
-    !sinks().read().unwrap_or_else(|p| p.into_inner()).is_empty()
+    HAS_SINKS.load(Ordering::Acquire)
+}
+
+/// Whether a finished span would be seen: a sink is installed or the
+/// `durable::span` log is on. When not, the runtime does not build spans.
+pub fn wanted() -> bool {
+    has_sinks() || tracing::enabled!(target: "durable::span", tracing::Level::DEBUG)
 }
 
 /// Reports a finished span: logs it as a `tracing` event (target

@@ -576,6 +576,7 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
 }
 
 async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
+    let taken = std::time::Instant::now();
     if inner.versioning.match_strategy != crate::versioning::MatchStrategy::None
         && version_refused(inner, &item).await
     {
@@ -588,7 +589,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         .filter(|(execution_id, _)| *execution_id == item.execution_id)
         .map(|(_, exec)| exec);
     let rewound = crate::backend::transition::rewind_of(&item.past_events, &item.new_events);
-    let (exec, mut result) = match (rewound, cached) {
+    let (exec, mut result, replay) = match (rewound, cached) {
         (Some(history), _) => {
             // A rewind: the code replays the failed history without its
             // failure and schedules again what failed; the backend replaces
@@ -606,23 +607,38 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
                     trace: None,
                 },
             );
-            (exec, r)
+            (exec, r, "rewind")
         }
         (None, Some(mut exec)) if exec.can_continue(&item.past_events) => {
             let r = exec.continue_episode(&item.past_events, &item.new_events);
-            (exec, r)
+            (exec, r, "cached")
         }
         (None, _) => {
             let mut exec = Execution::new(inner.registry.clone(), &item.instance_id)
                 .with_default_version(inner.versioning.default_version.clone());
             let r = exec.run_episode(&item.past_events, &item.new_events);
-            (exec, r)
+            (exec, r, "full")
         }
     };
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
     let lease = lease_of(&item);
-    let spans = episode_spans(&item, &mut result);
+    let trace = ExecutionTrace::of(
+        &item.instance_id,
+        &item.execution_id,
+        &item.past_events,
+        &item.new_events,
+        (None, None),
+    );
+    let spans = episode_spans(trace.as_ref(), &item, &mut result);
+    let started = item
+        .new_events
+        .iter()
+        .any(|e| matches!(e.kind, crate::history::EventKind::ExecutionStarted { .. }));
+    let ended = result.actions.iter().find_map(|a| match &a.kind {
+        ActionKind::CompleteOrchestration { status, .. } => Some(*status),
+        _ => None,
+    });
     log_episode(&instance_id, &exec, &result);
     if inner.backend.wants_event_waits() {
         inner
@@ -646,6 +662,15 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             // Reported once the episode is recorded: an episode that is run
             // again (its lease lost) reports its spans then.
             spans.into_iter().for_each(crate::trace::emit);
+            if let Some(trace) = &trace {
+                crate::metrics::episode(
+                    &trace.name,
+                    replay,
+                    taken.elapsed().as_secs_f64(),
+                    started,
+                    ended,
+                );
+            }
             return;
         }
         Err(e) => e,
@@ -656,6 +681,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     match e {
         BackendError::Shutdown => {}
         BackendError::LeaseLost(_) => {
+            crate::metrics::lease_lost(crate::metrics::KIND_ORCHESTRATION);
             tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed: its lease was lost; whoever holds it now runs it again");
         }
         e => {
@@ -677,22 +703,15 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
 /// the episode finishes (none when nothing would see them: no sink and the
 /// `durable::span` log off).
 fn episode_spans(
+    trace: Option<&ExecutionTrace>,
     item: &OrchestrationWorkItem,
     result: &mut OrchestratorResult,
 ) -> Vec<crate::trace::SpanRecord> {
-    let Some(trace) = ExecutionTrace::of(
-        &item.instance_id,
-        &item.execution_id,
-        &item.past_events,
-        &item.new_events,
-        (None, None),
-    ) else {
+    let Some(trace) = trace else {
         return Vec::new();
     };
     trace.annotate(&mut result.actions);
-    if !crate::trace::has_sinks()
-        && !tracing::enabled!(target: "durable::span", tracing::Level::DEBUG)
-    {
+    if !crate::trace::wanted() {
         return Vec::new();
     }
     trace.episode_spans(
@@ -783,16 +802,24 @@ async fn activity_loop(
                 let renew = renew_lease(a.backend.as_ref(), &item);
                 let work = async {
                     let started = chrono::Utc::now();
+                    let clock = std::time::Instant::now();
                     let outcome = run_activity_with(&a.registry, &a.states, &item).await;
-                    let span = crate::observe::activity_span(
+                    crate::metrics::activity(
                         &item.name,
-                        item.version.as_deref(),
-                        &item.instance_id,
-                        item.task_id,
-                        item.trace.as_ref(),
-                        (started, chrono::Utc::now()),
-                        outcome.as_ref().err().map(|f| f.to_string()),
+                        clock.elapsed().as_secs_f64(),
+                        outcome.is_err(),
                     );
+                    let span = crate::trace::wanted().then(|| {
+                        crate::observe::activity_span(
+                            &item.name,
+                            item.version.as_deref(),
+                            &item.instance_id,
+                            item.task_id,
+                            item.trace.as_ref(),
+                            (started, chrono::Utc::now()),
+                            outcome.as_ref().err().map(|f| f.to_string()),
+                        )
+                    });
                     match &outcome {
                         Ok(_) => {
                             tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed")
@@ -803,7 +830,7 @@ async fn activity_loop(
                     }
                     // Reported before the outcome is recorded, so the span of
                     // the last activity is out when its orchestration ends.
-                    crate::trace::emit(span);
+                    span.into_iter().for_each(crate::trace::emit);
                     complete_activity(a.backend.as_ref(), &item, outcome).await;
                 };
                 tokio::select! {
@@ -839,6 +866,7 @@ async fn complete_activity(backend: &dyn Backend, item: &ActivityWorkItem, outco
         match e {
             BackendError::Shutdown => return,
             BackendError::LeaseLost(_) => {
+                crate::metrics::lease_lost(crate::metrics::KIND_ACTIVITY);
                 tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, "completing an activity failed: its lease was lost, so it is delivered again");
                 return;
             }

@@ -401,7 +401,7 @@ fn name(m: &Module) -> String {
 fn rung(m: &Module) -> u8 {
     match m.first().map(String::as_str) {
         Some("history" | "codec" | "app_state" | "versioning" | "trace") => 1,
-        Some("actions" | "failure" | "handler" | "retry") => 2,
+        Some("actions" | "failure" | "handler" | "retry" | "metrics") => 2,
         Some("context") => 3,
         Some("registry") => 4,
         Some("replay" | "backend" | "observe") => 5,

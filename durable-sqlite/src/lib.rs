@@ -314,6 +314,7 @@ impl SqliteBackend {
             cache: Mutex::new(HistoryCache::new(options.history_cache_capacity)),
             process_id,
             waiting_for: Mutex::new(None),
+            backlog_sampled: Default::default(),
         });
         let on_rollback = {
             let ctx = ctx.clone();

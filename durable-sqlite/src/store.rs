@@ -31,6 +31,51 @@ pub(crate) struct Ctx {
     /// The last other process's lease an idle worker was told it waits for
     /// (instance or activity, expiry), so it is logged once, not per poll.
     pub(crate) waiting_for: Mutex<Option<(String, i64)>>,
+    /// When the backlog gauge of orchestrations and of activities was last
+    /// set (microseconds; see [`sample_backlog`]).
+    pub(crate) backlog_sampled: [std::sync::atomic::AtomicI64; 2],
+}
+
+/// How often at most the backlog is counted (it costs a scan of the ready
+/// rows' index).
+const BACKLOG_EVERY_MICROS: i64 = 1_000_000;
+
+/// Sets the backlog gauge of `kind` work (see
+/// [`durable_runtime::metrics::BACKLOG`]) from `count_sql` (a count of the
+/// rows ready at `?1`), at most once a second.
+fn sample_backlog(
+    conn: &Connection,
+    ctx: &Ctx,
+    now: i64,
+    kind: &'static str,
+) -> Result<(), BackendError> {
+    use std::sync::atomic::Ordering;
+    let (at, sql) = if kind == durable_runtime::metrics::KIND_ACTIVITY {
+        (
+            &ctx.backlog_sampled[1],
+            "SELECT COUNT(*) FROM activities WHERE visible_at <= ?1",
+        )
+    } else {
+        (
+            &ctx.backlog_sampled[0],
+            "SELECT COUNT(*) FROM instances WHERE ready_at <= ?1",
+        )
+    };
+    let last = at.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < BACKLOG_EVERY_MICROS
+        || at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Ok(());
+    }
+    let ready: i64 = conn
+        .prepare_cached(sql)
+        .db()?
+        .query_row([now], |r| r.get(0))
+        .db()?;
+    durable_runtime::metrics::backlog(kind, ready.max(0) as usize);
+    Ok(())
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -993,14 +1038,20 @@ pub(crate) fn lease_orchestration(
     loop {
         let next = conn
             .prepare_cached(
-                "SELECT rowid, instance_id FROM instances WHERE ready_at <= ?1
-                 ORDER BY ready_at LIMIT 1",
+                "SELECT rowid, instance_id, lease_token IS NOT NULL FROM instances
+                 WHERE ready_at <= ?1 ORDER BY ready_at LIMIT 1",
             )
             .db()?
-            .query_row([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
+            .query_row([now], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Text>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
             .optional()
             .db()?;
-        let Some((rowid, id)) = next else {
+        let Some((rowid, id, lease_expired)) = next else {
             // The condition lets SQLite answer from the partial index
             // instead of scanning every instance.
             let next = next_due(
@@ -1024,7 +1075,17 @@ pub(crate) fn lease_orchestration(
             })),
         };
         match leased {
-            Ok(Some(item)) => return Ok(Leased::Item(item)),
+            Ok(Some(item)) => {
+                // Ready while still leased: the lease expired unrenewed
+                // (its worker stopped or stalled), so this is a redelivery.
+                if lease_expired {
+                    durable_runtime::metrics::redelivered(
+                        durable_runtime::metrics::KIND_ORCHESTRATION,
+                    );
+                }
+                sample_backlog(conn, ctx, now, durable_runtime::metrics::KIND_ORCHESTRATION)?;
+                return Ok(Leased::Item(item));
+            }
             Ok(None) => {}
             Err(ReadError::Row(e)) => {
                 tracing::error!(instance_id = %e.instance_id, error = %e, "a row of the instance cannot be read; the instance is set aside");
@@ -1422,7 +1483,8 @@ pub(crate) fn lease_activity(
     loop {
         let row = conn
             .prepare_cached(
-                "SELECT id, instance_id, execution_id, task_id, name, version, input, tags
+                "SELECT id, instance_id, execution_id, task_id, name, version, input, tags,
+                        lease_token IS NOT NULL
                  FROM activities WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
             )
             .db()?
@@ -1436,11 +1498,13 @@ pub(crate) fn lease_activity(
                     r.get::<_, Option<Text>>(5)?,
                     r.get::<_, Option<Text>>(6)?,
                     r.get::<_, Option<Text>>(7)?,
+                    r.get::<_, bool>(8)?,
                 ))
             })
             .optional()
             .db()?;
-        let Some((rowid, instance_id, execution_id, task_id, name, version, input, tags)) = row
+        let Some((rowid, instance_id, execution_id, task_id, name, version, input, tags, expired)) =
+            row
         else {
             let next = next_due(
                 conn,
@@ -1510,6 +1574,11 @@ pub(crate) fn lease_activity(
         ])
         .db()?;
         item.completion_token = format!("{rowid}:{token}");
+        // Visible while still leased: the lease expired unrenewed.
+        if expired {
+            durable_runtime::metrics::redelivered(durable_runtime::metrics::KIND_ACTIVITY);
+        }
+        sample_backlog(conn, ctx, now, durable_runtime::metrics::KIND_ACTIVITY)?;
         return Ok(Leased::Item(item));
     }
 }
