@@ -343,7 +343,27 @@ impl Client {
         payload: &impl Serialize,
     ) -> Result<(), Error> {
         let data = encode(payload, &format!("the data of event \"{name}\""))?;
-        Ok(self.backend.raise_event(instance_id, name, data).await?)
+        self.raise_encoded(instance_id, name, data).await
+    }
+
+    /// Raises an encoded event, in a span `orchestration_event:{name}` when
+    /// spans are wanted.
+    async fn raise_encoded(
+        &self,
+        instance_id: &str,
+        name: &str,
+        data: Option<String>,
+    ) -> Result<(), Error> {
+        if !crate::trace::wanted() {
+            return Ok(self.backend.raise_event(instance_id, name, data).await?);
+        }
+        let start = chrono::Utc::now();
+        let raised = self.backend.raise_event(instance_id, name, data).await;
+        let mut span =
+            crate::observe::raise_event_span(name, instance_id, (start, chrono::Utc::now()));
+        span.error = raised.as_ref().err().map(|e| e.to_string());
+        crate::trace::emit(span);
+        Ok(raised?)
     }
 
     /// Raises the event `E` on an instance: the event named `E::NAME`
@@ -384,12 +404,7 @@ impl Client {
         // Encoded before the future is built, so the future does not
         // depend on `E` and a value that is not an event is reported once.
         let data = encode(event, &format!("the data of event \"{}\"", E::NAME));
-        Box::pin(async move {
-            Ok(self
-                .backend
-                .raise_event(instance_id, E::NAME, data?)
-                .await?)
-        })
+        Box::pin(async move { self.raise_encoded(instance_id, E::NAME, data?).await })
     }
 
     /// Starts a finished instance (completed, failed, terminated) again

@@ -385,3 +385,275 @@ pub fn create_orchestration_span(
         error: None,
     }
 }
+
+/// The span of a client raising event `name` on instance `target`
+/// (`orchestration_event:{name}`), a root span of a new trace.
+pub fn raise_event_span(
+    name: &str,
+    target: &str,
+    (start, end): (Timestamp, Timestamp),
+) -> SpanRecord {
+    SpanRecord {
+        name: span_name("orchestration_event", name, None),
+        kind: SpanKind::Producer,
+        trace_id: TraceId::random(),
+        span_id: SpanId::random(),
+        parent_span_id: None,
+        tracestate: None,
+        start,
+        end,
+        attributes: vec![
+            (attr::TYPE, "event".to_string()),
+            (attr::TASK_NAME, name.to_string()),
+            (attr::EVENT_TARGET, target.to_string()),
+        ],
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::FailureDetails;
+
+    fn at(secs: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn ev(id: i32, secs: i64, kind: EventKind) -> HistoryEvent {
+        HistoryEvent::with_id(id, at(secs), kind)
+    }
+
+    fn started(parent: Option<TraceContext>) -> HistoryEvent {
+        ev(
+            -1,
+            0,
+            EventKind::ExecutionStarted {
+                name: "order".into(),
+                version: None,
+                input: None,
+                instance_id: "i".into(),
+                execution_id: Some("e".into()),
+                parent: None,
+                scheduled_start: None,
+            },
+        )
+        .with_trace(parent)
+    }
+
+    fn scheduled(id: i32, secs: i64, name: &str, trace: Option<TraceContext>) -> HistoryEvent {
+        ev(
+            id,
+            secs,
+            EventKind::TaskScheduled {
+                name: name.into(),
+                version: None,
+                input: None,
+                tags: Default::default(),
+            },
+        )
+        .with_trace(trace)
+    }
+
+    fn client() -> TraceContext {
+        TraceContext::parse(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            None,
+        )
+        .unwrap()
+    }
+
+    fn of(past: &[HistoryEvent], new: &[HistoryEvent]) -> ExecutionTrace {
+        ExecutionTrace::of("i", "e", past, new, (None, None)).unwrap()
+    }
+
+    #[test]
+    fn every_episode_sees_the_same_orchestration_span() {
+        let first = [
+            ev(-1, 1, EventKind::OrchestratorStarted),
+            started(Some(client())),
+        ];
+        let call = scheduled(0, 1, "charge", None);
+        let mut past = first.to_vec();
+        past.push(call);
+        let second = [
+            ev(-1, 5, EventKind::OrchestratorStarted),
+            ev(
+                -1,
+                5,
+                EventKind::TaskCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+        ];
+        let a = of(&[], &first);
+        let b = of(&past, &second);
+        assert_eq!(a, b);
+        // A child of the client's span, in its trace, started at the first
+        // episode.
+        assert_eq!(a.context.trace_id(), client().trace_id());
+        assert_eq!(a.parent, Some(client()));
+        assert_eq!(a.start, at(1));
+        assert_ne!(a.context.span_id(), client().span_id());
+        // A sidecar's OrchestrationTraceContext wins.
+        let given = SpanId::derived(&["given"]);
+        let c = ExecutionTrace::of("i", "e", &past, &second, (Some(given), Some(at(0)))).unwrap();
+        assert_eq!((c.context.span_id(), c.start), (Some(given), at(0)));
+        // Without a parent: a trace of its own, still stable.
+        let lone = [ev(-1, 1, EventKind::OrchestratorStarted), started(None)];
+        assert_eq!(of(&[], &lone).context, of(&lone, &second).context);
+        assert_eq!(of(&[], &lone).parent, None);
+        // No ExecutionStarted, no span.
+        assert!(ExecutionTrace::of("i", "e", &[], &second, (None, None)).is_none());
+    }
+
+    #[test]
+    fn calls_get_their_span_context_and_keep_one_they_have() {
+        let t = of(&[], &[started(Some(client()))]);
+        let theirs = client().with_span(SpanId::derived(&["theirs"])).unwrap();
+        let mut actions = vec![
+            OrchestratorAction {
+                id: 0,
+                kind: ActionKind::ScheduleTask {
+                    name: "charge".into(),
+                    version: None,
+                    input: None,
+                    tags: Default::default(),
+                },
+                trace: None,
+            },
+            OrchestratorAction {
+                id: 1,
+                kind: ActionKind::CreateTimer { fire_at: at(60) },
+                trace: None,
+            },
+            OrchestratorAction {
+                id: 2,
+                kind: ActionKind::SendEvent {
+                    instance_id: "other".into(),
+                    name: "ping".into(),
+                    data: None,
+                },
+                trace: Some(theirs.clone()),
+            },
+        ];
+        t.annotate(&mut actions);
+        assert_eq!(actions[0].trace, Some(t.task_context(0)));
+        assert_eq!(actions[1].trace, None, "a timer starts nothing elsewhere");
+        assert_eq!(actions[2].trace, Some(theirs));
+        assert_eq!(
+            actions[0].trace.as_ref().unwrap().trace_id(),
+            client().trace_id()
+        );
+    }
+
+    #[test]
+    fn an_episode_reports_what_completed_in_it_and_the_end_once() {
+        let t = of(&[], &[started(Some(client()))]);
+        let call = t.task_context(0);
+        let past = vec![
+            ev(-1, 1, EventKind::OrchestratorStarted),
+            started(Some(client())),
+            scheduled(0, 1, "charge", Some(call.clone())),
+            ev(1, 1, EventKind::TimerCreated { fire_at: at(4) }),
+        ];
+        let new = vec![
+            ev(-1, 4, EventKind::OrchestratorStarted),
+            ev(
+                -1,
+                4,
+                EventKind::TimerFired {
+                    fire_at: at(4),
+                    timer_id: 1,
+                },
+            ),
+            ev(
+                -1,
+                4,
+                EventKind::TaskFailed {
+                    task_scheduled_id: 0,
+                    failure: FailureDetails {
+                        error_type: "Declined".into(),
+                        message: "card declined".into(),
+                        stack_trace: None,
+                        inner: None,
+                        non_retriable: false,
+                    },
+                },
+            ),
+        ];
+        let end = OrchestratorAction {
+            id: 2,
+            kind: ActionKind::completed(Some("1".into())),
+            trace: None,
+        };
+        let send = OrchestratorAction {
+            id: 3,
+            kind: ActionKind::SendEvent {
+                instance_id: "other".into(),
+                name: "shipped".into(),
+                data: None,
+            },
+            trace: None,
+        };
+        // The context given to the call is the same once it has a history.
+        let t = of(&past, &new);
+        assert_eq!(t.task_context(0), call);
+        let spans = t.episode_spans(&past, &new, &[send, end], at(5));
+        let names: Vec<_> = spans.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+        assert_eq!(
+            names,
+            [
+                ("orchestration:order:timer", SpanKind::Internal),
+                ("activity:charge", SpanKind::Client),
+                ("orchestration_event:shipped", SpanKind::Producer),
+                ("orchestration:order", SpanKind::Server),
+            ]
+        );
+        let own = t.context.span_id();
+        assert!(spans[..3].iter().all(|s| s.parent_span_id == own));
+        let activity = &spans[1];
+        assert_eq!(Some(activity.span_id), call.span_id());
+        assert_eq!((activity.start, activity.end), (at(1), at(4)));
+        assert_eq!(activity.attribute(attr::STATUS), Some("Failed"));
+        assert_eq!(activity.attribute(attr::TASK_ID), Some("0"));
+        assert!(activity.error.as_deref().unwrap().contains("card declined"));
+        assert_eq!(
+            spans[0].attribute(attr::FIRE_AT),
+            Some(at(4).to_rfc3339().as_str())
+        );
+        assert_eq!(spans[2].attribute(attr::EVENT_TARGET), Some("other"));
+        let orch = &spans[3];
+        assert_eq!(orch.parent_span_id, client().span_id());
+        assert_eq!((orch.start, orch.end), (at(1), at(5)));
+        assert_eq!(orch.attribute(attr::STATUS), Some("Completed"));
+        assert_eq!(orch.error, None);
+
+        // Replaying the same history as past reports none of it again.
+        let mut all = past.clone();
+        all.extend(new);
+        let later = [ev(-1, 9, EventKind::OrchestratorStarted)];
+        assert!(t.episode_spans(&all, &later, &[], at(9)).is_empty());
+    }
+
+    #[test]
+    fn names_carry_the_version_as_the_sdks_write_it() {
+        assert_eq!(
+            span_name("activity", "Say", Some("1.0")),
+            "activity:Say@(1.0)"
+        );
+        assert_eq!(
+            span_name("orchestration", "Order", Some("")),
+            "orchestration:Order"
+        );
+        let run = activity_span("Say", None, "i", 3, Some(&client()), (at(0), at(1)), None);
+        assert_eq!(run.parent_span_id, client().span_id());
+        assert_eq!(run.trace_id, client().trace_id().unwrap());
+        assert_eq!(run.kind, SpanKind::Server);
+        let root = create_orchestration_span("Order", Some("2"), "i", None, (at(0), at(0)));
+        assert_eq!(root.name, "create_orchestration:Order@(2)");
+        assert_eq!(root.parent_span_id, None);
+        assert_eq!(root.attribute(attr::TASK_VERSION), Some("2"));
+    }
+}

@@ -76,6 +76,15 @@ async fn approved_order(backend: Arc<dyn Backend>, cache_capacity: usize) -> (St
         .iter()
         .find(|s| ours(s, "create_orchestration:order_with_approval"))
         .expect("the client's span");
+    // The client's raise of the approval is a span of its own.
+    let raised = spans
+        .iter()
+        .find(|s| {
+            s.name == format!("orchestration_event:{}", <Approval as durable::Event>::NAME)
+                && s.attribute("durabletask.event.target_instance_id") == Some(id.as_str())
+        })
+        .unwrap_or_else(|| panic!("no event span for {id}: {spans:#?}"));
+    assert_eq!(raised.attribute("durabletask.type"), Some("event"));
     worker.shutdown().await;
     (id, root.trace_id)
 }
