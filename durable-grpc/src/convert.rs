@@ -254,7 +254,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 }),
             }),
             scheduled_start_timestamp: scheduled_start.as_ref().map(timestamp_to_proto),
-            parent_trace_context: trace_to_proto(e.trace.as_ref()),
+            parent_trace_context: trace_to_proto(e.trace.as_deref()),
         }),
         EventKind::ExecutionCompleted {
             status,
@@ -281,7 +281,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             version: version.clone(),
             input: input.clone(),
             tags: tags_to_proto(tags),
-            parent_trace_context: trace_to_proto(e.trace.as_ref()),
+            parent_trace_context: trace_to_proto(e.trace.as_deref()),
         }),
         EventKind::TaskCompleted {
             task_scheduled_id,
@@ -308,7 +308,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 name: name.clone(),
                 version: version.clone(),
                 input: input.clone(),
-                parent_trace_context: trace_to_proto(e.trace.as_ref()),
+                parent_trace_context: trace_to_proto(e.trace.as_deref()),
             },
         ),
         EventKind::SubOrchestrationInstanceCompleted {
@@ -493,7 +493,7 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
         event_id,
         timestamp,
         kind,
-        trace,
+        trace: trace.map(Box::new),
     })
 }
 

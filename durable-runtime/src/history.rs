@@ -32,8 +32,10 @@ pub struct HistoryEvent {
     /// orchestration's span for that call, on `EventSent` the span of the
     /// send. `None` on other events and in histories written before
     /// tracing (the field is then absent from the export format).
+    /// (Boxed: most events have none, and every event is as large as
+    /// its largest field set.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<TraceContext>,
+    pub trace: Option<Box<TraceContext>>,
 }
 
 impl HistoryEvent {
@@ -59,7 +61,7 @@ impl HistoryEvent {
 
     /// The same event carrying trace context `trace`.
     pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
-        self.trace = trace;
+        self.trace = trace.map(Box::new);
         self
     }
 }

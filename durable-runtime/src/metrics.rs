@@ -95,7 +95,8 @@ pub(crate) fn episode(
     started: bool,
     ended: Option<crate::history::OrchestrationStatus>,
 ) {
-    let name = name.to_string();
+    // One allocation, shared by every label below.
+    let name = ::metrics::SharedString::from(std::sync::Arc::<str>::from(name));
     ::metrics::counter!(EPISODES, "name" => name.clone(), "replay" => replay).increment(1);
     ::metrics::histogram!(EPISODE_DURATION, "name" => name.clone(), "replay" => replay)
         .record(seconds);

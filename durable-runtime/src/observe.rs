@@ -39,6 +39,8 @@ pub struct ExecutionTrace {
     pub parent: Option<TraceContext>,
     /// When the span starts: the execution's first episode.
     pub start: Timestamp,
+    /// The trace id and flags of `context`, parsed once.
+    ids: (TraceId, u8),
 }
 
 /// Span name with an optional version, as the Durable Task SDKs write it:
@@ -68,17 +70,28 @@ impl ExecutionTrace {
         let EventKind::ExecutionStarted { name, version, .. } = &started.kind else {
             return None;
         };
-        let parent = started.trace.clone().filter(|t| t.ids().is_some());
+        // The parent's ids are parsed once; an ill-formed one counts as none.
+        let parent = started
+            .trace
+            .as_deref()
+            .and_then(|t| t.ids().map(|(trace, _, flags)| (t.clone(), trace, flags)));
         let span_id = given
             .0
             .unwrap_or_else(|| SpanId::derived(&["orchestration", instance_id, execution_id]));
-        let context = match &parent {
-            Some(p) => p.with_span(span_id).expect("checked well formed"),
-            None => TraceContext::new(
-                TraceId::derived(&["trace", instance_id, execution_id]),
-                span_id,
+        let (context, ids) = match &parent {
+            Some((p, trace, flags)) => (
+                TraceContext {
+                    traceparent: crate::trace::traceparent(*trace, span_id, *flags),
+                    tracestate: p.tracestate.clone(),
+                },
+                (*trace, *flags),
             ),
+            None => {
+                let trace = TraceId::derived(&["trace", instance_id, execution_id]);
+                (TraceContext::new(trace, span_id), (trace, 1))
+            }
         };
+        let parent = parent.map(|(p, _, _)| p);
         let start = given.1.unwrap_or_else(|| {
             events()
                 .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
@@ -86,6 +99,7 @@ impl ExecutionTrace {
                 .timestamp
         });
         Some(ExecutionTrace {
+            ids,
             instance_id: instance_id.to_string(),
             execution_id: execution_id.to_string(),
             name: name.clone(),
@@ -101,7 +115,10 @@ impl ExecutionTrace {
     pub fn task_context(&self, task_id: i32) -> TraceContext {
         let id = task_id.to_string();
         let span = SpanId::derived(&["task", &self.instance_id, &self.execution_id, &id]);
-        self.context.with_span(span).expect("a well-formed context")
+        TraceContext {
+            traceparent: crate::trace::traceparent(self.ids.0, span, self.ids.1),
+            tracestate: self.context.tracestate.clone(),
+        }
     }
 
     /// Gives each action that starts work elsewhere (an activity, a
@@ -224,7 +241,8 @@ impl ExecutionTrace {
             };
             let ctx = call
                 .trace
-                .clone()
+                .as_deref()
+                .cloned()
                 .filter(|t| t.ids().is_some())
                 .unwrap_or_else(|| self.task_context(id));
             let mut a = self.base(ty, name, version.as_deref());

@@ -53,48 +53,116 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpanId(pub [u8; 8]);
 
-/// Namespace of the ids durable derives (see [`TraceId::derived`]).
-const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5c1e_7a0e_d0ab_4e11_9c3f_6b1d_2e8a_7f40);
+/// A stable 64-bit hash of `parts` (FNV-1a with a separator between
+/// parts, then a splitmix64 finish), started from `seed`: the same in every
+/// process and every version of durable.
+fn digest64(seed: u64, parts: &[&str]) -> u64 {
+    let mut h = seed;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0x1f)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
 
-fn digest(parts: &[&str]) -> [u8; 16] {
-    let joined = parts.join("\u{1f}");
-    *uuid::Uuid::new_v5(&ID_NAMESPACE, joined.as_bytes()).as_bytes()
+const SEED_A: u64 = 0xcbf2_9ce4_8422_2325;
+const SEED_B: u64 = 0x5c1e_7a0e_d0ab_4e11;
+
+/// 64 random bits from a per-thread generator (splitmix64) seeded once
+/// from the OS: ids need to be unique, not secret, and a system call per
+/// id would cost more than the rest of a span.
+fn random_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let b = uuid::Uuid::new_v4().into_bytes();
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+        });
+    }
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
 }
 
 impl TraceId {
     /// A random trace id.
     pub fn random() -> Self {
-        TraceId(*uuid::Uuid::new_v4().as_bytes())
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&random_u64().to_be_bytes());
+        id[8..].copy_from_slice(&random_u64().to_be_bytes());
+        if id == [0; 16] {
+            id[15] = 1;
+        }
+        TraceId(id)
     }
 
     /// The id derived from `parts`: the same parts give the same id in
     /// every process and every version of durable (a name-based UUID).
     pub fn derived(parts: &[&str]) -> Self {
-        TraceId(digest(parts))
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&digest64(SEED_A, parts).to_be_bytes());
+        id[8..].copy_from_slice(&digest64(SEED_B, parts).to_be_bytes());
+        if id == [0; 16] {
+            id[15] = 1;
+        }
+        TraceId(id)
     }
 }
 
 impl SpanId {
     /// A random span id.
     pub fn random() -> Self {
-        let b = uuid::Uuid::new_v4().into_bytes();
-        SpanId(b[..8].try_into().expect("8 bytes"))
+        match random_u64() {
+            0 => SpanId(1u64.to_be_bytes()),
+            x => SpanId(x.to_be_bytes()),
+        }
     }
 
     /// The id derived from `parts`, stable like [`TraceId::derived`]: an
     /// orchestration's span id is the same in every episode.
     pub fn derived(parts: &[&str]) -> Self {
-        let d = digest(parts);
-        let mut id: [u8; 8] = d[..8].try_into().expect("8 bytes");
-        if id == [0; 8] {
-            id[7] = 1;
+        match digest64(SEED_B ^ SEED_A, parts) {
+            0 => SpanId(1u64.to_be_bytes()),
+            x => SpanId(x.to_be_bytes()),
         }
-        SpanId(id)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
     }
 }
 
 fn hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    let mut s = String::with_capacity(2 * bytes.len());
+    push_hex(&mut s, bytes);
+    f.write_str(&s)
+}
+
+/// `00-{trace}-{span}-{flags}`.
+pub(crate) fn traceparent(trace: TraceId, span: SpanId, flags: u8) -> String {
+    let mut s = String::with_capacity(55);
+    s.push_str("00-");
+    push_hex(&mut s, &trace.0);
+    s.push('-');
+    push_hex(&mut s, &span.0);
+    s.push('-');
+    push_hex(&mut s, &[flags]);
+    s
 }
 
 impl fmt::Display for TraceId {
@@ -118,12 +186,21 @@ impl fmt::Display for SpanId {
 pub struct TraceContextError(pub String);
 
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        *o = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
     }
     Some(out)
 }
@@ -132,7 +209,7 @@ impl TraceContext {
     /// The context of span `span_id` in trace `trace_id`, sampled.
     pub fn new(trace_id: TraceId, span_id: SpanId) -> Self {
         TraceContext {
-            traceparent: format!("00-{trace_id}-{span_id}-01"),
+            traceparent: traceparent(trace_id, span_id, 1),
             tracestate: None,
         }
     }
@@ -192,7 +269,7 @@ impl TraceContext {
     pub fn with_span(&self, span_id: SpanId) -> Option<TraceContext> {
         let (trace, _, flags) = self.ids()?;
         Some(TraceContext {
-            traceparent: format!("00-{trace}-{span_id}-{flags:02x}"),
+            traceparent: traceparent(trace, span_id, flags),
             tracestate: self.tracestate.clone(),
         })
     }

@@ -236,7 +236,7 @@ impl Episode<'_> {
         let recorded = self.appended.len();
         let result = self.record_kind(id, kind, trace);
         if let (Some(trace), Some(event)) = (trace, self.appended.get_mut(recorded)) {
-            event.trace = Some(trace.clone());
+            event.trace = Some(Box::new(trace.clone()));
         }
         result
     }
@@ -543,7 +543,7 @@ impl Episode<'_> {
         .with_trace(
             execution_started(self.history)
                 .or_else(|| execution_started(self.new_events))
-                .and_then(|e| e.trace.clone()),
+                .and_then(|e| e.trace.as_deref().cloned()),
         )];
         inbox_front.extend(carryover_events.iter().cloned());
         EpisodeOutcome {
