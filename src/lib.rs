@@ -222,7 +222,7 @@ pub use durable_sqlite as sqlite;
 #[cfg(feature = "grpc")]
 pub use durable_grpc as grpc;
 
-/// OpenTelemetry export of durable's spans and metrics (feature `otel`):
+/// OpenTelemetry export of durable's spans (feature `otel`):
 /// `durable::otel::init_otlp("my-service")` sends them over OTLP.
 #[cfg(feature = "otel")]
 pub use durable_otel as otel;

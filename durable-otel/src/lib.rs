@@ -2,7 +2,7 @@
 //! `durable` crate, `durable::otel`).
 //!
 //! durable reports each finished piece of work as a
-//! [`SpanRecord`](durable_runtime::trace::SpanRecord) with the Durable
+//! [`SpanRecord`] with the Durable
 //! Task span schema and explicit ids and times (see
 //! `docs/observability.md`). [`OtelSink`] turns those into OpenTelemetry
 //! spans and hands them to a span processor, so any exporter works: OTLP

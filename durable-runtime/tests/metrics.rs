@@ -42,7 +42,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The metrics reported since the previous reading (a snapshot drains the
 /// recorder's counters and histograms): (name, sorted labels, value).
-struct Reading(Vec<(String, Vec<(String, String)>, DebugValue)>);
+struct Reading(Vec<(String, Labels, DebugValue)>);
+
+/// A metric's labels, sorted.
+type Labels = Vec<(String, String)>;
 
 fn read() -> Reading {
     Reading(

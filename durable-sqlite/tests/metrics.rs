@@ -30,8 +30,11 @@ fn snapshotter() -> &'static Snapshotter {
 
 /// Counter totals so far: a snapshot drains the recorder's counters, so
 /// every reading is added here.
-fn totals() -> HashMap<(String, Vec<(String, String)>), u64> {
-    static TOTALS: Mutex<Option<HashMap<(String, Vec<(String, String)>), u64>>> = Mutex::new(None);
+/// Counter totals by name and sorted labels.
+type Totals = HashMap<(String, Vec<(String, String)>), u64>;
+
+fn totals() -> Totals {
+    static TOTALS: Mutex<Option<Totals>> = Mutex::new(None);
     let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
     let map = totals.get_or_insert_with(HashMap::new);
     for (key, _, _, value) in snapshotter().snapshot().into_vec() {
