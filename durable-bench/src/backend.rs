@@ -34,6 +34,10 @@ pub(crate) enum BackendKind {
     /// PostgreSQL (`--postgres-url`, or a throwaway local server the bench
     /// starts); a fresh schema per run.
     Postgres,
+    /// durable's own sidecar server (`durable serve`'s `SidecarServer`) in
+    /// this process over a fresh SQLite file per run, on a loopback TCP
+    /// port, used through durable's `GrpcBackend`.
+    Serve,
 }
 
 impl BackendKind {
@@ -44,6 +48,7 @@ impl BackendKind {
             BackendKind::Sqlite => "sqlite",
             BackendKind::Grpc => "grpc",
             BackendKind::Postgres => "postgres",
+            BackendKind::Serve => "serve",
         }
     }
 }
@@ -82,10 +87,12 @@ pub(crate) struct BackendArgs {
     #[arg(long)]
     pub(crate) peer: bool,
 
-    /// With --backend grpc: after each S1 run, once the Rust worker has
-    /// stopped, run S1 again with the Python SDK's own worker and client
+    /// With --backend grpc or serve: after each S1 run, once the Rust worker
+    /// has stopped, run S1 again with the Python SDK's own worker and client
     /// (bench/grpc_python_s1.py) against the same sidecar, and report both
-    /// throughputs and their ratio.
+    /// throughputs and their ratio. With serve, also run it on the Python
+    /// package's in-memory sidecar (started by the bench) and report the
+    /// Python SDK's serve/own-server ratio.
     #[arg(long)]
     pub(crate) compare_python: bool,
 
@@ -146,6 +153,15 @@ pub(crate) struct BackendFactory {
     /// The Python sidecar this invocation started (`--peer`), stopped when
     /// the last factory handle is dropped.
     peer: Option<Arc<Peer>>,
+    /// With `--backend serve`: the server of the latest run.
+    served: Arc<Mutex<Option<Served>>>,
+}
+
+/// A `SidecarServer` the bench started; it stops when this is dropped.
+#[derive(Debug)]
+struct Served {
+    endpoint: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The Python sidecar started with `--peer`.
@@ -171,8 +187,11 @@ impl BackendFactory {
     pub(crate) fn new(args: BackendArgs) -> Result<Self, BoxError> {
         let base = args.db_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("durable-bench-{}", std::process::id()));
-        if args.backend != BackendKind::Grpc && (args.peer || args.compare_python) {
-            return Err("--peer and --compare-python need --backend grpc".into());
+        if args.backend != BackendKind::Grpc && args.peer {
+            return Err("--peer needs --backend grpc".into());
+        }
+        if !matches!(args.backend, BackendKind::Grpc | BackendKind::Serve) && args.compare_python {
+            return Err("--compare-python needs --backend grpc or serve".into());
         }
         if args.backend != BackendKind::Postgres && args.postgres_url.is_some() {
             return Err("--postgres-url needs --backend postgres".into());
@@ -180,7 +199,7 @@ impl BackendFactory {
         if args.backend != BackendKind::Sqlite && args.sqlite_synchronous.is_some() {
             return Err("--sqlite-synchronous needs --backend sqlite".into());
         }
-        let peer = if args.peer {
+        let peer = if args.peer || (args.backend == BackendKind::Serve && args.compare_python) {
             let server = catch_panic(PeerServer::start)
                 .map_err(|e| format!("cannot start the Python sidecar: {e}"))?;
             Some(Arc::new(Peer(Mutex::new(server))))
@@ -191,6 +210,7 @@ impl BackendFactory {
             args,
             scratch: Arc::new(Scratch { dir }),
             peer,
+            served: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -224,6 +244,9 @@ impl BackendFactory {
                     _ => "NORMAL",
                 }
             ),
+            BackendKind::Serve => "serve: durable's SidecarServer in process over SQLite (a fresh \
+                 file per run), GrpcBackend worker and client over loopback TCP"
+                .to_string(),
             other => other.name().to_string(),
         }
     }
@@ -247,6 +270,12 @@ impl BackendFactory {
     }
 
     fn endpoint(&self) -> String {
+        if self.args.backend == BackendKind::Serve {
+            let served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+            return served
+                .as_ref()
+                .map_or_else(String::new, |s| s.endpoint.clone());
+        }
         match &self.peer {
             Some(peer) => peer
                 .0
@@ -265,7 +294,33 @@ impl BackendFactory {
         count: usize,
         timeout: Duration,
     ) -> Result<PythonS1, BoxError> {
-        let endpoint = self.endpoint();
+        self.python_s1_at(self.endpoint(), count, timeout).await
+    }
+
+    /// With `--backend serve --compare-python`: S1 with the Python SDK's
+    /// worker and client on the Python package's own in-memory sidecar.
+    pub(crate) async fn python_s1_on_python_server(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<Result<PythonS1, BoxError>> {
+        if self.args.backend != BackendKind::Serve {
+            return None;
+        }
+        let peer = self.peer.as_ref()?;
+        let endpoint = peer
+            .0
+            .lock()
+            .map_or_else(|e| e.into_inner().endpoint(), |s| s.endpoint());
+        Some(self.python_s1_at(endpoint, count, timeout).await)
+    }
+
+    async fn python_s1_at(
+        &self,
+        endpoint: String,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<PythonS1, BoxError> {
         let Some(address) = endpoint.strip_prefix("http://") else {
             return Err(
                 format!("the Python comparison speaks plain http only, not to {endpoint}").into(),
@@ -311,6 +366,13 @@ impl BackendFactory {
                 s4: None,
                 s6: None,
             },
+            BackendKind::Serve => Targets {
+                s1: Some(Target::AtLeast(1_000.0)),
+                s2: None,
+                s3: None,
+                s4: None,
+                s6: None,
+            },
             BackendKind::Grpc => Targets {
                 s1: None,
                 s2: None,
@@ -325,6 +387,16 @@ impl BackendFactory {
     pub(crate) fn default_sizes(&self) -> Sizes {
         match self.args.backend {
             BackendKind::Memory | BackendKind::Sqlite | BackendKind::Postgres => Sizes::default(),
+            // Over a gRPC hop: S1 and S2 at full size, the rest smaller.
+            BackendKind::Serve => Sizes {
+                s3_short: 100,
+                s3_long: 1_000,
+                s3_nocache_budget: Duration::ZERO,
+                s4_count: 1_000,
+                s5_count: 200,
+                s6_count: 100,
+                ..Sizes::default()
+            },
             // A sidecar is a network hop per call, and the Python test
             // sidecar serves gRPC from 10 threads (its work-item stream and
             // every pending wait hold one): small runs, no uncached long
@@ -352,6 +424,31 @@ impl BackendFactory {
         };
         match self.args.backend {
             BackendKind::Memory => Ok(Arc::new(MemoryBackend::new().with_limits(limits))),
+            BackendKind::Serve => {
+                std::fs::create_dir_all(&self.scratch.dir)?;
+                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = self.scratch.dir.join(format!("serve-{n}.db"));
+                let options = durable_sqlite::SqliteOptions {
+                    limits,
+                    ..Default::default()
+                };
+                let sqlite = Arc::new(durable_sqlite::SqliteBackend::open_with(&path, options)?);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let endpoint = format!("http://{}", listener.local_addr()?);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let server = durable_grpc::server::SidecarServer::new(sqlite);
+                tokio::spawn(server.serve(listener, async {
+                    let _ = stopped.await;
+                }));
+                // The previous run's server stops as this one replaces it.
+                *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Some(Served {
+                    endpoint: endpoint.clone(),
+                    _stop: stop,
+                });
+                Ok(Arc::new(
+                    GrpcBackend::connect(GrpcOptions::new(endpoint)).await?,
+                ))
+            }
             BackendKind::Sqlite => {
                 std::fs::create_dir_all(&self.scratch.dir)?;
                 let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -463,6 +463,33 @@ impl Bench {
                 )
                 .note("the median of the per-run ratios, not the ratio of the medians"),
             );
+            if let Some(own) = self
+                .factory
+                .python_s1_on_python_server(n, self.timeout)
+                .await
+            {
+                let own = own?;
+                out.push(Measurement::new(
+                    "S1",
+                    "seq3 throughput, Python SDK on its own server",
+                    format!(
+                        "{params}, Python SDK worker + client, the Python package's in-memory sidecar"
+                    ),
+                    Unit::PerSecond("orch"),
+                    own.per_second,
+                ));
+                out.push(
+                    Measurement::new(
+                        "S1",
+                        "Python SDK serve/own-server ratio",
+                        "per run: the Python SDK's S1 on durable's server over its S1 on the \
+                         Python in-memory sidecar",
+                        Unit::Ratio,
+                        python.per_second / own.per_second,
+                    )
+                    .note("above 1: faster on durable's server"),
+                );
+            }
         }
         Ok(out)
     }

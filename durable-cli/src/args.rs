@@ -158,10 +158,13 @@ pub struct ServeArgs {
     /// Listen beyond loopback without a token (on a network you trust)
     #[arg(long)]
     pub insecure: bool,
-    /// TLS certificate (PEM); not served yet, refused with a message
+    /// How many task hubs besides `default` may be open at once (each holds its store's threads or connections)
+    #[arg(long, default_value_t = durable_grpc::server::DEFAULT_MAX_HUBS, value_name = "N")]
+    pub max_hubs: usize,
+    /// Serve TLS with this certificate (PEM, with any intermediates); needs --tls-key
     #[arg(long, value_name = "PATH")]
     pub tls_cert: Option<std::path::PathBuf>,
-    /// TLS private key (PEM); not served yet, refused with a message
+    /// The private key of --tls-cert (PEM)
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<std::path::PathBuf>,
 }

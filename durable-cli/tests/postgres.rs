@@ -98,8 +98,10 @@ async fn each_task_hub_of_a_postgres_store_is_a_schema_deleted_with_it() {
         url: cluster.url().to_string(),
         schema: schema.clone(),
     };
+    assert!(!hubs.hub_exists("EU-1").await.unwrap());
     let default = hubs.open_hub("default").await.unwrap();
     let eu = hubs.open_hub("EU-1").await.unwrap();
+    assert!(hubs.hub_exists("eu_1").await.unwrap(), "the same hub");
     for (backend, id) in [(&default, "in-default"), (&eu, "in-eu")] {
         Client::new(backend.clone())
             .schedule_by_name("greet", &"x", ScheduleOptions::with_id(id))
@@ -118,13 +120,20 @@ async fn each_task_hub_of_a_postgres_store_is_a_schema_deleted_with_it() {
         .is_none());
     assert!(eu.get_instance("in-eu", false).await.unwrap().is_some());
     drop(eu);
+    // "eu_1" is the same hub as "EU-1".
+    let same = hubs.open_hub("eu_1").await.unwrap();
+    assert!(same.get_instance("in-eu", false).await.unwrap().is_some());
+    drop(same);
+    // Hub "default" is the store's own schema: never deleted.
+    assert!(hubs.delete_hub("default").await.is_err());
 
     hubs.delete_hub("EU-1").await.unwrap();
+    assert!(!hubs.hub_exists("EU-1").await.unwrap());
     let listed = run_raw(&[
         "--store",
         cluster.url(),
         "--schema",
-        &hub_schema(&schema, "EU-1"),
+        &hub_schema(&schema, "eu_1"),
         "list",
     ])
     .code(3);
@@ -141,4 +150,12 @@ async fn each_task_hub_of_a_postgres_store_is_a_schema_deleted_with_it() {
         .await
         .unwrap()
         .is_some());
+    // A hub whose schema name would be one character too long for
+    // PostgreSQL is refused, naming the limit.
+    let long = "h".repeat(48 - schema.len());
+    let e = match hubs.open_hub(&long).await {
+        Err(e) => e,
+        Ok(_) => panic!("a hub whose schema has 49 characters was opened"),
+    };
+    assert!(e.to_string().contains("over 48"), "{e}");
 }

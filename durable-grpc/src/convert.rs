@@ -1403,6 +1403,13 @@ mod tests {
             purge_from_proto(proto::PurgeInstancesRequest::default()).unwrap(),
             None
         );
+        // A newer client's batch of ids (field 4, `instanceBatch`, holding
+        // `instanceIds: ["x"]`), recursive: read as naming nothing, so the
+        // server refuses it rather than purging something else.
+        let batch = [0x22, 0x03, 0x0a, 0x01, b'x', 0x18, 0x01];
+        let decoded = <proto::PurgeInstancesRequest as prost::Message>::decode(&batch[..]).unwrap();
+        assert!(decoded.recursive);
+        assert_eq!(purge_from_proto(decoded).unwrap(), None);
     }
 
     #[test]

@@ -736,3 +736,12 @@ mod delegate {
         }
     }
 }
+
+/// The protocol's generated messages and client (`TaskHubSidecarService`),
+/// for tests that speak the wire directly: calls durable's
+/// [`GrpcBackend`](crate::GrpcBackend) does not make (`CreateTaskHub`,
+/// `DeleteTaskHub`, ...), malformed requests.
+pub mod raw {
+    pub use crate::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+    pub use crate::proto::*;
+}

@@ -131,7 +131,7 @@ async fn hubs_are_separate_namespaces_created_and_deleted_on_request() {
     let state = clients["eu"].wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(state.output::<String>().unwrap(), "Bonjour, again!");
 
-    raw.create_task_hub(on_hub(proto::CreateTaskHubRequest {}, "new"))
+    raw.create_task_hub(on_hub(proto::CreateTaskHubRequest::default(), "new"))
         .await
         .expect("CreateTaskHub");
 
@@ -152,7 +152,7 @@ async fn hubs_are_separate_namespaces_created_and_deleted_on_request() {
     for expected in [
         "open default",
         "open eu",
-        "open us-2",
+        "open us_2",
         "open empty",
         "delete eu",
         "open new",
@@ -169,4 +169,134 @@ async fn hubs_are_separate_namespaces_created_and_deleted_on_request() {
         1,
         "a hub is opened once: {log:?}"
     );
+}
+
+/// Hubs whose deletion waits until the test lets it finish.
+#[derive(Default)]
+struct SlowDelete {
+    log: Mutex<Vec<String>>,
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl HubStore for SlowDelete {
+    async fn open(&self, hub: &str) -> Result<Arc<dyn Backend>, BackendError> {
+        self.log.lock().unwrap().push(format!("open {hub}"));
+        Ok(Arc::new(MemoryBackend::new()))
+    }
+    async fn delete(&self, hub: &str) -> Result<(), BackendError> {
+        self.log.lock().unwrap().push(format!("delete {hub}"));
+        self.started.notify_one();
+        self.release.notified().await;
+        self.log.lock().unwrap().push(format!("deleted {hub}"));
+        Ok(())
+    }
+}
+
+async fn serve(store: Arc<dyn HubStore>, options: ServerOptions) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = SidecarServer::with_hubs(store, options);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    endpoint
+}
+
+/// While a hub is being deleted, calls naming it are refused: none opens
+/// it again on storage about to go. Once deleted, it opens anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_being_deleted_is_not_reopened() {
+    let store = Arc::new(SlowDelete::default());
+    let endpoint = serve(store.clone(), ServerOptions::default()).await;
+    let eu = Client::new(backend(&endpoint, Some("eu")));
+    eu.schedule_by_name("greet", &"x", ScheduleOptions::with_id("before"))
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(endpoint.clone()).await.unwrap();
+    let mut deleting = raw.clone();
+    let delete = tokio::spawn(async move {
+        deleting
+            .delete_task_hub(on_hub(proto::DeleteTaskHubRequest {}, "eu"))
+            .await
+    });
+    store.started.notified().await;
+    let e = raw
+        .start_instance(on_hub(
+            proto::CreateInstanceRequest {
+                instance_id: "during".into(),
+                name: "greet".into(),
+                ..Default::default()
+            },
+            "EU",
+        ))
+        .await
+        .expect_err("a call was served on a hub being deleted");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("being deleted"), "{e:?}");
+    let e = raw
+        .delete_task_hub(on_hub(proto::DeleteTaskHubRequest {}, "eu"))
+        .await
+        .expect_err("deleted twice at once");
+    assert!(e.message().contains("already being deleted"), "{e:?}");
+    store.release.notify_one();
+    delete.await.unwrap().expect("DeleteTaskHub");
+    eu.schedule_by_name("greet", &"x", ScheduleOptions::with_id("after"))
+        .await
+        .unwrap();
+    assert!(eu.get_state("before").await.unwrap().is_none());
+    assert_eq!(
+        *store.log.lock().unwrap(),
+        ["open eu", "delete eu", "deleted eu", "open eu"]
+    );
+}
+
+/// Hub "default" is never deleted; at most `max_hubs` others are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_hub_stays_and_hubs_are_bounded() {
+    let store = Arc::new(Hubs::default());
+    let options = ServerOptions {
+        max_hubs: 2,
+        ..ServerOptions::default()
+    };
+    let endpoint = serve(store.clone(), options).await;
+    let mut raw = RawClient::connect(endpoint.clone()).await.unwrap();
+    for hub in [None, Some("default"), Some("DEFAULT")] {
+        let mut request = tonic::Request::new(proto::DeleteTaskHubRequest {});
+        if let Some(hub) = hub {
+            request
+                .metadata_mut()
+                .insert("taskhub", hub.parse().unwrap());
+        }
+        let e = raw
+            .delete_task_hub(request)
+            .await
+            .expect_err("the default hub was deleted");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{hub:?}: {e:?}");
+    }
+    for hub in ["a", "b"] {
+        raw.create_task_hub(on_hub(proto::CreateTaskHubRequest::default(), hub))
+            .await
+            .expect("CreateTaskHub");
+    }
+    // The default hub does not count.
+    Client::new(backend(&endpoint, None))
+        .schedule_by_name("greet", &"x", ScheduleOptions::default())
+        .await
+        .unwrap();
+    let e = raw
+        .create_task_hub(on_hub(proto::CreateTaskHubRequest::default(), "c"))
+        .await
+        .expect_err("a third hub opened");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("max_hubs"), "{e:?}");
+    raw.delete_task_hub(on_hub(proto::DeleteTaskHubRequest {}, "a"))
+        .await
+        .expect("DeleteTaskHub");
+    raw.create_task_hub(on_hub(proto::CreateTaskHubRequest::default(), "c"))
+        .await
+        .expect("a hub opens once another is deleted");
+    // A hello opens nothing.
+    raw.hello(on_hub((), "d")).await.expect("Hello");
+    let log = store.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l == "open d"), "{log:?}");
 }

@@ -275,11 +275,50 @@ async fn bad_client_calls_are_refused_with_the_right_code_and_change_nothing() {
         Code::FailedPrecondition,
     );
     assert!(m.contains("cannot rewind") && m.contains("Pending"), "{m}");
-    let m = refused(
-        c.signal_entity(proto::SignalEntityRequest {}).await,
-        Code::Unimplemented,
-    );
-    assert!(m.contains("entities"), "{m}");
+    // Every entity call: UNIMPLEMENTED, naming the call and saying why.
+    let entity_calls = [
+        (
+            "SignalEntity",
+            c.signal_entity(proto::SignalEntityRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetEntity",
+            c.get_entity(proto::GetEntityRequest {}).await.map(|_| ()),
+        ),
+        (
+            "QueryEntities",
+            c.query_entities(proto::QueryEntitiesRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "CleanEntityStorage",
+            c.clean_entity_storage(proto::CleanEntityStorageRequest {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "CompleteEntityTask",
+            c.complete_entity_task(proto::EntityBatchResult {})
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AbandonTaskEntityWorkItem",
+            c.abandon_task_entity_work_item(proto::AbandonEntityTaskRequest {})
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (call, answer) in entity_calls {
+        let m = match answer {
+            Err(s) if s.code() == Code::Unimplemented => s.message().to_string(),
+            other => panic!("{call}: expected Unimplemented, got {other:?}"),
+        };
+        assert!(m.contains(call) && m.contains("entities"), "{call}: {m}");
+    }
 
     // Another task hub.
     let mut other_hub = Request::new(());
@@ -824,6 +863,239 @@ async fn restart_and_list_instance_ids() {
         completed_long_ago.instance_ids.is_empty(),
         "{completed_long_ago:?}"
     );
+}
+
+/// Starts `ids` and completes each through a work-item stream of `c`.
+async fn start_and_complete(c: &mut RawClient<Channel>, ids: &[String]) {
+    let mut stream = work_stream(c).await;
+    for id in ids {
+        c.start_instance(start_request(id, None)).await.unwrap();
+        let item = next_item(&mut stream).await;
+        c.complete_orchestrator_task(completes(&item.completion_token, id, "1"))
+            .await
+            .unwrap();
+    }
+}
+
+/// The completion time of a finished instance, as `GetInstance` says.
+async fn completed_at(c: &mut RawClient<Channel>, id: &str) -> prost_types::Timestamp {
+    c.get_instance(proto::GetInstanceRequest {
+        instance_id: id.into(),
+        get_inputs_and_outputs: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .orchestration_state
+    .and_then(|s| s.completed_timestamp)
+    .unwrap_or_else(|| panic!("instance {id} has a completion time"))
+}
+
+fn nanos(t: &prost_types::Timestamp) -> i128 {
+    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_instance_ids_pages_finished_instances_by_completion_time() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (endpoint, _stop, _server) = start(backend, ServerOptions::default()).await;
+    let mut c = raw(&endpoint).await;
+    // 20 instances finish early, then (once the clock has moved on) 5 late.
+    let early: Vec<String> = (0..20).map(|i| format!("a-{i:02}")).collect();
+    let late: Vec<String> = (0..5).map(|i| format!("b-{i:02}")).collect();
+    start_and_complete(&mut c, &early).await;
+    let mut last_early = completed_at(&mut c, &early[0]).await;
+    for id in &early {
+        let t = completed_at(&mut c, id).await;
+        if nanos(&t) > nanos(&last_early) {
+            last_early = t;
+        }
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = prost_types::Timestamp::from(std::time::SystemTime::now());
+        if nanos(&now) > nanos(&last_early) + 2_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock passes the early completions"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    start_and_complete(&mut c, &late).await;
+    // Neither a pending nor a running instance is ever listed.
+    c.start_instance(start_request("c-pending", None))
+        .await
+        .unwrap();
+    let from = completed_at(&mut c, &late[0]).await;
+
+    let list = |page_size: i32, key: Option<String>, from: Option<prost_types::Timestamp>| {
+        proto::ListInstanceIdsRequest {
+            page_size,
+            last_instance_key: key,
+            completed_time_from: from,
+            ..Default::default()
+        }
+    };
+    // Every finished instance, pages of 7 following the key: all full but
+    // the last.
+    let mut pages = Vec::new();
+    let mut key = None;
+    loop {
+        let page = c
+            .list_instance_ids(list(7, key.clone(), None))
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.instance_ids);
+        match page.last_instance_key {
+            Some(k) => key = Some(k),
+            None => break,
+        }
+        assert!(pages.len() < 10, "paging ends: {pages:?}");
+    }
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&n| n == 7) && sizes.iter().sum::<usize>() == 25,
+        "{pages:?}"
+    );
+    let all: Vec<String> = pages.concat();
+    let expected: Vec<String> = early.iter().chain(&late).cloned().collect();
+    assert_eq!(all, expected);
+
+    // Completed since the late ones: the early ones are filtered out. Pages
+    // of 2: the first call looks at 8 backend pages (16 early instances),
+    // finds none, and says where to go on; the next ones are full.
+    let first = c
+        .list_instance_ids(list(2, None, Some(from)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.instance_ids.is_empty(), "{first:?}");
+    let mut key = Some(
+        first
+            .last_instance_key
+            .expect("a short page says more may follow"),
+    );
+    let mut ids = Vec::new();
+    while let Some(k) = key.take() {
+        let page = c
+            .list_instance_ids(list(2, Some(k), Some(from)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.instance_ids.len() <= 2, "{page:?}");
+        ids.extend(page.instance_ids);
+        key = page.last_instance_key;
+        assert!(ids.len() <= late.len(), "paging ends: {ids:?}");
+    }
+    assert_eq!(ids, late);
+
+    // Asking for a live status lists nothing; a finished one only those.
+    let running = c
+        .list_instance_ids(proto::ListInstanceIdsRequest {
+            runtime_status: vec![
+                proto::OrchestrationStatus::Pending as i32,
+                proto::OrchestrationStatus::Running as i32,
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        running.instance_ids.is_empty() && running.last_instance_key.is_none(),
+        "{running:?}"
+    );
+    let failed = c
+        .list_instance_ids(proto::ListInstanceIdsRequest {
+            runtime_status: vec![proto::OrchestrationStatus::Failed as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(failed.instance_ids.is_empty(), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_instances_pages_with_a_continuation_token() {
+    let backend = Arc::new(MemoryBackend::new());
+    let (endpoint, _stop, _server) = start(backend, ServerOptions::default()).await;
+    let mut c = raw(&endpoint).await;
+    let done: Vec<String> = (0..3).map(|i| format!("q-done-{i}")).collect();
+    start_and_complete(&mut c, &done).await;
+    for i in 0..4 {
+        c.start_instance(start_request(&format!("q-wait-{i}"), Some("5")))
+            .await
+            .unwrap();
+    }
+    c.start_instance(start_request("other", None))
+        .await
+        .unwrap();
+
+    let query =
+        |token: Option<String>, statuses: Vec<i32>, payloads: bool| proto::QueryInstancesRequest {
+            query: Some(proto::InstanceQuery {
+                runtime_status: statuses,
+                max_instance_count: 3,
+                continuation_token: token,
+                instance_id_prefix: Some("q-".into()),
+                fetch_inputs_and_outputs: payloads,
+                ..Default::default()
+            }),
+        };
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .query_instances(query(token.clone(), vec![], true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.orchestration_state.len() <= 3, "{page:?}");
+        seen.extend(page.orchestration_state);
+        match page.continuation_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+        assert!(seen.len() <= 7, "paging ends: {seen:?}");
+    }
+    let ids: Vec<&str> = seen.iter().map(|s| s.instance_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["q-done-0", "q-done-1", "q-done-2", "q-wait-0", "q-wait-1", "q-wait-2", "q-wait-3"]
+    );
+    let waiting = seen.iter().find(|s| s.instance_id == "q-wait-1").unwrap();
+    assert_eq!(waiting.input.as_deref(), Some("5"));
+    assert_eq!(
+        waiting.orchestration_status,
+        proto::OrchestrationStatus::Pending as i32
+    );
+    let done_page = seen.iter().find(|s| s.instance_id == "q-done-0").unwrap();
+    assert_eq!(done_page.output.as_deref(), Some("1"));
+
+    // By status, without payloads.
+    let completed = c
+        .query_instances(query(
+            None,
+            vec![proto::OrchestrationStatus::Completed as i32],
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = completed
+        .orchestration_state
+        .iter()
+        .map(|s| s.instance_id.as_str())
+        .collect();
+    assert_eq!(ids, ["q-done-0", "q-done-1", "q-done-2"]);
+    assert!(completed
+        .orchestration_state
+        .iter()
+        .all(|s| s.output.is_none() && s.input.is_none()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

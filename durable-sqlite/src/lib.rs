@@ -95,6 +95,7 @@ mod writer;
 
 pub use error::OpenError;
 pub use options::{SqliteOptions, Synchronous};
+pub use process::backends_using;
 
 use async_trait::async_trait;
 use durable_runtime::actions::OrchestratorResult;

@@ -268,3 +268,24 @@ pub(crate) fn tick(conn: &Connection, reg: &Registration, stale: i64) -> rusqlit
         }
     }
 }
+
+/// How many live backends (in this process or others) have the database
+/// at `db` open, as far as their lock files tell: each lock file in the
+/// lock directory that cannot be locked belongs to a live backend. A
+/// backend that could not create its lock file is not counted, nor is any
+/// on a platform without `flock` (there the answer is always 0).
+pub fn backends_using(db: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(lock_dir(db)) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "lock"))
+        .filter(|e| {
+            std::fs::File::open(e.path())
+                .ok()
+                .and_then(|f| try_lock(&f))
+                == Some(false)
+        })
+        .count()
+}

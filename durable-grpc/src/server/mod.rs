@@ -72,6 +72,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -80,7 +81,7 @@ use tonic::Status;
 pub use generated::TaskHubSidecarServiceServer;
 
 /// How a [`SidecarServer`] serves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// When set, every call must carry `authorization: Bearer <token>`;
     /// others are refused with `UNAUTHENTICATED`.
@@ -90,14 +91,58 @@ pub struct ServerOptions {
     /// they were. Default: [`DEFAULT_MAX_MESSAGE_SIZE`] (4 MiB), what the
     /// Durable Task SDKs send at most by default.
     pub max_message_size: usize,
+    /// With [`SidecarServer::with_hubs`]: how many task hubs besides
+    /// `default` may be open at once; a call that would open one more is
+    /// refused with `RESOURCE_EXHAUSTED` (each open hub holds its backend's
+    /// threads and connections). Default: [`DEFAULT_MAX_HUBS`].
+    pub max_hubs: usize,
+    /// When set, [`SidecarServer::serve`] serves TLS (HTTP/2 over TLS
+    /// 1.2/1.3) with this certificate and key; clients connect to
+    /// `https://`. Default: none (plain HTTP/2).
+    pub tls: Option<ServerTls>,
 }
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("max_message_size", &self.max_message_size)
+            .field("max_hubs", &self.max_hubs)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The default of [`ServerOptions::max_hubs`].
+pub const DEFAULT_MAX_HUBS: usize = 64;
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             token: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_hubs: DEFAULT_MAX_HUBS,
+            tls: None,
         }
+    }
+}
+
+/// The certificate (chain) and private key a [`SidecarServer`] serves TLS
+/// with, both PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server's certificate, then any intermediates (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"(hidden)")
+            .finish()
     }
 }
 
@@ -107,12 +152,57 @@ pub enum ServeError {
     /// The transport failed (the listener broke, ...).
     #[error("the sidecar server stopped: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key of [`ServerOptions::tls`] cannot be used
+    /// (the message says why, e.g. a key that is not the certificate's).
+    #[error(
+        "cannot serve TLS with the certificate and key given: {0}; give a PEM certificate \
+         and the PEM private key that belongs to it"
+    )]
+    Tls(String),
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServerTls {
+    /// Checks that the certificate and key can be served (both PEM, the
+    /// key the certificate's), so a bad pair is reported before anything
+    /// is opened or listened on.
+    pub fn check(&self) -> Result<(), ServeError> {
+        self.apply(tonic::transport::Server::builder()).map(drop)
+    }
+
+    /// `builder` serving TLS with this certificate and key.
+    fn apply(
+        &self,
+        builder: tonic::transport::Server,
+    ) -> Result<tonic::transport::Server, ServeError> {
+        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
+        builder.tls_config(config).map_err(|e| {
+            // The transport error's own text is only "transport error": the
+            // cause (a key mismatch, unreadable PEM) is in its sources.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why.push_str(": ");
+                why.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            ServeError::Tls(why)
+        })
+    }
 }
 
 /// Where a [`SidecarServer`] finds its task hubs: one backend per hub,
 /// opened when a call first names the hub (the `taskhub` header; `default`
 /// when absent) and kept open, so hubs are separate namespaces sharing one
 /// store. [`SidecarServer::with_hubs`] takes one.
+///
+/// Hub names reach a store checked ([`check_hub_name`]) and normalised
+/// ([`hub_key`]: lower case, `-` as `_`).
 ///
 /// ```
 /// use durable_grpc::server::{HubStore, SidecarServer, ServerOptions};
@@ -137,14 +227,36 @@ pub enum ServeError {
 #[async_trait::async_trait]
 pub trait HubStore: Send + Sync + 'static {
     /// Opens the backend of `hub`, creating its storage if there is none.
-    /// `hub` is a valid name ([`check_hub_name`]). Called once per hub
-    /// until it is deleted.
+    /// Called once per hub until it is deleted.
     async fn open(&self, hub: &str) -> Result<Arc<dyn Backend>, BackendError>;
 
-    /// Deletes the storage of `hub` (`DeleteTaskHub`), after the server has
-    /// closed its streams and dropped its backend. A hub that has no
-    /// storage is not an error.
+    /// Deletes the storage of `hub` (`DeleteTaskHub`, never for
+    /// [`DEFAULT_HUB`]), after the server has closed its streams and waited
+    /// (a few seconds at most) for its calls to end and its backend to be
+    /// dropped. A hub that has no storage is not an error. Answer
+    /// [`BackendError::InvalidRequest`] when the hub cannot be deleted as it
+    /// stands (still in use elsewhere, ...): the caller gets
+    /// `FAILED_PRECONDITION` with the message.
     async fn delete(&self, hub: &str) -> Result<(), BackendError>;
+
+    /// Whether `hub` has storage. A call that only reads or changes what a
+    /// hub holds (`GetInstance`, `RaiseEvent`, `QueryInstances`, ...) on a
+    /// hub that is neither open nor stored is answered `NOT_FOUND`, so a
+    /// mistyped name creates nothing; `CreateTaskHub`, `StartInstance` and
+    /// `GetWorkItems` create it. The default: every hub exists (any call
+    /// opens it).
+    async fn exists(&self, hub: &str) -> Result<bool, BackendError> {
+        let _ = hub;
+        Ok(true)
+    }
+
+    /// Why this store cannot hold a hub of this (checked, normalised) name,
+    /// beyond [`check_hub_name`]'s rule (a length its storage names cannot
+    /// take, ...); answered `INVALID_ARGUMENT`. The default takes every name.
+    fn check_name(&self, hub: &str) -> Result<(), String> {
+        let _ = hub;
+        Ok(())
+    }
 }
 
 /// The task hub of a call without a `taskhub` header (or an empty one).
@@ -172,6 +284,20 @@ pub fn check_hub_name(hub: &str) -> Result<(), String> {
             "task hub name {hub:?} is not allowed: use 1 to 32 ASCII letters, digits, '_' and '-'"
         ))
     }
+}
+
+/// The hub a (checked) name means: hub names ignore case, and `-` and `_`
+/// are the same, as PostgreSQL schema names and case-insensitive file
+/// systems would make them anyway; so `Orders-EU` and `orders_eu` are one
+/// hub, `orders_eu`.
+///
+/// ```
+/// use durable_grpc::server::hub_key;
+/// assert_eq!(hub_key("Orders-EU"), "orders_eu");
+/// assert_eq!(hub_key("default"), "default");
+/// ```
+pub fn hub_key(hub: &str) -> String {
+    hub.to_ascii_lowercase().replace('-', "_")
 }
 
 /// Serves `TaskHubSidecarService` from a durable [`Backend`]. See the
@@ -206,10 +332,19 @@ pub(crate) struct Hubs {
     options: ServerOptions,
     /// Opens hubs on first use; none: only the one backend, as `default`.
     store: Option<Arc<dyn HubStore>>,
-    /// The open hubs, by name.
-    open: tokio::sync::Mutex<HashMap<String, Arc<Shared>>>,
+    /// The hubs opening, open or being deleted, by [`hub_key`]. Held only
+    /// briefly: hubs open outside it.
+    open: std::sync::Mutex<HashMap<String, Slot>>,
     /// Set when the server shuts down: no hub opens any more.
     stopping: AtomicBool,
+}
+
+/// A hub's place in [`Hubs::open`].
+enum Slot {
+    /// Opening (the cell is empty) or open.
+    Open(Arc<tokio::sync::OnceCell<Arc<Shared>>>),
+    /// Being deleted: calls are refused until its storage is gone.
+    Deleting,
 }
 
 /// What the calls and the work-item streams of one task hub share.
@@ -220,6 +355,8 @@ pub(crate) struct Shared {
     /// Set when the server shuts down or the hub is deleted: streams and
     /// waits end.
     stopping: watch::Sender<bool>,
+    /// Set (before `stopping`) when the hub is being deleted.
+    deleted: AtomicBool,
 }
 
 impl Shared {
@@ -229,6 +366,7 @@ impl Shared {
             options,
             leases: work::Leases::new(),
             stopping: watch::channel(false).0,
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -237,14 +375,56 @@ impl Shared {
         let mut rx = self.stopping.subscribe();
         let _ = rx.wait_for(|s| *s).await;
     }
+
+    /// Why streams and waits end, once [`stopped`](Self::stopped): what
+    /// the caller is told.
+    fn stop_reason(&self) -> &'static str {
+        if self.deleted.load(Ordering::SeqCst) {
+            "its task hub was deleted"
+        } else {
+            "the server is shutting down"
+        }
+    }
 }
 
+/// Whether a call may create the hub it names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// `CreateTaskHub`, `StartInstance`, `GetWorkItems`.
+    Yes,
+    /// Every other call: a hub without storage is `NOT_FOUND`.
+    No,
+}
+
+/// How long `DeleteTaskHub` waits for a hub's calls and streams to end.
+const DELETE_WAIT: Duration = Duration::from_secs(5);
+
 impl Hubs {
-    /// The hub a call names, opened if it is not yet.
-    async fn get(&self, hub: &str, call: &str) -> Result<Arc<Shared>, Status> {
-        let mut open = self.open.lock().await;
-        if let Some(shared) = open.get(hub) {
-            return Ok(shared.clone());
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open hubs.
+    fn opened(&self) -> Vec<Arc<Shared>> {
+        self.slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Open(cell) => cell.get().cloned(),
+                Slot::Deleting => None,
+            })
+            .collect()
+    }
+
+    /// The hub `hub` (what a call's header named) means, if this server
+    /// serves it: its [`hub_key`].
+    pub(crate) fn key_of(&self, hub: &str, call: &str) -> Result<String, Status> {
+        if hub == DEFAULT_HUB {
+            return Ok(DEFAULT_HUB.to_string());
+        }
+        check_hub_name(hub).map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
+        let key = hub_key(hub);
+        if key == DEFAULT_HUB {
+            return Ok(key);
         }
         let Some(store) = &self.store else {
             return Err(Status::permission_denied(format!(
@@ -252,39 +432,193 @@ impl Hubs {
                  hub, \"{DEFAULT_HUB}\"; connect with task hub \"{DEFAULT_HUB}\" (or none)"
             )));
         };
-        check_hub_name(hub).map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err(Status::unavailable(format!(
-                "{call}: the server is shutting down; call again once it is back"
-            )));
-        }
-        let backend = store.open(hub).await.map_err(|e| {
-            Status::unavailable(format!("{call}: cannot open task hub \"{hub}\": {e}"))
-        })?;
-        tracing::info!(hub, "task hub opened");
-        let shared = Shared::new(backend, self.options.clone());
-        open.insert(hub.to_string(), shared.clone());
-        Ok(shared)
+        store
+            .check_name(&key)
+            .map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
+        Ok(key)
     }
 
-    /// Closes a hub: its streams and waits end, its leased work goes back.
-    /// Returns whether it was open.
-    async fn close(&self, hub: &str) -> bool {
-        let shared = self.open.lock().await.remove(hub);
-        match shared {
-            Some(shared) => {
+    /// The hub a call names (checked: `hub` is what the caller sent),
+    /// opened if it is not yet and `create` allows.
+    async fn get(&self, hub: &str, call: &str, create: Create) -> Result<Arc<Shared>, Status> {
+        let being_deleted = |key: &str| {
+            Status::unavailable(format!(
+                "{call}: task hub \"{key}\" is being deleted; call again once it is (it is then \
+                 a new, empty hub)"
+            ))
+        };
+        let key = self.key_of(hub, call)?;
+        let found = match self.slots().get(&key) {
+            Some(Slot::Open(cell)) => match cell.get() {
+                Some(shared) => return Ok(shared.clone()),
+                None => Some(cell.clone()),
+            },
+            Some(Slot::Deleting) => return Err(being_deleted(&key)),
+            None => None,
+        };
+        let Some(store) = &self.store else {
+            return Err(Status::failed_precondition(format!(
+                "{call}: task hub \"{DEFAULT_HUB}\" is not open; the server is stopping"
+            )));
+        };
+        let cell = match found {
+            Some(cell) => cell,
+            None => {
+                if self.stopping.load(Ordering::SeqCst) {
+                    return Err(Status::unavailable(format!(
+                        "{call}: the server is shutting down; call again once it is back"
+                    )));
+                }
+                if create == Create::No && key != DEFAULT_HUB {
+                    let exists = store.exists(&key).await.map_err(|e| {
+                        tracing::warn!(hub = %key, error = %e, "cannot tell whether a task hub exists");
+                        Status::unavailable(format!(
+                            "{call}: cannot tell whether task hub \"{key}\" exists (the \
+                             server's log says why); call again later"
+                        ))
+                    })?;
+                    if !exists {
+                        return Err(Status::not_found(format!(
+                            "{call}: there is no task hub \"{key}\" here; check the taskhub \
+                             header, or create the hub (CreateTaskHub, or start an instance \
+                             or a worker on it)"
+                        )));
+                    }
+                }
+                let mut slots = self.slots();
+                match slots.get(&key) {
+                    Some(Slot::Open(cell)) => cell.clone(),
+                    Some(Slot::Deleting) => return Err(being_deleted(&key)),
+                    None => {
+                        let limit = self.options.max_hubs;
+                        let others = slots.keys().filter(|k| *k != DEFAULT_HUB).count();
+                        if key != DEFAULT_HUB && others >= limit {
+                            return Err(Status::resource_exhausted(format!(
+                                "{call}: this server has {limit} task hubs besides \"{DEFAULT_HUB}\", \
+                                 its limit; delete \
+                                 one (DeleteTaskHub) or start the server with more \
+                                 (ServerOptions::max_hubs, durable serve --max-hubs)"
+                            )));
+                        }
+                        let cell = Arc::new(tokio::sync::OnceCell::new());
+                        slots.insert(key.clone(), Slot::Open(cell.clone()));
+                        cell
+                    }
+                }
+            }
+        };
+        let opened = cell
+            .get_or_try_init(|| async {
+                let backend = store.open(&key).await?;
+                tracing::info!(hub = %key, "task hub opened");
+                Ok::<_, BackendError>(Shared::new(backend, self.options.clone()))
+            })
+            .await;
+        match opened {
+            Ok(shared) => Ok(shared.clone()),
+            Err(e) => {
+                tracing::warn!(hub = %key, error = %e, "cannot open a task hub");
+                // Not kept: the next call tries again, and a hub that never
+                // opened does not count against the limit.
+                let mut slots = self.slots();
+                if let Some(Slot::Open(c)) = slots.get(&key) {
+                    if Arc::ptr_eq(c, &cell) && c.get().is_none() {
+                        slots.remove(&key);
+                    }
+                }
+                Err(Status::unavailable(format!(
+                    "{call}: cannot open task hub \"{key}\" (the server's log says why); call \
+                     again later"
+                )))
+            }
+        }
+    }
+
+    /// `DeleteTaskHub`: closes `hub` (its streams and waits end, its leased
+    /// work goes back), waits for its calls to end, and deletes its
+    /// storage; meanwhile calls naming it are refused, so none reopens it
+    /// on storage about to go.
+    async fn delete(&self, hub: &str, call: &str) -> Result<(), Status> {
+        let Some(store) = &self.store else {
+            return Err(Status::failed_precondition(format!(
+                "{call}: this server serves one task hub, \"{DEFAULT_HUB}\", given to it when it \
+                 started, and does not delete it; purge its instances (PurgeInstances) instead"
+            )));
+        };
+        let key = self.key_of(hub, call)?;
+        if key == DEFAULT_HUB {
+            return Err(Status::failed_precondition(format!(
+                "{call}: task hub \"{DEFAULT_HUB}\" is the store itself and is not deleted; \
+                 purge its instances (PurgeInstances) instead, or name another hub"
+            )));
+        }
+        let shared = {
+            let mut slots = self.slots();
+            match slots.get(&key) {
+                Some(Slot::Deleting) => {
+                    return Err(Status::unavailable(format!(
+                        "{call}: task hub \"{key}\" is already being deleted"
+                    )))
+                }
+                Some(Slot::Open(cell)) if cell.get().is_none() => {
+                    return Err(Status::unavailable(format!(
+                        "{call}: task hub \"{key}\" is opening; delete it again in a moment"
+                    )))
+                }
+                Some(Slot::Open(cell)) => {
+                    let shared = cell.get().cloned();
+                    slots.insert(key.clone(), Slot::Deleting);
+                    shared
+                }
+                None => {
+                    slots.insert(key.clone(), Slot::Deleting);
+                    None
+                }
+            }
+        };
+        let deleted = async {
+            if let Some(shared) = shared {
+                shared.deleted.store(true, Ordering::SeqCst);
                 shared.stopping.send_replace(true);
                 shared.leases.give_back_all(shared.backend.as_ref()).await;
-                true
+                let gone = Arc::downgrade(&shared);
+                drop(shared);
+                let deadline = tokio::time::Instant::now() + DELETE_WAIT;
+                while gone.strong_count() > 0 {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Status::failed_precondition(format!(
+                            "{call}: calls on task hub \"{key}\" did not end within \
+                             {DELETE_WAIT:?}; nothing was deleted; delete it again"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
-            None => false,
+            store.delete(&key).await.map_err(|e| match e {
+                BackendError::InvalidRequest(why) => Status::failed_precondition(format!(
+                    "{call}: task hub \"{key}\" was not deleted: {why}"
+                )),
+                e => {
+                    tracing::warn!(hub = %key, error = %e, "cannot delete a task hub");
+                    Status::unavailable(format!(
+                        "{call}: cannot delete task hub \"{key}\" (the server's log says \
+                         why); delete it again later"
+                    ))
+                }
+            })
         }
+        .await;
+        self.slots().remove(&key);
+        if deleted.is_ok() {
+            tracing::info!(hub = %key, "task hub deleted");
+        }
+        deleted
     }
 
     /// Stops every hub (at shutdown).
     async fn stop_all(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let hubs: Vec<_> = self.open.lock().await.values().cloned().collect();
+        let hubs = self.opened();
         for shared in &hubs {
             shared.stopping.send_replace(true);
         }
@@ -296,7 +630,7 @@ impl Hubs {
     /// Signals every open hub's streams and waits that the server stops.
     async fn signal_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for shared in self.open.lock().await.values() {
+        for shared in self.opened() {
             shared.stopping.send_replace(true);
         }
     }
@@ -313,7 +647,8 @@ impl SidecarServer {
     /// calls naming another hub are refused with `PERMISSION_DENIED`.
     pub fn with_options(backend: Arc<dyn Backend>, options: ServerOptions) -> Self {
         let shared = Shared::new(backend, options.clone());
-        let open = HashMap::from([(DEFAULT_HUB.to_string(), shared)]);
+        let cell = Arc::new(tokio::sync::OnceCell::new_with(Some(shared)));
+        let open = HashMap::from([(DEFAULT_HUB.to_string(), Slot::Open(cell))]);
         SidecarServer::of(options, None, open)
     }
 
@@ -328,14 +663,14 @@ impl SidecarServer {
     fn of(
         options: ServerOptions,
         store: Option<Arc<dyn HubStore>>,
-        open: HashMap<String, Arc<Shared>>,
+        open: HashMap<String, Slot>,
     ) -> Self {
         SidecarServer {
             service: SidecarService {
                 hubs: Arc::new(Hubs {
                     options,
                     store,
-                    open: tokio::sync::Mutex::new(open),
+                    open: std::sync::Mutex::new(open),
                     stopping: AtomicBool::new(false),
                 }),
             },
@@ -355,8 +690,8 @@ impl SidecarServer {
             .await
     }
 
-    /// [`serve`](Self::serve) on a server builder of your own (TLS
-    /// settings, timeouts, ...).
+    /// [`serve`](Self::serve) on a server builder of your own (timeouts,
+    /// ...); [`ServerOptions::tls`] is applied to it.
     pub async fn serve_with(
         self,
         mut builder: tonic::transport::Server,
@@ -364,6 +699,9 @@ impl SidecarServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let hubs = self.service.hubs.clone();
+        if let Some(tls) = &hubs.options.tls {
+            builder = tls.apply(builder)?;
+        }
         let stopping = hubs.clone();
         let signal = async move {
             shutdown.await;
@@ -373,7 +711,9 @@ impl SidecarServer {
         let result = builder
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // No Nagle delay: answers and work items are small writes
+                // that must leave at once.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 signal,
             )
             .await;
@@ -384,6 +724,7 @@ impl SidecarServer {
     /// The tonic service, to add to a router of your own (with
     /// `tonic::transport::Server::builder().add_service(..)`). Work leased
     /// through it is given back when the stream that brought it closes.
+    /// [`ServerOptions::tls`] is not applied: TLS is the router's to set.
     pub fn into_service(self) -> TaskHubSidecarServiceServer<SidecarService> {
         let limit = self.service.hubs.options.max_message_size;
         // The server checks the limit itself, to answer with the sizes; the

@@ -3,13 +3,14 @@
 
 use super::status::{deadline, from_backend, json, unreadable};
 use super::work::{self, Filters, Item, Kind, Limits};
-use super::SidecarService;
+use super::{Create, SidecarService};
 use crate::convert;
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 use durable_runtime::actions::ActionKind;
 use durable_runtime::backend::{InstanceQuery, WaitFor};
 use durable_runtime::Client;
+use durable_runtime::OrchestrationStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +21,10 @@ type Answer<T> = Result<Response<T>, Status>;
 
 /// Events per `HistoryChunk` of `StreamInstanceHistory`.
 const HISTORY_CHUNK_EVENTS: usize = 200;
+
+/// The most backend pages one `ListInstanceIds` call reads to fill its
+/// answer when the completion-time filter leaves pages short.
+const LIST_IDS_SCAN: usize = 8;
 
 /// What the server answers for a call of the protocol it does not serve.
 fn not_served(call: &str, why: &str) -> Status {
@@ -71,20 +76,6 @@ fn check_result(
 }
 
 impl SidecarService {
-    /// Closes `hub` (its streams and waits end) and deletes its storage.
-    async fn delete_hub(&self, hub: &str, call: &str) -> Result<(), Status> {
-        let Some(store) = &self.hubs.store else {
-            return Ok(());
-        };
-        super::check_hub_name(hub).map_err(|e| Status::invalid_argument(format!("{call}: {e}")))?;
-        self.hubs.close(hub).await;
-        store.delete(hub).await.map_err(|e| {
-            Status::unavailable(format!("{call}: cannot delete task hub \"{hub}\": {e}"))
-        })?;
-        tracing::info!(hub, "task hub deleted");
-        Ok(())
-    }
-
     /// `WaitForInstanceStart` and `WaitForInstanceCompletion`: the
     /// backend's own wait, for as long as the caller's deadline allows.
     async fn wait(
@@ -105,9 +96,9 @@ impl SidecarService {
             w = shared.backend.wait_for_instance(&r.instance_id, wait_for, timeout) => w,
             _ = shared.stopped() => {
                 return Err(Status::unavailable(format!(
-                    "{call} of instance \"{}\": the server is shutting down; wait again \
-                     once it is back",
-                    r.instance_id
+                    "{call} of instance \"{}\": {}; wait again once it is back",
+                    r.instance_id,
+                    shared.stop_reason(),
                 )))
             }
         };
@@ -127,7 +118,10 @@ impl SidecarService {
 #[tonic::async_trait]
 impl TaskHubSidecarService for SidecarService {
     async fn hello(&self, request: Request<()>) -> Answer<()> {
-        self.hub(&request, "Hello").await?;
+        // A hello opens nothing: it checks the credentials and that the hub
+        // named is one this server can serve.
+        let hub = self.check(&request, "Hello")?;
+        self.hubs.key_of(&hub, "Hello")?;
         Ok(Response::new(()))
     }
 
@@ -136,7 +130,7 @@ impl TaskHubSidecarService for SidecarService {
         request: Request<proto::CreateInstanceRequest>,
     ) -> Answer<proto::CreateInstanceResponse> {
         let call = "StartInstance";
-        let shared = self.hub(&request, call).await?;
+        let shared = self.hub_or_new(&request, call).await?;
         let mut create = convert::create_request_from_proto(request.into_inner())
             .map_err(|e| unreadable(call, e))?;
         if create.instance_id.is_empty() {
@@ -311,18 +305,23 @@ impl TaskHubSidecarService for SidecarService {
             .map(convert::timestamp_from_proto)
             .transpose()
             .map_err(|e| unreadable(call, e))?;
-        // One backend page per call; the completion-time filter may leave
-        // it short (even empty) while more pages follow.
-        let page = shared
-            .backend
-            .query_instances(InstanceQuery {
-                statuses,
-                page_size: usize::try_from(r.page_size).unwrap_or(0),
-                continuation_token: convert::payload(r.last_instance_key),
-                ..InstanceQuery::default()
-            })
-            .await
-            .map_err(from_backend)?;
+        // Finished instances only, as the call is meant for (and as other
+        // sidecars answer it): the statuses asked for that are terminal, or
+        // every terminal status when none is asked for.
+        let terminal = [
+            OrchestrationStatus::Completed,
+            OrchestrationStatus::Failed,
+            OrchestrationStatus::Terminated,
+            OrchestrationStatus::Canceled,
+        ];
+        let statuses: Vec<OrchestrationStatus> = if statuses.is_empty() {
+            terminal.to_vec()
+        } else {
+            statuses.into_iter().filter(|s| s.is_terminal()).collect()
+        };
+        if statuses.is_empty() {
+            return Ok(Response::new(proto::ListInstanceIdsResponse::default()));
+        }
         let completed_in_range = |m: &durable_runtime::backend::InstanceMetadata| {
             if from.is_none() && to.is_none() {
                 return true;
@@ -330,14 +329,43 @@ impl TaskHubSidecarService for SidecarService {
             m.completed_at
                 .is_some_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|until| t < until))
         };
+        // The backend pages by id; the completion-time filter is applied
+        // here. Backend pages are read, each no larger than what the answer
+        // still lacks (so the token resumes exactly after the last id
+        // looked at), until the answer is full, the instances end, or
+        // LIST_IDS_SCAN pages were read: only then is an answer short
+        // (even empty) while a token says more may follow.
+        let page_size = match usize::try_from(r.page_size) {
+            Ok(n) if n > 0 => n,
+            _ => InstanceQuery::default().effective_page_size(),
+        };
+        let mut instance_ids = Vec::new();
+        let mut token = convert::payload(r.last_instance_key);
+        for _ in 0..LIST_IDS_SCAN {
+            let page = shared
+                .backend
+                .query_instances(InstanceQuery {
+                    statuses: statuses.clone(),
+                    page_size: page_size - instance_ids.len(),
+                    continuation_token: token.take(),
+                    ..InstanceQuery::default()
+                })
+                .await
+                .map_err(from_backend)?;
+            instance_ids.extend(
+                page.instances
+                    .into_iter()
+                    .filter(completed_in_range)
+                    .map(|m| m.instance_id),
+            );
+            token = page.continuation_token;
+            if token.is_none() || instance_ids.len() >= page_size {
+                break;
+            }
+        }
         Ok(Response::new(proto::ListInstanceIdsResponse {
-            instance_ids: page
-                .instances
-                .into_iter()
-                .filter(completed_in_range)
-                .map(|m| m.instance_id)
-                .collect(),
-            last_instance_key: page.continuation_token,
+            instance_ids,
+            last_instance_key: token,
         }))
     }
 
@@ -351,8 +379,8 @@ impl TaskHubSidecarService for SidecarService {
             .map_err(|e| unreadable(call, e))?
             .ok_or_else(|| {
                 Status::invalid_argument(
-                    "PurgeInstances: the request names neither an instance id nor a filter; \
-                     pass one of them",
+                    "PurgeInstances: the request names neither an instance id nor a filter \
+                     (a batch of instance ids is not served); pass one of them",
                 )
             })?;
         let n = shared
@@ -458,7 +486,7 @@ impl TaskHubSidecarService for SidecarService {
         &self,
         request: Request<proto::GetWorkItemsRequest>,
     ) -> Answer<BoxStream<proto::WorkItem>> {
-        let shared = self.hub(&request, "GetWorkItems").await?;
+        let shared = self.hub_or_new(&request, "GetWorkItems").await?;
         let limits = Limits::from_request(request.get_ref());
         let filters = Filters::from_request(request.get_ref());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -586,8 +614,12 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<proto::CreateTaskHubResponse> {
         let call = "CreateTaskHub";
         let hub = self.check(&request, call)?;
+        if request.get_ref().recreate_if_exists {
+            // Deleting a hub that has no storage is not an error.
+            self.hubs.delete(&hub, call).await?;
+        }
         // Opening a hub creates its storage.
-        self.hubs.get(&hub, call).await?;
+        self.hubs.get(&hub, call, Create::Yes).await?;
         Ok(Response::new(proto::CreateTaskHubResponse {}))
     }
 
@@ -597,16 +629,7 @@ impl TaskHubSidecarService for SidecarService {
     ) -> Answer<proto::DeleteTaskHubResponse> {
         let call = "DeleteTaskHub";
         let hub = self.check(&request, call)?;
-        if self.hubs.store.is_none() {
-            // Refused as any call for another hub would be.
-            self.hubs.get(&hub, call).await?;
-            return Err(not_served(
-                call,
-                "this server serves one task hub, \"default\", given to it when it started; \
-                 purge its instances (PurgeInstances) instead",
-            ));
-        }
-        self.delete_hub(&hub, call).await?;
+        self.hubs.delete(&hub, call).await?;
         Ok(Response::new(proto::DeleteTaskHubResponse {}))
     }
 

@@ -1,7 +1,7 @@
 //! What every call checks (credentials, task hub, size) and how durable's
 //! errors read as gRPC statuses.
 
-use super::{Shared, SidecarService, DEFAULT_HUB};
+use super::{Create, Shared, SidecarService, DEFAULT_HUB};
 use crate::convert::ConvertError;
 use durable_runtime::backend::BackendError;
 use std::sync::Arc;
@@ -18,7 +18,18 @@ impl SidecarService {
         call: &str,
     ) -> Result<Arc<Shared>, Status> {
         let hub = self.check(request, call)?;
-        self.hubs.get(&hub, call).await
+        self.hubs.get(&hub, call, Create::No).await
+    }
+
+    /// [`hub`](Self::hub), creating the hub if it has no storage yet
+    /// (`StartInstance`, `GetWorkItems`).
+    pub(super) async fn hub_or_new<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+    ) -> Result<Arc<Shared>, Status> {
+        let hub = self.check(request, call)?;
+        self.hubs.get(&hub, call, Create::Yes).await
     }
 
     /// The credentials and size checks of [`hub`](Self::hub); the hub name.

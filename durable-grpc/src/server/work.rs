@@ -692,10 +692,10 @@ pub(super) async fn run_stream(
     }
     if *shared.stopping.borrow() {
         let _ = tx
-            .send(Err(Status::unavailable(
-                "the server is shutting down; the work items this stream brought were given \
-                 back, to be delivered again",
-            )))
+            .send(Err(Status::unavailable(format!(
+                "{}; the work items this stream brought were given back, to be delivered again",
+                shared.stop_reason()
+            ))))
             .await;
     }
 }
