@@ -222,6 +222,11 @@ pub use durable_sqlite as sqlite;
 #[cfg(feature = "grpc")]
 pub use durable_grpc as grpc;
 
+/// OpenTelemetry export of durable's spans (feature `otel`):
+/// `durable::otel::init_otlp("my-service")` sends them over OTLP.
+#[cfg(feature = "otel")]
+pub use durable_otel as otel;
+
 /// What most code that defines or runs orchestrations needs:
 /// `use durable::prelude::*;`.
 ///

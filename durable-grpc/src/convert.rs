@@ -19,6 +19,7 @@ use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
+use durable_runtime::trace::TraceContext;
 use proto::history_event::EventType;
 use proto::orchestrator_action::OrchestratorActionType;
 use proto::send_entity_message_action::EntityMessageType;
@@ -188,6 +189,53 @@ fn required_failure(
     })
 }
 
+// ---- trace contexts ----
+
+/// A trace context as the protocol's message.
+pub(crate) fn trace_to_proto(t: Option<&TraceContext>) -> Option<proto::TraceContext> {
+    t.map(|t| proto::TraceContext {
+        trace_parent: t.traceparent.clone(),
+        trace_state: t.tracestate.clone(),
+        ..Default::default()
+    })
+}
+
+/// The protocol's trace context; `None` when absent, empty or not a W3C
+/// `traceparent` (a trace context only informs tracing: one another SDK
+/// wrote badly is dropped, never an error).
+pub(crate) fn trace_from_proto(t: Option<proto::TraceContext>) -> Option<TraceContext> {
+    let t = t?;
+    if t.trace_parent.is_empty() {
+        return None;
+    }
+    match TraceContext::parse(&t.trace_parent, opt_string(t.trace_state)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::debug!(error = %e, "a trace context from the wire is dropped");
+            None
+        }
+    }
+}
+
+/// The orchestration span of an episode (its id and start), as the
+/// protocol's `OrchestrationTraceContext`: what a worker of another SDK
+/// reuses so each episode reports the same span, and what a sidecar keeps.
+pub(crate) fn orchestration_trace_to_proto(
+    item: &OrchestrationWorkItem,
+) -> Option<proto::OrchestrationTraceContext> {
+    let t = durable_runtime::observe::ExecutionTrace::of(
+        &item.instance_id,
+        &item.execution_id,
+        &item.past_events,
+        &item.new_events,
+        (None, None),
+    )?;
+    Some(proto::OrchestrationTraceContext {
+        span_id: t.context.span_id().map(|s| s.to_string()),
+        span_start_time: Some(timestamp_to_proto(&t.start)),
+    })
+}
+
 // ---- history ----
 
 /// Converts a history event to the protocol's message.
@@ -219,6 +267,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 }),
             }),
             scheduled_start_timestamp: scheduled_start.as_ref().map(timestamp_to_proto),
+            parent_trace_context: trace_to_proto(e.trace.as_deref()),
         }),
         EventKind::ExecutionCompleted {
             status,
@@ -245,6 +294,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             version: version.clone(),
             input: input.clone(),
             tags: tags_to_proto(tags),
+            parent_trace_context: trace_to_proto(e.trace.as_deref()),
         }),
         EventKind::TaskCompleted {
             task_scheduled_id,
@@ -271,6 +321,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
                 name: name.clone(),
                 version: version.clone(),
                 input: input.clone(),
+                parent_trace_context: trace_to_proto(e.trace.as_deref()),
             },
         ),
         EventKind::SubOrchestrationInstanceCompleted {
@@ -371,11 +422,13 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
 pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
     let timestamp = timestamp_or_epoch(e.timestamp.as_ref())?;
     let event_id = e.event_id;
+    let mut trace = None;
     let kind = match e
         .event_type
         .ok_or(ConvertError::UnsupportedEvent { event_id })?
     {
         EventType::ExecutionStarted(s) => {
+            trace = trace_from_proto(s.parent_trace_context);
             let instance = s.orchestration_instance.unwrap_or_default();
             EventKind::ExecutionStarted {
                 name: s.name,
@@ -404,12 +457,15 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
             input: payload(t.input),
             recurse: t.recurse,
         },
-        EventType::TaskScheduled(t) => EventKind::TaskScheduled {
-            name: t.name,
-            version: opt_string(t.version),
-            input: payload(t.input),
-            tags: tags_from_proto(t.tags),
-        },
+        EventType::TaskScheduled(t) => {
+            trace = trace_from_proto(t.parent_trace_context);
+            EventKind::TaskScheduled {
+                name: t.name,
+                version: opt_string(t.version),
+                input: payload(t.input),
+                tags: tags_from_proto(t.tags),
+            }
+        }
         EventType::TaskCompleted(t) => EventKind::TaskCompleted {
             task_scheduled_id: t.task_scheduled_id,
             result: payload(t.result),
@@ -419,6 +475,7 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
             failure: required_failure(t.failure_details, "taskFailed event")?,
         },
         EventType::SubOrchestrationInstanceCreated(s) => {
+            trace = trace_from_proto(s.parent_trace_context);
             EventKind::SubOrchestrationInstanceCreated {
                 instance_id: s.instance_id,
                 name: s.name,
@@ -504,6 +561,7 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
         event_id,
         timestamp,
         kind,
+        trace: trace.map(Box::new),
     })
 }
 
@@ -527,6 +585,7 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
             version: version.clone(),
             input: input.clone(),
             tags: tags_to_proto(tags),
+            parent_trace_context: trace_to_proto(a.trace.as_ref()),
         }),
         ActionKind::CreateSubOrchestration {
             instance_id,
@@ -538,6 +597,7 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
             name: name.clone(),
             version: version.clone(),
             input: input.clone(),
+            parent_trace_context: trace_to_proto(a.trace.as_ref()),
         }),
         ActionKind::CreateTimer { fire_at } => {
             OrchestratorActionType::CreateTimer(proto::CreateTimerAction {
@@ -610,22 +670,29 @@ pub(crate) fn action_to_proto(a: &OrchestratorAction) -> proto::OrchestratorActi
 #[cfg_attr(not(any(test, feature = "server")), allow(dead_code))]
 pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<OrchestratorAction> {
     let id = a.id;
+    let mut trace = None;
     let kind = match a
         .orchestrator_action_type
         .ok_or(ConvertError::UnsupportedAction { id })?
     {
-        OrchestratorActionType::ScheduleTask(t) => ActionKind::ScheduleTask {
-            name: t.name,
-            version: opt_string(t.version),
-            input: payload(t.input),
-            tags: tags_from_proto(t.tags),
-        },
-        OrchestratorActionType::CreateSubOrchestration(s) => ActionKind::CreateSubOrchestration {
-            instance_id: s.instance_id,
-            name: s.name,
-            version: opt_string(s.version),
-            input: payload(s.input),
-        },
+        OrchestratorActionType::ScheduleTask(t) => {
+            trace = trace_from_proto(t.parent_trace_context);
+            ActionKind::ScheduleTask {
+                name: t.name,
+                version: opt_string(t.version),
+                input: payload(t.input),
+                tags: tags_from_proto(t.tags),
+            }
+        }
+        OrchestratorActionType::CreateSubOrchestration(s) => {
+            trace = trace_from_proto(s.parent_trace_context);
+            ActionKind::CreateSubOrchestration {
+                instance_id: s.instance_id,
+                name: s.name,
+                version: opt_string(s.version),
+                input: payload(s.input),
+            }
+        }
         OrchestratorActionType::CreateTimer(t) => ActionKind::CreateTimer {
             fire_at: required_timestamp(t.fire_at.as_ref(), "createTimer action", "fireAt")?,
         },
@@ -662,7 +729,7 @@ pub(crate) fn action_from_proto(a: proto::OrchestratorAction) -> Result<Orchestr
             }
         }
     };
-    Ok(OrchestratorAction { id, kind })
+    Ok(OrchestratorAction { id, kind, trace })
 }
 
 // ---- client-side messages ----
@@ -762,6 +829,7 @@ pub(crate) fn create_request_to_proto(r: CreateInstanceRequest) -> proto::Create
                 .map(|s| status_to_proto(*s))
                 .collect(),
         }),
+        parent_trace_context: trace_to_proto(r.trace.as_ref()),
     }
 }
 
@@ -789,6 +857,7 @@ pub(crate) fn create_request_from_proto(
         input: payload(r.input),
         scheduled_start: opt_timestamp(r.scheduled_start_timestamp.as_ref())?,
         reuse_policy,
+        trace: trace_from_proto(r.parent_trace_context),
     })
 }
 
@@ -886,6 +955,7 @@ pub(crate) fn activity_item_from_proto(
         task_id: r.task_id,
         completion_token,
         tags: tags_from_proto(r.tags),
+        trace: trace_from_proto(r.parent_trace_context),
     }
 }
 
@@ -904,6 +974,7 @@ pub(crate) fn orchestration_item_to_proto(
                 past_events: item.past_events.iter().map(event_to_proto).collect(),
                 new_events: item.new_events.iter().map(event_to_proto).collect(),
                 requires_history_streaming: false,
+                orchestration_trace_context: orchestration_trace_to_proto(item),
             },
         )),
         completion_token,
@@ -929,6 +1000,7 @@ pub(crate) fn activity_item_to_proto(
                 }),
                 task_id: item.task_id,
                 tags: tags_to_proto(&item.tags),
+                parent_trace_context: trace_to_proto(item.trace.as_ref()),
             },
         )),
         completion_token,
@@ -1196,6 +1268,7 @@ mod tests {
             let action = OrchestratorAction {
                 id: id as i32,
                 kind,
+                trace: None,
             };
             assert_eq!(action_from_proto(action_to_proto(&action)).unwrap(), action);
         }
@@ -1329,6 +1402,7 @@ mod tests {
                 event_to_proto(&started),
             ],
             requires_history_streaming: false,
+            orchestration_trace_context: None,
         };
         let item = orchestration_item_from_proto(request, vec![], "tok".into()).unwrap();
         assert_eq!(item.execution_id, "exec-9");
@@ -1348,6 +1422,7 @@ mod tests {
                 execution_id: Some("e".into()),
             }),
             task_id: 4,
+            parent_trace_context: None,
             tags: [("durable.attempt".to_string(), "2".to_string())].into(),
         };
         let item = activity_item_from_proto(request, "7".into());
@@ -1362,6 +1437,7 @@ mod tests {
                 task_id: 4,
                 completion_token: "7".into(),
                 tags: tags(&[("durable.attempt", "2")]),
+                trace: None,
             }
         );
     }
@@ -1375,6 +1451,7 @@ mod tests {
             input: Some("[1]".into()),
             scheduled_start: Some(t(1_700_000_000, 9)),
             reuse_policy: IdReusePolicy::never(),
+            trace: None,
         };
         let wire = create_request_to_proto(r.clone());
         assert_eq!(create_request_from_proto(wire.clone()).unwrap(), r);
@@ -1477,6 +1554,7 @@ mod tests {
             task_id: 3,
             completion_token: "backend-token".into(),
             tags: tags(&[("durable.attempt", "2")]),
+            trace: None,
         };
         let wire = activity_item_to_proto(&activity, "server-token".into());
         let Some(proto::work_item::Request::ActivityRequest(r)) = wire.request else {
@@ -1499,6 +1577,7 @@ mod tests {
             .map(|(id, kind)| OrchestratorAction {
                 id: id as i32,
                 kind,
+                trace: None,
             })
             .collect();
         let wire = proto::OrchestratorResponse {
@@ -1506,6 +1585,7 @@ mod tests {
             actions: actions.iter().map(action_to_proto).collect(),
             custom_status: Some("\"half\"".into()),
             completion_token: "t".into(),
+            orchestration_trace_context: None,
         };
         let result = orchestrator_result_from_proto(wire).unwrap();
         assert_eq!(result.actions, actions);

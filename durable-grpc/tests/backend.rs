@@ -22,6 +22,7 @@ fn create(id: &str, name: &str, input: Option<&str>) -> CreateInstanceRequest {
         input: input.map(str::to_string),
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn complete(id: i32, status: OrchestrationStatus, result: Option<&str>) -> Orche
             new_version: None,
             carryover_events: vec![],
         },
+        trace: None,
     }
 }
 
@@ -101,6 +103,7 @@ async fn an_orchestration_driven_by_hand_goes_through_every_protocol_step() {
                     input: Some(r#""world""#.into()),
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: Some(r#""scheduled""#.into()),
             cancelled_timers: Vec::new(),
@@ -308,6 +311,7 @@ async fn failures_travel_intact_both_ways() {
                     input: None,
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -343,6 +347,7 @@ async fn failures_travel_intact_both_ways() {
             actions: vec![OrchestratorAction {
                 id: 1,
                 kind: ActionKind::failed(orchestration_failure.clone()),
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -373,6 +378,7 @@ async fn failures_travel_intact_both_ways() {
                     input: None,
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),

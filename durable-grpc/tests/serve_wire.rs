@@ -109,6 +109,7 @@ fn completes(token: &str, id: &str, result: &str) -> proto::OrchestratorResponse
         }],
         custom_status: None,
         completion_token: token.into(),
+        orchestration_trace_context: None,
     }
 }
 
@@ -129,6 +130,7 @@ fn schedules_activity(token: &str, id: &str) -> proto::OrchestratorResponse {
         }],
         custom_status: None,
         completion_token: token.into(),
+        orchestration_trace_context: None,
     }
 }
 
@@ -626,6 +628,7 @@ fn no_actions(token: &str) -> proto::OrchestratorResponse {
         actions: vec![],
         custom_status: None,
         completion_token: token.into(),
+        orchestration_trace_context: None,
     }
 }
 

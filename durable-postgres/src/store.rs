@@ -1207,9 +1207,11 @@ pub(crate) async fn complete_orchestration(
         a_names.push(a.name.as_str());
         a_versions.push(a.version.as_deref());
         a_inputs.push(a.input.as_deref());
+        // The trace context rides with the tags (one column for both).
+        let tags = durable_runtime::trace::stored_tags(&a.tags, a.trace.as_ref());
         a_tags.push(
-            (!a.tags.is_empty())
-                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises")),
+            (!tags.is_empty())
+                .then(|| serde_json::to_string(&tags).expect("a map of strings serialises")),
         );
     }
     let s_activities = tx
@@ -1411,6 +1413,7 @@ pub(crate) async fn lease_activities<C: Conn>(
         .into_iter()
         .map(|r| {
             let id: i64 = r.get(0);
+            let (tags, trace) = durable_runtime::trace::split_stored_tags(read_tags(r.get(7)));
             (
                 id,
                 ActivityWorkItem {
@@ -1421,7 +1424,8 @@ pub(crate) async fn lease_activities<C: Conn>(
                     version: r.get(5),
                     input: r.get(6),
                     completion_token: format!("{id}:{token}"),
-                    tags: read_tags(r.get(7)),
+                    tags,
+                    trace,
                 },
             )
         })

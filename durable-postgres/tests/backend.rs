@@ -72,6 +72,7 @@ fn request(id: &str) -> CreateInstanceRequest {
         input: None,
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 
@@ -550,6 +551,7 @@ async fn an_activity_result_committed_during_an_episode_is_delivered() {
             .map(|(id, kind)| OrchestratorAction {
                 id: id as i32,
                 kind,
+                trace: None,
             })
             .collect(),
         custom_status: None,

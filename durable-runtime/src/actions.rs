@@ -6,6 +6,7 @@
 //! sends them to a sidecar.
 
 use crate::history::{EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,11 @@ pub struct OrchestratorAction {
     pub id: i32,
     /// What to do.
     pub kind: ActionKind,
+    /// The trace context of the span this action starts (an activity or
+    /// sub-orchestration call, an event sent): recorded on the event the
+    /// action becomes, so the work it starts elsewhere continues the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// The kinds of action.

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::handler::{BoxFuture, Event};
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
 use crate::registry::Orchestrator;
+use crate::trace::TraceContext;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub struct ScheduleOptions {
     pub reuse_policy: Option<IdReusePolicy>,
     /// Orchestrator version to record.
     pub version: Option<String>,
+    /// The span the new orchestration's trace continues (e.g. the request
+    /// that started it, from its `traceparent` header); default: a new
+    /// trace. See [`crate::trace`].
+    pub trace_parent: Option<TraceContext>,
 }
 
 impl ScheduleOptions {
@@ -259,16 +264,33 @@ impl Client {
         let instance_id = options
             .instance_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        self.backend
+        let version = options.version.or_else(|| self.default_version.clone());
+        // The client's span: its context goes into `ExecutionStarted`, so
+        // the orchestration's span is its child.
+        let started = chrono::Utc::now();
+        let mut span = crate::observe::create_orchestration_span(
+            name,
+            version.as_deref(),
+            &instance_id,
+            options.trace_parent.as_ref(),
+            (started, started),
+        );
+        let created = self
+            .backend
             .create_instance(CreateInstanceRequest {
                 instance_id: instance_id.clone(),
                 name: name.to_string(),
-                version: options.version.or_else(|| self.default_version.clone()),
+                version,
                 input,
                 scheduled_start: options.start_at,
                 reuse_policy: options.reuse_policy.unwrap_or_default(),
+                trace: Some(span.context()),
             })
-            .await?;
+            .await;
+        span.end = chrono::Utc::now();
+        span.error = created.as_ref().err().map(|e| e.to_string());
+        crate::trace::emit(span);
+        created?;
         Ok(instance_id)
     }
 
@@ -327,7 +349,27 @@ impl Client {
         payload: &impl Serialize,
     ) -> Result<(), Error> {
         let data = encode(payload, &format!("the data of event \"{name}\""))?;
-        Ok(self.backend.raise_event(instance_id, name, data).await?)
+        self.raise_encoded(instance_id, name, data).await
+    }
+
+    /// Raises an encoded event, in a span `orchestration_event:{name}` when
+    /// spans are wanted.
+    async fn raise_encoded(
+        &self,
+        instance_id: &str,
+        name: &str,
+        data: Option<String>,
+    ) -> Result<(), Error> {
+        if !crate::trace::wanted() {
+            return Ok(self.backend.raise_event(instance_id, name, data).await?);
+        }
+        let start = chrono::Utc::now();
+        let raised = self.backend.raise_event(instance_id, name, data).await;
+        let mut span =
+            crate::observe::raise_event_span(name, instance_id, (start, chrono::Utc::now()));
+        span.error = raised.as_ref().err().map(|e| e.to_string());
+        crate::trace::emit(span);
+        Ok(raised?)
     }
 
     /// Raises the event `E` on an instance: the event named `E::NAME`
@@ -368,12 +410,7 @@ impl Client {
         // Encoded before the future is built, so the future does not
         // depend on `E` and a value that is not an event is reported once.
         let data = encode(event, &format!("the data of event \"{}\"", E::NAME));
-        Box::pin(async move {
-            Ok(self
-                .backend
-                .raise_event(instance_id, E::NAME, data?)
-                .await?)
-        })
+        Box::pin(async move { self.raise_encoded(instance_id, E::NAME, data?).await })
     }
 
     /// Starts a finished instance (completed, failed, terminated) again

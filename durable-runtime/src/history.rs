@@ -6,6 +6,7 @@
 //! same. The serde form of [`HistoryEvent`] is the documented export format
 //! (see `docs/history-format.md`).
 
+use crate::trace::TraceContext;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,6 +26,16 @@ pub struct HistoryEvent {
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
+    /// The trace context of the work this event starts elsewhere: on
+    /// `ExecutionStarted` the span that created the execution, on
+    /// `TaskScheduled` and `SubOrchestrationInstanceCreated` the
+    /// orchestration's span for that call, on `EventSent` the span of the
+    /// send. `None` on other events and in histories written before
+    /// tracing (the field is then absent from the export format).
+    /// (Boxed: most events have none, and every event is as large as
+    /// its largest field set.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Box<TraceContext>>,
 }
 
 impl HistoryEvent {
@@ -34,6 +45,7 @@ impl HistoryEvent {
             event_id: -1,
             timestamp,
             kind,
+            trace: None,
         }
     }
 
@@ -43,7 +55,14 @@ impl HistoryEvent {
             event_id,
             timestamp,
             kind,
+            trace: None,
         }
+    }
+
+    /// The same event carrying trace context `trace`.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace.map(Box::new);
+        self
     }
 }
 

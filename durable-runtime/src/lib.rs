@@ -8,14 +8,17 @@
 //! both):
 //!
 //! 1. [`history`], [`codec`]: the history model and payload encoding;
+//!    [`trace`]: W3C trace contexts and finished spans;
 //!    [`app_state`]: the application state activities take;
 //! 2. [`actions`], [`failure`], [`handler`], [`retry`]: what an episode asks
 //!    for, failures, handler signatures, retry policies; [`entity`]: entity
-//!    ids, messages, declarations and the batch that runs them;
+//!    ids, messages, declarations and the batch that runs them; [`metrics`]:
+//!    the metrics the worker and stores report;
 //! 3. [`context`]: what orchestrator code calls;
 //! 4. [`registry`]: handlers by name;
 //! 5. [`replay`]: the replay engine; [`backend`]: the `Backend` trait, the
-//!    transition core, the in-memory backend;
+//!    transition core, the in-memory backend; [`observe`]: the spans of
+//!    histories;
 //! 6. [`error`], [`client`], [`worker`];
 //! 7. [`testing`], and the conformance suite (feature `conformance`).
 
@@ -32,11 +35,14 @@ pub mod error;
 pub mod failure;
 pub mod handler;
 pub mod history;
+pub mod metrics;
+pub mod observe;
 pub mod registry;
 pub mod replay;
 pub mod retry;
 pub mod schedule;
 pub mod testing;
+pub mod trace;
 pub mod versioning;
 pub mod worker;
 

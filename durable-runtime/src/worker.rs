@@ -13,6 +13,7 @@ use crate::backend::{ActivityWorkItem, Backend, BackendError, OrchestrationWorkI
 use crate::failure::{panic_details, TaskOutcome};
 use crate::handler::{idempotency_key, ActivityContext};
 use crate::history::{FailureDetails, OrchestrationStatus};
+use crate::observe::ExecutionTrace;
 use crate::registry::{Registry, RegistryError};
 use crate::replay::Execution;
 use crate::versioning::{FailureStrategy, VersioningOptions};
@@ -552,6 +553,7 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
                 actions: vec![crate::actions::OrchestratorAction {
                     id: next,
                     kind: ActionKind::failed(failure),
+                    trace: None,
                 }],
                 custom_status: None,
                 cancelled_timers: Vec::new(),
@@ -579,6 +581,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     if entities::is_entity_item(&inner.registry, &item) {
         return entities::run(inner.backend.as_ref(), &inner.registry, item).await;
     }
+    let taken = std::time::Instant::now();
     if inner.versioning.match_strategy != crate::versioning::MatchStrategy::None
         && version_refused(inner, &item).await
     {
@@ -591,7 +594,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         .filter(|(execution_id, _)| *execution_id == item.execution_id)
         .map(|(_, exec)| exec);
     let rewound = crate::backend::transition::rewind_of(&item.past_events, &item.new_events);
-    let (exec, result) = match (rewound, cached) {
+    let (exec, mut result, replay) = match (rewound, cached) {
         (Some(history), _) => {
             // A rewind: the code replays the failed history without its
             // failure and schedules again what failed; the backend replaces
@@ -606,24 +609,41 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
                     kind: ActionKind::RewindOrchestration {
                         new_history: history,
                     },
+                    trace: None,
                 },
             );
-            (exec, r)
+            (exec, r, "rewind")
         }
         (None, Some(mut exec)) if exec.can_continue(&item.past_events) => {
             let r = exec.continue_episode(&item.past_events, &item.new_events);
-            (exec, r)
+            (exec, r, "cached")
         }
         (None, _) => {
             let mut exec = Execution::new(inner.registry.clone(), &item.instance_id)
                 .with_default_version(inner.versioning.default_version.clone());
             let r = exec.run_episode(&item.past_events, &item.new_events);
-            (exec, r)
+            (exec, r, "full")
         }
     };
     let instance_id = item.instance_id.clone();
     let execution_id = item.execution_id.clone();
     let lease = lease_of(&item);
+    let trace = ExecutionTrace::of(
+        &item.instance_id,
+        &item.execution_id,
+        &item.past_events,
+        &item.new_events,
+        (None, None),
+    );
+    let spans = episode_spans(trace.as_ref(), &item, &mut result);
+    let started = item
+        .new_events
+        .iter()
+        .any(|e| matches!(e.kind, crate::history::EventKind::ExecutionStarted { .. }));
+    let ended = result.actions.iter().find_map(|a| match &a.kind {
+        ActionKind::CompleteOrchestration { status, .. } => Some(*status),
+        _ => None,
+    });
     log_episode(&instance_id, &exec, &result);
     if inner.backend.wants_event_waits() {
         inner
@@ -644,6 +664,18 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     {
         Ok(()) => {
             inner.completion_failures.store(0, Ordering::Relaxed);
+            // Reported once the episode is recorded: an episode that is run
+            // again (its lease lost) reports its spans then.
+            spans.into_iter().for_each(crate::trace::emit);
+            if let Some(trace) = &trace {
+                crate::metrics::episode(
+                    &trace.name,
+                    replay,
+                    taken.elapsed().as_secs_f64(),
+                    started,
+                    ended,
+                );
+            }
             return;
         }
         Err(e) => e,
@@ -654,6 +686,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     match e {
         BackendError::Shutdown => {}
         BackendError::LeaseLost(_) => {
+            crate::metrics::lease_lost(crate::metrics::KIND_ORCHESTRATION);
             tracing::warn!(instance_id = %instance_id, error = %e, "completing an orchestration episode failed: its lease was lost; whoever holds it now runs it again");
         }
         e => {
@@ -669,6 +702,29 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             }
         }
     }
+}
+
+/// Gives the episode's calls their trace contexts and returns the spans
+/// the episode finishes (none when nothing would see them: no sink and the
+/// `durable::span` log off).
+fn episode_spans(
+    trace: Option<&ExecutionTrace>,
+    item: &OrchestrationWorkItem,
+    result: &mut OrchestratorResult,
+) -> Vec<crate::trace::SpanRecord> {
+    let Some(trace) = trace else {
+        return Vec::new();
+    };
+    trace.annotate(&mut result.actions);
+    if !crate::trace::wanted() {
+        return Vec::new();
+    }
+    trace.episode_spans(
+        &item.past_events,
+        &item.new_events,
+        &result.actions,
+        chrono::Utc::now(),
+    )
 }
 
 /// Aborts a task when dropped.
@@ -750,7 +806,25 @@ async fn activity_loop(
                 // The lease is renewed until the outcome is recorded.
                 let renew = renew_lease(a.backend.as_ref(), &item);
                 let work = async {
+                    let started = chrono::Utc::now();
+                    let clock = std::time::Instant::now();
                     let outcome = run_activity_with(&a.registry, &a.states, &item).await;
+                    crate::metrics::activity(
+                        &item.name,
+                        clock.elapsed().as_secs_f64(),
+                        outcome.is_err(),
+                    );
+                    let span = crate::trace::wanted().then(|| {
+                        crate::observe::activity_span(
+                            &item.name,
+                            item.version.as_deref(),
+                            &item.instance_id,
+                            item.task_id,
+                            item.trace.as_ref(),
+                            (started, chrono::Utc::now()),
+                            outcome.as_ref().err().map(|f| f.to_string()),
+                        )
+                    });
                     match &outcome {
                         Ok(_) => {
                             tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity completed")
@@ -759,6 +833,9 @@ async fn activity_loop(
                             tracing::warn!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, error_type = %f.error_type, "activity failed: {}", f.message)
                         }
                     }
+                    // Reported before the outcome is recorded, so the span of
+                    // the last activity is out when its orchestration ends.
+                    span.into_iter().for_each(crate::trace::emit);
                     complete_activity(a.backend.as_ref(), &item, outcome).await;
                 };
                 tokio::select! {
@@ -794,6 +871,7 @@ async fn complete_activity(backend: &dyn Backend, item: &ActivityWorkItem, outco
         match e {
             BackendError::Shutdown => return,
             BackendError::LeaseLost(_) => {
+                crate::metrics::lease_lost(crate::metrics::KIND_ACTIVITY);
                 tracing::warn!(activity = %item.name, instance_id = %item.instance_id, error = %e, "completing an activity failed: its lease was lost, so it is delivered again");
                 return;
             }

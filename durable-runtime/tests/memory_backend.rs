@@ -307,12 +307,17 @@ async fn end_with_a_pending_timer(ending: ActionKind) -> MemoryBackend {
         input: None,
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     };
     backend.create_instance(request).await.unwrap();
     let item = backend.next_orchestration_item().await.unwrap();
     let fire_at = backend.now() + chrono::Duration::days(1);
     let episode = |id, kind| OrchestratorResult {
-        actions: vec![OrchestratorAction { id, kind }],
+        actions: vec![OrchestratorAction {
+            id,
+            kind,
+            trace: None,
+        }],
         custom_status: None,
         cancelled_timers: Vec::new(),
     };

@@ -400,11 +400,11 @@ fn name(m: &Module) -> String {
 /// each module's rung, by its top-level module.
 fn rung(m: &Module) -> u8 {
     match m.first().map(String::as_str) {
-        Some("history" | "codec" | "app_state" | "versioning") => 1,
-        Some("actions" | "failure" | "handler" | "retry" | "entity") => 2,
+        Some("history" | "codec" | "app_state" | "versioning" | "trace") => 1,
+        Some("actions" | "failure" | "handler" | "retry" | "entity" | "metrics") => 2,
         Some("context" | "schedule") => 3,
         Some("registry") => 4,
-        Some("replay" | "backend") => 5,
+        Some("replay" | "backend" | "observe") => 5,
         Some("error" | "client" | "worker") => 6,
         Some("testing" | "conformance") => 7,
         None => 8, // the crate root only re-exports

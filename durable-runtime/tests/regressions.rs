@@ -25,6 +25,7 @@ fn request(id: &str, name: &str, input: &str) -> CreateInstanceRequest {
         input: Some(input.into()),
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 

@@ -315,6 +315,7 @@ impl SqliteBackend {
             cache: Mutex::new(HistoryCache::new(options.history_cache_capacity)),
             process_id,
             waiting_for: Mutex::new(None),
+            backlog_sampled: Default::default(),
         });
         let on_rollback = {
             let ctx = ctx.clone();
@@ -810,6 +811,7 @@ mod tests {
                 input: None,
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
+                trace: None,
             })
             .await
             .unwrap();
@@ -922,6 +924,7 @@ mod tests {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
+            trace: None,
         }
     }
 

@@ -31,6 +31,51 @@ pub(crate) struct Ctx {
     /// The last other process's lease an idle worker was told it waits for
     /// (instance or activity, expiry), so it is logged once, not per poll.
     pub(crate) waiting_for: Mutex<Option<(String, i64)>>,
+    /// When the backlog gauge of orchestrations and of activities was last
+    /// set (microseconds; see [`sample_backlog`]).
+    pub(crate) backlog_sampled: [std::sync::atomic::AtomicI64; 2],
+}
+
+/// How often at most the backlog is counted (it costs a scan of the ready
+/// rows' index).
+const BACKLOG_EVERY_MICROS: i64 = 1_000_000;
+
+/// Sets the backlog gauge of `kind` work (see
+/// [`durable_runtime::metrics::BACKLOG`]) from `count_sql` (a count of the
+/// rows ready at `?1`), at most once a second.
+fn sample_backlog(
+    conn: &Connection,
+    ctx: &Ctx,
+    now: i64,
+    kind: &'static str,
+) -> Result<(), BackendError> {
+    use std::sync::atomic::Ordering;
+    let (at, sql) = if kind == durable_runtime::metrics::KIND_ACTIVITY {
+        (
+            &ctx.backlog_sampled[1],
+            "SELECT COUNT(*) FROM activities WHERE visible_at <= ?1",
+        )
+    } else {
+        (
+            &ctx.backlog_sampled[0],
+            "SELECT COUNT(*) FROM instances WHERE ready_at <= ?1",
+        )
+    };
+    let last = at.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < BACKLOG_EVERY_MICROS
+        || at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Ok(());
+    }
+    let ready: i64 = conn
+        .prepare_cached(sql)
+        .db()?
+        .query_row([now], |r| r.get(0))
+        .db()?;
+    durable_runtime::metrics::backlog(kind, ready.max(0) as usize);
+    Ok(())
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -989,14 +1034,20 @@ pub(crate) fn lease_orchestration(
     loop {
         let next = conn
             .prepare_cached(
-                "SELECT rowid, instance_id FROM instances WHERE ready_at <= ?1
-                 ORDER BY ready_at LIMIT 1",
+                "SELECT rowid, instance_id, lease_token IS NOT NULL FROM instances
+                 WHERE ready_at <= ?1 ORDER BY ready_at LIMIT 1",
             )
             .db()?
-            .query_row([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Text>(1)?)))
+            .query_row([now], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Text>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
             .optional()
             .db()?;
-        let Some((rowid, id)) = next else {
+        let Some((rowid, id, lease_expired)) = next else {
             // The condition lets SQLite answer from the partial index
             // instead of scanning every instance.
             let next = next_due(
@@ -1020,7 +1071,17 @@ pub(crate) fn lease_orchestration(
             })),
         };
         match leased {
-            Ok(Some(item)) => return Ok(Leased::Item(item)),
+            Ok(Some(item)) => {
+                // Ready while still leased: the lease expired unrenewed
+                // (its worker stopped or stalled), so this is a redelivery.
+                if lease_expired {
+                    durable_runtime::metrics::redelivered(
+                        durable_runtime::metrics::KIND_ORCHESTRATION,
+                    );
+                }
+                sample_backlog(conn, ctx, now, durable_runtime::metrics::KIND_ORCHESTRATION)?;
+                return Ok(Leased::Item(item));
+            }
             Ok(None) => {}
             Err(ReadError::Row(e)) => {
                 tracing::error!(instance_id = %e.instance_id, error = %e, "a row of the instance cannot be read; the instance is set aside");
@@ -1322,8 +1383,10 @@ pub(crate) fn complete_orchestration(
             )
             .db()?;
         for a in &out.activities {
-            let tags = (!a.tags.is_empty())
-                .then(|| serde_json::to_string(&a.tags).expect("a map of strings serialises"));
+            // The trace context rides with the tags (one column for both).
+            let tags = durable_runtime::trace::stored_tags(&a.tags, a.trace.as_ref());
+            let tags = (!tags.is_empty())
+                .then(|| serde_json::to_string(&tags).expect("a map of strings serialises"));
             stmt.execute(params![
                 a.instance_id,
                 a.execution_id,
@@ -1416,7 +1479,8 @@ pub(crate) fn lease_activity(
     loop {
         let row = conn
             .prepare_cached(
-                "SELECT id, instance_id, execution_id, task_id, name, version, input, tags
+                "SELECT id, instance_id, execution_id, task_id, name, version, input, tags,
+                        lease_token IS NOT NULL
                  FROM activities WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT 1",
             )
             .db()?
@@ -1430,11 +1494,13 @@ pub(crate) fn lease_activity(
                     r.get::<_, Option<Text>>(5)?,
                     r.get::<_, Option<Text>>(6)?,
                     r.get::<_, Option<Text>>(7)?,
+                    r.get::<_, bool>(8)?,
                 ))
             })
             .optional()
             .db()?;
-        let Some((rowid, instance_id, execution_id, task_id, name, version, input, tags)) = row
+        let Some((rowid, instance_id, execution_id, task_id, name, version, input, tags, expired)) =
+            row
         else {
             let next = next_due(
                 conn,
@@ -1456,6 +1522,12 @@ pub(crate) fn lease_activity(
             })?;
             let row = format!("activity row {rowid} (task {task_id})");
             let optional = |t: Option<Text>, column| t.map(|t| t.of(&instance_id, &row, column));
+            // Tags are hints (the attempt number, the trace context):
+            // unreadable ones count as none rather than setting the
+            // activity aside.
+            let (tags, trace) = durable_runtime::trace::split_stored_tags(read_tags(
+                tags.and_then(|t| t.text().ok()).as_deref(),
+            ));
             Ok(ActivityWorkItem {
                 execution_id: execution_id.of(&instance_id, &row, "execution_id")?,
                 name: name.of(&instance_id, &row, "name")?,
@@ -1464,9 +1536,8 @@ pub(crate) fn lease_activity(
                 task_id,
                 completion_token: String::new(),
                 instance_id,
-                // Tags are hints (the attempt number): unreadable ones
-                // count as none rather than setting the activity aside.
-                tags: read_tags(tags.and_then(|t| t.text().ok()).as_deref()),
+                tags,
+                trace,
             })
         };
         let mut item = match read() {
@@ -1499,6 +1570,11 @@ pub(crate) fn lease_activity(
         ])
         .db()?;
         item.completion_token = format!("{rowid}:{token}");
+        // Visible while still leased: the lease expired unrenewed.
+        if expired {
+            durable_runtime::metrics::redelivered(durable_runtime::metrics::KIND_ACTIVITY);
+        }
+        sample_backlog(conn, ctx, now, durable_runtime::metrics::KIND_ACTIVITY)?;
         return Ok(Leased::Item(item));
     }
 }

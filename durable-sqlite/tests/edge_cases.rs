@@ -24,12 +24,17 @@ fn request(id: &str) -> CreateInstanceRequest {
         input: Some("0".into()),
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 
 fn result(kind: ActionKind, id: i32) -> OrchestratorResult {
     OrchestratorResult {
-        actions: vec![OrchestratorAction { id, kind }],
+        actions: vec![OrchestratorAction {
+            id,
+            kind,
+            trace: None,
+        }],
         custom_status: None,
         cancelled_timers: Vec::new(),
     }
@@ -244,6 +249,7 @@ async fn two_pending_timers(
         kind: ActionKind::CreateTimer {
             fire_at: now + chrono::Duration::days(days),
         },
+        trace: None,
     };
     let episode = OrchestratorResult {
         actions: vec![timer(0, 1), timer(1, 2)],

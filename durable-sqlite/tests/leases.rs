@@ -36,6 +36,7 @@ async fn create(b: &SqliteBackend, id: &str) {
         input: None,
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     })
     .await
     .unwrap_or_else(|e| panic!("create: {e}"));
@@ -51,6 +52,7 @@ fn schedule_task() -> OrchestratorResult {
                 input: Some("1".into()),
                 tags: Default::default(),
             },
+            trace: None,
         }],
         custom_status: None,
         cancelled_timers: Vec::new(),

@@ -203,6 +203,7 @@ fn request(id: &str, input_len: usize) -> CreateInstanceRequest {
         input: Some(format!("\"{}\"", "x".repeat(input_len))),
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 

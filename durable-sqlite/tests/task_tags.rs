@@ -36,6 +36,7 @@ async fn schedule_tagged(path: &Path) {
         input: None,
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     })
     .await
     .unwrap();
@@ -51,6 +52,7 @@ async fn schedule_tagged(path: &Path) {
                 input: None,
                 tags: tags(),
             },
+            trace: None,
         }],
         custom_status: None,
         cancelled_timers: Vec::new(),

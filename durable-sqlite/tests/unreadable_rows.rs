@@ -22,6 +22,7 @@ fn request(id: &str, input: i64) -> CreateInstanceRequest {
         input: Some(input.to_string()),
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     }
 }
 
@@ -270,6 +271,7 @@ async fn an_unreadable_activity_row_is_set_aside_and_the_others_run() {
                     input: Some("7".into()),
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),

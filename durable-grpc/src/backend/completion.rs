@@ -54,12 +54,14 @@ pub(super) async fn fail_orchestration(
             non_retriable: true,
             ..failure
         }),
+        trace: None,
     };
     let response = proto::OrchestratorResponse {
         instance_id: instance_id.to_string(),
         actions: vec![convert::action_to_proto(&action)],
         custom_status: None,
         completion_token: token,
+        orchestration_trace_context: None,
     };
     let req = rpc.request(response, "an orchestration result").await?;
     rpc.client()

@@ -174,6 +174,7 @@ mod tests {
                         past_events: vec![],
                         new_events: vec![started],
                         requires_history_streaming: false,
+                        orchestration_trace_context: None,
                     },
                 )),
                 completion_token: "orch-token".into(),

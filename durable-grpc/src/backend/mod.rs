@@ -526,6 +526,7 @@ impl Backend for GrpcBackend {
                     kind: ActionKind::RewindOrchestration {
                         new_history: history,
                     },
+                    trace: None,
                 })]
             }
             _ => result
@@ -539,6 +540,9 @@ impl Backend for GrpcBackend {
             actions,
             custom_status: result.custom_status,
             completion_token: item.completion_token.clone(),
+            // The span every episode of this execution reports as its own,
+            // for a sidecar that keeps it.
+            orchestration_trace_context: convert::orchestration_trace_to_proto(&item),
         };
         // Refusals that sending again cannot fix (too large for us or for
         // the sidecar, a history over its cap, a result it calls invalid)
@@ -727,6 +731,7 @@ mod tests {
             task_id: 4,
             completion_token: "act".into(),
             tags: Default::default(),
+            trace: None,
         };
         backend
             .complete_activity_item(&activity, Ok(Some(big.clone())))
@@ -737,6 +742,7 @@ mod tests {
             actions: vec![OrchestratorAction {
                 id: 5,
                 kind: ActionKind::completed(Some(big)),
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -799,6 +805,7 @@ mod tests {
                     input: None,
                     tags: Default::default(),
                 },
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -960,6 +967,7 @@ mod tests {
                         }),
                     ],
                     requires_history_streaming: false,
+                    orchestration_trace_context: None,
                 },
             )),
             completion_token: "orch".into(),

@@ -198,6 +198,7 @@ mod tests {
                 input: Some(format!("\"{}\"", "x".repeat(2000))),
                 scheduled_start: None,
                 reuse_policy: Default::default(),
+                trace: None,
             })
             .await
             .unwrap_err();

@@ -213,6 +213,7 @@ fn entity_item(
         event_id: -1,
         timestamp: now,
         kind,
+        trace: None,
     };
     let started = event(EventKind::ExecutionStarted {
         name: id.name().to_string(),
@@ -619,6 +620,7 @@ mod tests {
                 name: ENTITY_EVENT.into(),
                 input: Some(serde_json::to_string(&message).unwrap()),
             },
+            trace: None,
         }
     }
 
@@ -641,6 +643,7 @@ mod tests {
             event_id: -1,
             timestamp: Default::default(),
             kind: answer,
+            trace: None,
         };
         let wire = event_to_proto(&event);
         assert!(matches!(
@@ -733,7 +736,11 @@ mod tests {
             actions: kinds
                 .into_iter()
                 .enumerate()
-                .map(|(i, kind)| OrchestratorAction { id: i as i32, kind })
+                .map(|(i, kind)| OrchestratorAction {
+                    id: i as i32,
+                    kind,
+                    trace: None,
+                })
                 .collect(),
             custom_status: None,
             cancelled_timers: vec![],

@@ -822,6 +822,7 @@ mod tests {
             task_id: 0,
             completion_token: String::new(),
             tags: Default::default(),
+            trace: None,
         })
     }
 

@@ -53,14 +53,17 @@ impl HistoryCache {
         len: usize,
         updated_at: Timestamp,
     ) -> Option<Arc<Vec<HistoryEvent>>> {
-        self.entries
+        let found = self
+            .entries
             .get(id)
             .filter(|e| {
                 e.execution_id == execution_id
                     && e.history.len() == len
                     && e.updated_at == updated_at
             })
-            .map(|e| e.history.clone())
+            .map(|e| e.history.clone());
+        crate::metrics::history_cache(found.is_some());
+        found
     }
 
     /// Keeps the history of instance `id`'s execution `execution_id`, as

@@ -622,6 +622,7 @@ impl Backend for MemoryBackend {
                     };
                     s.next_token += 1;
                     s.leased_orchestrations += 1;
+                    crate::metrics::backlog(crate::metrics::KIND_ORCHESTRATION, s.ready.len());
                     return Ok(item);
                 }
                 s.timers.keys().next().map(|(t, _)| *t)
@@ -777,6 +778,7 @@ impl Backend for MemoryBackend {
                     s.next_token += 1;
                     item.completion_token = format!("activity#{token}");
                     s.leased_activities.insert(token, item.clone());
+                    crate::metrics::backlog(crate::metrics::KIND_ACTIVITY, s.activities.len());
                     return Ok(item);
                 }
             }

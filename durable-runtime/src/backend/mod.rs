@@ -19,6 +19,7 @@ use crate::actions::OrchestratorResult;
 use crate::failure::TaskOutcome;
 use crate::handler::task_tags;
 use crate::history::{FailureDetails, HistoryEvent, OrchestrationStatus, Timestamp};
+use crate::trace::TraceContext;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -154,6 +155,9 @@ pub struct CreateInstanceRequest {
     pub scheduled_start: Option<Timestamp>,
     /// What to do if the id is taken.
     pub reuse_policy: IdReusePolicy,
+    /// The trace context of the span that creates the instance (recorded
+    /// on its `ExecutionStarted`; see [`crate::trace`]).
+    pub trace: Option<TraceContext>,
 }
 
 impl CreateInstanceRequest {
@@ -336,6 +340,9 @@ pub struct ActivityWorkItem {
     pub completion_token: String,
     /// The task's tags, as scheduled (see [`crate::handler::task_tags`]).
     pub tags: BTreeMap<String, String>,
+    /// The trace context of the orchestration's span for this call (the
+    /// `TaskScheduled` event's), which the activity's own span continues.
+    pub trace: Option<TraceContext>,
 }
 
 impl ActivityWorkItem {

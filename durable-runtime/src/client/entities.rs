@@ -138,6 +138,7 @@ impl Client {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::never(),
+            trace: None,
         };
         match self.backend.create_instance(request).await {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}

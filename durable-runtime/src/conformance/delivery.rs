@@ -54,6 +54,7 @@ async fn create(backend: &Arc<dyn Backend>, id: &str, start: Option<Timestamp>) 
         input: Some("0".into()),
         scheduled_start: start,
         reuse_policy: IdReusePolicy::default(),
+        trace: None,
     };
     ok(
         &format!("creating {id}"),
@@ -76,7 +77,11 @@ fn result(first_id: i32, kinds: impl IntoIterator<Item = ActionKind>) -> Orchest
     OrchestratorResult {
         actions: (first_id..)
             .zip(kinds)
-            .map(|(id, kind)| OrchestratorAction { id, kind })
+            .map(|(id, kind)| OrchestratorAction {
+                id,
+                kind,
+                trace: None,
+            })
             .collect(),
         custom_status: None,
         cancelled_timers: Vec::new(),

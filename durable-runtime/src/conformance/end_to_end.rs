@@ -861,6 +861,7 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
             input: input.map(str::to_string),
             scheduled_start: None,
             reuse_policy: Default::default(),
+            trace: None,
         };
         for (req, why) in [
             (request("", "chain", None), "instance id must not be empty"),

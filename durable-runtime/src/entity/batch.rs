@@ -84,6 +84,7 @@ pub(crate) fn run_batch_observed(
             .map(|(i, kind)| OrchestratorAction {
                 id: first_id + i as i32,
                 kind,
+                trace: None,
             })
             .collect(),
         custom_status: None,

@@ -209,7 +209,11 @@ pub fn finish_remote_batch(
             }
             // The worker's sends go before the episode's end.
             for kind in extra.drain(..) {
-                actions.push(OrchestratorAction { id: next_id, kind });
+                actions.push(OrchestratorAction {
+                    id: next_id,
+                    kind,
+                    trace: None,
+                });
                 next_id += 1;
             }
         }

@@ -303,7 +303,11 @@ impl Execution {
                 pending
                     .into_iter()
                     .filter(|(_, kind)| !failed || kind.is_fire_and_forget())
-                    .map(|(id, kind)| OrchestratorAction { id, kind })
+                    .map(|(id, kind)| OrchestratorAction {
+                        id,
+                        kind,
+                        trace: None,
+                    })
                     .collect()
             };
         // Actions handed out stay matched: the next history will record them.
@@ -312,6 +316,7 @@ impl Execution {
             actions.push(OrchestratorAction {
                 id: s.next_seq,
                 kind: c.clone(),
+                trace: None,
             });
         }
         let mut cancelled_timers = std::mem::take(&mut s.cancelled_timers);

@@ -62,6 +62,7 @@ impl Sim {
             input: Some(input.into()),
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
+            trace: None,
         };
         let (mut meta, start) =
             transition::create_instance(&req, None, t0(), &Limits::default()).unwrap();

@@ -383,6 +383,7 @@ async fn hold(db: &str, lease_ms: &str) -> Result<(), String> {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::never(),
+            trace: None,
         })
         .await;
     match created {

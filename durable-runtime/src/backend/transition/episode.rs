@@ -4,8 +4,9 @@
 //! finished (completed or terminated).
 
 use super::{
-    new_execution_id, notify_parent, parent_of, running_children, terminated_notice, DroppedTimers,
-    EpisodeOutcome, HistoryUpdate, InstanceMessage, Limits, NewInstance, Outbox,
+    execution_started, new_execution_id, notify_parent, parent_of, running_children,
+    terminated_notice, DroppedTimers, EpisodeOutcome, HistoryUpdate, InstanceMessage, Limits,
+    NewInstance, Outbox,
 };
 use crate::actions::{ActionKind, OrchestratorResult, Task};
 use crate::backend::InstanceMetadata;
@@ -14,6 +15,7 @@ use crate::failure::NON_DETERMINISM_ERROR;
 use crate::history::{
     EventKind, FailureDetails, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
+use crate::trace::TraceContext;
 use std::collections::BTreeMap;
 
 /// Applies one episode. `history` is the execution's history before the
@@ -126,7 +128,7 @@ fn record_episode(
             ActionKind::CompleteOrchestration { .. } => Ok(()),
             _ if terminated => Ok(()),
             kind if failed && !kind.is_fire_and_forget() => Ok(()),
-            kind => ep.record(action.id, kind),
+            kind => ep.record(action.id, kind, action.trace.as_ref()),
         };
         if let Err(e) = recorded {
             return ep.fail(too_large(e));
@@ -235,14 +237,34 @@ struct Episode<'a> {
 impl Episode<'_> {
     /// Records a scheduling action (not a completion); an over-limit
     /// payload is refused.
-    fn record(&mut self, id: i32, kind: &ActionKind) -> Result<(), BackendError> {
+    fn record(
+        &mut self,
+        id: i32,
+        kind: &ActionKind,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), BackendError> {
+        // The action's trace context goes on the event that records it.
+        let recorded = self.appended.len();
+        let result = self.record_kind(id, kind, trace);
+        if let (Some(trace), Some(event)) = (trace, self.appended.get_mut(recorded)) {
+            event.trace = Some(Box::new(trace.clone()));
+        }
+        result
+    }
+
+    fn record_kind(
+        &mut self,
+        id: i32,
+        kind: &ActionKind,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), BackendError> {
         match kind {
             ActionKind::ScheduleTask {
                 name,
                 version,
                 input,
                 tags,
-            } => self.schedule_task(id, name, version, input, tags),
+            } => self.schedule_task(id, name, version, input, tags, trace),
             ActionKind::CreateTimer { fire_at } => {
                 self.create_timer(id, *fire_at);
                 Ok(())
@@ -252,7 +274,7 @@ impl Episode<'_> {
                 name,
                 version,
                 input,
-            } => self.create_sub_orchestration(id, instance_id, name, version, input),
+            } => self.create_sub_orchestration(id, instance_id, name, version, input, trace),
             ActionKind::SendEvent {
                 instance_id,
                 name,
@@ -303,6 +325,7 @@ impl Episode<'_> {
         version: &Option<String>,
         input: &Option<String>,
         tags: &BTreeMap<String, String>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BackendError> {
         self.check_input(Task::Activity(name), input)?;
         self.append(
@@ -323,6 +346,7 @@ impl Episode<'_> {
             input: input.clone(),
             completion_token: String::new(),
             tags: tags.clone(),
+            trace: trace.cloned(),
         });
         Ok(())
     }
@@ -350,6 +374,7 @@ impl Episode<'_> {
         name: &str,
         version: &Option<String>,
         input: &Option<String>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BackendError> {
         self.check_input(Task::SubOrchestration(name), input)?;
         self.append(
@@ -369,6 +394,7 @@ impl Episode<'_> {
                 input: input.clone(),
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
+                trace: trace.cloned(),
             },
             parent: Some(ParentInstance {
                 instance_id: self.meta.instance_id.clone(),
@@ -410,6 +436,7 @@ impl Episode<'_> {
                         input: None,
                         scheduled_start: None,
                         reuse_policy: IdReusePolicy::never(),
+                        trace: None,
                     },
                     parent: None,
                 });
@@ -543,6 +570,12 @@ impl Episode<'_> {
                 parent: self.parent().map(Box::new),
                 scheduled_start: None,
             },
+        )
+        // The new execution continues the trace of the one it replaces.
+        .with_trace(
+            execution_started(self.history)
+                .or_else(|| execution_started(self.new_events))
+                .and_then(|e| e.trace.as_deref().cloned()),
         )];
         inbox_front.extend(carryover_events.iter().cloned());
         EpisodeOutcome {

@@ -286,7 +286,8 @@ pub fn create_instance(
             parent: parent.map(Box::new),
             scheduled_start,
         },
-    );
+    )
+    .with_trace(request.trace.clone());
     Ok((
         meta,
         InstanceMessage {
@@ -960,6 +961,7 @@ mod tests {
             actions: vec![crate::actions::OrchestratorAction {
                 id: 0,
                 kind: ActionKind::failed(nd),
+                trace: None,
             }],
             custom_status: None,
             cancelled_timers: Vec::new(),
@@ -1057,6 +1059,7 @@ mod tests {
             input: None,
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
+            trace: None,
         }
     }
 
@@ -1121,6 +1124,7 @@ mod tests {
             actions: vec![crate::actions::OrchestratorAction {
                 id: 0,
                 kind: ActionKind::failed(failure),
+                trace: None,
             }],
             custom_status: Some("\"diverged\"".into()),
             cancelled_timers: Vec::new(),
