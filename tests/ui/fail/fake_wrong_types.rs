@@ -1,17 +1,22 @@
 use durable::prelude::*;
 
+/// What `charge` returns: a type of this file, so the compiler names it the
+/// same way whatever else the crate graph holds.
+#[derive(Serialize, Deserialize)]
+struct Receipt(String);
+
 #[activity]
-async fn charge(_ctx: ActivityContext, cents: u64) -> String {
-    format!("charged {cents}")
+async fn charge(_ctx: ActivityContext, cents: u64) -> Receipt {
+    Receipt(format!("charged {cents}"))
 }
 
 /// Takes a `u32`, not the `u64` of `charge`.
 #[activity]
-async fn fake_charge(_ctx: ActivityContext, cents: u32) -> String {
-    format!("faked {cents}")
+async fn fake_charge(_ctx: ActivityContext, cents: u32) -> Receipt {
+    Receipt(format!("faked {cents}"))
 }
 
-/// Returns a number, not the `String` of `charge`.
+/// Returns a number, not the `Receipt` of `charge`.
 #[activity]
 async fn fake_charge_number(_ctx: ActivityContext, cents: u64) -> u64 {
     cents
