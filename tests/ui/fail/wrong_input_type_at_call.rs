@@ -1,8 +1,13 @@
 use durable::prelude::*;
 
+/// The activity's input: a type of this file, so the compiler names it the
+/// same way whatever else the crate graph holds.
+#[derive(Serialize, Deserialize)]
+struct Item(String);
+
 #[activity]
-async fn ship_item(_ctx: ActivityContext, name: String) -> String {
-    format!("TRACK-{name}")
+async fn ship_item(_ctx: ActivityContext, item: Item) -> String {
+    format!("TRACK-{}", item.0)
 }
 
 #[orchestrator]
