@@ -145,6 +145,28 @@ async fn failures_roll_back_and_reach_the_caller() {
     env.shutdown().await;
 }
 
+/// A call to an entity no worker registers fails with
+/// `EntityNotRegistered`, naming the entities there are, as in the Durable
+/// Task SDKs, rather than waiting for a worker that has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_entity_nobody_registered_fails() {
+    let registry = registry().orchestrator_fn("call_nosuch", |ctx, _: ()| async move {
+        let id = EntityId::new("nosuch", "k");
+        match ctx.call_entity::<i64>(&id, "add", &1).await {
+            Ok(v) => Ok(format!("answered {v}")),
+            Err(e) => Ok(format!("failed: {e}")),
+        }
+    });
+    let env = TestEnv::new(registry).unwrap();
+    let out: String = run(&env, "call_nosuch", &()).await;
+    assert!(out.starts_with("failed:"), "{out}");
+    assert!(
+        out.contains("no entity of this name is registered") && out.contains("counter"),
+        "{out}"
+    );
+    env.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_are_released_when_the_orchestration_fails_or_panics() {
     let registry =

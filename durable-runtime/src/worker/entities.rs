@@ -2,13 +2,46 @@
 //! [`crate::entity::run_batch`] instead of the replay engine.
 
 use crate::backend::{Backend, BackendError, OrchestrationWorkItem};
-use crate::entity::EntityId;
+use crate::entity::{EntityContext, EntityId, ErasedEntity};
+use crate::history::FailureDetails;
 use crate::registry::Registry;
-use std::time::Duration;
 
-/// How long an entity of a name no one registered waits before it is given
-/// back (for a worker that has it).
-const UNKNOWN_ENTITY_PAUSE: Duration = Duration::from_secs(1);
+/// The entity of a name this worker has not registered: every operation
+/// fails with `EntityNotRegistered` naming the registered entities, so a
+/// caller learns of it (as in the Durable Task SDKs) instead of waiting;
+/// the stored state is kept.
+struct Unregistered {
+    name: String,
+    known: Vec<String>,
+}
+
+impl ErasedEntity for Unregistered {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(
+        &self,
+        _state: Option<&str>,
+        op: &str,
+        _input: Option<&str>,
+        _ctx: &mut EntityContext,
+    ) -> Result<(Option<String>, Option<String>), FailureDetails> {
+        Err(FailureDetails::new(
+            "EntityNotRegistered",
+            format!(
+                "operation \"{op}\" of entity \"{}\": no entity of this name is registered on \
+                 the worker (registered: {:?}); register it with Registry::entity, or check the \
+                 name",
+                self.name, self.known
+            ),
+        ))
+    }
+
+    fn operation_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
 
 /// Whether the item is an entity's: an `@name@key` instance of a name
 /// registered as an entity, or of a name registered as nothing (an
@@ -27,20 +60,19 @@ pub(super) async fn run(backend: &dyn Backend, registry: &Registry, item: Orches
         .instance_id
         .parse()
         .expect("is_entity_item checked the id");
-    let Some(entity) = registry.get_entity(id.name()) else {
-        tracing::warn!(entity = %id, known = ?registry.entity_names(), "no entity of this name is registered on this worker; giving its messages back for a worker that has it (register it with Registry::entity)");
-        tokio::time::sleep(UNKNOWN_ENTITY_PAUSE).await;
-        let lease = OrchestrationWorkItem {
-            instance_id: item.instance_id.clone(),
-            execution_id: item.execution_id.clone(),
-            past_events: Default::default(),
-            new_events: Vec::new(),
-            completion_token: item.completion_token.clone(),
-        };
-        if let Err(e) = backend.abandon_orchestration_item(lease).await {
-            tracing::warn!(entity = %id, error = %e, "giving back an entity's messages failed; they are delivered again when the lease expires");
+    let entity: std::sync::Arc<dyn ErasedEntity> = match registry.get_entity(id.name()) {
+        Some(entity) => entity,
+        None => {
+            tracing::warn!(entity = %id, known = ?registry.entity_names(), "no entity of this name is registered on this worker; its operations fail with EntityNotRegistered (register it with Registry::entity)");
+            std::sync::Arc::new(Unregistered {
+                name: id.name().to_string(),
+                known: registry
+                    .entity_names()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            })
         }
-        return;
     };
     let result = crate::entity::run_batch(
         entity.as_ref(),
