@@ -979,6 +979,14 @@ mod tests {
         }
         let waits = idle_waits(&b, &ids, WaitFor::Completion).await;
         assert_eq!(watched(&b), 1000);
+        // The first check with waiters reads their statuses (it has no
+        // version to compare with): start counting once one has finished
+        // (two have started, and checks run one after another).
+        let first = b.shared.watchers.counts().0;
+        until("a first check of the waiters", || {
+            b.shared.watchers.counts().0 >= first + 2
+        })
+        .await;
 
         let jobs = b.shared.writer.jobs();
         let (checks, reads) = b.shared.watchers.counts();
