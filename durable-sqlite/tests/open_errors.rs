@@ -305,19 +305,31 @@ async fn a_completion_refused_by_a_full_disk_is_given_back_and_completes_once_sp
             panic!("the refused episode was not given back and run again within 30 s (its lease is 60 s)")
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let meta = b
-        .get_instance(&id, false)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("the instance is gone"));
+    // A read committed in the same group as a refused write is refused
+    // with it ("rolled back because another operation in it failed"):
+    // read again, as the error says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (meta, history) = loop {
+        let read = async {
+            let meta = b.get_instance(&id, false).await?;
+            let history = b.get_history(&id).await?;
+            Ok::<_, durable_runtime::backend::BackendError>((meta, history))
+        };
+        match read.await {
+            Ok(r) => break r,
+            Err(e) if e.to_string().contains("another operation in it failed") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "reads kept failing with the episode's full disk: {e}"
+                );
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let meta = meta.unwrap_or_else(|| panic!("the instance is gone"));
     assert!(!meta.status.is_terminal(), "{meta:?}");
-    assert!(
-        b.get_history(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_empty(),
-        "a refused episode left history behind"
-    );
+    assert!(history.is_empty(), "a refused episode left history behind");
     side.execute_batch("DROP TABLE ballast")
         .unwrap_or_else(|e| panic!("{e}"));
     let freed = Instant::now();
