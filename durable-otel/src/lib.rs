@@ -87,7 +87,11 @@ impl OtelSink {
 
     /// The OpenTelemetry form of a durable span.
     pub fn span_data(&self, span: &SpanRecord) -> SpanData {
-        let flags = TraceFlags::SAMPLED;
+        let flags = if span.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        };
         let state = span
             .tracestate
             .as_deref()
@@ -140,9 +144,16 @@ fn kind(k: SpanKind) -> opentelemetry::trace::SpanKind {
 
 impl SpanSink for OtelSink {
     fn export(&self, span: &SpanRecord) {
-        self.processor.on_end(self.span_data(span));
+        // The trace's sampling decision was made upstream: an unsampled
+        // span is not exported (its context still travels, unsampled).
+        if span.sampled {
+            self.processor.on_end(self.span_data(span));
+        }
     }
 }
+
+/// How long [`OtelGuard::flush`] waits for the exporter.
+pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Flushes the installed sink's processor: [`flush`](OtelGuard::flush) on
 /// demand, and when dropped (at the end of `main`), so the last spans are
@@ -155,8 +166,30 @@ pub struct OtelGuard {
 impl OtelGuard {
     /// Exports what the processor holds now.
     pub fn flush(&self) {
-        if let Err(e) = self.processor.force_flush() {
-            eprintln!("durable-otel: flushing spans failed: {e}");
+        // On a thread of its own, waited for at most FLUSH_LIMIT: a batch
+        // processor's flush blocks until its exporter has sent, and an
+        // exporter that needs the tokio runtime the caller is running on
+        // (OTLP over gRPC on a current-thread or one-worker runtime) would
+        // otherwise never get to send, and the caller would never return.
+        let processor = self.processor.clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("durable-otel-flush".into())
+            .spawn(move || {
+                let _ = done.send(processor.force_flush());
+            });
+        if let Err(e) = spawned {
+            eprintln!("durable-otel: could not start a thread to flush spans: {e}");
+            return;
+        }
+        match wait.recv_timeout(FLUSH_LIMIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("durable-otel: flushing spans failed: {e}"),
+            Err(_) => eprintln!(
+                "durable-otel: flushing spans did not finish within {FLUSH_LIMIT:?}; the spans \
+                 not yet exported are lost (is the collector at OTEL_EXPORTER_OTLP_ENDPOINT \
+                 reachable?)"
+            ),
         }
     }
 }

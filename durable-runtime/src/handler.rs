@@ -93,6 +93,7 @@ pub struct ActivityContext {
     pub(crate) states: Arc<StateMap>,
     pub(crate) attempt: u32,
     pub(crate) idempotency_key: String,
+    pub(crate) trace: Option<crate::trace::TraceContext>,
 }
 
 impl ActivityContext {
@@ -111,6 +112,7 @@ impl ActivityContext {
             name: name.into(),
             states: Arc::default(),
             attempt: 1,
+            trace: None,
         }
     }
     /// Instance id of the orchestration that scheduled this activity.
@@ -244,6 +246,31 @@ impl ActivityContext {
     /// The same context with another idempotency key.
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = key.into();
+        self
+    }
+
+    /// The W3C trace context of this run's `activity:{name}` span (the span
+    /// the worker reports when the activity ends): pass it on (as a
+    /// `traceparent` header, or to OpenTelemetry) so work the activity
+    /// starts elsewhere joins the orchestration's trace. `None` when the
+    /// call came without a trace context (a direct call, or a sidecar that
+    /// does not send one).
+    ///
+    /// ```
+    /// use durable_runtime::ActivityContext;
+    /// use durable_runtime::trace::TraceContext;
+    /// let t = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None).unwrap();
+    /// let ctx = ActivityContext::new("order-1", 0, "charge").with_trace_context(Some(t.clone()));
+    /// assert_eq!(ctx.trace_context(), Some(&t));
+    /// assert_eq!(ActivityContext::new("order-1", 0, "charge").trace_context(), None);
+    /// ```
+    pub fn trace_context(&self) -> Option<&crate::trace::TraceContext> {
+        self.trace.as_ref()
+    }
+
+    /// The same context with another trace context.
+    pub fn with_trace_context(mut self, trace: Option<crate::trace::TraceContext>) -> Self {
+        self.trace = trace;
         self
     }
 }

@@ -35,8 +35,12 @@ pub const ORCHESTRATIONS_FAILED: &str = "durable_orchestrations_failed_total";
 pub const EPISODE_DURATION: &str = "durable_episode_duration_seconds";
 /// Episodes recorded, by orchestrator `name` and `replay`: `cached` (the
 /// worker's execution cache held the instance, nothing was replayed),
-/// `full` (the code replayed the whole history), `rewind`.
+/// `full` (the code replayed the whole history), `rewind`, or
+/// [`REPLAY_NONE`].
 pub const EPISODES: &str = "durable_episodes_total";
+/// The `replay` label of an episode whose code did not run: the worker's
+/// versioning failed the instance (`FailureStrategy::Fail`).
+pub const REPLAY_NONE: &str = "none";
 /// Time an activity ran, by activity `name` and `status` (`Completed`,
 /// `Failed`).
 pub const ACTIVITY_DURATION: &str = "durable_activity_duration_seconds";

@@ -41,6 +41,23 @@ pub struct ExecutionTrace {
     pub start: Timestamp,
     /// The trace id and flags of `context`, parsed once.
     ids: (TraceId, u8),
+    /// How many times the execution was rewound: part of the derived ids,
+    /// so a rewound execution's span and its calls run again are new spans,
+    /// not the failed ones reported a second time.
+    rewinds: usize,
+}
+
+/// The parts a derived span id is made of, with the rewind count after
+/// them once the execution has been rewound (before that, the ids every
+/// earlier version of durable derived).
+fn derived_span(parts: &[&str], rewinds: usize) -> SpanId {
+    if rewinds == 0 {
+        return SpanId::derived(parts);
+    }
+    let n = format!("rewind-{rewinds}");
+    let mut all = parts.to_vec();
+    all.push(&n);
+    SpanId::derived(&all)
 }
 
 /// Span name with an optional version, as the Durable Task SDKs write it:
@@ -75,9 +92,13 @@ impl ExecutionTrace {
             .trace
             .as_deref()
             .and_then(|t| t.ids().map(|(trace, _, flags)| (t.clone(), trace, flags)));
-        let span_id = given
-            .0
-            .unwrap_or_else(|| SpanId::derived(&["orchestration", instance_id, execution_id]));
+        let rewound: Vec<&HistoryEvent> = events()
+            .filter(|e| matches!(e.kind, EventKind::ExecutionRewound { .. }))
+            .collect();
+        let rewinds = rewound.len();
+        let span_id = given.0.unwrap_or_else(|| {
+            derived_span(&["orchestration", instance_id, execution_id], rewinds)
+        });
         let (context, ids) = match &parent {
             Some((p, trace, flags)) => (
                 TraceContext {
@@ -92,14 +113,19 @@ impl ExecutionTrace {
             }
         };
         let parent = parent.map(|(p, _, _)| p);
-        let start = given.1.unwrap_or_else(|| {
-            events()
-                .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
-                .unwrap_or(started)
-                .timestamp
+        // A rewound execution's span starts at its last rewind.
+        let start = given.1.unwrap_or_else(|| match rewound.last() {
+            Some(r) => r.timestamp,
+            None => {
+                events()
+                    .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+                    .unwrap_or(started)
+                    .timestamp
+            }
         });
         Some(ExecutionTrace {
             ids,
+            rewinds,
             instance_id: instance_id.to_string(),
             execution_id: execution_id.to_string(),
             name: name.clone(),
@@ -114,7 +140,10 @@ impl ExecutionTrace {
     /// sub-orchestration or event sent by this execution).
     pub fn task_context(&self, task_id: i32) -> TraceContext {
         let id = task_id.to_string();
-        let span = SpanId::derived(&["task", &self.instance_id, &self.execution_id, &id]);
+        let span = derived_span(
+            &["task", &self.instance_id, &self.execution_id, &id],
+            self.rewinds,
+        );
         TraceContext {
             traceparent: crate::trace::traceparent(self.ids.0, span, self.ids.1),
             tracestate: self.context.tracestate.clone(),
@@ -147,7 +176,7 @@ impl ExecutionTrace {
         (start, end): (Timestamp, Timestamp),
         attributes: Vec<(&'static str, String)>,
     ) -> Option<SpanRecord> {
-        let (trace_id, span_id, _) = context.ids()?;
+        let (trace_id, span_id, flags) = context.ids()?;
         Some(SpanRecord {
             name,
             kind,
@@ -155,6 +184,7 @@ impl ExecutionTrace {
             span_id,
             parent_span_id: parent,
             tracestate: context.tracestate.clone(),
+            sampled: flags & 1 == 1,
             start,
             end,
             attributes,
@@ -317,9 +347,18 @@ impl ExecutionTrace {
     }
 }
 
+/// The context an activity run's span will have (a new span id in the
+/// trace of `parent`, the `TaskScheduled` event's context), chosen before
+/// the run so the activity's code can pass it on; `None` without a
+/// well-formed parent.
+pub fn activity_run_context(parent: Option<&TraceContext>) -> Option<TraceContext> {
+    parent?.with_span(SpanId::random())
+}
+
 /// The span of one activity run, a child of the orchestration's span for
-/// the call (`parent`, the `TaskScheduled` event's context); a root span of
-/// a new trace without one.
+/// the call (`parent`, the `TaskScheduled` event's context), with the span
+/// id of `own` (from [`activity_run_context`]) if given; a root span of a
+/// new trace without a parent.
 #[allow(clippy::too_many_arguments)]
 pub fn activity_span(
     name: &str,
@@ -327,11 +366,12 @@ pub fn activity_span(
     instance_id: &str,
     task_id: i32,
     parent: Option<&TraceContext>,
+    own: Option<&TraceContext>,
     (start, end): (Timestamp, Timestamp),
     error: Option<String>,
 ) -> SpanRecord {
     let parent = parent.filter(|p| p.ids().is_some());
-    let span_id = SpanId::random();
+    let span_id = own.and_then(|o| o.span_id()).unwrap_or_else(SpanId::random);
     let (trace_id, parent_span_id, tracestate) = match parent {
         Some(p) => (
             p.trace_id().expect("checked"),
@@ -362,6 +402,7 @@ pub fn activity_span(
         span_id,
         parent_span_id,
         tracestate,
+        sampled: parent.is_none_or(|p| p.sampled()),
         start,
         end,
         attributes,
@@ -397,6 +438,7 @@ pub fn create_orchestration_span(
         span_id: SpanId::random(),
         parent_span_id: parent.and_then(|p| p.span_id()),
         tracestate: parent.and_then(|p| p.tracestate.clone()),
+        sampled: parent.is_none_or(|p| p.sampled()),
         start,
         end,
         attributes,
@@ -418,6 +460,7 @@ pub fn raise_event_span(
         span_id: SpanId::random(),
         parent_span_id: None,
         tracestate: None,
+        sampled: true,
         start,
         end,
         attributes: vec![
@@ -665,7 +708,16 @@ mod tests {
             span_name("orchestration", "Order", Some("")),
             "orchestration:Order"
         );
-        let run = activity_span("Say", None, "i", 3, Some(&client()), (at(0), at(1)), None);
+        let run = activity_span(
+            "Say",
+            None,
+            "i",
+            3,
+            Some(&client()),
+            None,
+            (at(0), at(1)),
+            None,
+        );
         assert_eq!(run.parent_span_id, client().span_id());
         assert_eq!(run.trace_id, client().trace_id().unwrap());
         assert_eq!(run.kind, SpanKind::Server);
@@ -673,5 +725,83 @@ mod tests {
         assert_eq!(root.name, "create_orchestration:Order@(2)");
         assert_eq!(root.parent_span_id, None);
         assert_eq!(root.attribute(attr::TASK_VERSION), Some("2"));
+    }
+
+    #[test]
+    fn a_rewound_execution_and_its_calls_get_new_span_ids() {
+        let first = [
+            ev(-1, 1, EventKind::OrchestratorStarted),
+            started(Some(client())),
+        ];
+        let before = of(&[], &first);
+        let rewound = [
+            ev(-1, 7, EventKind::OrchestratorStarted),
+            ev(-1, 7, EventKind::ExecutionRewound { reason: None }),
+        ];
+        let after = of(&first, &rewound);
+        // Same trace, same parent; another span, starting at the rewind.
+        assert_eq!(after.context.trace_id(), before.context.trace_id());
+        assert_eq!(after.parent, before.parent);
+        assert_ne!(after.context.span_id(), before.context.span_id());
+        assert_eq!(after.start, at(7));
+        assert_ne!(after.task_context(0), before.task_context(0));
+        // Stable across the episodes after the rewind, and a second rewind
+        // gives yet another span.
+        let mut past = first.to_vec();
+        past.extend(rewound.clone());
+        let later = of(&past, &[ev(-1, 9, EventKind::OrchestratorStarted)]);
+        assert_eq!(later, after);
+        let again = of(
+            &past,
+            &[ev(-1, 11, EventKind::ExecutionRewound { reason: None })],
+        );
+        assert_ne!(again.context.span_id(), after.context.span_id());
+        // An execution never rewound keeps the ids of earlier versions.
+        assert_eq!(
+            before.context.span_id(),
+            Some(SpanId::derived(&["orchestration", "i", "e"]))
+        );
+    }
+
+    #[test]
+    fn an_unsampled_trace_stays_unsampled() {
+        let unsampled = TraceContext::parse(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+            None,
+        )
+        .unwrap();
+        let t = of(&[], &[started(Some(unsampled.clone()))]);
+        assert!(!t.context.sampled());
+        assert!(!t.task_context(0).sampled());
+        let done = [crate::actions::OrchestratorAction {
+            id: 0,
+            kind: ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Completed,
+                result: None,
+                failure: None,
+                new_version: None,
+                carryover_events: Vec::new(),
+            },
+            trace: None,
+        }];
+        let spans = t.episode_spans(&[], &[], &done, at(3));
+        assert_eq!(spans.len(), 1);
+        assert!(!spans[0].sampled);
+        assert!(!spans[0].context().sampled());
+        let own = activity_run_context(Some(&unsampled)).unwrap();
+        let run = activity_span(
+            "Say",
+            None,
+            "i",
+            0,
+            Some(&unsampled),
+            Some(&own),
+            (at(0), at(1)),
+            None,
+        );
+        assert!(!run.sampled);
+        assert_eq!(Some(run.span_id), own.span_id());
+        let root = create_orchestration_span("Order", None, "i", None, (at(0), at(0)));
+        assert!(root.sampled);
     }
 }

@@ -106,7 +106,7 @@ impl TraceId {
     }
 
     /// The id derived from `parts`: the same parts give the same id in
-    /// every process and every version of durable (a name-based UUID).
+    /// every process and every version of durable (a stable hash of them).
     pub fn derived(parts: &[&str]) -> Self {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&digest64(SEED_A, parts).to_be_bytes());
@@ -177,6 +177,11 @@ impl fmt::Display for SpanId {
     }
 }
 
+/// The longest `tracestate` kept (the W3C format's recommended limit).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+/// The most `tracestate` members kept (the W3C format's limit).
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+
 /// A `traceparent` that is not of the W3C form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -189,8 +194,9 @@ fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
+            // W3C trace contexts are lowercase: an uppercase one is not
+            // valid (and other SDKs drop it), so it is not taken either.
             b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
             _ => None,
         }
     }
@@ -215,23 +221,44 @@ impl TraceContext {
     }
 
     /// A context from a `traceparent` header value (and `tracestate`),
-    /// checked.
+    /// checked and rewritten in the form this version of the W3C format
+    /// defines (version `00`, so a future version's extra fields are not
+    /// passed on). A `tracestate` longer than [`MAX_TRACESTATE_BYTES`] or
+    /// with more than [`MAX_TRACESTATE_MEMBERS`] members is dropped, as the
+    /// W3C format allows: it is copied onto every call the orchestration
+    /// makes, outside the payload limits.
     ///
     /// ```
     /// use durable_runtime::trace::TraceContext;
     /// let t = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None).unwrap();
     /// assert_eq!(t.span_id().unwrap().to_string(), "b7ad6b7169203331");
+    /// assert!(t.sampled());
     /// assert!(TraceContext::parse("nonsense", None).is_err());
     /// ```
     pub fn parse(traceparent: &str, tracestate: Option<String>) -> Result<Self, TraceContextError> {
-        let t = TraceContext {
+        let read = TraceContext {
             traceparent: traceparent.to_string(),
-            tracestate,
+            tracestate: None,
         };
-        match t.ids() {
-            Some(_) => Ok(t),
-            None => Err(TraceContextError(traceparent.to_string())),
-        }
+        let (trace, span, flags) = read
+            .ids()
+            .ok_or_else(|| TraceContextError(traceparent.to_string()))?;
+        let tracestate = tracestate.filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_TRACESTATE_BYTES
+                && s.split(',').count() <= MAX_TRACESTATE_MEMBERS
+        });
+        Ok(TraceContext {
+            traceparent: self::traceparent(trace, span, flags),
+            tracestate,
+        })
+    }
+
+    /// Whether the context is marked sampled (flag `01`): a span in an
+    /// unsampled trace is not exported, and its children are unsampled
+    /// too. An ill-formed context counts as sampled.
+    pub fn sampled(&self) -> bool {
+        self.ids().is_none_or(|(_, _, flags)| flags & 1 == 1)
     }
 
     /// Trace id, span id and flags, if the `traceparent` is well formed
@@ -242,7 +269,10 @@ impl TraceContext {
         let trace = parts.next()?;
         let span = parts.next()?;
         let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        if parse_hex::<1>(version).is_none()
+            || version == "ff"
+            || (version == "00" && parts.next().is_some())
+        {
             return None;
         }
         let trace = TraceId(parse_hex::<16>(trace)?);
@@ -380,6 +410,10 @@ pub struct SpanRecord {
     pub parent_span_id: Option<SpanId>,
     /// The trace state of the context it continues.
     pub tracestate: Option<String>,
+    /// Whether its trace is sampled (the W3C flag, taken from the context
+    /// it continues; a new trace is sampled). Sinks should not export a
+    /// span that is not.
+    pub sampled: bool,
     /// When it started.
     pub start: Timestamp,
     /// When it ended.
@@ -402,8 +436,8 @@ impl SpanRecord {
     /// This span's own context (to give its children).
     pub fn context(&self) -> TraceContext {
         TraceContext {
+            traceparent: traceparent(self.trace_id, self.span_id, u8::from(self.sampled)),
             tracestate: self.tracestate.clone(),
-            ..TraceContext::new(self.trace_id, self.span_id)
         }
     }
 }
@@ -559,6 +593,9 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
         ] {
             let e = TraceContext::parse(bad, None).unwrap_err();
             assert!(e.to_string().contains("expected 00-"), "{e}");
@@ -566,12 +603,52 @@ mod tests {
     }
 
     #[test]
+    fn a_later_version_is_read_as_version_00_and_a_long_tracestate_dropped() {
+        let t = TraceContext::parse(
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more",
+            Some("a=1,b=2".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            t.traceparent,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        );
+        assert_eq!(t.tracestate.as_deref(), Some("a=1,b=2"));
+        assert!(!t.sampled());
+        let p = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let long = "k=".to_string() + &"v".repeat(MAX_TRACESTATE_BYTES);
+        assert_eq!(TraceContext::parse(p, Some(long)).unwrap().tracestate, None);
+        let many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(TraceContext::parse(p, Some(many)).unwrap().tracestate, None);
+        assert_eq!(
+            TraceContext::parse(p, Some(String::new()))
+                .unwrap()
+                .tracestate,
+            None
+        );
+    }
+
+    /// What durable derives for the parts below, written down when the
+    /// derivation was made: it must never change.
+    const PINNED_SPAN: &str = "3252f90f6d76d642";
+    const PINNED_TRACE: &str = "3e7313779b8849fc34d8ce28c37fdc7b";
+
+    #[test]
     fn derived_ids_are_stable() {
-        // Pinned: ids derived in one version must match those of another,
-        // since one execution's episodes may run on both.
+        // Pinned to literal values: ids derived in one version of durable
+        // must match those of another, since one execution's episodes may
+        // run on both (a rolling upgrade) and children name their parent by
+        // the id the scheduling episode derived.
         assert_eq!(
             SpanId::derived(&["orchestration", "order-1", "e1"]).to_string(),
-            SpanId::derived(&["orchestration", "order-1", "e1"]).to_string()
+            PINNED_SPAN
+        );
+        assert_eq!(
+            TraceId::derived(&["trace", "order-1", "e1"]).to_string(),
+            PINNED_TRACE
         );
         assert_ne!(
             SpanId::derived(&["orchestration", "order-1", "e1"]),

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Worker settings.
 #[derive(Clone, Debug)]
@@ -511,7 +512,11 @@ fn started_version(item: &OrchestrationWorkItem) -> Option<Option<String>> {
 
 /// Applies the worker's versioning to an episode: false to run it; true
 /// when it was refused (given back for another worker, or failed).
-async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
+async fn version_refused(
+    inner: &Inner,
+    item: &OrchestrationWorkItem,
+    taken: std::time::Instant,
+) -> bool {
     let v = &inner.versioning;
     // Without a start there is nothing to run on any version: the engine
     // applies what came (a terminate).
@@ -549,7 +554,7 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
                 .chain(&item.new_events)
                 .filter(|e| crate::actions::Task::scheduled_by(&e.kind).is_some())
                 .count() as i32;
-            let result = OrchestratorResult {
+            let mut result = OrchestratorResult {
                 actions: vec![crate::actions::OrchestratorAction {
                     id: next,
                     kind: ActionKind::failed(failure),
@@ -558,6 +563,20 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
                 custom_status: None,
                 cancelled_timers: Vec::new(),
             };
+            // The execution ends here: its span and metrics are reported as
+            // any other execution's end is.
+            let trace = ExecutionTrace::of(
+                &item.instance_id,
+                &item.execution_id,
+                &item.past_events,
+                &item.new_events,
+                (None, None),
+            );
+            let spans = episode_spans(trace.as_ref(), item, &mut result);
+            let started = item
+                .new_events
+                .iter()
+                .any(|e| matches!(e.kind, crate::history::EventKind::ExecutionStarted { .. }));
             let item = OrchestrationWorkItem {
                 instance_id: item.instance_id.clone(),
                 execution_id: item.execution_id.clone(),
@@ -565,12 +584,26 @@ async fn version_refused(inner: &Inner, item: &OrchestrationWorkItem) -> bool {
                 new_events: item.new_events.clone(),
                 completion_token: item.completion_token.clone(),
             };
-            if let Err(e) = inner
+            match inner
                 .backend
                 .complete_orchestration_item(item, result)
                 .await
             {
-                tracing::warn!(error = %e, "failing an instance of another version failed; it is delivered again");
+                Ok(()) => {
+                    spans.into_iter().for_each(crate::trace::emit);
+                    if let Some(trace) = &trace {
+                        crate::metrics::episode(
+                            &trace.name,
+                            crate::metrics::REPLAY_NONE,
+                            taken.elapsed().as_secs_f64(),
+                            started,
+                            Some(crate::history::OrchestrationStatus::Failed),
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "failing an instance of another version failed; it is delivered again")
+                }
             }
         }
     }
@@ -583,7 +616,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     }
     let taken = std::time::Instant::now();
     if inner.versioning.match_strategy != crate::versioning::MatchStrategy::None
-        && version_refused(inner, &item).await
+        && version_refused(inner, &item, taken).await
     {
         return;
     }
@@ -805,10 +838,23 @@ async fn activity_loop(
             async move {
                 // The lease is renewed until the outcome is recorded.
                 let renew = renew_lease(a.backend.as_ref(), &item);
+                // The run's span context is chosen first, so the activity's
+                // code can pass it on (ActivityContext::trace_context), and
+                // the run happens inside a `tracing` span carrying it.
+                let own = crate::observe::activity_run_context(item.trace.as_ref());
+                let run_span = tracing::info_span!(
+                    "activity",
+                    name = %item.name,
+                    instance_id = %item.instance_id,
+                    task_id = item.task_id,
+                    trace_id = own.as_ref().and_then(|t| t.trace_id()).map(|t| t.to_string()),
+                    span_id = own.as_ref().and_then(|t| t.span_id()).map(|s| s.to_string()),
+                );
                 let work = async {
                     let started = chrono::Utc::now();
                     let clock = std::time::Instant::now();
-                    let outcome = run_activity_with(&a.registry, &a.states, &item).await;
+                    let outcome =
+                        run_activity_traced(&a.registry, &a.states, &item, own.clone()).await;
                     crate::metrics::activity(
                         &item.name,
                         clock.elapsed().as_secs_f64(),
@@ -821,6 +867,7 @@ async fn activity_loop(
                             &item.instance_id,
                             item.task_id,
                             item.trace.as_ref(),
+                            own.as_ref(),
                             (started, chrono::Utc::now()),
                             outcome.as_ref().err().map(|f| f.to_string()),
                         )
@@ -837,7 +884,8 @@ async fn activity_loop(
                     // the last activity is out when its orchestration ends.
                     span.into_iter().for_each(crate::trace::emit);
                     complete_activity(a.backend.as_ref(), &item, outcome).await;
-                };
+                }
+                .instrument(run_span);
                 tokio::select! {
                     biased;
                     _ = renew => {}
@@ -910,14 +958,17 @@ async fn renew_lease(backend: &dyn Backend, item: &ActivityWorkItem) {
 /// Runs one activity work item against a registry, without application
 /// state (panics become failures).
 pub async fn run_activity(registry: &Registry, item: &ActivityWorkItem) -> TaskOutcome {
-    run_activity_with(registry, &Arc::default(), item).await
+    let own = crate::observe::activity_run_context(item.trace.as_ref());
+    run_activity_traced(registry, &Arc::default(), item, own).await
 }
 
-/// Runs one activity work item against a registry, giving it `states`.
-async fn run_activity_with(
+/// Runs one activity work item against a registry, giving it `states` and
+/// its run's trace context `own`.
+async fn run_activity_traced(
     registry: &Registry,
     states: &Arc<StateMap>,
     item: &ActivityWorkItem,
+    own: Option<crate::trace::TraceContext>,
 ) -> TaskOutcome {
     tracing::debug!(activity = %item.name, instance_id = %item.instance_id, task_id = item.task_id, "activity started");
     let Some(handler) = registry.get_activity(&item.name) else {
@@ -942,7 +993,8 @@ async fn run_activity_with(
             &item.instance_id,
             &item.execution_id,
             first_task_id,
-        ));
+        ))
+        .with_trace_context(own);
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, item.input.clone())))
     {
         Ok(f) => f,
