@@ -13,7 +13,7 @@ use chrono::DateTime;
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
     ActivityWorkItem, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
-    OrchestrationWorkItem, PurgeTarget,
+    OrchestrationSpan, OrchestrationWorkItem, PurgeTarget,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
@@ -223,12 +223,14 @@ pub(crate) fn trace_from_proto(t: Option<proto::TraceContext>) -> Option<TraceCo
 pub(crate) fn orchestration_trace_to_proto(
     item: &OrchestrationWorkItem,
 ) -> Option<proto::OrchestrationTraceContext> {
+    // The span a sidecar gave (another SDK's worker chose it) is echoed,
+    // filled in with the derived id or start where it had none.
     let t = durable_runtime::observe::ExecutionTrace::of(
         &item.instance_id,
         &item.execution_id,
         &item.past_events,
         &item.new_events,
-        (None, None),
+        OrchestrationSpan::given(item.orchestration_span.as_ref()),
     )?;
     Some(proto::OrchestrationTraceContext {
         span_id: t.context.span_id().map(|s| s.to_string()),
@@ -921,6 +923,24 @@ fn execution_id_of(request_id: Option<String>, events: &[&[HistoryEvent]]) -> St
         .unwrap_or_default()
 }
 
+/// The orchestration span a sidecar sent with an episode; `None` when it
+/// sent none or its span id is not 16 lowercase hex digits (then durable's
+/// derived span is used).
+pub(crate) fn orchestration_span_from_proto(
+    t: Option<proto::OrchestrationTraceContext>,
+) -> Option<OrchestrationSpan> {
+    let t = t?;
+    let span_id = t
+        .span_id
+        .as_deref()
+        .and_then(durable_runtime::trace::SpanId::parse);
+    let start = t
+        .span_start_time
+        .as_ref()
+        .and_then(|t| timestamp_from_proto(t).ok());
+    (span_id.is_some() || start.is_some()).then_some(OrchestrationSpan { span_id, start })
+}
+
 /// Builds an orchestration work item from the protocol's request. The past
 /// events are passed separately because a sidecar may ask the worker to
 /// stream them (`requiresHistoryStreaming`).
@@ -937,6 +957,7 @@ pub(crate) fn orchestration_item_from_proto(
         past_events: past_events.into(),
         new_events,
         completion_token,
+        orchestration_span: orchestration_span_from_proto(r.orchestration_trace_context),
     })
 }
 
@@ -1529,6 +1550,7 @@ mod tests {
                 EventKind::OrchestratorStarted,
             )],
             completion_token: "backend-token".into(),
+            orchestration_span: None,
         };
         let wire = orchestration_item_to_proto(&item, "server-token".into());
         assert_eq!(wire.completion_token, "server-token");
@@ -1536,11 +1558,24 @@ mod tests {
             panic!("an orchestrator request");
         };
         let past = events_from_proto(r.past_events.clone()).unwrap();
+        let sent = orchestration_span_from_proto(r.orchestration_trace_context.clone());
         let back = orchestration_item_from_proto(r, past, "server-token".into()).unwrap();
+        // The server sends the span it derives; the worker takes it.
+        let derived = durable_runtime::observe::ExecutionTrace::of(
+            "i",
+            "e",
+            &item.past_events,
+            &item.new_events,
+            (None, None),
+        )
+        .unwrap();
+        assert_eq!(sent.unwrap().span_id, derived.context.span_id());
+        assert_eq!(sent.unwrap().start, Some(derived.start));
         assert_eq!(
             back,
             OrchestrationWorkItem {
                 completion_token: "server-token".into(),
+                orchestration_span: sent,
                 ..item
             }
         );

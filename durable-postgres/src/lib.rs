@@ -689,6 +689,7 @@ impl Backend for PostgresBackend {
             past_events: Arc::default(),
             new_events: item.new_events.clone(),
             completion_token: item.completion_token.clone(),
+            orchestration_span: None,
         };
         let mut first = Some(item);
         let done = transaction!(self, |tx, fx| {

@@ -947,6 +947,7 @@ pub(crate) async fn lease_orchestrations(
             execution_id: c.meta.execution_id,
             new_events: transition::episode_events(c.events, now_ts),
             completion_token: token.to_string(),
+            orchestration_span: None,
         })
         .collect();
     Ok(Leased::Item(items))

@@ -127,6 +127,18 @@ impl SpanId {
         }
     }
 
+    /// A span id written as 16 lowercase hex digits, not all zeros.
+    ///
+    /// ```
+    /// use durable_runtime::trace::SpanId;
+    /// assert_eq!(SpanId::parse("b7ad6b7169203331").unwrap().to_string(), "b7ad6b7169203331");
+    /// assert!(SpanId::parse("0000000000000000").is_none());
+    /// assert!(SpanId::parse("B7AD6B7169203331").is_none());
+    /// ```
+    pub fn parse(hex: &str) -> Option<SpanId> {
+        parse_hex::<8>(hex).filter(|b| *b != [0; 8]).map(SpanId)
+    }
+
     /// The id derived from `parts`, stable like [`TraceId::derived`]: an
     /// orchestration's span id is the same in every episode.
     pub fn derived(parts: &[&str]) -> Self {

@@ -496,6 +496,7 @@ fn lease_of(item: &OrchestrationWorkItem) -> OrchestrationWorkItem {
         past_events: Arc::default(),
         new_events: Vec::new(),
         completion_token: item.completion_token.clone(),
+        orchestration_span: item.orchestration_span,
     }
 }
 
@@ -570,7 +571,7 @@ async fn version_refused(
                 &item.execution_id,
                 &item.past_events,
                 &item.new_events,
-                (None, None),
+                crate::backend::OrchestrationSpan::given(item.orchestration_span.as_ref()),
             );
             let spans = episode_spans(trace.as_ref(), item, &mut result);
             let started = item
@@ -583,6 +584,7 @@ async fn version_refused(
                 past_events: item.past_events.clone(),
                 new_events: item.new_events.clone(),
                 completion_token: item.completion_token.clone(),
+                orchestration_span: item.orchestration_span,
             };
             match inner
                 .backend
@@ -666,7 +668,7 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
         &item.execution_id,
         &item.past_events,
         &item.new_events,
-        (None, None),
+        crate::backend::OrchestrationSpan::given(item.orchestration_span.as_ref()),
     );
     let spans = episode_spans(trace.as_ref(), &item, &mut result);
     let started = item

@@ -767,6 +767,7 @@ impl Backend for SqliteBackend {
             past_events: Arc::default(),
             new_events: Vec::new(),
             completion_token: item.completion_token.clone(),
+            orchestration_span: None,
         };
         self.write(move |conn, ctx, _| store::renew_orchestration(conn, ctx, &item))
             .await

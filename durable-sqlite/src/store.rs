@@ -1223,6 +1223,7 @@ fn lease_instance(
         past_events,
         new_events: transition::episode_events(events, now_ts),
         completion_token: token.to_string(),
+        orchestration_span: None,
     }))
 }
 

@@ -791,6 +791,7 @@ mod tests {
             past_events: Arc::new(vec![]),
             new_events: vec![],
             completion_token: "orch".into(),
+            orchestration_span: None,
         }
     }
 
@@ -993,6 +994,74 @@ mod tests {
             );
         };
         assert_eq!(failure_in(failed).error_type, "HistoryTooLarge");
+    }
+
+    #[tokio::test]
+    async fn the_orchestration_span_a_sidecar_keeps_is_reported_and_echoed() {
+        let recorder = durable_runtime::trace::SpanRecorder::new();
+        durable_runtime::trace::add_sink(recorder.clone());
+        let (sidecar, backend) = refusing(vec![]).await;
+        let started = |kind| convert::event_to_proto(&HistoryEvent::new(Default::default(), kind));
+        // As another SDK's worker would have set it in an earlier episode.
+        let kept = proto::OrchestrationTraceContext {
+            span_id: Some("1122334455667788".into()),
+            span_start_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+        };
+        sidecar.work.lock().unwrap().push(proto::WorkItem {
+            request: Some(proto::work_item::Request::OrchestratorRequest(
+                proto::OrchestratorRequest {
+                    instance_id: "kept-span".into(),
+                    execution_id: Some("e".into()),
+                    past_events: vec![],
+                    new_events: vec![
+                        started(EventKind::OrchestratorStarted),
+                        started(EventKind::ExecutionStarted {
+                            name: "kept_span_orch".into(),
+                            version: None,
+                            input: None,
+                            instance_id: "kept-span".into(),
+                            execution_id: Some("e".into()),
+                            parent: None,
+                            scheduled_start: None,
+                        }),
+                    ],
+                    requires_history_streaming: false,
+                    orchestration_trace_context: Some(kept.clone()),
+                },
+            )),
+            completion_token: "orch".into(),
+        });
+        let registry = durable_runtime::Registry::new()
+            .orchestrator_fn("kept_span_orch", |_ctx, (): ()| async move { Ok(()) });
+        let worker = durable_runtime::Worker::new(Arc::new(backend), registry)
+            .start()
+            .unwrap();
+        scripted::until(&sidecar, "the episode is completed", |seen| {
+            !seen.completions.is_empty()
+        })
+        .await;
+        let spans = recorder
+            .wait_for(Duration::from_secs(20), |all| {
+                all.iter().any(|s| s.name == "orchestration:kept_span_orch")
+            })
+            .await
+            .unwrap_or_else(|got| panic!("no orchestration span: {got:#?}"));
+        worker.shutdown().await;
+        let span = spans
+            .iter()
+            .find(|s| s.name == "orchestration:kept_span_orch")
+            .unwrap();
+        assert_eq!(span.span_id.to_string(), "1122334455667788");
+        assert_eq!(span.start.timestamp(), 1_700_000_000);
+        let seen = sidecar.seen.lock().unwrap();
+        assert_eq!(
+            seen.completions[0].orchestration_trace_context,
+            Some(kept),
+            "the kept span is sent back unchanged"
+        );
     }
 
     #[tokio::test]

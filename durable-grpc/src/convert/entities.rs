@@ -244,6 +244,7 @@ fn entity_item(
         past_events: Arc::new(vec![started]),
         new_events,
         completion_token: format!("{ENTITY_TOKEN}{token}"),
+        orchestration_span: None,
     })
 }
 

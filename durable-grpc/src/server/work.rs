@@ -37,6 +37,7 @@ impl Item {
                 past_events: Arc::default(),
                 new_events: Vec::new(),
                 completion_token: i.completion_token.clone(),
+                orchestration_span: i.orchestration_span,
             }),
             other => other.clone(),
         }
@@ -809,6 +810,7 @@ mod tests {
             )]),
             new_events: vec![],
             completion_token: String::new(),
+            orchestration_span: None,
         })
     }
 

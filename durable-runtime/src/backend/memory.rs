@@ -619,6 +619,7 @@ impl Backend for MemoryBackend {
                         past_events: inst.history.clone(),
                         new_events: transition::episode_events(inst.inbox.iter().cloned(), now),
                         completion_token: format!("{id}#{token}"),
+                        orchestration_span: None,
                     };
                     s.next_token += 1;
                     s.leased_orchestrations += 1;

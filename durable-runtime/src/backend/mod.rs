@@ -317,6 +317,31 @@ pub struct OrchestrationWorkItem {
     pub new_events: Vec<HistoryEvent>,
     /// Lease token to pass back on completion.
     pub completion_token: String,
+    /// The orchestration span a sidecar keeps for this execution (the
+    /// protocol's `OrchestrationTraceContext`, set by another SDK's worker
+    /// that ran an earlier episode): reported as the execution's span
+    /// instead of the one durable derives, so every episode's children
+    /// point at the span that is reported. `None` from durable's stores.
+    pub orchestration_span: Option<OrchestrationSpan>,
+}
+
+/// The span id and start a sidecar keeps for an execution's orchestration
+/// span (see [`OrchestrationWorkItem::orchestration_span`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrchestrationSpan {
+    /// The span's id.
+    pub span_id: Option<crate::trace::SpanId>,
+    /// When the span started.
+    pub start: Option<Timestamp>,
+}
+
+impl OrchestrationSpan {
+    /// The form [`crate::observe::ExecutionTrace::of`] takes.
+    pub fn given(
+        span: Option<&OrchestrationSpan>,
+    ) -> (Option<crate::trace::SpanId>, Option<Timestamp>) {
+        span.map_or((None, None), |s| (s.span_id, s.start))
+    }
 }
 
 /// An activity to run: what an episode schedules (the transition core's
