@@ -631,6 +631,16 @@ impl Backend for PostgresBackend {
         })
     }
 
+    async fn remove_idle_entity(
+        &self,
+        instance_id: &str,
+        execution_id: &str,
+    ) -> Result<bool, BackendError> {
+        transaction!(self, |tx, fx| {
+            store::remove_idle_entity(&tx, instance_id, execution_id, &mut fx).await?
+        })
+    }
+
     async fn query_instances(&self, query: InstanceQuery) -> Result<QueryPage, BackendError> {
         let client = self.client().await?;
         Ok(store::query_instances(&client, &query).await?)

@@ -544,6 +544,42 @@ pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut E
     Ok(())
 }
 
+/// Deletes an entity instance if it runs `execution_id`, is not leased and
+/// has no message waiting (see `Backend::remove_idle_entity`). The row is
+/// locked first: every writer of a message to an instance locks its row
+/// before queueing, so one that came first has committed its message by
+/// the time the check below reads the inbox, and one that comes later
+/// finds the instance gone (and creates it again, for an entity).
+pub(crate) async fn remove_idle_entity(
+    tx: &Tx,
+    id: &str,
+    execution_id: &str,
+    fx: &mut Effects,
+) -> Res<bool> {
+    let Some(row) = load(tx, id, false, true).await? else {
+        return Ok(false);
+    };
+    if row.meta.execution_id != execution_id
+        || row.meta.status != OrchestrationStatus::Running
+        || row.lease_token.is_some()
+    {
+        return Ok(false);
+    }
+    let waiting = query_opt(
+        tx,
+        "SELECT 1 FROM inbox WHERE instance_id = $1
+         UNION ALL SELECT 1 FROM activities WHERE instance_id = $1 LIMIT 1",
+        &[&id],
+    )
+    .await?;
+    if waiting.is_some() {
+        return Ok(false);
+    }
+    delete_instance(tx, id).await?;
+    fx.touched.push(id.to_string());
+    Ok(true)
+}
+
 pub(crate) async fn purge(
     tx: &Tx,
     target: &PurgeTarget,

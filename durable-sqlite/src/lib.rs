@@ -633,6 +633,16 @@ impl Backend for SqliteBackend {
             .await
     }
 
+    async fn remove_idle_entity(
+        &self,
+        instance_id: &str,
+        execution_id: &str,
+    ) -> Result<bool, BackendError> {
+        let (id, execution) = (instance_id.to_string(), execution_id.to_string());
+        self.write(move |conn, _, fx| store::remove_idle_entity(conn, &id, &execution, fx))
+            .await
+    }
+
     async fn query_instances(&self, query: InstanceQuery) -> Result<QueryPage, BackendError> {
         self.shared
             .writer

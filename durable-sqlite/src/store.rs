@@ -725,6 +725,38 @@ pub(crate) fn control(
     Ok(())
 }
 
+/// Deletes an entity instance if it runs `execution_id`, is not leased and
+/// has no message waiting (see `Backend::remove_idle_entity`); in the
+/// write transaction, so nothing can come between the check and the delete.
+pub(crate) fn remove_idle_entity(
+    conn: &Connection,
+    id: &str,
+    execution_id: &str,
+    fx: &mut Effects,
+) -> Result<bool, BackendError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM instances
+             WHERE instance_id = ?1 AND execution_id = ?2 AND status = ?3
+               AND lease_token IS NULL
+               AND NOT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM activities WHERE instance_id = ?1)",
+        )
+        .db()?
+        .execute(params![
+            id,
+            execution_id,
+            OrchestrationStatus::Running.to_string()
+        ])
+        .db()?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    delete_instance(conn, id)?;
+    fx.touched.push(id.to_string());
+    Ok(true)
+}
+
 pub(crate) fn purge(
     conn: &Connection,
     target: &PurgeTarget,

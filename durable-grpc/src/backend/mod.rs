@@ -420,6 +420,40 @@ impl Backend for GrpcBackend {
             .await
     }
 
+    async fn clean_entity_storage(
+        &self,
+        remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> Result<Option<(usize, usize)>, BackendError> {
+        // The sidecar keeps the entities: it cleans them, a page at a time.
+        let rpc = &self.inner.rpc;
+        let (mut removed, mut released, mut token) = (0usize, 0usize, None);
+        loop {
+            let req = rpc
+                .request(
+                    proto::CleanEntityStorageRequest {
+                        continuation_token: token.take(),
+                        remove_empty_entities: remove_empty,
+                        release_orphaned_locks,
+                    },
+                    "a clean entity storage request",
+                )
+                .await?;
+            let resp = rpc
+                .client()
+                .clean_entity_storage(req)
+                .await
+                .map_err(|s| rpc.error(s, None))?
+                .into_inner();
+            removed += usize::try_from(resp.empty_entities_removed).unwrap_or(0);
+            released += usize::try_from(resp.orphaned_locks_released).unwrap_or(0);
+            match resp.continuation_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(Some((removed, released))),
+            }
+        }
+    }
+
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         let rpc = &self.inner.rpc;
         if let PurgeTarget::Instance(id) = &target {

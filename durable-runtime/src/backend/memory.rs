@@ -494,6 +494,29 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn remove_idle_entity(
+        &self,
+        instance_id: &str,
+        execution_id: &str,
+    ) -> Result<bool, BackendError> {
+        let mut s = self.state();
+        let idle = s.instances.get(instance_id).is_some_and(|inst| {
+            inst.meta.execution_id == execution_id
+                && inst.meta.status == OrchestrationStatus::Running
+                && inst.lease.is_none()
+                && inst.inbox.is_empty()
+        }) && !s.timers.values().any(|m| m.instance_id == instance_id);
+        if !idle {
+            return Ok(false);
+        }
+        s.instances.remove(instance_id);
+        s.event_waits.remove(instance_id);
+        if let Some(w) = s.watchers.remove(instance_id) {
+            w.notify_waiters();
+        }
+        Ok(true)
+    }
+
     async fn purge(&self, target: PurgeTarget, recursive: bool) -> Result<usize, BackendError> {
         let mut s = self.state();
         let mut roots: Vec<String> = match &target {

@@ -410,6 +410,42 @@ pub trait Backend: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<InstanceMetadata, BackendError>;
 
+    /// Deletes entity instance `instance_id` (its rows, as a purge does) if,
+    /// checked in the same step as the delete: it still runs execution
+    /// `execution_id` (no batch of operations ran since the caller read its
+    /// snapshot and found it empty), it is running and no worker holds it,
+    /// and no message waits for it (none queued, none delayed). `Ok(true)`
+    /// when it was deleted, `Ok(false)` when it was kept. A message sent
+    /// after the delete creates the entity again, empty, as a first message
+    /// does. What [`crate::Client::clean_entity_storage`] uses to remove
+    /// empty entities without losing a message on its way.
+    ///
+    /// The default keeps every entity (`Ok(false)`): a backend that cannot
+    /// check and delete in one step must not delete.
+    async fn remove_idle_entity(
+        &self,
+        instance_id: &str,
+        execution_id: &str,
+    ) -> Result<bool, BackendError> {
+        let _ = (instance_id, execution_id);
+        Ok(false)
+    }
+
+    /// Cleans entity storage where the store keeps entities apart (a
+    /// sidecar's `CleanEntityStorage` call): `Ok(Some((removed, released)))`
+    /// with the number of empty entities removed and orphaned locks
+    /// released, or `Ok(None)`, the default, when the store keeps entities
+    /// as instances and [`crate::Client::clean_entity_storage`] does it
+    /// through the other calls.
+    async fn clean_entity_storage(
+        &self,
+        remove_empty: bool,
+        release_orphaned_locks: bool,
+    ) -> Result<Option<(usize, usize)>, BackendError> {
+        let _ = (remove_empty, release_orphaned_locks);
+        Ok(None)
+    }
+
     /// Queues an external event for the instance.
     async fn raise_event(
         &self,

@@ -3,7 +3,6 @@
 use super::Client;
 use crate::backend::{
     BackendError, CreateInstanceRequest, IdReusePolicy, InstanceMetadata, InstanceQuery,
-    PurgeTarget, WaitFor,
 };
 use crate::codec;
 use crate::entity::{EntityId, EntityMessage, EntitySnapshot, ENTITY_EVENT};
@@ -140,15 +139,24 @@ impl Client {
             reuse_policy: IdReusePolicy::never(),
             trace: None,
         };
-        match self.backend.create_instance(request).await {
-            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
         let data = serde_json::to_string(message).expect("plain data");
-        Ok(self
-            .backend
-            .raise_event(&id.to_string(), ENTITY_EVENT, Some(data))
-            .await?)
+        // An empty entity removed by clean_entity_storage between the two
+        // steps is gone when the message comes: it is created again.
+        let mut tries = 0;
+        loop {
+            match self.backend.create_instance(request.clone()).await {
+                Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self
+                .backend
+                .raise_event(&id.to_string(), ENTITY_EVENT, Some(data.clone()))
+                .await
+            {
+                Err(BackendError::NotFound(_)) if tries < 3 => tries += 1,
+                r => return Ok(r?),
+            }
+        }
     }
 
     /// An entity's metadata and state; `None` if it does not exist.
@@ -255,22 +263,62 @@ impl Client {
     /// have no state, no lock and nothing queued (they come back, empty,
     /// with the next message); with `release_orphaned_locks`, releases
     /// locks held by orchestrations that no longer exist or have finished.
-    /// Removing an entity terminates and purges its instance, so it needs a
-    /// running worker, and waits up to `timeout` for each.
+    ///
+    /// An entity is removed only if, at the moment of removal, no batch ran
+    /// since its snapshot was read and no message waits for it (see
+    /// [`Backend::remove_idle_entity`](crate::Backend::remove_idle_entity)),
+    /// so a signal on its way is never lost; one that arrives later creates
+    /// the entity again. A backend that cannot check that in one step
+    /// removes nothing. An entity whose stored snapshot does not parse is
+    /// left alone (and logged), not a reason to stop. `timeout` is kept
+    /// for compatibility: removal no longer waits for a worker.
     pub async fn clean_entity_storage(
         &self,
         remove_empty: bool,
         release_orphaned_locks: bool,
         timeout: Duration,
     ) -> Result<CleanEntityStorage, Error> {
+        let _ = timeout;
+        if let Some((removed, released)) = self
+            .backend
+            .clean_entity_storage(remove_empty, release_orphaned_locks)
+            .await?
+        {
+            return Ok(CleanEntityStorage {
+                empty_entities_removed: removed,
+                orphaned_locks_released: released,
+            });
+        }
         let mut done = CleanEntityStorage::default();
-        let entities = self
-            .query_all_entities(EntityQuery {
-                include_state: true,
-                ..EntityQuery::default()
-            })
-            .await?;
-        for e in entities {
+        let mut token = None;
+        let mut entities = Vec::new();
+        loop {
+            let page = self
+                .backend
+                .query_instances(InstanceQuery {
+                    instance_id_prefix: Some("@".to_string()),
+                    continuation_token: token.take(),
+                    fetch_payloads: true,
+                    ..InstanceQuery::default()
+                })
+                .await?;
+            for meta in page.instances {
+                let execution_id = meta.execution_id.clone();
+                let instance_id = meta.instance_id.clone();
+                match EntityMetadata::from_instance(meta) {
+                    Ok(Some(e)) => entities.push((e, execution_id)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(instance_id = %instance_id, error = %e, "cleaning entity storage skips an entity whose snapshot does not parse");
+                    }
+                }
+            }
+            match page.continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        for (e, execution_id) in entities {
             let instance_id = e.id.to_string();
             if let Some(holder) = &e.locked_by {
                 let running = match self.backend.get_instance(holder, false).await? {
@@ -289,14 +337,14 @@ impl Client {
                 }
                 continue;
             }
-            if remove_empty && e.state_json.is_none() && e.queued == 0 {
-                self.backend.terminate(&instance_id, None, false).await?;
-                self.backend
-                    .wait_for_instance(&instance_id, WaitFor::Completion, timeout)
-                    .await?;
-                self.backend
-                    .purge(PurgeTarget::Instance(instance_id), false)
-                    .await?;
+            if remove_empty
+                && e.state_json.is_none()
+                && e.queued == 0
+                && self
+                    .backend
+                    .remove_idle_entity(&instance_id, &execution_id)
+                    .await?
+            {
                 done.empty_entities_removed += 1;
             }
         }

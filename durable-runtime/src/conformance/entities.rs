@@ -433,4 +433,32 @@ cases! { ($) __conformance_entities_cases, entities;
         assert_eq!(h.client.get_entity_state::<Counter>(&counter("q3")).await.unwrap().map(|c| c.value), Some(3));
         h.stop().await;
     }
+
+    /// Cleaning never removes an entity that has a message waiting for it,
+    /// even an empty one: the message is applied once a worker runs. An
+    /// empty entity with nothing waiting is removed, and the next message
+    /// creates it again.
+    async fn clean_keeps_an_entity_with_a_message_waiting(backend) needs(entities) {
+        let h = EntityHarness::start(backend.clone());
+        h.client.signal_entity(&counter("w"), "add", &1).await.unwrap();
+        assert_eq!(h.counter("w").await, 1);
+        h.client.signal_entity(&counter("w"), "delete", &()).await.unwrap();
+        assert_eq!(h.counter("w").await, 0);
+        h.stop().await;
+        // No worker now: the next signal waits for the empty entity.
+        let client = Client::new(backend.clone());
+        client.signal_entity(&counter("w"), "add", &7).await.unwrap();
+        let cleaned = client.clean_entity_storage(true, false, WAIT).await.unwrap();
+        assert_eq!(cleaned.empty_entities_removed, 0, "an entity with a signal waiting was removed");
+        let h = EntityHarness::start(backend);
+        assert_eq!(h.counter("w").await, 7, "the waiting signal was lost");
+        h.client.signal_entity(&counter("w"), "delete", &()).await.unwrap();
+        assert_eq!(h.counter("w").await, 0);
+        let cleaned = h.client.clean_entity_storage(true, false, WAIT).await.unwrap();
+        assert_eq!(cleaned.empty_entities_removed, 1);
+        assert_eq!(h.client.get_entity(&counter("w")).await.unwrap(), None);
+        h.client.signal_entity(&counter("w"), "add", &2).await.unwrap();
+        assert_eq!(h.counter("w").await, 2);
+        h.stop().await;
+    }
 }
