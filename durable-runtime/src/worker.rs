@@ -694,11 +694,12 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
     }
     let e = match inner
         .backend
-        .complete_orchestration_item(item, result)
+        .complete_orchestration_episode(item, result)
         .await
     {
-        Ok(()) => {
+        Ok(recorded) => {
             inner.completion_failures.store(0, Ordering::Relaxed);
+            let (spans, ended) = with_recorded_end(trace.as_ref(), spans, ended, recorded);
             // Reported once the episode is recorded: an episode that is run
             // again (its lease lost) reports its spans then.
             spans.into_iter().for_each(crate::trace::emit);
@@ -737,6 +738,37 @@ async fn run_orchestration(inner: &Inner, item: OrchestrationWorkItem) {
             }
         }
     }
+}
+
+/// When the store failed the execution instead of recording what the
+/// episode asked (an output over the payload limit, a history over its
+/// cap, a result a sidecar refused for good), the execution's span and
+/// metrics say what was recorded: it failed, with the store's failure.
+fn with_recorded_end(
+    trace: Option<&ExecutionTrace>,
+    mut spans: Vec<crate::trace::SpanRecord>,
+    ended: Option<OrchestrationStatus>,
+    recorded: Option<crate::backend::RecordedEpisode>,
+) -> (Vec<crate::trace::SpanRecord>, Option<OrchestrationStatus>) {
+    let Some(r) = recorded.filter(|r| {
+        r.status == OrchestrationStatus::Failed && ended != Some(OrchestrationStatus::Failed)
+    }) else {
+        return (spans, ended);
+    };
+    if let Some(trace) = trace.filter(|_| crate::trace::wanted()) {
+        let own = trace.context.span_id();
+        spans.retain(|s| Some(s.span_id) != own);
+        let failure = r.failure.unwrap_or_else(|| {
+            FailureDetails::new("Failed", "the store recorded the orchestration as failed")
+        });
+        let end = crate::actions::OrchestratorAction {
+            id: -1,
+            kind: ActionKind::failed(failure),
+            trace: None,
+        };
+        spans.extend(trace.episode_spans(&[], &[], &[end], chrono::Utc::now()));
+    }
+    (spans, Some(OrchestrationStatus::Failed))
 }
 
 /// Gives the episode's calls their trace contexts and returns the spans

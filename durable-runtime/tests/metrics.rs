@@ -248,9 +248,33 @@ async fn executions_episodes_and_activities_are_counted_and_timed() {
         ),
         0
     );
-    // The in-memory backend reports its backlog each time work is taken.
-    assert!(r.gauge(m::BACKLOG, &[("kind", "orchestration")]).is_some());
-    assert!(r.gauge(m::BACKLOG, &[("kind", "activity")]).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_the_work_left_when_work_is_taken() {
+    let _serial = SERIAL.lock().await;
+    read();
+    // No worker: five instances wait; taking one leaves four.
+    let backend = MemoryBackend::new();
+    let client = Client::new(Arc::new(backend.clone()));
+    for i in 0..5u32 {
+        client
+            .schedule_by_name("backlog_probe", &i, ScheduleOptions::default())
+            .await
+            .unwrap();
+    }
+    let item = backend.next_orchestration_item().await.unwrap();
+    assert_eq!(
+        read().gauge(m::BACKLOG, &[("kind", "orchestration")]),
+        Some(4.0)
+    );
+    let item2 = backend.next_orchestration_item().await.unwrap();
+    assert_eq!(
+        read().gauge(m::BACKLOG, &[("kind", "orchestration")]),
+        Some(3.0)
+    );
+    backend.abandon_orchestration_item(item).await.unwrap();
+    backend.abandon_orchestration_item(item2).await.unwrap();
 }
 
 /// A backend whose first activity completion is refused as if its lease
@@ -382,5 +406,45 @@ async fn a_lost_activity_lease_is_counted() {
         r.samples(m::ACTIVITY_DURATION, &[("name", "lease_double")])
             .len(),
         3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_the_store_fails_is_counted_failed() {
+    let _serial = SERIAL.lock().await;
+    read();
+    let registry = Registry::new().orchestrator_fn("store_fails_big", |_ctx, _: ()| async move {
+        Ok::<String, OrchestrationError>("x".repeat(1_000))
+    });
+    let limits = durable_runtime::backend::transition::Limits {
+        max_payload_bytes: 100,
+        ..Default::default()
+    };
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new().with_limits(limits));
+    let worker = Worker::new(backend.clone(), registry).start().unwrap();
+    let client = Client::new(backend);
+    let id = client
+        .schedule_by_name("store_fails_big", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let s = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(s.status(), OrchestrationStatus::Failed);
+    worker.shutdown().await;
+    let r = read();
+    let name = [("name", "store_fails_big")];
+    assert_eq!(r.counter(m::ORCHESTRATIONS_FAILED, &name), 1);
+    assert_eq!(
+        r.counter(
+            m::ORCHESTRATIONS_COMPLETED,
+            &[("name", "store_fails_big"), ("status", "Completed")]
+        ),
+        0
+    );
+    assert_eq!(
+        r.counter(
+            m::ORCHESTRATIONS_COMPLETED,
+            &[("name", "store_fails_big"), ("status", "Failed")]
+        ),
+        1
     );
 }

@@ -269,3 +269,44 @@ async fn an_instance_failed_by_versioning_reports_its_span() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_store_refuses_reports_a_failed_span() {
+    let rec = recorder();
+    let registry = Registry::new().orchestrator_fn("big_out", |_ctx, _: ()| async move {
+        Ok::<String, durable_runtime::OrchestrationError>("x".repeat(1_000))
+    });
+    let limits = durable_runtime::backend::transition::Limits {
+        max_payload_bytes: 100,
+        ..Default::default()
+    };
+    let backend = Arc::new(MemoryBackend::new().with_limits(limits));
+    let worker = Worker::new(backend.clone(), registry).start().unwrap();
+    let client = Client::new(backend);
+    let id = client
+        .schedule_by_name("big_out", &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let s = client.wait_for_completion(&id, LIMIT).await.unwrap();
+    assert_eq!(s.status(), OrchestrationStatus::Failed);
+    let spans = rec
+        .wait_for(LIMIT, |all| {
+            of_instance(all, &id)
+                .iter()
+                .any(|s| s.name == "orchestration:big_out" && s.kind == SpanKind::Server)
+        })
+        .await
+        .unwrap_or_else(|got| panic!("no orchestration span for {id}: {got:#?}"));
+    let ends: Vec<_> = of_instance(&spans, &id)
+        .into_iter()
+        .filter(|s| s.name == "orchestration:big_out" && s.kind == SpanKind::Server)
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    assert_eq!(ends[0].attribute("durabletask.task.status"), Some("Failed"));
+    let error = ends[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("PayloadTooLarge") || error.contains("limit"),
+        "{error}"
+    );
+    worker.shutdown().await;
+}

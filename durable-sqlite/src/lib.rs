@@ -102,7 +102,7 @@ use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::ControlRequest;
 use durable_runtime::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
-    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode, WaitFor,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
@@ -695,8 +695,19 @@ impl Backend for SqliteBackend {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
+        self.complete_orchestration_episode(item, result)
+            .await
+            .map(|_| ())
+    }
+
+    async fn complete_orchestration_episode(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
         self.write(move |conn, ctx, fx| store::complete_orchestration(conn, ctx, item, &result, fx))
             .await
+            .map(Some)
     }
 
     async fn abandon_orchestration_item(

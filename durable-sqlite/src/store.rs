@@ -10,7 +10,7 @@ use durable_runtime::backend::transition::{
 pub(crate) use durable_runtime::backend::HistoryCache;
 use durable_runtime::backend::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
-    OrchestrationWorkItem, PurgeTarget, QueryPage,
+    OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
@@ -1281,7 +1281,7 @@ pub(crate) fn complete_orchestration(
     item: OrchestrationWorkItem,
     result: &OrchestratorResult,
     fx: &mut Effects,
-) -> Result<(), BackendError> {
+) -> Result<RecordedEpisode, BackendError> {
     let now_ts = chrono::Utc::now();
     let now = micros(now_ts);
     let id = item.instance_id.clone();
@@ -1447,7 +1447,10 @@ pub(crate) fn complete_orchestration(
     if let Some((execution_id, history)) = cache_update.filter(|_| !meta.status.is_terminal()) {
         cache(ctx).put(id, execution_id, meta.last_updated_at, history);
     }
-    Ok(())
+    Ok(RecordedEpisode {
+        status: meta.status,
+        failure: meta.failure,
+    })
 }
 
 /// Deletes the inbox rows of an execution's timers that `dropped` covers.

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use durable_runtime::actions::{ActionKind, OrchestratorAction, OrchestratorResult};
 use durable_runtime::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
-    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode, WaitFor,
 };
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
 use std::collections::HashMap;
@@ -520,6 +520,19 @@ impl Backend for GrpcBackend {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
+        self.complete_orchestration_episode(item, result)
+            .await
+            .map(|_| ())
+    }
+
+    /// Says what was recorded only when the sidecar's refusal made it fail
+    /// the orchestration in place; otherwise the sidecar recorded what the
+    /// episode asked.
+    async fn complete_orchestration_episode(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
         let rpc = &self.inner.rpc;
         if item
             .completion_token
@@ -532,7 +545,7 @@ impl Backend for GrpcBackend {
                 .complete_entity_task(req)
                 .await
                 .map_err(|s| rpc.lease_error(s, &item.instance_id))?;
-            return Ok(());
+            return Ok(None);
         }
         if !result.cancelled_timers.is_empty() {
             // The protocol has no action to cancel a timer: the sidecar
@@ -589,7 +602,7 @@ impl Backend for GrpcBackend {
             Ok(req) => match rpc.client().complete_orchestrator_task(req).await {
                 Ok(_) => {
                     self.invalid_results_of(&item.instance_id, false);
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(status) => match refusal(rpc, &status, &item.instance_id) {
                     Refusal::ForGood(failure) => failure,
@@ -612,7 +625,12 @@ impl Backend for GrpcBackend {
                 },
             },
         };
-        fail_in_place(rpc, &item.instance_id, item.completion_token, failure).await
+        let recorded = RecordedEpisode {
+            status: OrchestrationStatus::Failed,
+            failure: Some(failure.clone()),
+        };
+        fail_in_place(rpc, &item.instance_id, item.completion_token, failure).await?;
+        Ok(Some(recorded))
     }
 
     async fn abandon_orchestration_item(

@@ -8,7 +8,7 @@
 use super::transition::{self, ControlRequest, HistoryUpdate, InstanceMessage, Limits, Reuse};
 use super::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
-    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode, WaitFor,
 };
 use crate::actions::OrchestratorResult;
 use crate::failure::TaskOutcome;
@@ -666,6 +666,16 @@ impl Backend for MemoryBackend {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
+        self.complete_orchestration_episode(item, result)
+            .await
+            .map(|_| ())
+    }
+
+    async fn complete_orchestration_episode(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
         let now = self.now();
         let token = parse_token(&item.completion_token);
         let item_token = item.completion_token.clone();
@@ -703,6 +713,10 @@ impl Backend for MemoryBackend {
         let execution_id = inst.meta.execution_id.clone();
         inst.inbox.retain(|e| !dropped.covers(e));
         inst.meta = outcome.metadata;
+        let recorded = RecordedEpisode {
+            status: inst.meta.status,
+            failure: inst.meta.failure.clone(),
+        };
         match outcome.history {
             HistoryUpdate::Append(events) => Arc::make_mut(&mut inst.history).extend(events),
             HistoryUpdate::Replace(events) => inst.history = Arc::new(events),
@@ -766,7 +780,7 @@ impl Backend for MemoryBackend {
             self.shared.activity_work.notify_one();
         }
         self.notify_all();
-        Ok(())
+        Ok(Some(recorded))
     }
 
     async fn abandon_orchestration_item(

@@ -325,6 +325,16 @@ pub struct OrchestrationWorkItem {
     pub orchestration_span: Option<OrchestrationSpan>,
 }
 
+/// What a store recorded for an episode (see
+/// [`Backend::complete_orchestration_episode`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEpisode {
+    /// The instance's status after the episode.
+    pub status: OrchestrationStatus,
+    /// Its failure, when it failed.
+    pub failure: Option<FailureDetails>,
+}
+
 /// The span id and start a sidecar keeps for an execution's orchestration
 /// span (see [`OrchestrationWorkItem::orchestration_span`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -503,6 +513,24 @@ pub trait Backend: Send + Sync + 'static {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError>;
+
+    /// [`complete_orchestration_item`](Self::complete_orchestration_item),
+    /// saying what the store recorded: the instance's status and failure
+    /// after the episode, which differ from what the episode asked when the
+    /// store failed it instead (an output or input over the payload limit, a
+    /// history over its cap, a result a sidecar refused for good). The
+    /// worker reports the execution's span and metrics from it. `None` when
+    /// the store does not say (the default, which only completes): the
+    /// worker goes by the episode's actions.
+    async fn complete_orchestration_episode(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
+        self.complete_orchestration_item(item, result)
+            .await
+            .map(|()| None)
+    }
 
     /// Gives the episode back, to be delivered again.
     async fn abandon_orchestration_item(
