@@ -180,6 +180,15 @@ impl Batch<'_> {
                     for q in queued {
                         self.handle(q);
                     }
+                } else {
+                    // An orchestration that gives up a lock it was still
+                    // waiting for (it failed, or dropped the section while
+                    // the request was queued) withdraws the request, or
+                    // the lock would later be granted to it and never be
+                    // released.
+                    self.snapshot.queue.retain(
+                        |q| !matches!(q, EntityMessage::Lock { parent: p, .. } if *p == parent),
+                    );
                 }
             }
             m if self.held_from(m.parent()) => self.snapshot.queue.push(m),
@@ -435,6 +444,35 @@ mod tests {
             [ActionKind::SendEvent { instance_id, name, .. }]
                 if instance_id == "next" && *name == lock_event_name("l2")
         ));
+    }
+
+    #[test]
+    fn an_unlock_withdraws_a_lock_request_still_queued() {
+        let mut events = started(None);
+        events.push(message(EntityMessage::Lock {
+            request_id: "l1".into(),
+            parent: "holder".into(),
+        }));
+        events.push(message(EntityMessage::Lock {
+            request_id: "l2".into(),
+            parent: "gave-up".into(),
+        }));
+        events.push(push("queued", "gave-up", None));
+        // "gave-up" fails while waiting: its section sends the unlock.
+        events.push(message(EntityMessage::Unlock {
+            parent: "gave-up".into(),
+        }));
+        let (snapshot, _) = run(events);
+        assert_eq!(snapshot.locked_by.as_deref(), Some("holder"));
+        assert_eq!(snapshot.queue.len(), 1, "only the operation stays queued");
+        let mut next = started(Some(&snapshot));
+        next.push(message(EntityMessage::Unlock {
+            parent: "holder".into(),
+        }));
+        let (snapshot, actions) = run(next);
+        assert_eq!(snapshot.locked_by, None, "the withdrawn lock was granted");
+        assert_eq!(state(&snapshot), ["queued"]);
+        assert!(actions.is_empty(), "{actions:?}");
     }
 
     #[test]
