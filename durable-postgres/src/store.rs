@@ -22,7 +22,9 @@ use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
     EventKind, HistoryEvent, OrchestrationStatus, ParentInstance, Timestamp,
 };
+use durable_runtime::metrics::{KIND_ACTIVITY, KIND_ORCHESTRATION};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::types::ToSql;
 
@@ -35,6 +37,42 @@ pub(crate) struct Ctx {
     /// Who holds the leases this backend takes (host, process id and a
     /// random part), recorded with each lease for diagnosis.
     pub(crate) owner: String,
+}
+
+/// How often at most the backlog is counted (it costs a scan of the ready
+/// rows' index).
+const BACKLOG_EVERY_MICROS: u64 = 1_000_000;
+
+/// When this process last counted the backlog of orchestrations and of
+/// activities (µs). Per process rather than per backend: the gauge has no
+/// label telling backends apart, so one count a second is all it can show.
+static BACKLOG_SAMPLED: [AtomicI64; 2] = [AtomicI64::new(0), AtomicI64::new(0)];
+
+/// The backlog of orchestrations: instances with work due at `$1` that no
+/// live lease holds (a leased instance's `ready_at` is its lease's expiry,
+/// so one whose lease expired is counted: it is ready to be delivered again).
+const ORCHESTRATION_BACKLOG: &str = "SELECT count(*) FROM instances WHERE ready_at <= $1";
+
+/// The backlog of activities, as [`ORCHESTRATION_BACKLOG`] (`visible_at`
+/// is a leased activity's lease expiry).
+const ACTIVITY_BACKLOG: &str = "SELECT count(*) FROM activities WHERE visible_at <= $1";
+
+/// Whether the backlog of `kind` work is to be counted now (`now`, µs):
+/// the first caller a second after the last count gets `true`.
+fn backlog_due(kind: &'static str, now: i64) -> bool {
+    let at = &BACKLOG_SAMPLED[usize::from(kind == KIND_ACTIVITY)];
+    let last = at.load(Ordering::Relaxed);
+    // Either way, so a clock stepped back does not stop the counts.
+    now.abs_diff(last) >= BACKLOG_EVERY_MICROS
+        && at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Sets the backlog gauge of `kind` work (see
+/// [`durable_runtime::metrics::BACKLOG`]) to a count of ready rows.
+fn report_backlog(kind: &'static str, ready: i64) {
+    durable_runtime::metrics::backlog(kind, ready.max(0) as usize);
 }
 
 fn cache(ctx: &Ctx) -> std::sync::MutexGuard<'_, HistoryCache> {
@@ -735,6 +773,8 @@ struct Candidate {
     meta: InstanceMetadata,
     history_len: i32,
     events: Vec<HistoryEvent>,
+    /// An earlier lease on it expired (so handing it out is a redelivery).
+    expired: bool,
 }
 
 /// Leases up to `max` instances that have work now, longest waiting first.
@@ -742,6 +782,13 @@ struct Candidate {
 /// never wait for each other. One statement picks the instances and reads
 /// their due inbox; one pipelined batch writes the leases and reads the
 /// histories not cached.
+///
+/// Counts a redelivery for each instance leased that still had an earlier
+/// lease on it: a leased instance's `ready_at` is its lease's expiry, so
+/// such a row is ready only once that lease expired unrenewed (its worker
+/// stopped or stalled). When something is leased, it also counts the
+/// backlog, at most once a second, in the same transaction after the new
+/// leases.
 pub(crate) async fn lease_orchestrations(
     tx: &Tx,
     ctx: &Ctx,
@@ -754,9 +801,11 @@ pub(crate) async fn lease_orchestrations(
     let rows = query(
         tx,
         "WITH c AS (
-             SELECT instance_id, meta, history_len, ready_at FROM instances
+             SELECT instance_id, meta, history_len, ready_at, lease_token IS NOT NULL AS expired
+             FROM instances
              WHERE ready_at <= $1 ORDER BY ready_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-         SELECT c.instance_id, c.meta, c.history_len, i.seq, i.execution_id, i.checked, i.event
+         SELECT c.instance_id, c.meta, c.history_len, i.seq, i.execution_id, i.checked, i.event,
+                c.expired
          FROM c LEFT JOIN inbox i ON i.instance_id = c.instance_id AND i.visible_at <= $1
          ORDER BY c.ready_at, c.instance_id, i.visible_at, i.seq",
         &[&now, &max],
@@ -824,6 +873,7 @@ pub(crate) async fn lease_orchestrations(
                 meta,
                 history_len: rows[0].get(2),
                 events,
+                expired: rows[0].get(7),
             };
             Ok(Some((candidate, seqs, drop)))
         };
@@ -912,6 +962,13 @@ pub(crate) async fn lease_orchestrations(
              ORDER BY instance_id, seq",
         )
         .await?;
+    let s_backlog = if !leased.is_empty() && backlog_due(KIND_ORCHESTRATION, now) {
+        Some(tx.prepare_cached(ORCHESTRATION_BACKLOG).await?)
+    } else {
+        None
+    };
+    let backlog = AtomicI64::new(-1);
+    let backlog_p: [&(dyn ToSql + Sync); 1] = [&now];
     let drop_p: [&(dyn ToSql + Sync); 1] = [&dropped];
     let finished_p: [&(dyn ToSql + Sync); 1] = [&finished];
     let release_p: [&(dyn ToSql + Sync); 1] = [&idle];
@@ -941,6 +998,16 @@ pub(crate) async fn lease_orchestrations(
         batch.push(write(tx, &s_inbox, &inbox_p));
         batch.push(write(tx, &s_lease, &lease_p));
     }
+    if let Some(s) = &s_backlog {
+        // After the leases, so the instances just taken are not counted.
+        let (backlog, params) = (&backlog, &backlog_p);
+        batch.push(Box::pin(async move {
+            if let Some(r) = tx.query(s, params).await?.first() {
+                backlog.store(r.get(0), Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
     let history_rows = async {
         if missing.is_empty() {
             Ok(Vec::new())
@@ -953,6 +1020,12 @@ pub(crate) async fn lease_orchestrations(
     let (history_rows, ()) = futures::future::try_join(history_rows, tx.commit_with(batch)).await?;
     if leased.is_empty() {
         return Ok(Leased::Item(Vec::new()));
+    }
+    for _ in leased.iter().filter(|c| c.expired) {
+        durable_runtime::metrics::redelivered(KIND_ORCHESTRATION);
+    }
+    if s_backlog.is_some() {
+        report_backlog(KIND_ORCHESTRATION, backlog.load(Ordering::Relaxed));
     }
     let mut loaded: HashMap<String, Vec<HistoryEvent>> = HashMap::new();
     for r in history_rows {
@@ -1414,6 +1487,12 @@ pub(crate) async fn renew_orchestration<C: Conn>(
 }
 
 /// Leases up to `max` activities, longest waiting first, in one statement.
+///
+/// Counts a redelivery for each activity leased that still had an
+/// earlier lease on it (a leased activity's `visible_at` is its lease's expiry,
+/// so it is visible again only once that lease expired unrenewed). When
+/// something is leased, it also counts the backlog, at most once a second,
+/// on the same connection after the new leases.
 pub(crate) async fn lease_activities<C: Conn>(
     c: &C,
     ctx: &Ctx,
@@ -1424,12 +1503,12 @@ pub(crate) async fn lease_activities<C: Conn>(
     let rows = query(
         c,
         "WITH picked AS (
-             SELECT id FROM activities WHERE visible_at <= $1
+             SELECT id, lease_token IS NOT NULL AS expired FROM activities WHERE visible_at <= $1
              ORDER BY visible_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE activities a SET lease_token = $3, visible_at = $4, lease_owner = $5
          FROM picked WHERE a.id = picked.id
          RETURNING a.id, a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input,
-                   a.tags",
+                   a.tags, picked.expired",
         &[
             &now,
             &max,
@@ -1449,6 +1528,9 @@ pub(crate) async fn lease_activities<C: Conn>(
     let mut items: Vec<(i64, ActivityWorkItem)> = rows
         .into_iter()
         .map(|r| {
+            if r.get::<_, bool>(8) {
+                durable_runtime::metrics::redelivered(KIND_ACTIVITY);
+            }
             let id: i64 = r.get(0);
             let (tags, trace) = durable_runtime::trace::split_stored_tags(read_tags(r.get(7)));
             (
@@ -1468,6 +1550,20 @@ pub(crate) async fn lease_activities<C: Conn>(
         })
         .collect();
     items.sort_by_key(|(id, _)| *id);
+    if backlog_due(KIND_ACTIVITY, now) {
+        // The activities are leased already: a count that fails must not
+        // lose them.
+        match query(c, ACTIVITY_BACKLOG, &[&now]).await {
+            Ok(rows) => {
+                if let Some(r) = rows.first() {
+                    report_backlog(KIND_ACTIVITY, r.get(0));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %BackendError::from(e), "counting the activity backlog failed")
+            }
+        }
+    }
     Ok(Leased::Item(items.into_iter().map(|(_, i)| i).collect()))
 }
 
