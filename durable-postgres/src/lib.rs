@@ -106,7 +106,7 @@ use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::transition::ControlRequest;
 use durable_runtime::backend::{
     ActivityWorkItem, Backend, BackendError, CreateInstanceRequest, InstanceMetadata,
-    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    InstanceQuery, OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode, WaitFor,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{HistoryEvent, OrchestrationStatus};
@@ -689,6 +689,16 @@ impl Backend for PostgresBackend {
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
     ) -> Result<(), BackendError> {
+        self.complete_orchestration_episode(item, result)
+            .await
+            .map(|_| ())
+    }
+
+    async fn complete_orchestration_episode(
+        &self,
+        item: OrchestrationWorkItem,
+        result: OrchestratorResult,
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
         let ctx = self.shared.ctx.clone();
         let id = item.instance_id.clone();
         // A retry reads the history again rather than keeping a second
@@ -710,7 +720,7 @@ impl Backend for PostgresBackend {
             // The cached history may hold events that were not committed.
             store::forget(&ctx, &id);
         }
-        done
+        done.map(Some)
     }
 
     async fn abandon_orchestration_item(

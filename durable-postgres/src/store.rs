@@ -16,7 +16,7 @@ use durable_runtime::backend::transition::{
 pub(crate) use durable_runtime::backend::HistoryCache;
 use durable_runtime::backend::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
-    OrchestrationWorkItem, PurgeTarget, QueryPage,
+    OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::{
@@ -1159,7 +1159,7 @@ pub(crate) async fn complete_orchestration(
     item: OrchestrationWorkItem,
     result: &OrchestratorResult,
     fx: &mut Effects,
-) -> Res<()> {
+) -> Res<RecordedEpisode> {
     let now_ts = chrono::Utc::now();
     let now = micros(now_ts);
     let id = item.instance_id.clone();
@@ -1431,10 +1431,14 @@ pub(crate) async fn complete_orchestration(
     }
     batch.push(write(tx, &s_instance, &instance_p));
     tx.commit_with(batch).await?;
+    let recorded = RecordedEpisode {
+        status: meta.status,
+        failure: meta.failure.clone(),
+    };
     if !terminal {
         cache(ctx).put(id, meta.execution_id, meta.last_updated_at, new_history);
     }
-    Ok(())
+    Ok(recorded)
 }
 
 /// Forgets the cached history of an instance (a transaction that would

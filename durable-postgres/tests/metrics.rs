@@ -338,3 +338,55 @@ async fn work_taken_again_after_its_lease_expired_is_a_redelivery() {
     assert_eq!(redelivered(m::KIND_ORCHESTRATION) - orchestrations, 1);
     assert_eq!(redelivered(m::KIND_ACTIVITY) - activities, 1);
 }
+
+/// The store says what it recorded: an output over the payload limit is
+/// recorded as a failure, and the worker reports that (its span and
+/// metrics), not what the episode asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_the_store_fails_says_so() {
+    // It takes work, which samples the backlog: not while another test
+    // reads it.
+    let _turn = SERIAL.lock().await;
+    let limits = durable_runtime::backend::transition::Limits {
+        max_payload_bytes: 100,
+        ..Default::default()
+    };
+    let (backend, _schema) = connect(PostgresOptions {
+        limits,
+        ..PostgresOptions::default()
+    })
+    .await;
+    backend
+        .create_instance(request("too-big"))
+        .await
+        .expect("create");
+    let item = within("an episode", backend.next_orchestration_item())
+        .await
+        .expect("an episode");
+    let result = OrchestratorResult {
+        actions: vec![OrchestratorAction {
+            id: 0,
+            kind: ActionKind::CompleteOrchestration {
+                status: durable_runtime::OrchestrationStatus::Completed,
+                result: Some(format!("\"{}\"", "x".repeat(1_000))),
+                failure: None,
+                new_version: None,
+                carryover_events: Vec::new(),
+            },
+            trace: None,
+        }],
+        custom_status: None,
+        cancelled_timers: Vec::new(),
+    };
+    let recorded = backend
+        .complete_orchestration_episode(item, result)
+        .await
+        .expect("the episode is recorded")
+        .expect("PostgreSQL says what it recorded");
+    assert_eq!(
+        recorded.status,
+        durable_runtime::OrchestrationStatus::Failed
+    );
+    let failure = recorded.failure.expect("the store's failure");
+    assert!(failure.message.contains("limit"), "{failure:?}");
+}
