@@ -703,6 +703,31 @@ mod delegate {
         ) -> Result<(), BackendError> {
             self.backend.complete_orchestration_item(item, result).await
         }
+        async fn complete_orchestration_episode(
+            &self,
+            item: OrchestrationWorkItem,
+            result: OrchestratorResult,
+        ) -> Result<Option<RecordedEpisode>, BackendError> {
+            self.backend
+                .complete_orchestration_episode(item, result)
+                .await
+        }
+        async fn remove_idle_entity(
+            &self,
+            id: &str,
+            execution_id: &str,
+        ) -> Result<bool, BackendError> {
+            self.backend.remove_idle_entity(id, execution_id).await
+        }
+        async fn clean_entity_storage(
+            &self,
+            remove_empty: bool,
+            release_orphaned_locks: bool,
+        ) -> Result<Option<(usize, usize)>, BackendError> {
+            self.backend
+                .clean_entity_storage(remove_empty, release_orphaned_locks)
+                .await
+        }
         async fn abandon_orchestration_item(
             &self,
             item: OrchestrationWorkItem,
