@@ -169,8 +169,10 @@ impl OtelGuard {
         // On a thread of its own, waited for at most FLUSH_LIMIT: a batch
         // processor's flush blocks until its exporter has sent, and an
         // exporter that needs the tokio runtime the caller is running on
-        // (OTLP over gRPC on a current-thread or one-worker runtime) would
-        // otherwise never get to send, and the caller would never return.
+        // (OTLP over gRPC on a current-thread or one-worker runtime) cannot
+        // send while the caller blocks here. This does not make it send
+        // (those spans are lost, and the thread is left to finish or not);
+        // it makes the caller return, with a message, instead of hanging.
         let processor = self.processor.clone();
         let (done, wait) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()

@@ -582,18 +582,35 @@ pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut E
     Ok(())
 }
 
+/// Takes the guard of entity `$1` exclusively, until the transaction ends
+/// (see [`ENTITY_GUARD_SHARED`]).
+const ENTITY_GUARD: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('durable-entity:' || $1::text, 0))";
+
+/// Takes the guards of entities `$1` shared, until the transaction ends:
+/// an episode sending messages to entities holds them while it queues the
+/// messages, so removing an empty entity (which holds its guard
+/// exclusively) never comes between an episode's check that the entity
+/// exists and its message.
+const ENTITY_GUARD_SHARED: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('durable-entity:' || x, 0))
+     FROM unnest($1::text[]) AS x";
+
 /// Deletes an entity instance if it runs `execution_id`, is not leased and
-/// has no message waiting (see `Backend::remove_idle_entity`). The row is
-/// locked first: every writer of a message to an instance locks its row
-/// before queueing, so one that came first has committed its message by
-/// the time the check below reads the inbox, and one that comes later
-/// finds the instance gone (and creates it again, for an entity).
+/// has no message waiting (see `Backend::remove_idle_entity`). Writers of
+/// messages to the entity are kept out first: clients' controls lock its
+/// row (as this does), episodes hold its guard shared
+/// ([`ENTITY_GUARD_SHARED`], taken here exclusively). So one that came
+/// first has committed its message by the time the check below reads the
+/// inbox, and one that comes later finds the entity gone and creates it
+/// again.
 pub(crate) async fn remove_idle_entity(
     tx: &Tx,
     id: &str,
     execution_id: &str,
     fx: &mut Effects,
 ) -> Res<bool> {
+    query(tx, ENTITY_GUARD, &[&id]).await?;
     let Some(row) = load(tx, id, false, true).await? else {
         return Ok(false);
     };
@@ -1185,6 +1202,23 @@ pub(crate) async fn complete_orchestration(
     );
     let meta = outcome.metadata;
     let out = outcome.outbox;
+    // The entities this episode messages are guarded (a shared advisory
+    // lock each, which episodes hold together) before their messages go
+    // out: so an empty entity being removed (`remove_idle_entity`, which
+    // takes the lock exclusively) is either removed first, and created
+    // again below, or waits for this commit and then sees the message and
+    // stays.
+    let mut entities: Vec<&str> = out
+        .messages
+        .iter()
+        .map(|m| m.instance_id.as_str())
+        .filter(|id| durable_runtime::entity::EntityId::is_entity_instance(id))
+        .collect();
+    if !entities.is_empty() {
+        entities.sort_unstable();
+        entities.dedup();
+        query(tx, ENTITY_GUARD_SHARED, &[&entities]).await?;
+    }
     // Sub-orchestrations first: each reads what it replaces.
     for child in &out.new_instances {
         create_child(tx, ctx, child, now_ts, fx).await?;

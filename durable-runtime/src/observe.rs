@@ -222,6 +222,24 @@ impl ExecutionTrace {
                 .chain(new)
                 .find(|e| e.event_id == id && crate::actions::Task::scheduled_by(&e.kind).is_some())
         };
+        // A call scheduled before the last rewind whose result comes after
+        // it (a failed sub-orchestration, rewound and finished) was already
+        // reported once, failed, with its recorded context: it is reported
+        // again as a new span, with the rewind-aware id.
+        let last_rewind = past
+            .iter()
+            .chain(new)
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, EventKind::ExecutionRewound { .. }))
+            .map(|(i, _)| i)
+            .last();
+        let before_rewind = |id: i32| {
+            last_rewind.is_some_and(|r| {
+                past.iter().chain(new).take(r).any(|e| {
+                    e.event_id == id && crate::actions::Task::scheduled_by(&e.kind).is_some()
+                })
+            })
+        };
         let mut spans = Vec::new();
         for e in new {
             let (id, failure) = match &e.kind {
@@ -273,7 +291,7 @@ impl ExecutionTrace {
                 .trace
                 .as_deref()
                 .cloned()
-                .filter(|t| t.ids().is_some())
+                .filter(|t| t.ids().is_some() && !before_rewind(id))
                 .unwrap_or_else(|| self.task_context(id));
             let mut a = self.base(ty, name, version.as_deref());
             a.push((attr::TASK_ID, id.to_string()));
@@ -761,6 +779,48 @@ mod tests {
             before.context.span_id(),
             Some(SpanId::derived(&["orchestration", "i", "e"]))
         );
+    }
+
+    #[test]
+    fn a_call_reported_failed_before_a_rewind_is_a_new_span_after_it() {
+        let mut past = vec![
+            ev(-1, 1, EventKind::OrchestratorStarted),
+            started(Some(client())),
+        ];
+        let first = of(&[], &past);
+        let stored = first.task_context(0);
+        past.push(
+            ev(
+                0,
+                1,
+                EventKind::SubOrchestrationInstanceCreated {
+                    instance_id: "child".into(),
+                    name: "child".into(),
+                    version: None,
+                    input: None,
+                },
+            )
+            .with_trace(Some(stored.clone())),
+        );
+        // The child failed (reported then), the parent was rewound, and the
+        // rewound child's completion comes now.
+        past.push(ev(-1, 5, EventKind::ExecutionRewound { reason: None }));
+        let new = [
+            ev(-1, 9, EventKind::OrchestratorStarted),
+            ev(
+                -1,
+                9,
+                EventKind::SubOrchestrationInstanceCompleted {
+                    task_scheduled_id: 0,
+                    result: None,
+                },
+            ),
+        ];
+        let t = of(&past, &new);
+        let spans = t.episode_spans(&past, &new, &[], at(9));
+        assert_eq!(spans.len(), 1, "{spans:#?}");
+        assert_ne!(Some(spans[0].span_id), stored.span_id());
+        assert_eq!(Some(spans[0].trace_id), stored.trace_id());
     }
 
     #[test]

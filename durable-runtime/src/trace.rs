@@ -206,9 +206,10 @@ fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
-            // W3C trace contexts are lowercase: an uppercase one is not
-            // valid (and other SDKs drop it), so it is not taken either.
             b'a'..=b'f' => Some(c - b'a' + 10),
+            // Read, for contexts earlier versions of durable stored as
+            // given; `TraceContext::parse` refuses them from now on.
+            b'A'..=b'F' => Some(c - b'A' + 10),
             _ => None,
         }
     }
@@ -248,6 +249,11 @@ impl TraceContext {
     /// assert!(TraceContext::parse("nonsense", None).is_err());
     /// ```
     pub fn parse(traceparent: &str, tracestate: Option<String>) -> Result<Self, TraceContextError> {
+        // W3C trace contexts are lowercase: an uppercase one is not valid
+        // (other SDKs drop it), so it is not taken either.
+        if traceparent.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(TraceContextError(traceparent.to_string()));
+        }
         let read = TraceContext {
             traceparent: traceparent.to_string(),
             tracestate: None,
@@ -640,6 +646,15 @@ mod tests {
                 .unwrap()
                 .tracestate,
             None
+        );
+        // One an earlier version stored in upper case is still read.
+        let old = TraceContext {
+            traceparent: "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01".into(),
+            tracestate: None,
+        };
+        assert_eq!(
+            old.trace_id().unwrap().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
         );
     }
 

@@ -210,6 +210,28 @@ pub struct EntityHarness {
     worker: Option<crate::WorkerHandle>,
 }
 
+/// Waits (at most [`WAIT`]) until entity `id` has run the start of the
+/// execution its last batch continued into: each batch continues the
+/// entity as new, and until that start has run the entity has a message
+/// waiting (so cleaning keeps it).
+pub async fn settled(backend: &dyn Backend, id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let history = backend
+            .get_history(id)
+            .await
+            .unwrap_or_else(|e| panic!("reading the history of {id} failed: {e}"));
+        if !history.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entity {id} did not start its next execution within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 impl EntityHarness {
     /// Starts a worker with [`registry`] on `backend`.
     pub fn start(backend: Arc<dyn Backend>) -> Self {
@@ -394,7 +416,7 @@ cases! { ($) __conformance_entities_cases, entities;
     /// The client signals entities, reads them, queries them by id
     /// prefix page by page, and removes empty ones.
     async fn client_query_and_clean(backend) needs(entities) {
-        let h = EntityHarness::start(backend);
+        let h = EntityHarness::start(backend.clone());
         for k in 0..5 {
             h.client.signal_entity(&counter(&format!("q{k}")), "add", &k).await.unwrap();
         }
@@ -427,6 +449,7 @@ cases! { ($) __conformance_entities_cases, entities;
         assert_eq!(ids, ["@counter@q0", "@counter@q1", "@counter@q2", "@counter@q3", "@counter@q4"]);
         assert_eq!(seen[0].state_json, None, "q0 was deleted");
         assert_eq!(seen[3].state::<Counter>().unwrap().map(|c| c.value), Some(3));
+        settled(backend.as_ref(), "@counter@q0").await;
         let cleaned = h.client.clean_entity_storage(true, true, WAIT).await.unwrap();
         assert_eq!(cleaned.empty_entities_removed, 1);
         assert_eq!(h.client.get_entity(&counter("q0")).await.unwrap(), None);
@@ -444,16 +467,20 @@ cases! { ($) __conformance_entities_cases, entities;
         assert_eq!(h.counter("w").await, 1);
         h.client.signal_entity(&counter("w"), "delete", &()).await.unwrap();
         assert_eq!(h.counter("w").await, 0);
+        // Idle: nothing but the signal below waits for it once the worker
+        // stops (so it is the signal that keeps it).
+        settled(backend.as_ref(), "@counter@w").await;
         h.stop().await;
         // No worker now: the next signal waits for the empty entity.
         let client = Client::new(backend.clone());
         client.signal_entity(&counter("w"), "add", &7).await.unwrap();
         let cleaned = client.clean_entity_storage(true, false, WAIT).await.unwrap();
         assert_eq!(cleaned.empty_entities_removed, 0, "an entity with a signal waiting was removed");
-        let h = EntityHarness::start(backend);
+        let h = EntityHarness::start(backend.clone());
         assert_eq!(h.counter("w").await, 7, "the waiting signal was lost");
         h.client.signal_entity(&counter("w"), "delete", &()).await.unwrap();
         assert_eq!(h.counter("w").await, 0);
+        settled(backend.as_ref(), "@counter@w").await;
         let cleaned = h.client.clean_entity_storage(true, false, WAIT).await.unwrap();
         assert_eq!(cleaned.empty_entities_removed, 1);
         assert_eq!(h.client.get_entity(&counter("w")).await.unwrap(), None);

@@ -183,12 +183,15 @@ impl Batch<'_> {
                 } else {
                     // An orchestration that gives up a lock it was still
                     // waiting for (it failed, or dropped the section while
-                    // the request was queued) withdraws the request, or
-                    // the lock would later be granted to it and never be
-                    // released.
-                    self.snapshot.queue.retain(
-                        |q| !matches!(q, EntityMessage::Lock { parent: p, .. } if *p == parent),
-                    );
+                    // the request was queued) withdraws the request (its
+                    // first queued one: a section sends one lock and one
+                    // unlock per entity), or the lock would later be
+                    // granted to it and never be released.
+                    if let Some(at) = self.snapshot.queue.iter().position(
+                        |q| matches!(q, EntityMessage::Lock { parent: p, .. } if *p == parent),
+                    ) {
+                        self.snapshot.queue.remove(at);
+                    }
                 }
             }
             m if self.held_from(m.parent()) => self.snapshot.queue.push(m),
