@@ -696,13 +696,6 @@ mod delegate {
         async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
             self.backend.next_orchestration_item().await
         }
-        async fn complete_orchestration_item(
-            &self,
-            item: OrchestrationWorkItem,
-            result: OrchestratorResult,
-        ) -> Result<(), BackendError> {
-            self.backend.complete_orchestration_item(item, result).await
-        }
         async fn complete_orchestration_episode(
             &self,
             item: OrchestrationWorkItem,

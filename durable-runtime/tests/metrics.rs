@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use durable_runtime::actions::OrchestratorResult;
 use durable_runtime::backend::{
     ActivityWorkItem, BackendError, CreateInstanceRequest, InstanceMetadata, InstanceQuery,
-    OrchestrationWorkItem, PurgeTarget, QueryPage, WaitFor,
+    OrchestrationWorkItem, PurgeTarget, QueryPage, RecordedEpisode, WaitFor,
 };
 use durable_runtime::failure::TaskOutcome;
 use durable_runtime::history::HistoryEvent;
@@ -340,12 +340,14 @@ impl Backend for LosesFirstActivityLease {
     async fn next_orchestration_item(&self) -> Result<OrchestrationWorkItem, BackendError> {
         self.inner.next_orchestration_item().await
     }
-    async fn complete_orchestration_item(
+    async fn complete_orchestration_episode(
         &self,
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
-    ) -> Result<(), BackendError> {
-        self.inner.complete_orchestration_item(item, result).await
+    ) -> Result<Option<RecordedEpisode>, BackendError> {
+        self.inner
+            .complete_orchestration_episode(item, result)
+            .await
     }
     async fn abandon_orchestration_item(
         &self,

@@ -515,16 +515,6 @@ impl Backend for GrpcBackend {
         self.next_item(&self.inner.orchestrations).await
     }
 
-    async fn complete_orchestration_item(
-        &self,
-        item: OrchestrationWorkItem,
-        result: OrchestratorResult,
-    ) -> Result<(), BackendError> {
-        self.complete_orchestration_episode(item, result)
-            .await
-            .map(|_| ())
-    }
-
     /// Says what was recorded only when the sidecar's refusal made it fail
     /// the orchestration in place; otherwise the sidecar recorded what the
     /// episode asked.

@@ -661,16 +661,6 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn complete_orchestration_item(
-        &self,
-        item: OrchestrationWorkItem,
-        result: OrchestratorResult,
-    ) -> Result<(), BackendError> {
-        self.complete_orchestration_episode(item, result)
-            .await
-            .map(|_| ())
-    }
-
     async fn complete_orchestration_episode(
         &self,
         item: OrchestrationWorkItem,

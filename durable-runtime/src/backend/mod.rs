@@ -508,29 +508,33 @@ pub trait Backend: Send + Sync + 'static {
     /// Applies an episode's result. Takes the item by value so a backend can
     /// reclaim the shared history without copying it. Rejected with [`BackendError::LeaseLost`]
     /// if the lease expired or was already used.
+    ///
+    /// The default completes it with
+    /// [`complete_orchestration_episode`](Self::complete_orchestration_episode).
     async fn complete_orchestration_item(
         &self,
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
-    ) -> Result<(), BackendError>;
+    ) -> Result<(), BackendError> {
+        self.complete_orchestration_episode(item, result)
+            .await
+            .map(|_| ())
+    }
 
-    /// [`complete_orchestration_item`](Self::complete_orchestration_item),
-    /// saying what the store recorded: the instance's status and failure
-    /// after the episode, which differ from what the episode asked when the
-    /// store failed it instead (an output or input over the payload limit, a
-    /// history over its cap, a result a sidecar refused for good). The
-    /// worker reports the execution's span and metrics from it. `None` when
-    /// the store does not say (the default, which only completes): the
-    /// worker goes by the episode's actions.
+    /// Completes an episode as
+    /// [`complete_orchestration_item`](Self::complete_orchestration_item)
+    /// does, saying what the store recorded: the instance's status and
+    /// failure after the episode, which differ from what the episode asked
+    /// when the store failed it instead (an output or input over the payload
+    /// limit, a history over its cap, a result a sidecar refused for good).
+    /// The worker reports the execution's span and metrics from it. `None`
+    /// when the store cannot say: the worker then goes by the episode's
+    /// actions.
     async fn complete_orchestration_episode(
         &self,
         item: OrchestrationWorkItem,
         result: OrchestratorResult,
-    ) -> Result<Option<RecordedEpisode>, BackendError> {
-        self.complete_orchestration_item(item, result)
-            .await
-            .map(|()| None)
-    }
+    ) -> Result<Option<RecordedEpisode>, BackendError>;
 
     /// Gives the episode back, to be delivered again.
     async fn abandon_orchestration_item(

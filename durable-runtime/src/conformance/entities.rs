@@ -4,7 +4,7 @@
 //! locks that never lose money, and the client's entity calls. Every case
 //! needs the `entities` capability (see [the module docs](super#capabilities)).
 //!
-//! Cases use real time; every wait is bounded by [`WAIT`](super::WAIT). A
+//! Cases use real time; every wait is bounded by [`super::WAIT`]. A
 //! case waits for an entity to have applied earlier signals by calling it
 //! after them: operations on one entity run in arrival order.
 
