@@ -325,6 +325,7 @@ impl SqliteBackend {
         let orchestration_work = Arc::new(Notify::new());
         let activity_work = Arc::new(Notify::new());
         let periodic = {
+            let backlog_ctx = ctx.clone();
             let (watchers, orchestrations, activities) = (
                 watchers.clone(),
                 orchestration_work.clone(),
@@ -342,6 +343,18 @@ impl SqliteBackend {
                         next_check = now + poll;
                     }
                     if now >= next_beat {
+                        // The backlog is sampled here too, not only when
+                        // work is taken: with no worker taking work it is
+                        // what an alert needs to see grow.
+                        let at = store::micros(chrono::Utc::now());
+                        for kind in [
+                            durable_runtime::metrics::KIND_ORCHESTRATION,
+                            durable_runtime::metrics::KIND_ACTIVITY,
+                        ] {
+                            if let Err(e) = store::sample_backlog(conn, &backlog_ctx, at, kind) {
+                                tracing::debug!(error = %e, "counting the backlog failed");
+                            }
+                        }
                         match process::tick(conn, &registration, lease_micros) {
                             Ok(reaped) => {
                                 if reaped.orchestrations > 0 {

@@ -43,7 +43,7 @@ const BACKLOG_EVERY_MICROS: i64 = 1_000_000;
 /// Sets the backlog gauge of `kind` work (see
 /// [`durable_runtime::metrics::BACKLOG`]) from `count_sql` (a count of the
 /// rows ready at `?1`), at most once a second.
-fn sample_backlog(
+pub(crate) fn sample_backlog(
     conn: &Connection,
     ctx: &Ctx,
     now: i64,

@@ -33,23 +33,48 @@ fn snapshotter() -> &'static Snapshotter {
 /// Counter totals by name and sorted labels.
 type Totals = HashMap<(String, Vec<(String, String)>), u64>;
 
-fn totals() -> Totals {
+/// Gauges by name and `kind` label, as the last snapshot read them.
+type Gauges = HashMap<(String, String), f64>;
+
+/// Takes a snapshot: the counter totals so far and the gauges set since
+/// the previous snapshot (a snapshot resets gauges to zero).
+fn reading() -> (Totals, Gauges) {
     static TOTALS: Mutex<Option<Totals>> = Mutex::new(None);
     let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
     let map = totals.get_or_insert_with(HashMap::new);
+    let mut gauges = Gauges::new();
     for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        if let DebugValue::Counter(c) = value {
-            let key = key.key();
-            let mut labels: Vec<_> = key
-                .labels()
-                .map(|l| (l.key().to_string(), l.value().to_string()))
-                .collect();
-            labels.sort();
-            *map.entry((key.name().to_string(), labels)).or_default() += c;
+        let key = key.key();
+        let mut labels: Vec<_> = key
+            .labels()
+            .map(|l| (l.key().to_string(), l.value().to_string()))
+            .collect();
+        labels.sort();
+        match value {
+            DebugValue::Counter(c) => {
+                *map.entry((key.name().to_string(), labels)).or_default() += c;
+            }
+            DebugValue::Gauge(g) => {
+                let kind = labels
+                    .into_iter()
+                    .find(|(k, _)| k == "kind")
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                gauges.insert((key.name().to_string(), kind), g.into_inner());
+            }
+            DebugValue::Histogram(_) => {}
         }
     }
-    map.clone()
+    (map.clone(), gauges)
 }
+
+fn totals() -> Totals {
+    reading().0
+}
+
+/// Held by each test: the gauges are the whole process's, so tests that
+/// read them must not run beside others that set them.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The total of the counters `name` (with label `kind` if given).
 fn counter(name: &str, kind: Option<&str>) -> u64 {
@@ -65,16 +90,9 @@ fn counter(name: &str, kind: Option<&str>) -> u64 {
 /// Whether gauge `name` with label `kind` was ever set (a snapshot resets
 /// gauges to zero but keeps them listed).
 fn gauge_seen(name: &str, kind: &str) -> bool {
-    snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .any(|(key, _, _, v)| {
-            let key = key.key();
-            key.name() == name
-                && key.labels().any(|l| l.key() == "kind" && l.value() == kind)
-                && matches!(v, DebugValue::Gauge(_))
-        })
+    reading()
+        .1
+        .contains_key(&(name.to_string(), kind.to_string()))
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -93,6 +111,7 @@ fn short_leases() -> SqliteOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_taken_again_after_its_lease_expired_is_a_redelivery() {
+    let _turn = SERIAL.lock().await;
     snapshotter();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("metrics.db");
@@ -170,6 +189,7 @@ async fn work_taken_again_after_its_lease_expired_is_a_redelivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_cache_hits_misses_and_backlog_are_reported() {
+    let _turn = SERIAL.lock().await;
     snapshotter();
     let hits = counter(m::HISTORY_CACHE_HITS, None);
     let misses = counter(m::HISTORY_CACHE_MISSES, None);
@@ -212,4 +232,42 @@ async fn history_cache_hits_misses_and_backlog_are_reported() {
     );
     assert!(gauge_seen(m::BACKLOG, "orchestration"));
     assert!(gauge_seen(m::BACKLOG, "activity"));
+}
+
+/// With no worker taking work, the backlog still reads what waits: the
+/// backend counts it at its heartbeat (at most once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_counted_with_no_worker_taking_work() {
+    let _turn = SERIAL.lock().await;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let backend =
+        SqliteBackend::open_with(dir.path().join("b.db"), SqliteOptions::default()).unwrap();
+    for i in 0..3 {
+        backend
+            .create_instance(CreateInstanceRequest {
+                instance_id: format!("waiting-{i}"),
+                name: "nobody_runs_this".into(),
+                version: None,
+                input: None,
+                scheduled_start: None,
+                reuse_policy: IdReusePolicy::default(),
+                trace: None,
+            })
+            .await
+            .unwrap();
+    }
+    let key = (m::BACKLOG.to_string(), "orchestration".to_string());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        // Each snapshot resets the gauge, so a 3 read here was set after
+        // the instances were created.
+        if reading().1.get(&key) == Some(&3.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orchestration backlog did not read 3 within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
