@@ -136,6 +136,9 @@ impl SpanId {
     /// assert!(SpanId::parse("B7AD6B7169203331").is_none());
     /// ```
     pub fn parse(hex: &str) -> Option<SpanId> {
+        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
         parse_hex::<8>(hex).filter(|b| *b != [0; 8]).map(SpanId)
     }
 
