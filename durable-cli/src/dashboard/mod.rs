@@ -143,6 +143,11 @@ pub fn router(backend: Arc<dyn Backend>, options: DashboardOptions) -> Router {
                     [
                         (header::CONTENT_TYPE, content_type),
                         (header::CACHE_CONTROL, "no-cache"),
+                        // Never inside another site's frame: its actions
+                        // take one click, and with no token set nothing
+                        // else stops a framing page from tricking a user.
+                        (header::X_FRAME_OPTIONS, "DENY"),
+                        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
                     ],
                     body,
                 )

@@ -401,3 +401,23 @@ async fn the_instance_page_data_and_every_action() {
     }
     env.worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn pages_refuse_to_be_framed_by_other_sites() {
+    let env = env().await;
+    let r = env.router(DashboardOptions {
+        token: None,
+        hosts: None,
+    });
+    for (path, _, _) in ASSETS {
+        let (status, _, headers) = call(&r, get(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "frame-ancestors 'none'",
+            "{path}"
+        );
+    }
+    env.worker.shutdown().await;
+}
