@@ -555,7 +555,7 @@ pub(crate) async fn control(
 /// sub-orchestrations, in one transaction.
 pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut Effects) -> Res<()> {
     let request = ControlRequest::Rewind { reason };
-    control(tx, id, request.clone(), fx).await?;
+    rewind_one(tx, id, request.clone(), fx).await?;
     let now = chrono::Utc::now();
     let mut queue = vec![id.to_string()];
     while let Some(parent) = queue.pop() {
@@ -569,7 +569,7 @@ pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut E
             };
             match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
                 Some(transition::ChildOnRewind::Rewind) => {
-                    control(tx, &child, request.clone(), fx).await?;
+                    rewind_one(tx, &child, request.clone(), fx).await?;
                     queue.push(child);
                 }
                 Some(transition::ChildOnRewind::Deliver(msg)) => {
@@ -580,6 +580,20 @@ pub(crate) async fn rewind(tx: &Tx, id: &str, reason: Option<String>, fx: &mut E
         }
     }
     Ok(())
+}
+
+/// Queues the rewind of one failed instance. What waits in its inbox goes
+/// first: messages sent to the failed execution (a child's late result,
+/// an event from another orchestration) are not for the rewound one, and
+/// a worker that took them with the status already `Running` but without
+/// the rewind (its lease read the inbox as of a moment before the rewind
+/// was queued) would replay the failure and fail the instance again. A
+/// child's late result is delivered again by [`rewind`]. The row is locked
+/// first, as leases lock it, before its inbox rows.
+async fn rewind_one(tx: &Tx, id: &str, request: ControlRequest, fx: &mut Effects) -> Res<()> {
+    load(tx, id, false, true).await?;
+    execute(tx, "DELETE FROM inbox WHERE instance_id = $1", &[&id]).await?;
+    control(tx, id, request, fx).await
 }
 
 /// Takes the guard of entity `$1` exclusively, until the transaction ends

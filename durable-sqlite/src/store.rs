@@ -655,7 +655,7 @@ pub(crate) fn rewind(
     fx: &mut Effects,
 ) -> Result<(), BackendError> {
     let request = ControlRequest::Rewind { reason };
-    control(conn, id, request.clone(), fx)?;
+    rewind_one(conn, id, request.clone(), fx)?;
     let now = chrono::Utc::now();
     let mut queue = vec![id.to_string()];
     while let Some(parent) = queue.pop() {
@@ -668,7 +668,7 @@ pub(crate) fn rewind(
             };
             match transition::child_on_rewind(&parent_row.meta, task_id, &c.meta, now) {
                 Some(transition::ChildOnRewind::Rewind) => {
-                    control(conn, &child, request.clone(), fx)?;
+                    rewind_one(conn, &child, request.clone(), fx)?;
                     queue.push(child);
                 }
                 Some(transition::ChildOnRewind::Deliver(msg)) => {
@@ -679,6 +679,24 @@ pub(crate) fn rewind(
         }
     }
     Ok(())
+}
+
+/// Queues the rewind of one failed instance, after dropping what waits in
+/// its inbox: messages sent to the failed execution (a child's late
+/// result, an event from another orchestration) are not for the rewound
+/// one, and taken without the rewind they would replay the failure. A
+/// child's late result is delivered again by [`rewind`].
+fn rewind_one(
+    conn: &Connection,
+    id: &str,
+    request: ControlRequest,
+    fx: &mut Effects,
+) -> Result<(), BackendError> {
+    conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")
+        .db()?
+        .execute([id])
+        .db()?;
+    control(conn, id, request, fx)
 }
 
 /// Queues a client's event (raise, terminate, suspend, resume), optionally
