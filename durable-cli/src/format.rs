@@ -154,6 +154,7 @@ pub fn instance_json(m: &InstanceMetadata) -> Value {
         "completed_at": time(m.completed_at),
         "scheduled_start": time(m.scheduled_start),
         "parent_instance_id": m.parent_instance_id,
+        "tags": m.tags,
         "input": payload_value(m.input.as_deref()),
         "output": payload_value(m.output.as_deref()),
         "custom_status": payload_value(m.custom_status.as_deref()),
@@ -205,6 +206,10 @@ pub fn instance_details(m: &InstanceMetadata) -> String {
         "Parent",
         m.parent_instance_id.clone().unwrap_or_else(|| "-".into()),
     ));
+    if !m.tags.is_empty() {
+        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.push(("Tags", tags.join(", ")));
+    }
     fields.push(("Input", payload(m.input.as_deref())));
     fields.push(("Output", payload(m.output.as_deref())));
     fields.push(("Custom status", payload(m.custom_status.as_deref())));
@@ -353,6 +358,11 @@ mod tests {
             completed_at: Some(t(1500)),
             scheduled_start: None,
             parent_instance_id: Some("batch-9".into()),
+            tags: [
+                ("team".to_string(), "billing".to_string()),
+                ("tier".to_string(), "gold".to_string()),
+            ]
+            .into(),
         }
     }
 
@@ -394,6 +404,7 @@ Created        2030-01-02T03:04:05.000Z
 Updated        2030-01-02T03:04:06.500Z
 Completed      2030-01-02T03:04:06.500Z
 Parent         batch-9
+Tags           team=billing, tier=gold
 Input          {\"items\":[1,2]}
 Output         -
 Custom status  \"charging\"
@@ -415,6 +426,7 @@ Failure        TaskFailedError: activity \"charge\" failed
         assert_eq!(v["failure"]["inner"]["error_type"], "Declined");
         assert_eq!(v["created_at"], "2030-01-02T03:04:05.000Z");
         assert_eq!(v["parent_instance_id"], "batch-9");
+        assert_eq!(v["tags"], json!({"team": "billing", "tier": "gold"}));
     }
 
     #[test]
@@ -448,6 +460,7 @@ order-22  checkout  2        Running  2030-01-02 03:04:05  2030-01-02 03:04:06
                     execution_id: None,
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             ),
             HistoryEvent::with_id(

@@ -589,6 +589,7 @@ mod tests {
             completed_at: None,
             scheduled_start: None,
             parent_instance_id: None,
+            tags: Default::default(),
         };
         assert_eq!(
             watch_line(&m, false),

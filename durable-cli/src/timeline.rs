@@ -347,6 +347,7 @@ mod tests {
                     execution_id: None,
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             ),
             HistoryEvent::with_id(

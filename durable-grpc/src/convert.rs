@@ -251,6 +251,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             execution_id,
             parent,
             scheduled_start,
+            tags,
         } => EventType::ExecutionStarted(proto::ExecutionStartedEvent {
             name: name.clone(),
             version: version.clone(),
@@ -270,6 +271,7 @@ pub(crate) fn event_to_proto(e: &HistoryEvent) -> proto::HistoryEvent {
             }),
             scheduled_start_timestamp: scheduled_start.as_ref().map(timestamp_to_proto),
             parent_trace_context: trace_to_proto(e.trace.as_deref()),
+            tags: tags_to_proto(tags),
         }),
         EventKind::ExecutionCompleted {
             status,
@@ -448,6 +450,7 @@ pub(crate) fn event_from_proto(e: proto::HistoryEvent) -> Result<HistoryEvent> {
                     })
                 }),
                 scheduled_start: opt_timestamp(s.scheduled_start_timestamp.as_ref())?,
+                tags: tags_from_proto(s.tags),
             }
         }
         EventType::ExecutionCompleted(c) => EventKind::ExecutionCompleted {
@@ -755,6 +758,7 @@ pub(crate) fn metadata_from_proto(s: proto::OrchestrationState) -> Result<Instan
         completed_at: opt_timestamp(s.completed_timestamp.as_ref())?,
         scheduled_start: opt_timestamp(s.scheduled_start_timestamp.as_ref())?,
         parent_instance_id: opt_string(s.parent_instance_id),
+        tags: tags_from_proto(s.tags),
     })
 }
 
@@ -776,6 +780,7 @@ pub(crate) fn metadata_to_proto(m: &InstanceMetadata) -> proto::OrchestrationSta
         execution_id: Some(m.execution_id.clone()).filter(|s| !s.is_empty()),
         completed_timestamp: m.completed_at.as_ref().map(timestamp_to_proto),
         parent_instance_id: m.parent_instance_id.clone(),
+        tags: tags_to_proto(&m.tags),
     }
 }
 
@@ -832,6 +837,7 @@ pub(crate) fn create_request_to_proto(r: CreateInstanceRequest) -> proto::Create
                 .collect(),
         }),
         parent_trace_context: trace_to_proto(r.trace.as_ref()),
+        tags: tags_to_proto(&r.tags),
     }
 }
 
@@ -860,6 +866,7 @@ pub(crate) fn create_request_from_proto(
         scheduled_start: opt_timestamp(r.scheduled_start_timestamp.as_ref())?,
         reuse_policy,
         trace: trace_from_proto(r.parent_trace_context),
+        tags: tags_from_proto(r.tags),
     })
 }
 
@@ -1121,6 +1128,7 @@ mod tests {
                     task_scheduled_id: 4,
                 })),
                 scheduled_start: Some(t(1_700_000_100, 5)),
+                tags: Default::default(),
             },
             EventKind::ExecutionStarted {
                 name: "plain".into(),
@@ -1130,6 +1138,7 @@ mod tests {
                 execution_id: None,
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
             EventKind::ExecutionCompleted {
                 status: OrchestrationStatus::Failed,
@@ -1312,6 +1321,7 @@ mod tests {
             completed_at: Some(t(1_700_000_002, 0)),
             scheduled_start: Some(t(1_699_999_999, 0)),
             parent_instance_id: Some("p".into()),
+            tags: Default::default(),
         };
         assert_eq!(metadata_from_proto(metadata_to_proto(&m)).unwrap(), m);
     }
@@ -1409,6 +1419,7 @@ mod tests {
                 execution_id: Some("exec-9".into()),
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
         );
         let request = proto::OrchestratorRequest {
@@ -1473,6 +1484,7 @@ mod tests {
             scheduled_start: Some(t(1_700_000_000, 9)),
             reuse_policy: IdReusePolicy::never(),
             trace: None,
+            tags: Default::default(),
         };
         let wire = create_request_to_proto(r.clone());
         assert_eq!(create_request_from_proto(wire.clone()).unwrap(), r);
@@ -1539,6 +1551,7 @@ mod tests {
                 execution_id: Some("e".into()),
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
         );
         let item = OrchestrationWorkItem {

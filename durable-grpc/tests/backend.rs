@@ -23,6 +23,7 @@ fn create(id: &str, name: &str, input: Option<&str>) -> CreateInstanceRequest {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     }
 }
 

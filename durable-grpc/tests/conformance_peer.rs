@@ -15,6 +15,8 @@ durable_runtime::conformance_tests! {
         task_tags: "the Python test sidecar drops a task's tags and execution id (neither \
                     its TaskScheduled nor its ActivityRequest carries them): every activity \
                     sees attempt 1 and a key of its own task",
+        instance_tags: "the Python test sidecar puts an instance's tags on its \
+                        ExecutionStarted but answers none in GetInstance and QueryInstances",
         cancel_timers: "the Durable Task protocol has no action to cancel a timer: the \
                         sidecar fires it, and the engine ignores it",
         entities: "the tier's client reads entities as @name@key instances and its \

@@ -86,7 +86,8 @@ async fn python_worker_and_client_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_runs_a_rust_orchestration() {
-    let address = serve(Arc::new(MemoryBackend::new())).await;
+    let store = Arc::new(MemoryBackend::new());
+    let address = serve(store.clone()).await;
     let registry = Registry::new()
         .activity_fn("rust_upper", |_c, s: String| async move {
             Ok::<_, ActivityError>(s.to_uppercase())
@@ -101,6 +102,24 @@ async fn a_python_client_runs_a_rust_orchestration() {
     let ok = python_client(&address, "rust_greeter", r#""ada""#).await;
     assert_eq!(ok["status"], "COMPLETED", "{ok}");
     assert_eq!(ok["output"], r#""Hello, ADA!""#, "{ok}");
+    // The Python client's instance tags are stored, and are on the
+    // ExecutionStarted the worker was given.
+    let id = ok["instance_id"].as_str().expect("an instance id");
+    let stored = store
+        .get_instance(id, false)
+        .await
+        .unwrap()
+        .expect("the instance");
+    let tags = std::collections::BTreeMap::from([("client".to_string(), "python".to_string())]);
+    assert_eq!(stored.tags, tags, "{stored:?}");
+    let history = store.get_history(id).await.unwrap();
+    assert!(
+        history.iter().any(|e| matches!(
+            &e.kind,
+            durable_runtime::history::EventKind::ExecutionStarted { tags: t, .. } if *t == tags
+        )),
+        "{history:?}"
+    );
     worker.shutdown().await;
 }
 

@@ -73,6 +73,7 @@ fn request(id: &str) -> CreateInstanceRequest {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     }
 }
 

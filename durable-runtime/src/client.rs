@@ -18,6 +18,7 @@ use crate::registry::Orchestrator;
 use crate::trace::TraceContext;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ pub struct ScheduleOptions {
     /// that started it, from its `traceparent` header); default: a new
     /// trace. See [`crate::trace`].
     pub trace_parent: Option<TraceContext>,
+    /// Labels for the instance (the protocol's instance tags): kept in its
+    /// metadata ([`OrchestrationState::tags`]), on the `ExecutionStarted`
+    /// of each of its executions, and across continue-as-new and restart.
+    /// Over gRPC they are sent with the start request.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl ScheduleOptions {
@@ -132,6 +138,29 @@ impl OrchestrationState {
     pub fn failure(&self) -> Option<&FailureDetails> {
         self.meta.failure.as_ref()
     }
+    /// The tags the instance was created with (empty if none; see
+    /// [`ScheduleOptions::tags`]).
+    ///
+    /// ```
+    /// use durable_runtime::{Registry, ScheduleOptions, TestEnv};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let registry = Registry::new().orchestrator_fn("noop", |_ctx, _: ()| async move { Ok(()) });
+    /// let env = TestEnv::new(registry).unwrap();
+    /// let options = ScheduleOptions {
+    ///     tags: [("team".to_string(), "billing".to_string())].into(),
+    ///     ..Default::default()
+    /// };
+    /// let id = env.client().schedule_by_name("noop", &(), options).await.unwrap();
+    /// let state = env.wait_for_completion(&id).await.unwrap();
+    /// assert_eq!(state.tags()["team"], "billing");
+    /// # env.shutdown().await;
+    /// # });
+    /// ```
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.meta.tags
+    }
+
     /// When it was created.
     pub fn created_at(&self) -> Timestamp {
         self.meta.created_at
@@ -285,6 +314,7 @@ impl Client {
                 scheduled_start: options.start_at,
                 reuse_policy: options.reuse_policy.unwrap_or_default(),
                 trace: Some(span.context()),
+                tags: options.tags,
             })
             .await;
         span.end = chrono::Utc::now();
@@ -470,6 +500,7 @@ impl Client {
             instance_id: Some(new_id),
             version: meta.version,
             reuse_policy: Some(IdReusePolicy::default()),
+            tags: meta.tags,
             ..Default::default()
         };
         self.schedule_raw(&meta.name, meta.input, options).await
@@ -629,6 +660,7 @@ mod tests {
             completed_at: None,
             scheduled_start: None,
             parent_instance_id: None,
+            tags: Default::default(),
         })
     }
 

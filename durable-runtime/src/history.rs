@@ -102,6 +102,9 @@ pub enum EventKind {
         parent: Option<Box<ParentInstance>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scheduled_start: Option<Timestamp>,
+        /// The instance's tags (see [`ScheduleOptions::tags`](crate::ScheduleOptions::tags)).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        tags: BTreeMap<String, String>,
     },
     /// The orchestration reached a terminal state (or continued as new).
     ExecutionCompleted {

@@ -515,6 +515,7 @@ mod tests {
                 execution_id: Some("e".into()),
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
         )
         .with_trace(parent)

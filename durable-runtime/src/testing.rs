@@ -895,7 +895,7 @@ pub fn replay<O: Orchestrator>(
 ///     HistoryEvent::new(t, EventKind::ExecutionStarted {
 ///         name: "pay".into(), version: Some("1".into()), input: Some("5".into()),
 ///         instance_id: "p1".into(), execution_id: None, parent: None,
-///         scheduled_start: None,
+///         scheduled_start: None, tags: Default::default(),
 ///     }),
 ///     HistoryEvent::with_id(0, t, EventKind::TaskScheduled {
 ///         name: "charge".into(), version: None, input: Some("5".into()), tags: Default::default(),

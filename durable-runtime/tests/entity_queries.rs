@@ -22,6 +22,7 @@ async fn a_bad_snapshot_is_left_out_of_queries_and_reported_by_get() {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
             trace: None,
+            tags: Default::default(),
         })
         .await
         .unwrap();

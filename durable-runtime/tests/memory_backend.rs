@@ -308,6 +308,7 @@ async fn end_with_a_pending_timer(ending: ActionKind) -> MemoryBackend {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     };
     backend.create_instance(request).await.unwrap();
     let item = backend.next_orchestration_item().await.unwrap();

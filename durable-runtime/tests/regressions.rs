@@ -26,6 +26,7 @@ fn request(id: &str, name: &str, input: &str) -> CreateInstanceRequest {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     }
 }
 
@@ -159,6 +160,7 @@ fn code_that_now_returns_early_is_non_deterministic() {
                 execution_id: Some("e".into()),
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
         ),
         HistoryEvent::with_id(

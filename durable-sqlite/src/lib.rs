@@ -837,6 +837,7 @@ mod tests {
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
                 trace: None,
+                tags: Default::default(),
             })
             .await
             .unwrap();
@@ -950,6 +951,7 @@ mod tests {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
             trace: None,
+            tags: Default::default(),
         }
     }
 

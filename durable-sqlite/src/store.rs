@@ -308,6 +308,7 @@ fn meta_json(m: &InstanceMetadata) -> Result<String, BackendError> {
         completed_at: m.completed_at,
         scheduled_start: m.scheduled_start,
         parent_instance_id: m.parent_instance_id.clone(),
+        tags: m.tags.clone(),
     };
     let text = to_json(&stored)?;
     // The cache hands out `stored` for this text instead of parsing it:

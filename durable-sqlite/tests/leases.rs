@@ -37,6 +37,7 @@ async fn create(b: &SqliteBackend, id: &str) {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     })
     .await
     .unwrap_or_else(|e| panic!("create: {e}"));

@@ -127,6 +127,7 @@ async fn work_taken_again_after_its_lease_expired_is_a_redelivery() {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     })
     .await
     .unwrap();
@@ -252,6 +253,7 @@ async fn the_backlog_is_counted_with_no_worker_taking_work() {
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
                 trace: None,
+                tags: Default::default(),
             })
             .await
             .unwrap();

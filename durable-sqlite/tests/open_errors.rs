@@ -204,6 +204,7 @@ fn request(id: &str, input_len: usize) -> CreateInstanceRequest {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     }
 }
 

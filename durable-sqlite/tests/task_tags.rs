@@ -37,6 +37,7 @@ async fn schedule_tagged(path: &Path) {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     })
     .await
     .unwrap();

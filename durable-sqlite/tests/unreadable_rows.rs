@@ -23,6 +23,7 @@ fn request(id: &str, input: i64) -> CreateInstanceRequest {
         scheduled_start: None,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     }
 }
 

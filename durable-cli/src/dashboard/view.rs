@@ -418,6 +418,7 @@ mod tests {
                     execution_id: None,
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             ),
         ]

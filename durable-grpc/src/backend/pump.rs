@@ -487,6 +487,7 @@ mod tests {
                     execution_id: Some("exec".into()),
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             ),
             HistoryEvent::with_id(
@@ -570,6 +571,7 @@ mod tests {
                 execution_id: Some("exec".into()),
                 parent: None,
                 scheduled_start: None,
+                tags: Default::default(),
             },
         );
         *sidecar.work.lock().unwrap() = vec![proto::WorkItem {

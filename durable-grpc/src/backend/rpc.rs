@@ -199,6 +199,7 @@ mod tests {
                 scheduled_start: None,
                 reuse_policy: Default::default(),
                 trace: None,
+                tags: Default::default(),
             })
             .await
             .unwrap_err();

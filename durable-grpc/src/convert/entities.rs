@@ -223,6 +223,7 @@ fn entity_item(
         execution_id: Some(execution_id.clone()),
         parent: None,
         scheduled_start: None,
+        tags: Default::default(),
     });
     let mut new_events = vec![event(EventKind::OrchestratorStarted)];
     for op in operations {

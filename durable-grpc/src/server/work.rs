@@ -806,6 +806,7 @@ mod tests {
                     execution_id: Some("e".into()),
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             )]),
             new_events: vec![],

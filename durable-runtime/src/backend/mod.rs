@@ -158,6 +158,9 @@ pub struct CreateInstanceRequest {
     /// The trace context of the span that creates the instance (recorded
     /// on its `ExecutionStarted`; see [`crate::trace`]).
     pub trace: Option<TraceContext>,
+    /// The instance's tags: labels kept in its metadata and on the
+    /// `ExecutionStarted` of each execution (the protocol's instance tags).
+    pub tags: BTreeMap<String, String>,
 }
 
 impl CreateInstanceRequest {
@@ -216,6 +219,10 @@ pub struct InstanceMetadata {
     pub scheduled_start: Option<Timestamp>,
     /// The parent instance id of a sub-orchestration.
     pub parent_instance_id: Option<String>,
+    /// The tags the instance was created with (kept across
+    /// continue-as-new and restart).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl InstanceMetadata {

@@ -138,6 +138,7 @@ impl Client {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::never(),
             trace: None,
+            tags: Default::default(),
         };
         let data = serde_json::to_string(message).expect("plain data");
         // An empty entity removed by clean_entity_storage between the two

@@ -55,6 +55,7 @@ async fn create(backend: &Arc<dyn Backend>, id: &str, start: Option<Timestamp>) 
         scheduled_start: start,
         reuse_policy: IdReusePolicy::default(),
         trace: None,
+        tags: Default::default(),
     };
     ok(
         &format!("creating {id}"),

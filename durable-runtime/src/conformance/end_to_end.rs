@@ -797,6 +797,66 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
         h.stop().await;
     }
 
+    /// Needs `instance_tags`. The tags an instance is scheduled with are
+    /// in its state and in its query results, on the `ExecutionStarted`
+    /// of each execution (kept across continue-as-new), and kept by a
+    /// restart; another instance has none.
+    async fn instance_tags_are_kept(backend) needs(instance_tags) {
+        let h = Harness::start(backend);
+        let tags: std::collections::BTreeMap<String, String> = [
+            ("team".to_string(), "billing".to_string()),
+            ("region".to_string(), "eu-west".to_string()),
+        ]
+        .into();
+        let options = ScheduleOptions {
+            instance_id: Some("tagged".into()),
+            tags: tags.clone(),
+            ..Default::default()
+        };
+        let id = h.client.schedule_by_name("counter", &3u32, options).await.unwrap();
+        let done = h.wait(&id).await;
+        completed(&done);
+        assert_eq!(done.output::<u32>().unwrap(), 5, "it continued as new twice");
+        assert_eq!(done.tags(), &tags, "the state's tags");
+        let started_tags = |history: &[HistoryEvent]| -> Vec<_> {
+            history
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::ExecutionStarted { tags, .. } => Some(tags.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let history = h.client.history(&id).await.unwrap();
+        assert_eq!(
+            started_tags(&history),
+            std::slice::from_ref(&tags),
+            "the last execution's ExecutionStarted carries the tags: {history:?}"
+        );
+        let (page, _) = h
+            .client
+            .query(InstanceQuery {
+                instance_id_prefix: Some("tagged".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].tags(), &tags, "the query result's tags");
+
+        assert_eq!(h.client.restart(&id).await.unwrap(), id);
+        let again = h.wait(&id).await;
+        completed(&again);
+        assert_eq!(again.tags(), &tags, "a restart keeps the tags");
+        let history = h.client.history(&id).await.unwrap();
+        assert_eq!(started_tags(&history), std::slice::from_ref(&tags), "{history:?}");
+
+        let plain = h.run("counter", &5u32).await;
+        completed(&plain);
+        assert!(plain.tags().is_empty(), "an untagged instance: {:?}", plain.tags());
+        h.stop().await;
+    }
+
     /// Custom status is visible to clients.
     async fn custom_status(backend) {
         let h = Harness::start(backend);
@@ -862,6 +922,7 @@ cases! { ($) __conformance_end_to_end_cases, end_to_end;
             scheduled_start: None,
             reuse_policy: Default::default(),
             trace: None,
+            tags: Default::default(),
         };
         for (req, why) in [
             (request("", "chain", None), "instance id must not be empty"),

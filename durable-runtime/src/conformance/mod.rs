@@ -66,6 +66,7 @@
 //! | `delayed_start` | an instance created with a start time runs no episode before it | [`delivery::events_wait_for_a_delayed_start`], [`end_to_end::scheduled_start`] |
 //! | `replace_live` | creating an instance over a live one (a reuse policy that allows it) terminates the old one first, so a sub-orchestration's parent sees it fail as terminated | [`end_to_end::replacing_a_live_child`] |
 //! | `task_tags` | a scheduled task's tags are kept in its `TaskScheduled` and reach its activity work item, with the execution id (an activity's [attempt](crate::ActivityContext::attempt) and [idempotency key](crate::ActivityContext::idempotency_key) come from them) | [`delivery::task_tags_survive_redelivery`], [`end_to_end::activity_attempts_and_idempotency_keys`] |
+//! | `instance_tags` | the tags an instance is created with ([`ScheduleOptions::tags`](crate::ScheduleOptions::tags)) are kept in its metadata and on the `ExecutionStarted` of each execution | [`end_to_end::instance_tags_are_kept`] |
 //! | `rewind` | [`Backend::rewind`](crate::Backend::rewind): a failed instance and its failed sub-orchestrations run again from where they failed | [`end_to_end::rewind_continues_a_failed_instance_from_where_it_failed`] |
 //! | `entities` | entities run: a message to an `@name@key` instance creates it, a delayed signal waits until its time, and continue-as-new with a snapshot keeps the state ([`crate::entity`]) | every case of [`entities`] |
 //! | `cancel_timers` | a timer the orchestration dropped before it fired (reported in [`OrchestratorResult::cancelled_timers`](crate::actions::OrchestratorResult::cancelled_timers)) is deleted and never fires | [`end_to_end::deadline_event_wins_and_its_timer_is_cancelled`] |
@@ -255,6 +256,7 @@ macro_rules! __conformance_capability {
     (delayed_start) => {};
     (replace_live) => {};
     (task_tags) => {};
+    (instance_tags) => {};
     (cancel_timers) => {};
     (rewind) => {};
     (entities) => {};
@@ -263,7 +265,7 @@ macro_rules! __conformance_capability {
             "unknown conformance capability `",
             ::core::stringify!($other),
             "`; the capabilities are stale_tokens, lease_expiry, delayed_start, replace_live, \
-             task_tags, cancel_timers, rewind and entities"
+             task_tags, instance_tags, cancel_timers, rewind and entities"
         ));
     };
 }

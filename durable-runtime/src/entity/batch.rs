@@ -325,6 +325,7 @@ mod tests {
                     execution_id: Some("e1".into()),
                     parent: None,
                     scheduled_start: None,
+                    tags: Default::default(),
                 },
             ),
         ]

@@ -63,6 +63,7 @@ impl Sim {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
             trace: None,
+            tags: Default::default(),
         };
         let (mut meta, start) =
             transition::create_instance(&req, None, t0(), &Limits::default()).unwrap();

@@ -384,6 +384,7 @@ async fn hold(db: &str, lease_ms: &str) -> Result<(), String> {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::never(),
             trace: None,
+            tags: Default::default(),
         })
         .await;
     match created {

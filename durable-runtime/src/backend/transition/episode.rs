@@ -395,6 +395,7 @@ impl Episode<'_> {
                 scheduled_start: None,
                 reuse_policy: IdReusePolicy::default(),
                 trace: trace.cloned(),
+                tags: Default::default(),
             },
             parent: Some(ParentInstance {
                 instance_id: self.meta.instance_id.clone(),
@@ -437,6 +438,7 @@ impl Episode<'_> {
                         scheduled_start: None,
                         reuse_policy: IdReusePolicy::never(),
                         trace: None,
+                        tags: Default::default(),
                     },
                     parent: None,
                 });
@@ -569,6 +571,7 @@ impl Episode<'_> {
                 execution_id: Some(execution_id),
                 parent: self.parent().map(Box::new),
                 scheduled_start: None,
+                tags: metadata.tags.clone(),
             },
         )
         // The new execution continues the trace of the one it replaces.

@@ -274,6 +274,7 @@ pub fn create_instance(
         completed_at: None,
         scheduled_start,
         parent_instance_id: parent.as_ref().map(|p| p.instance_id.clone()),
+        tags: request.tags.clone(),
     };
     let started = HistoryEvent::new(
         now,
@@ -285,6 +286,7 @@ pub fn create_instance(
             execution_id: Some(execution_id.clone()),
             parent: parent.map(Box::new),
             scheduled_start,
+            tags: request.tags.clone(),
         },
     )
     .with_trace(request.trace.clone());
@@ -1060,6 +1062,7 @@ mod tests {
             scheduled_start: None,
             reuse_policy: IdReusePolicy::default(),
             trace: None,
+            tags: Default::default(),
         }
     }
 
